@@ -1,0 +1,137 @@
+"""The `resflow` command: one short function per command over the library.
+
+Heavy libraries (torch, pandas) are imported inside the commands, so `--help` is instant.
+`ResflowError` becomes a one-line message on stderr and its exit code, in one place: `_command`.
+"""
+
+from __future__ import annotations
+
+import functools
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from resflow import __version__
+from resflow.errors import ResflowError
+
+app = typer.Typer(
+    name="resflow",
+    help="Gradient-flow experiments: what residuals, norm placement, activations and init do to "
+    "the gradient that reaches each layer.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def stdout() -> Console:
+    console = Console()
+    return console if console.is_terminal else Console(width=120)
+
+
+def stderr() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _command(fn):
+    """Map library errors to a one-line message on stderr and an exit code; the one place that does."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ResflowError as err:
+            stderr().print(f"error: {err}", markup=False)
+            raise typer.Exit(err.exit_code) from None
+        except KeyboardInterrupt:
+            stderr().print("interrupted: nothing was written", markup=False)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"resflow {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+):
+    """Run `resflow COMMAND --help` for a command's options."""
+
+
+SET_HELP = "Override a config key, e.g. --set model.depth=100 (repeatable; values read as YAML)."
+
+
+@app.command()
+@_command
+def run(
+    config: str = typer.Argument(..., help="A YAML path, or the name of a bundled config (e.g. deep50)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results dir [default: results/<name>]."),
+    set_: List[str] = typer.Option([], "--set", help=SET_HELP),
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="Number of seeds (overrides the config's `seeds`)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing results dir."),
+):
+    """Measure per-layer gradient norms at initialisation; write CSVs and print the table."""
+    from resflow.config import load_config
+    from resflow.experiment import run as run_experiment
+    from resflow.report import headline, run_table
+    from resflow.results import check_out_dir, write_run
+
+    overrides = list(set_) + ([f"seeds={seeds}"] if seeds is not None else [])
+    cfg = load_config(config, overrides)
+    out = out or Path("results") / cfg.name
+    check_out_dir(out, force)
+    result = run_experiment(cfg)
+    write_run(result, out, force)
+    console = stdout()
+    console.print(run_table(result.grads, title=_title(cfg)))
+    console.print(headline(result.grads), markup=False)
+    console.print(f"wrote {out}/ (grads.csv, params.csv, summary.csv, config.yaml, meta.json)", markup=False)
+
+
+def _title(cfg) -> str:
+    m = cfg.model
+    shape = f"{m.depth} × {m.block} width {m.width}, {m.activation}"
+    res = f"residual α={m.residual_scale:g}" if m.residual else "no residual"
+    norm = f"{m.norm}-{m.norm_type}" if m.norm != "none" else "no norm"
+    return f"{cfg.name}: {shape}, {res}, {norm}, init {m.init.scheme}×{m.init.scale:g}, {cfg.dtype}, seeds {cfg.seed}…{cfg.seed + cfg.seeds - 1}"
+
+
+class DemoName(str, Enum):
+    all = "all"
+    chain = "chain"
+    tanh50 = "tanh50"
+
+
+@app.command()
+@_command
+def demo(
+    which: DemoName = typer.Argument(DemoName.all, help="chain: 0.9^50 and 0.5^99; tanh50: the seeds' scalar experiment."),
+    seeds: int = typer.Option(1000, "--seeds", min=1, help="tanh50: number of seeds."),
+    out: Path = typer.Option(Path("results") / "demo-tanh50", "--out", "-o", help="tanh50: where demo.csv goes."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing demo.csv."),
+):
+    """Reproduce the seed documents' demonstrations, and say what the evidence supports."""
+    from resflow.demo_report import print_chain, print_tanh50
+
+    console = stdout()
+    if which in (DemoName.all, DemoName.chain):
+        print_chain(console)
+    if which in (DemoName.all, DemoName.tanh50):
+        print_tanh50(console, seeds=seeds, out=out, force=force)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,263 @@
+"""Typed, validated experiment configs: the only place raw dicts exist.
+
+YAML (safe loader only) and `--set key=value` overrides go in; a frozen `Config` comes out, or a
+`ConfigError` whose one-line message names the dotted key, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from resflow.errors import ConfigError
+
+ACTIVATION_NAMES = (
+    "identity", "tanh", "relu", "gelu", "sigmoid", "silu", "leaky_relu", "elu", "selu", "softplus",
+)  # the builders live in resflow.models.activations (checked against this list by a test)
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$"
+
+
+class _Strict(BaseModel):
+    """Strict types (no '5' for 5, no 'yes' for true), unknown keys rejected, NaN/inf rejected."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, frozen=True)
+
+
+class InitConfig(_Strict):
+    scheme: Literal["default", "normal", "xavier", "kaiming", "orthogonal", "constant"] = "default"
+    # normal: std = scale/sqrt(fan_in) (scale is sigma_w); constant: every weight = scale;
+    # default/xavier/kaiming/orthogonal: the scheme's weights multiplied by scale.
+    scale: float = Field(1.0, ge=0)
+    # None: the scheme's own biases (PyTorch's uniform for `default`, zeros otherwise);
+    # a number: biases ~ N(0, bias_std^2), 0 meaning zeros.
+    bias_std: Optional[float] = Field(None, ge=0)
+
+
+class ModelConfig(_Strict):
+    block: Literal["mlp"] = "mlp"  # the kind of block stacked `depth` times
+    depth: int = Field(ge=1)  # number of blocks
+    width: int = Field(ge=1)  # features in = features out of every block
+    activation: Literal[ACTIVATION_NAMES] = "tanh"  # type: ignore[valid-type]
+    residual: bool = False  # x + alpha*f(x) instead of f(x)
+    residual_scale: float = 1.0  # alpha
+    norm: Literal["none", "pre", "post"] = "none"  # where the norm sits
+    norm_type: Literal["layernorm", "rmsnorm"] = "layernorm"
+    preactivation: bool = False  # branch W*phi(u)+b instead of phi(W*u+b) (He et al. 2016)
+    bias: bool = True
+    share_weights: bool = False  # one block reused at every depth
+    init: InitConfig = InitConfig()
+
+
+class DataConfig(_Strict):
+    batch_size: int = Field(32, ge=1)
+    input: Literal["normal", "ones"] = "normal"  # x ~ N(0, input_scale^2) or x = input_scale
+    input_scale: float = Field(1.0, ge=0)
+
+
+class Config(_Strict):
+    name: str = Field("resflow", pattern=NAME_PATTERN)  # default: the config file's stem
+    seed: int = Field(0, ge=0)  # first seed
+    seeds: int = Field(1, ge=1)  # runs seeds seed, seed+1, ..., seed+seeds-1
+    dtype: Literal["float32", "float64"] = "float32"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # sum: sum of outputs (the seeds' `out.backward()`); mean; mse against a fixed random target;
+    # random: <v, output> for a fixed Gaussian v.
+    loss: Literal["sum", "mean", "mse", "random"] = "sum"
+    model: ModelConfig
+    data: DataConfig = DataConfig()
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(self.seed, self.seed + self.seeds))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fully resolved config, as plain YAML-able data."""
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def replace(self, overrides: list[str] | dict[str, Any]) -> "Config":
+        """A copy with dotted-key overrides applied and validated again."""
+        return validate(self.to_dict(), overrides=overrides, source="config")
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding and reading config files
+
+
+def bundled_configs_dir() -> Path:
+    """The configs shipped with resflow: inside the installed package, or the repo's configs/."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "configs", here.parent / "configs"):
+        if candidate.is_dir():
+            return candidate
+    return here / "configs"
+
+
+def bundled_config_names() -> list[str]:
+    return sorted(p.stem for p in bundled_configs_dir().glob("*.yaml"))
+
+
+def resolve_config_path(ref: str | Path) -> Path:
+    """A YAML path, or the name of a bundled config (`deep50` -> configs/deep50.yaml)."""
+    path = Path(ref).expanduser()
+    if path.exists():
+        if path.is_dir():
+            raise ConfigError(f"config {str(ref)!r} is a directory, not a YAML file")
+        return path
+    text = str(ref)
+    if "/" not in text and "\\" not in text:
+        stem = text[:-5] if text.endswith(".yaml") else text[:-4] if text.endswith(".yml") else text
+        bundled = bundled_configs_dir() / f"{stem}.yaml"
+        if bundled.is_file():
+            return bundled
+    names = bundled_config_names()
+    hint = difflib.get_close_matches(Path(text).stem, names, n=1)
+    did_you_mean = f"; did you mean {hint[0]!r}?" if hint else ""
+    raise ConfigError(
+        f"config {text!r} not found: no such file, and not a bundled config "
+        f"(bundled: {', '.join(names) or 'none'}){did_you_mean}"
+    )
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except PermissionError:
+        raise ConfigError(f"{path}: cannot read the file (permission denied)") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (not valid UTF-8)") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the file ({err.strerror or err})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
+    if data is None:
+        raise ConfigError(f"{path}: the file is empty; expected a mapping such as 'model: {{depth: 50, width: 64}}'")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys to values, got a {type(data).__name__}")
+    return data
+
+
+def load_config(
+    ref: str | Path | dict[str, Any], overrides: list[str] | dict[str, Any] | None = None
+) -> Config:
+    """Load and validate a config from a YAML path, a bundled config name, or a dict."""
+    if isinstance(ref, dict):
+        return validate(ref, overrides=overrides, source="config")
+    path = resolve_config_path(ref)
+    data = read_yaml(path)
+    data.setdefault("name", path.stem)
+    return validate(data, overrides=overrides, source=str(path))
+
+
+# ---------------------------------------------------------------------------------------------
+# Overrides and validation
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """'model.depth=100' -> ('model.depth', 100); the value is read as YAML (true, 1e-3, [1, 2])."""
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set model.depth=100")
+    if any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {item!r}: {key!r} is not a dotted key such as model.depth")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else raw
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {item!r}: cannot read the value {raw!r}") from None
+    return key, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Set dotted keys in a nested dict (a copy); unknown keys are caught later by validation."""
+    out = _deep_copy(data)
+    for key, value in overrides.items():
+        parts = key.split(".")
+        node = out
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                prefix = ".".join(parts[: depth + 1])
+                raise ConfigError(f"--set {key}: {prefix} is a value, not a section, so it has no key {parts[depth + 1]!r}")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def _deep_copy(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _deep_copy(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_deep_copy(v) for v in data]
+    return data
+
+
+def validate(
+    data: dict[str, Any],
+    overrides: list[str] | dict[str, Any] | None = None,
+    source: str = "config",
+) -> Config:
+    if isinstance(overrides, (list, tuple)):
+        overrides = dict(parse_override(item) for item in overrides)
+    overrides = overrides or {}
+    data = apply_overrides(data, overrides)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source, set(overrides))) from None
+
+
+def _format_errors(err: ValidationError, source: str, overridden: set[str]) -> str:
+    parts = [_format_one(e, overridden) for e in err.errors()]
+    first = parts[0]
+    origin = "--set " if first.split(":")[0] in overridden else f"{source}: "
+    more = f" (and {len(parts) - 1} more: {'; '.join(parts[1:3])})" if len(parts) > 1 else ""
+    return origin + first + more
+
+
+def _format_one(e: dict[str, Any], overridden: set[str]) -> str:
+    loc = [str(p) for p in e["loc"]]
+    key = ".".join(loc)
+    kind = e["type"]
+    value = e.get("input")
+    if kind == "extra_forbidden":
+        allowed = _fields_at(loc[:-1])
+        hint = difflib.get_close_matches(loc[-1], allowed, n=1)
+        did_you_mean = f"; did you mean {'.'.join(loc[:-1] + [hint[0]])!r}?" if hint else ""
+        return f"{key}: unknown key{did_you_mean} (allowed here: {', '.join(allowed)})"
+    if kind == "missing":
+        return f"{key}: required key is missing"
+    if kind == "finite_number" or (isinstance(value, float) and not math.isfinite(value)):
+        return f"{key}: must be a finite number, got {value!r}"
+    msg = e["msg"].replace("Input should be", "must be")
+    return f"{key}: {msg}, got {_show(value)}"
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _fields_at(loc: list[str]) -> list[str]:
+    model: type[BaseModel] = Config
+    for part in loc:
+        field = model.model_fields.get(part)
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)

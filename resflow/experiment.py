@@ -1,0 +1,107 @@
+"""Wire config, model, recorder and results together: `run(config) -> RunResult`.
+
+For each seed: seed torch's RNG (inside fork_rng, so the caller's RNG state is untouched), build and
+initialise the model, draw the batch and the loss from the seed's data generator, run one forward
+and backward under the recorder, and add its floats to the tidy tables.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+
+import torch
+
+from resflow import __version__
+from resflow.analysis import summarize
+from resflow.config import Config
+from resflow.data import data_generator, make_input, make_loss
+from resflow.errors import ConfigError
+from resflow.models import build_model
+from resflow.recorder import Record, Recorder
+from resflow.results import (
+    CONFIG_COLUMNS, RunResult, config_columns, grads_frame, params_frame, summary_frame,
+)
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: 'cuda' was asked for but no CUDA device is available; use device: auto or cpu")
+    return torch.device(name)
+
+
+def input_shape(cfg: Config) -> tuple[int, ...]:
+    return (cfg.data.batch_size, cfg.model.width)  # (B, W)
+
+
+def measure_seed(cfg: Config, seed: int, device: torch.device) -> Record:
+    """One seed at initialisation: build, forward, backward, record."""
+    dtype = DTYPES[cfg.dtype]
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        model = build_model(cfg.model, device=device, dtype=dtype)
+    gen = data_generator(seed)
+    x = make_input(cfg.data, input_shape(cfg), gen).to(device=device, dtype=dtype).requires_grad_(True)
+    loss_fn = make_loss(cfg.loss, tuple(x.shape), gen, device, dtype)
+    with Recorder(model) as rec:
+        loss_fn(model(x)).backward()
+        return rec.collect()
+
+
+def run(cfg: Config, on_seed=None) -> RunResult:
+    """Measure every seed of `cfg`; returns the tables that the CSVs hold (nothing is written)."""
+    device = resolve_device(cfg.device)
+    started = datetime.now(timezone.utc)
+    t0 = time.perf_counter()
+    cols = config_columns(cfg)
+    grads = {k: [] for k in ("variant", "seed", "step", "layer", "sublayer", "input_grad_norm", "activation_rms", "param_grad_norm")}
+    params = {k: [] for k in ("variant", "seed", "step", "layer", "param", "grad_norm", "value_norm")}
+    for seed in cfg.seed_list:
+        rec = measure_seed(cfg, seed, device)
+        n, m = len(rec.layer), len(rec.param_layer)
+        grads["variant"] += [cfg.name] * n
+        grads["seed"] += [seed] * n
+        grads["step"] += [0] * n
+        grads["layer"] += rec.layer
+        grads["sublayer"] += rec.sublayer
+        grads["input_grad_norm"] += rec.input_grad_norm
+        grads["activation_rms"] += rec.activation_rms
+        grads["param_grad_norm"] += rec.param_grad_norm
+        params["variant"] += [cfg.name] * m
+        params["seed"] += [seed] * m
+        params["step"] += [0] * m
+        params["layer"] += rec.param_layer
+        params["param"] += rec.param_name
+        params["grad_norm"] += rec.param_grad
+        params["value_norm"] += rec.param_value
+        if on_seed is not None:
+            on_seed(seed)
+    n_rows = len(grads["seed"])
+    for key, value in cols.items():
+        grads[key] = [value] * n_rows
+    grads_df = grads_frame(grads)
+    meta = dict(
+        resflow=__version__,
+        torch=torch.__version__,
+        python=platform.python_version(),
+        platform=platform.platform(),
+        device=str(device),
+        dtype=cfg.dtype,
+        seeds=cfg.seed_list,
+        started=started.isoformat(timespec="seconds"),
+        wall_time_s=round(time.perf_counter() - t0, 6),
+        command=" ".join(sys.argv),
+    )
+    return RunResult(
+        grads=grads_df,
+        params=params_frame(params),
+        summary=summary_frame(summarize(grads_df, CONFIG_COLUMNS)),
+        config=cfg.to_dict(),
+        meta=meta,
+    )

@@ -1,0 +1,44 @@
+"""The MLP block: a width -> width linear layer and an activation, with optional residual and norm.
+
+    plain      x -> phi(W x + b)
+    residual   x -> x + alpha * phi(W x + b)
+    pre-norm   x -> x + alpha * phi(W norm(x) + b)
+    post-norm  x -> norm(x + alpha * phi(W x + b))
+With `preactivation`, phi(W u + b) becomes W phi(u) + b (He et al. 2016, ResNet-v2).
+"""
+
+from torch import nn
+
+from resflow.models.activations import ACTIVATIONS
+from resflow.models.norms import NORMS
+from resflow.models.stack import Site
+
+
+class MLPBlock(nn.Module):
+    def __init__(self, cfg, device=None, dtype=None):
+        super().__init__()
+        kw = dict(device=device, dtype=dtype)
+        self.linear = nn.Linear(cfg.width, cfg.width, bias=cfg.bias, **kw)
+        norm = NORMS[cfg.norm_type]
+        self.pre = norm(cfg.width, **kw) if cfg.norm == "pre" else nn.Identity()
+        self.post = norm(cfg.width, **kw) if cfg.norm == "post" else nn.Identity()
+        self.act = ACTIVATIONS[cfg.activation]
+        self.preactivation = cfg.preactivation
+        self.residual = cfg.residual
+        self.alpha = cfg.residual_scale
+
+    def branch(self, u):  # f(u): (B, W) -> (B, W)
+        return self.linear(self.act(u)) if self.preactivation else self.act(self.linear(u))
+
+    def forward(self, x):  # x: (B, W)
+        h = self.branch(self.pre(x))  # pre-norm: f(norm(x)); otherwise f(x)
+        y = x + self.alpha * h if self.residual else h
+        return self.post(y)  # post-norm: norm(y); otherwise y
+
+    def sites(self, layer: int) -> list[Site]:
+        return [Site(layer, "mlp", self, tuple(self._named_params()))]
+
+    def _named_params(self):
+        # names as they read in the block: linear.weight, linear.bias, norm.weight, norm.bias
+        for name, p in self.named_parameters():
+            yield name.replace("pre.", "norm.").replace("post.", "norm."), p

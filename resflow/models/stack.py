@@ -1,0 +1,42 @@
+"""The stack: `depth` blocks applied in order, and the recording sites they expose."""
+
+from dataclasses import dataclass
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Site:
+    """A place where the gradient is measured: the input of one residual connection (or block).
+
+    `module` is called once per site, in site order, with the residual stream as its first input;
+    `params` are the parameters attributed to this site, named relative to their block.
+    """
+
+    layer: int  # block index, 0 nearest the input
+    sublayer: str  # "mlp" for MLP blocks; "attn"/"ffn" for transformer blocks
+    module: nn.Module
+    params: tuple  # ((name, nn.Parameter), ...)
+
+
+class Stack(nn.Module):
+    """x -> block_0 -> block_1 -> ... -> block_{depth-1}. With shared weights every entry is one module."""
+
+    def __init__(self, blocks: list[nn.Module]):
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x):  # (..., W) -> (..., W)
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+    def sites(self) -> list[Site]:
+        """One site per block (blocks may override with several, e.g. attn and ffn)."""
+        out = []
+        for layer, block in enumerate(self.blocks):
+            if hasattr(block, "sites"):
+                out.extend(block.sites(layer))
+            else:
+                out.append(Site(layer, "block", block, tuple(block.named_parameters())))
+        return out

@@ -1,0 +1,199 @@
+"""The one results schema: tidy tables, and the run directories that hold them.
+
+A results dir holds grads.csv, params.csv, summary.csv, config.yaml and meta.json. It is written
+whole into a staging dir next to its destination and renamed into place, so a reader never sees a
+partial result, and an existing result is replaced only when asked (`force`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from resflow.errors import ConfigError, ResflowError
+
+# Columns copied from the config into every row, so CSVs of different runs concatenate directly.
+CONFIG_COLUMNS = [
+    "block", "depth", "width", "activation", "residual", "residual_scale",
+    "norm", "norm_type", "init_scheme", "init_scale",
+]
+GRADS_COLUMNS = [
+    "variant", "seed", "step", "layer", "sublayer",
+    "input_grad_norm", "activation_rms", "param_grad_norm", *CONFIG_COLUMNS,
+]
+PARAMS_COLUMNS = ["variant", "seed", "step", "layer", "param", "grad_norm", "value_norm"]
+SUMMARY_COLUMNS = [
+    "variant", "seed", "step", "grad_first", "grad_last", "grad_ratio", "log10_grad_ratio",
+    "gain_per_layer", "finite", *CONFIG_COLUMNS,
+]
+RESULT_FILES = ("grads.csv", "params.csv", "summary.csv", "config.yaml", "meta.json")
+
+
+def config_columns(cfg) -> dict[str, Any]:
+    m = cfg.model
+    return dict(
+        block=m.block, depth=m.depth, width=m.width, activation=m.activation, residual=m.residual,
+        residual_scale=m.residual_scale, norm=m.norm, norm_type=m.norm_type,
+        init_scheme=m.init.scheme, init_scale=m.init.scale,
+    )
+
+
+def _ordered(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """The schema's columns first, in order; any extra columns (added by later features) after."""
+    extra = [c for c in df.columns if c not in columns]
+    return df[[c for c in columns if c in df.columns] + extra]
+
+
+def grads_frame(rows: dict[str, list]) -> pd.DataFrame:
+    return _ordered(pd.DataFrame(rows), GRADS_COLUMNS)
+
+
+def params_frame(rows: dict[str, list]) -> pd.DataFrame:
+    return _ordered(pd.DataFrame(rows), PARAMS_COLUMNS)
+
+
+def summary_frame(df: pd.DataFrame) -> pd.DataFrame:
+    return _ordered(df, SUMMARY_COLUMNS)
+
+
+@dataclass
+class RunResult:
+    """What `resflow.run` returns and what a results dir holds."""
+
+    grads: pd.DataFrame
+    params: pd.DataFrame
+    summary: pd.DataFrame
+    config: dict[str, Any] = field(default_factory=dict)  # the fully resolved config
+    meta: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None  # where it was written / read from
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+def check_out_dir(path: Path, force: bool = False) -> None:
+    """Fail before any work if `path` cannot become a results dir."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"output path {str(path)!r} exists and is a file, not a directory")
+    if path.is_dir() and any(path.iterdir()) and not force:
+        raise ConfigError(
+            f"{str(path)!r} already holds results; pass --force to replace them or --out to write elsewhere"
+        )
+    parent = _existing_ancestor(path)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"output path {str(path)!r} is not writable (no write permission in {str(parent)!r})")
+
+
+def _existing_ancestor(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def _fsync_write(path: Path, text: str) -> None:
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def write_csv(df: pd.DataFrame, path: Path) -> None:
+    """Full precision (floats round-trip exactly), atomically: temp file + fsync + rename."""
+    write_text_atomic(path, df.to_csv(index=False))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        _fsync_write(Path(tmp), text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_files(result: RunResult, directory: Path) -> None:
+    """Write the result's files into an existing directory (each file atomically)."""
+    import yaml
+
+    write_csv(result.grads, directory / "grads.csv")
+    write_csv(result.params, directory / "params.csv")
+    write_csv(result.summary, directory / "summary.csv")
+    write_text_atomic(directory / "config.yaml", yaml.safe_dump(result.config, sort_keys=False))
+    write_text_atomic(directory / "meta.json", json.dumps(result.meta, indent=2, default=str) + "\n")
+
+
+def write_run(result: RunResult, path: Path, force: bool = False, extra=None) -> Path:
+    """Write a whole results dir atomically: staged beside `path`, then renamed into place.
+
+    `extra(staging_dir)` may add files (figures) before the rename.
+    """
+    path = Path(path)
+    check_out_dir(path, force)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.staging-", dir=path.parent))
+    except OSError as err:
+        raise ResflowError(f"cannot create the results dir {str(path)!r}: {err.strerror or err}") from None
+    old = None
+    try:
+        write_files(result, staging)
+        if extra is not None:
+            extra(staging)
+        if path.exists():
+            old = path.parent / f".{path.name}.old-{os.getpid()}"
+            os.replace(path, old)
+        os.replace(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if old is not None and not path.exists():
+            os.replace(old, path)  # put the earlier result back
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    result.path = path
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def is_results_dir(path: Path) -> bool:
+    path = Path(path)
+    return path.is_dir() and (path / "grads.csv").is_file() and (path / "summary.csv").is_file()
+
+
+def read_run(path: Path) -> RunResult:
+    """Read a results dir back (for `show` and `plot`); a clear error if it is not one."""
+    import yaml
+
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{str(path)!r} does not exist")
+    if not is_results_dir(path):
+        raise ConfigError(f"{str(path)!r} is not a resflow results dir (no grads.csv and summary.csv in it)")
+    try:
+        grads = pd.read_csv(path / "grads.csv")
+        summary = pd.read_csv(path / "summary.csv")
+        params = pd.read_csv(path / "params.csv") if (path / "params.csv").is_file() else pd.DataFrame(columns=PARAMS_COLUMNS)
+        config = yaml.safe_load((path / "config.yaml").read_text()) if (path / "config.yaml").is_file() else {}
+        meta = json.loads((path / "meta.json").read_text()) if (path / "meta.json").is_file() else {}
+    except (OSError, ValueError, yaml.YAMLError, pd.errors.ParserError) as err:
+        raise ResflowError(f"{str(path)!r}: cannot read the results: {err}") from None
+    missing = [c for c in ("variant", "seed", "layer", "input_grad_norm") if c not in grads.columns]
+    if missing:
+        raise ConfigError(f"{str(path / 'grads.csv')!r} lacks the columns {', '.join(missing)}: not a resflow results file")
+    return RunResult(grads=grads, params=params, summary=summary, config=config or {}, meta=meta, path=path)
