@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -20,6 +21,23 @@ ACTIVATION_NAMES = (
     "identity", "tanh", "relu", "gelu", "sigmoid", "silu", "leaky_relu", "elu", "selu", "softplus",
 )  # the builders live in resflow.models.activations (checked against this list by a test)
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$"
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader (never constructs Python objects) that also reads 1e-3 as a float
+    (YAML 1.1 wants 1.0e-3; users write 1e-3)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def safe_load(text: str):
+    """yaml.safe_load, with 1e-3 read as a float."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
 
 
 class _Strict(BaseModel):
@@ -136,7 +154,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
     except OSError as err:
         raise ConfigError(f"{path}: cannot read the file ({err.strerror or err})") from None
     try:
-        data = yaml.safe_load(text)
+        data = safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -174,7 +192,7 @@ def parse_override(item: str) -> tuple[str, Any]:
     if any(not part for part in key.split(".")):
         raise ConfigError(f"--set {item!r}: {key!r} is not a dotted key such as model.depth")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else raw
+        value = safe_load(raw) if raw.strip() else raw
     except yaml.YAMLError:
         raise ConfigError(f"--set {item!r}: cannot read the value {raw!r}") from None
     return key, value
