@@ -130,8 +130,9 @@ def resolve_config_path(ref: str | Path) -> Path:
             raise ConfigError(f"config {str(ref)!r} is a directory, not a YAML file")
         return path
     text = str(ref)
-    if "/" not in text and "\\" not in text:
-        stem = text[:-5] if text.endswith(".yaml") else text[:-4] if text.endswith(".yml") else text
+    # a bare name (deep50, deep50.yaml) or configs/<name>.yaml run from outside the repo
+    if ("/" not in text and "\\" not in text) or path.parent == Path("configs"):
+        stem = path.name[:-5] if path.name.endswith(".yaml") else path.name[:-4] if path.name.endswith(".yml") else path.name
         bundled = bundled_configs_dir() / f"{stem}.yaml"
         if bundled.is_file():
             return bundled

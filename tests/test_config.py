@@ -118,3 +118,10 @@ def test_python_tags_never_execute(tmp_path):
     with pytest.raises(ConfigError):
         load_config(write(tmp_path, text))
     assert not marker.exists()
+
+
+def test_configs_path_resolves_to_bundled_from_anywhere(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert resolve_config_path("configs/deep50.yaml") == resolve_config_path("deep50")
+    with pytest.raises(ConfigError):
+        resolve_config_path("elsewhere/deep50.yaml")
