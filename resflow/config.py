@@ -10,10 +10,10 @@ import difflib
 import math
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from resflow.errors import ConfigError
 
@@ -54,27 +54,98 @@ class InitConfig(_Strict):
     # None: the scheme's own biases (PyTorch's uniform for `default`, zeros otherwise);
     # a number: biases ~ N(0, bias_std^2), 0 meaning zeros.
     bias_std: Optional[float] = Field(None, ge=0)
+    zero_out: bool = False  # transformer: zero the attention and FFN output projections (microgpt)
 
 
 class ModelConfig(_Strict):
-    block: Literal["mlp"] = "mlp"  # the kind of block stacked `depth` times
+    block: Literal["mlp", "transformer"] = "mlp"  # the kind of block stacked `depth` times
     depth: int = Field(ge=1)  # number of blocks
     width: int = Field(ge=1)  # features in = features out of every block
-    activation: Literal[ACTIVATION_NAMES] = "tanh"  # type: ignore[valid-type]
+    activation: Optional[Literal[ACTIVATION_NAMES]] = None  # type: ignore[valid-type]  # mlp [tanh]
     residual: bool = False  # x + alpha*f(x) instead of f(x)
-    residual_scale: float = 1.0  # alpha
+    # alpha; transformer: 'deepnorm' = DeepNet's norm(a*x + f(x)), a = (2N)^(1/4), post-norm only
+    residual_scale: Union[float, Literal["deepnorm"]] = 1.0
     norm: Literal["none", "pre", "post"] = "none"  # where the norm sits
     norm_type: Literal["layernorm", "rmsnorm"] = "layernorm"
     preactivation: bool = False  # branch W*phi(u)+b instead of phi(W*u+b) (He et al. 2016)
     bias: bool = True
     share_weights: bool = False  # one block reused at every depth
     init: InitConfig = InitConfig()
+    # transformer only (None for mlp blocks; defaults filled in for transformers):
+    heads: Optional[int] = Field(None, ge=1)  # attention heads [4]; must divide width
+    ffn: Optional[Literal["gelu", "relu", "swiglu"]] = None  # FFN kind [gelu]
+    ffn_mult: Optional[float] = Field(None, gt=0)  # FFN hidden size = round(ffn_mult * width) [4]
+    final_norm: Optional[bool] = None  # a norm after the last block [unset: true for pre-norm]
+    rezero: bool = False  # alpha a learnable scalar per sublayer, initialised to 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _block_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if data.get("block", "mlp") == "transformer":
+            for key, value in TRANSFORMER_DEFAULTS.items():
+                if data.get(key) is None:
+                    data[key] = value
+        elif data.get("activation") is None:
+            data["activation"] = "tanh"
+        return data
+
+    @field_validator("residual_scale", mode="before")
+    @classmethod
+    def _number_or_deepnorm(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not (isinstance(value, (int, float)) or value == "deepnorm"):
+            raise ValueError(f"must be a number or 'deepnorm', got {_show(value)}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> "ModelConfig":
+        if self.block == "transformer":
+            _check_transformer(self)
+        else:
+            for key in ("heads", "ffn", "ffn_mult", "final_norm"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"model.{key}: only transformer blocks have it (model.block is {self.block!r})")
+            for key, value in (("rezero", self.rezero), ("init.zero_out", self.init.zero_out)):
+                if value:
+                    raise ValueError(f"model.{key}: only for model.block: transformer (model.block is {self.block!r})")
+            if self.residual_scale == "deepnorm":
+                raise ValueError("model.residual_scale: 'deepnorm' is only for model.block: transformer; use a number")
+        return self
+
+    @property
+    def has_final_norm(self) -> bool:
+        return self.final_norm if self.final_norm is not None else self.norm == "pre"
+
+
+TRANSFORMER_DEFAULTS = dict(heads=4, ffn="gelu", ffn_mult=4.0)
+
+
+def _check_transformer(m: ModelConfig) -> None:
+    """Cross-field rules of transformer blocks; each error is one line naming the keys."""
+    if m.width % m.heads:
+        raise ValueError(f"model.heads: {m.heads} heads do not divide model.width {m.width} (each head gets width/heads features)")
+    if m.activation is not None:
+        raise ValueError("model.activation: not used by transformer blocks; the FFN's activation is model.ffn (gelu, relu, swiglu)")
+    if m.preactivation:
+        raise ValueError("model.preactivation: only for mlp blocks")
+    if m.rezero and not m.residual:
+        raise ValueError("model.rezero: ReZero scales the branch of a residual connection; it needs model.residual: true")
+    if m.rezero and m.residual_scale != 1.0:
+        raise ValueError(f"model.rezero: alpha is learnable and starts at 0, so model.residual_scale must stay 1 (got {m.residual_scale!r})")
+    if m.residual_scale == "deepnorm" and (m.norm != "post" or not m.residual):
+        raise ValueError(f"model.residual_scale: 'deepnorm' needs model.norm: post and model.residual: true (got norm {m.norm!r}, residual {m.residual})")
 
 
 class DataConfig(_Strict):
     batch_size: int = Field(32, ge=1)
-    input: Literal["normal", "ones"] = "normal"  # x ~ N(0, input_scale^2) or x = input_scale
+    # normal: x ~ N(0, input_scale^2); ones: x = input_scale; tokens (transformer): random token ids
+    # embedded by a fixed random table with N(0, input_scale^2) entries (data, not a parameter)
+    input: Literal["normal", "ones", "tokens"] = "normal"
     input_scale: float = Field(1.0, ge=0)
+    seq_len: Optional[int] = Field(None, ge=1)  # transformer: tokens per sequence [32]
+    vocab: Optional[int] = Field(None, ge=1)  # data.input tokens: vocabulary size [256]
 
 
 class Config(_Strict):
@@ -88,6 +159,38 @@ class Config(_Strict):
     loss: Literal["sum", "mean", "mse", "random"] = "sum"
     model: ModelConfig
     data: DataConfig = DataConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _data_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+            return data
+        section = data.get("data", {})
+        if not isinstance(section, dict):
+            return data
+        section = dict(section)
+        if data["model"].get("block") == "transformer" and section.get("seq_len") is None:
+            section["seq_len"] = 32
+        if section.get("input") == "tokens" and section.get("vocab") is None:
+            section["vocab"] = 256
+        return {**data, "data": section}
+
+    @model_validator(mode="after")
+    def _check_data(self) -> "Config":
+        m, d = self.model, self.data
+        if m.block != "transformer":
+            if d.seq_len is not None:
+                raise ValueError(f"data.seq_len: only for model.block: transformer (model.block is {m.block!r})")
+            if d.input == "tokens":
+                raise ValueError(f"data.input: 'tokens' is only for model.block: transformer (model.block is {m.block!r})")
+        elif self.loss in ("sum", "mean") and m.norm_type == "layernorm" and (m.has_final_norm or m.norm == "post"):
+            raise ValueError(
+                f"loss: {self.loss!r} has exactly zero gradient through the LayerNorm at the output "
+                "(its outputs sum to the bias); use loss: random or mse"
+            )
+        if d.vocab is not None and d.input != "tokens":
+            raise ValueError(f"data.vocab: only for data.input: tokens (data.input is {d.input!r})")
+        return self
 
     @property
     def seed_list(self) -> list[int]:
@@ -258,6 +361,9 @@ def _format_one(e: dict[str, Any], overridden: set[str]) -> str:
         hint = difflib.get_close_matches(loc[-1], allowed, n=1)
         did_you_mean = f"; did you mean {'.'.join(loc[:-1] + [hint[0]])!r}?" if hint else ""
         return f"{key}: unknown key{did_you_mean} (allowed here: {', '.join(allowed)})"
+    if kind == "value_error":
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        return msg if _fields_at(loc) else f"{key}: {msg}"  # section-level checks name their keys
     if kind == "missing":
         return f"{key}: required key is missing"
     if kind == "finite_number" or (isinstance(value, float) and not math.isfinite(value)):

@@ -14,6 +14,10 @@ def data_generator(seed: int) -> torch.Generator:
 
 
 def make_input(data_cfg, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+    if data_cfg.input == "tokens":  # random ids embedded by a fixed random table (data, not a parameter)
+        table = torch.randn((data_cfg.vocab, shape[-1]), generator=gen, dtype=torch.float64) * data_cfg.input_scale
+        ids = torch.randint(data_cfg.vocab, shape[:-1], generator=gen)  # (B, T)
+        return table[ids]  # (B, T, C)
     if data_cfg.input == "ones":
         return torch.full(shape, float(data_cfg.input_scale), dtype=torch.float64)
     return torch.randn(shape, generator=gen, dtype=torch.float64) * data_cfg.input_scale

@@ -37,6 +37,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def input_shape(cfg: Config) -> tuple[int, ...]:
+    if cfg.model.block == "transformer":
+        return (cfg.data.batch_size, cfg.data.seq_len, cfg.model.width)  # (B, T, C)
     return (cfg.data.batch_size, cfg.model.width)  # (B, W)
 
 

@@ -56,6 +56,8 @@ class Recorder:
 
     def __init__(self, model):
         self.sites: list[Site] = model.sites()
+        # parameters outside every site (a transformer's final norm): params.csv rows only
+        self.extra_params = list(model.extra_params()) if hasattr(model, "extra_params") else []
         self._handles = []
         self.reset()
 
@@ -109,6 +111,10 @@ class Recorder:
                     params.append(p)
                 group.append(index_of[id(p)])
             site_groups.append(group)
+        for _, _, p in self.extra_params:
+            if id(p) not in index_of:
+                index_of[id(p)] = len(params)
+                params.append(p)
         p_grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         p_grad_norms = list(torch._foreach_norm(p_grads)) if params else []
         p_value_norms = list(torch._foreach_norm([p.detach() for p in params])) if params else []
@@ -134,4 +140,10 @@ class Recorder:
                 rec.param_name.append(name)
                 rec.param_grad.append(param_vals[i])
                 rec.param_value.append(param_vals[n_params + i])
+        for layer, name, p in self.extra_params:
+            i = index_of[id(p)]
+            rec.param_layer.append(layer)
+            rec.param_name.append(name)
+            rec.param_grad.append(param_vals[i])
+            rec.param_value.append(param_vals[n_params + i])
         return rec

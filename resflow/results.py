@@ -39,7 +39,7 @@ RESULT_FILES = ("grads.csv", "params.csv", "summary.csv", "config.yaml", "meta.j
 def config_columns(cfg) -> dict[str, Any]:
     m = cfg.model
     return dict(
-        block=m.block, depth=m.depth, width=m.width, activation=m.activation, residual=m.residual,
+        block=m.block, depth=m.depth, width=m.width, activation=m.activation if m.block == "mlp" else m.ffn, residual=m.residual,
         residual_scale=m.residual_scale, norm=m.norm, norm_type=m.norm_type,
         init_scheme=m.init.scheme, init_scale=m.init.scale,
     )

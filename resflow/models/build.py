@@ -3,9 +3,11 @@
 from resflow.models.init import initialize
 from resflow.models.mlp import MLPBlock
 from resflow.models.stack import Stack
+from resflow.models.transformer import TransformerBlock, final_norm
 
 BLOCKS = {
     "mlp": MLPBlock,
+    "transformer": TransformerBlock,
 }
 
 
@@ -17,6 +19,10 @@ def build_model(cfg, device=None, dtype=None) -> Stack:
         blocks = [block] * cfg.depth
     else:
         blocks = [make(cfg, device=device, dtype=dtype) for _ in range(cfg.depth)]
-    model = Stack(blocks)
+    final = final_norm(cfg, device=device, dtype=dtype) if cfg.block == "transformer" else None
+    model = Stack(blocks, final)
     initialize(model, cfg.init)
+    for block in {id(b): b for b in blocks}.values():  # once per distinct block (shared weights)
+        if hasattr(block, "init_branches"):
+            block.init_branches()  # transformer: DeepNorm's beta, zero_out
     return model

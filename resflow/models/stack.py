@@ -1,5 +1,7 @@
 """The stack: `depth` blocks applied in order, and the recording sites they expose."""
 
+from __future__ import annotations
+
 from dataclasses import dataclass
 
 from torch import nn
@@ -22,14 +24,19 @@ class Site:
 class Stack(nn.Module):
     """x -> block_0 -> block_1 -> ... -> block_{depth-1}. With shared weights every entry is one module."""
 
-    def __init__(self, blocks: list[nn.Module]):
+    def __init__(self, blocks: list[nn.Module], final: nn.Module | None = None):
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
+        self.final_norm = final if final is not None else nn.Identity()  # e.g. a pre-norm transformer's
 
     def forward(self, x):  # (..., W) -> (..., W)
         for block in self.blocks:
             x = block(x)
-        return x
+        return self.final_norm(x)
+
+    def extra_params(self) -> list[tuple[int, str, nn.Parameter]]:
+        """Parameters outside the blocks, as (layer, name, param): the final norm's, at layer = depth."""
+        return [(len(self.blocks), f"final_norm.{n}", p) for n, p in self.final_norm.named_parameters()]
 
     def sites(self) -> list[Site]:
         """One site per block (blocks may override with several, e.g. attn and ffn)."""
