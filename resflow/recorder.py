@@ -41,14 +41,19 @@ def input_grad_norms(grads: list[torch.Tensor]) -> list[torch.Tensor]:
     return list(torch._foreach_norm(grads))
 
 
-def activation_rms(inputs: list[torch.Tensor]) -> list[torch.Tensor]:
-    return [n / (x.numel() ** 0.5) for n, x in zip(torch._foreach_norm(inputs), inputs)]
+def activation_rms(norms: torch.Tensor, numels: torch.Tensor) -> torch.Tensor:
+    """sqrt(mean(x^2)) from ||x|| (a vector of norms) and sqrt(numel) (a matching vector)."""
+    return norms / numels
 
 
-def group_norms(norms: list[torch.Tensor], groups: list[list[int]]) -> list[torch.Tensor]:
-    """||concat of a group's tensors|| from the per-tensor norms: sqrt(sum of squares)."""
-    zero = norms[0].new_zeros(()) if norms else torch.zeros(())
-    return [torch.stack([norms[i] for i in g]).square().sum().sqrt() if g else zero for g in groups]
+def group_norms(norms: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """||concat of a group's tensors|| from the per-tensor norms: sqrt(sum of squares).
+
+    `groups` is a (n_groups, max_size) index matrix into `norms`, padded with len(norms), which
+    points at an appended zero; so every group costs the same few vectorised ops.
+    """
+    padded = torch.cat([norms, norms.new_zeros(1)])
+    return padded[groups].square().sum(dim=1).sqrt()
 
 
 class Recorder:
@@ -59,6 +64,28 @@ class Recorder:
         # parameters outside every site (a transformer's final norm): params.csv rows only
         self.extra_params = list(model.extra_params()) if hasattr(model, "extra_params") else []
         self._handles = []
+        # The parameters' layout is fixed for the model's life: worked out once, not per step.
+        self._params: list[torch.Tensor] = []  # unique parameters, in first-seen order
+        index_of: dict[int, int] = {}
+        groups: list[list[int]] = []
+        self._param_rows: list[tuple[int, str, int]] = []  # (layer, name, index into _params)
+        for site in self.sites:
+            group = []
+            for name, p in site.params:
+                if id(p) not in index_of:
+                    index_of[id(p)] = len(self._params)
+                    self._params.append(p)
+                group.append(index_of[id(p)])
+                self._param_rows.append((site.layer, name, index_of[id(p)]))
+            groups.append(group)
+        for layer, name, p in self.extra_params:
+            if id(p) not in index_of:
+                index_of[id(p)] = len(self._params)
+                self._params.append(p)
+            self._param_rows.append((layer, name, index_of[id(p)]))
+        width = max((len(g) for g in groups), default=0)
+        pad = len(self._params)  # index of the zero appended in group_norms
+        self._groups = torch.tensor([g + [pad] * (width - len(g)) for g in groups], dtype=torch.long).reshape(len(groups), width)
         self.reset()
 
     # -- hooks ------------------------------------------------------------------------------
@@ -98,32 +125,19 @@ class Recorder:
         if len(self._inputs) != n:
             raise RuntimeError(f"recorder saw {len(self._inputs)} site calls, expected {n}: run one forward per collect")
         inputs = self._inputs
-        grads = [self._grads.get(i, torch.zeros_like(inputs[i])) for i in range(n)]
-
-        params: list[torch.Tensor] = []  # unique parameters, in first-seen order
-        index_of: dict[int, int] = {}
-        site_groups: list[list[int]] = []
-        for site in self.sites:
-            group = []
-            for _, p in site.params:
-                if id(p) not in index_of:
-                    index_of[id(p)] = len(params)
-                    params.append(p)
-                group.append(index_of[id(p)])
-            site_groups.append(group)
-        for _, _, p in self.extra_params:
-            if id(p) not in index_of:
-                index_of[id(p)] = len(params)
-                params.append(p)
+        grads = [self._grads[i] if i in self._grads else torch.zeros_like(inputs[i]) for i in range(n)]
+        params = self._params
         p_grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         p_grad_norms = list(torch._foreach_norm(p_grads)) if params else []
         p_value_norms = list(torch._foreach_norm([p.detach() for p in params])) if params else []
 
-        per_site = torch.stack(
-            input_grad_norms(grads) + activation_rms(inputs) + group_norms(p_grad_norms, site_groups)
-        )
-        per_param = torch.stack(p_grad_norms + p_value_norms) if params else per_site.new_zeros(0)
-        site_vals = per_site.double().tolist()  # the one device->host transfer per step
+        # three fused norm calls, then a handful of vectorised ops, whatever the depth
+        norms = torch.stack(input_grad_norms(grads) + input_grad_norms(inputs) + p_grad_norms + p_value_norms)
+        root_numel = torch.tensor([x.numel() ** 0.5 for x in inputs], dtype=norms.dtype).to(norms.device)
+        groups = self._groups.to(norms.device)
+        per_site = torch.cat([norms[:n], activation_rms(norms[n : 2 * n], root_numel), group_norms(norms[2 * n : 2 * n + len(params)], groups)])
+        per_param = norms[2 * n :]
+        site_vals = per_site.double().tolist()  # the device->host transfers: two per step
         param_vals = per_param.double().tolist()
 
         rec = Record()
@@ -133,17 +147,8 @@ class Recorder:
         rec.activation_rms = site_vals[n : 2 * n]
         rec.param_grad_norm = site_vals[2 * n :]
         n_params = len(params)
-        for site in self.sites:
-            for name, p in site.params:
-                i = index_of[id(p)]
-                rec.param_layer.append(site.layer)
-                rec.param_name.append(name)
-                rec.param_grad.append(param_vals[i])
-                rec.param_value.append(param_vals[n_params + i])
-        for layer, name, p in self.extra_params:
-            i = index_of[id(p)]
-            rec.param_layer.append(layer)
-            rec.param_name.append(name)
-            rec.param_grad.append(param_vals[i])
-            rec.param_value.append(param_vals[n_params + i])
+        rec.param_layer = [layer for layer, _, _ in self._param_rows]
+        rec.param_name = [name for _, name, _ in self._param_rows]
+        rec.param_grad = [param_vals[i] for _, _, i in self._param_rows]
+        rec.param_value = [param_vals[n_params + i] for _, _, i in self._param_rows]
         return rec
