@@ -78,8 +78,9 @@ def run(
     set_: List[str] = typer.Option([], "--set", help=SET_HELP),
     seeds: Optional[int] = typer.Option(None, "--seeds", help="Number of seeds (overrides the config's `seeds`)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing results dir."),
+    no_plots: bool = typer.Option(False, "--no-plots", help="Write no figures (profile.png, params.png)."),
 ):
-    """Measure per-layer gradient norms at initialisation; write CSVs and print the table."""
+    """Measure per-layer gradient norms at initialisation; write CSVs and figures, print the table."""
     from resflow.config import load_config
     from resflow.experiment import run as run_experiment
     from resflow.report import headline, run_table
@@ -90,11 +91,43 @@ def run(
     out = out or Path("results") / cfg.name
     check_out_dir(out, force)
     result = run_experiment(cfg)
-    write_run(result, out, force)
+    write_run(result, out, force, extra=None if no_plots else _figure_writer(result))
     console = stdout()
     console.print(run_table(result.grads, title=_title(cfg)))
     console.print(headline(result.grads), markup=False)
-    console.print(f"wrote {out}/ (grads.csv, params.csv, summary.csv, config.yaml, meta.json)", markup=False)
+    figs = "" if no_plots else ", " + ", ".join(p.name for p in sorted(out.glob("*.png")))
+    console.print(f"wrote {out}/ (grads.csv, params.csv, summary.csv, config.yaml, meta.json{figs})", markup=False)
+
+
+def _figure_writer(result):
+    """The `extra` hook of write_run: draw the figures into the staging dir before it is renamed."""
+
+    def write(staging: Path) -> None:
+        from resflow.plots import write_figures
+
+        write_figures(result, staging)
+
+    return write
+
+
+class PlotFormat(str, Enum):
+    png = "png"
+    svg = "svg"
+    pdf = "pdf"
+
+
+@app.command()
+@_command
+def plot(
+    directory: Path = typer.Argument(..., help="A results dir written by run, sweep or compare."),
+    format_: PlotFormat = typer.Option(PlotFormat.png, "--format", help="png, or a vector format: svg, pdf."),
+):
+    """Redraw a results dir's figures from its CSVs alone (nothing is recomputed)."""
+    from resflow.plots import write_figures
+    from resflow.results import read_run
+
+    paths = write_figures(read_run(directory), directory, fmt=format_.value)
+    stdout().print(f"wrote {', '.join(str(p) for p in paths)}", markup=False)
 
 
 def _title(cfg) -> str:

@@ -1,0 +1,256 @@
+"""Figures: the plotted numbers are the CSV's numbers, axes are log and fixed, bands and guides and
+references are where they should be, PNGs are real images, `resflow plot` works on every kind of
+results dir, and non-finite values are drawn (marked), not dropped."""
+
+import math
+import struct
+from fractions import Fraction
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from resflow import load_config, run
+from resflow.analysis import EXPLODING, VANISHING
+from resflow.cli import app
+from resflow.plots import (
+    DPI, FIGSIZE, depth_figure, figures, heatmap_figure, log_limits, params_figure, profile_figure,
+    write_figures,
+)
+from resflow.results import RunResult, read_run, write_run
+
+runner = CliRunner()
+SMALL = ["model.depth=6", "model.width=8", "data.batch_size=4"]
+
+
+def small_run(*overrides, seeds=3, name=None):
+    items = SMALL + [f"seeds={seeds}", *overrides] + ([f"name={name}"] if name else [])
+    return run(load_config("deep50", items))
+
+
+def concat(results, name):
+    """What a sweep/compare results dir holds: the runs' rows stacked (variant labels each point)."""
+    return RunResult(
+        grads=pd.concat([r.grads for r in results], ignore_index=True),
+        params=pd.concat([r.params for r in results], ignore_index=True),
+        summary=pd.concat([r.summary for r in results], ignore_index=True),
+        config={"name": name}, meta=dict(results[0].meta),
+    )
+
+
+def relabel(result, variant):
+    for df in (result.grads, result.params, result.summary):
+        df["variant"] = variant
+    return result
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory):
+    """A depth x residual grid, 2 seeds per point, written like a sweep."""
+    points = []
+    for depth in (1, 2, 4, 6):
+        for residual in ("false", "true"):
+            r = small_run(f"model.depth={depth}", f"model.residual={residual}", seeds=2)
+            points.append(relabel(r, f"deep50[depth={depth},residual={residual}]"))
+    result = concat(points, "deep50-sweep")
+    path = tmp_path_factory.mktemp("sweep") / "s"
+    write_run(result, path)
+    return path
+
+
+def line(ax, gid):
+    found = [ln for ln in ax.get_lines() if ln.get_gid() == gid]
+    assert len(found) == 1, [ln.get_gid() for ln in ax.get_lines()]
+    return found[0]
+
+
+def test_profile_line_is_the_csv_median_and_band_is_min_max(tmp_path):
+    write_run(small_run(seeds=3), tmp_path / "r")
+    grads = pd.read_csv(tmp_path / "r" / "grads.csv")
+    ax = profile_figure(grads).axes[0]
+    expected = grads.groupby("layer")["input_grad_norm"]
+    y = line(ax, "median:deep50").get_ydata()
+    np.testing.assert_array_equal(y, expected.median().to_numpy())
+    assert ax.get_yscale() == "log"
+    bands = [c for c in ax.collections if c.get_gid() == "band:deep50"]
+    assert len(bands) == 1
+    verts = bands[0].get_paths()[0].vertices[:, 1]
+    assert np.isclose(verts.min(), expected.min().min()) and np.isclose(verts.max(), expected.max().max())
+    # fixed axes: whole decades covering the data and the guides
+    lo, hi = ax.get_ylim()
+    assert math.log10(lo).is_integer() and math.log10(hi).is_integer()
+    last = np.median(grads[grads.layer == 5]["input_grad_norm"])
+    assert lo <= min(expected.min().min(), last * VANISHING) and hi >= last * EXPLODING
+    guides = {ln.get_gid(): ln.get_ydata()[0] for ln in ax.get_lines() if str(ln.get_gid()).startswith("guide")}
+    assert guides == {"guide-vanishing:deep50": pytest.approx(last * VANISHING),
+                      "guide-exploding:deep50": pytest.approx(last * EXPLODING)}
+
+
+def test_one_seed_plots_the_values_themselves_and_no_band():
+    result = small_run(seeds=1)
+    ax = profile_figure(result.grads).axes[0]
+    np.testing.assert_array_equal(line(ax, "median:deep50").get_ydata(), result.grads["input_grad_norm"].to_numpy())
+    assert not [c for c in ax.collections if str(c.get_gid()).startswith("band")]
+
+
+def test_axes_span_every_line_not_one():
+    a = small_run(seeds=1, name="plain")
+    b = small_run("model.init.scale=0.1", seeds=1, name="small")
+    grads = pd.concat([a.grads, b.grads], ignore_index=True)
+    ax = profile_figure(grads, guides=False).axes[0]
+    lo, hi = ax.get_ylim()
+    values = grads["input_grad_norm"]
+    assert lo <= values.min() and hi >= values.max()
+    assert (lo, hi) == log_limits(values)
+
+
+def test_chain_reference_is_the_closed_form():
+    """Constant weight 0.9, width 1, identity: the reference line is 0.9^(depth-l), computed exactly."""
+    from resflow.demo import chain_config
+
+    result = run(chain_config(20, 0.9))
+    fig = figures(result)["profile"]
+    ax = fig.axes[0]
+    exact = [float(Fraction(0.9) ** (20 - layer)) for layer in range(20)]
+    np.testing.assert_allclose(line(ax, "closed-form").get_ydata(), exact, rtol=1e-12)
+    np.testing.assert_allclose(line(ax, "median:chain-0.9-pow-20").get_ydata(), exact, rtol=1e-12)
+    assert "0.9^(depth−l)" in line(ax, "closed-form").get_label()
+
+
+def test_no_closed_form_for_a_tanh_stack():
+    result = small_run(seeds=1)
+    ax = figures(result)["profile"].axes[0]
+    assert not [ln for ln in ax.get_lines() if ln.get_gid() == "closed-form"]
+
+
+def test_predicted_column_is_drawn_dashed():
+    result = small_run(seeds=2)
+    grads = result.grads.assign(predicted_input_grad_norm=lambda d: 2.0 ** d["layer"])
+    ax = profile_figure(grads).axes[0]
+    pred = line(ax, "predicted:deep50")
+    assert pred.get_linestyle() == "--"
+    np.testing.assert_array_equal(pred.get_ydata(), 2.0 ** np.arange(6))
+
+
+def test_non_finite_values_still_plot_and_are_marked(tmp_path):
+    result = small_run(seeds=2)
+    write_run(result, tmp_path / "r")
+    grads = pd.read_csv(tmp_path / "r" / "grads.csv")
+    grads.loc[(grads.seed == 0) & (grads.layer == 1), "input_grad_norm"] = float("inf")
+    grads.loc[(grads.seed.isin([0, 1])) & (grads.layer == 3), "input_grad_norm"] = float("nan")
+    grads.to_csv(tmp_path / "r" / "grads.csv", index=False)
+    out = runner.invoke(app, ["plot", str(tmp_path / "r")])
+    assert out.exit_code == 0, out.output
+    ax = profile_figure(pd.read_csv(tmp_path / "r" / "grads.csv")).axes[0]
+    marks = [c for c in ax.collections if "non-finite" in str(c.get_label())]
+    assert len(marks) == 1
+    np.testing.assert_array_equal(sorted(marks[0].get_offsets()[:, 0]), [1.0, 3.0])
+    y = line(ax, "median:deep50").get_ydata()
+    assert y[1] == grads[(grads.seed == 1) & (grads.layer == 1)]["input_grad_norm"].iloc[0]  # finite seed kept
+    assert math.isnan(y[3])  # no finite seed: a gap, marked above
+
+
+def png_size(path):
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_run_writes_valid_pngs_of_the_expected_size(tmp_path):
+    out = tmp_path / "r"
+    result = runner.invoke(app, ["run", "deep50", "--out", str(out), *sum((["--set", s] for s in SMALL), [])])
+    assert result.exit_code == 0, result.output
+    assert "profile.png" in result.output
+    for name in ("profile.png", "params.png"):
+        assert png_size(out / name) == (int(FIGSIZE[0] * DPI), int(FIGSIZE[1] * DPI))
+    assert not list(out.glob(".*"))  # no temp files left behind
+
+
+def test_no_plots_writes_no_figures(tmp_path):
+    out = tmp_path / "r"
+    result = runner.invoke(app, ["run", "deep50", "--out", str(out), "--no-plots",
+                                 *sum((["--set", s] for s in SMALL), [])])
+    assert result.exit_code == 0, result.output
+    assert not list(out.glob("*.png")) and (out / "grads.csv").is_file()
+
+
+def test_plot_command_on_a_sweep_dir(sweep_dir):
+    for png in sweep_dir.glob("*.png"):
+        png.unlink()
+    out = runner.invoke(app, ["plot", str(sweep_dir)])
+    assert out.exit_code == 0, out.output
+    assert {p.name for p in sweep_dir.glob("*.png")} == {"profile.png", "params.png", "depth.png", "heatmap.png"}
+
+
+def test_depth_curve_is_the_summary_median_per_depth(sweep_dir):
+    summary = read_run(sweep_dir).summary
+    ax = depth_figure(summary).axes[0]
+    assert ax.get_yscale() == "log"
+    for residual in (False, True):
+        ln = line(ax, f"median:residual={str(residual).lower()}")
+        sub = summary[summary.residual == residual].groupby("depth")["grad_ratio"].median()
+        np.testing.assert_array_equal(ln.get_xdata(), sub.index.to_numpy())
+        np.testing.assert_array_equal(ln.get_ydata(), sub.to_numpy())
+    assert sum(1 for c in ax.collections if c.__class__.__name__ in ("PolyCollection", "FillBetweenPolyCollection")) == 2
+    lo, hi = ax.get_ylim()
+    assert lo <= VANISHING and hi >= EXPLODING and lo <= summary.grad_ratio.min() and hi >= summary.grad_ratio.max()
+
+
+def test_heatmap_cells_are_median_log10_ratio_centred_on_zero(sweep_dir):
+    summary = read_run(sweep_dir).summary
+    fig = heatmap_figure(summary, "depth", "residual")
+    image = fig.axes[0].get_images()[0]
+    expected = summary.pivot_table(index="residual", columns="depth", values="log10_grad_ratio", aggfunc="median")
+    np.testing.assert_allclose(np.asarray(image.get_array()), expected.to_numpy(), rtol=1e-12)
+    assert image.norm.vcenter == 0 and image.norm.vmin == -image.norm.vmax
+    assert len(fig.axes) == 2  # the colorbar
+
+
+def test_params_view_is_the_params_csv(sweep_dir):
+    params = read_run(sweep_dir).params
+    fig = params_figure(params)
+    variants = list(params.variant.unique())
+    assert len([a for a in fig.axes if a.get_visible()]) == 6  # capped, evenly spaced, first and last kept
+    first = fig.axes[0]
+    got = line(first, f"median:{variants[0]}:linear.weight").get_ydata()
+    want = params[(params.variant == variants[0]) & (params.param == "linear.weight")].groupby("layer")["grad_norm"].median()
+    np.testing.assert_array_equal(got, want.to_numpy())
+    assert {a.get_ylim() for a in fig.axes if a.get_visible()} == {first.get_ylim()}  # one y-axis for all panels
+
+
+def test_plot_command_on_a_compare_dir(tmp_path):
+    result = concat([small_run(seeds=2, name="plain"), small_run("model.residual=true", seeds=2, name="resid")], "cmp")
+    write_run(result, tmp_path / "c")
+    out = runner.invoke(app, ["plot", str(tmp_path / "c")])
+    assert out.exit_code == 0, out.output
+    assert {p.name for p in (tmp_path / "c").glob("*.png")} == {"profile.png", "params.png"}
+    out = runner.invoke(app, ["plot", str(tmp_path / "c"), "--format", "svg"])
+    assert out.exit_code == 0 and (tmp_path / "c" / "profile.svg").read_text().lstrip().startswith("<?xml")
+    figs = figures(read_run(tmp_path / "c"))
+    labels = [ln.get_label() for ln in figs["profile"].axes[0].get_lines() if str(ln.get_gid()).startswith("median")]
+    assert labels[0].startswith("plain (residual=false)") and labels[1].startswith("resid (residual=true)")
+
+
+def test_plot_command_on_a_dir_that_is_not_results(tmp_path):
+    out = runner.invoke(app, ["plot", str(tmp_path)])
+    assert out.exit_code == 2
+    assert "not a resflow results dir" in out.output and len(out.output.strip().splitlines()) == 1
+    out = runner.invoke(app, ["plot", str(tmp_path / "missing")])
+    assert out.exit_code == 2 and "does not exist" in out.output
+
+
+def test_titles_say_config_seeds_and_dtype():
+    fig = figures(small_run(seeds=3))["profile"]
+    assert fig._suptitle.get_text().startswith("deep50: 6 × mlp width 8, tanh")
+    caption = fig._supxlabel.get_text()
+    assert "float32" in caption and "seeds 0…2 (3)" in caption
+
+
+def test_plots_never_import_torch(cli_env):
+    import subprocess
+    import sys
+
+    code = "import sys, resflow.plots, resflow.report; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=cli_env)
+    assert out.stdout.strip() == "False"
