@@ -238,7 +238,7 @@ def profile_figure(
         ratio = med[0] / last if last > 0 and math.isfinite(last) else math.nan
         label = labels.get(variant, variant)
         if len(variants) <= MAX_GUIDED and math.isfinite(ratio):
-            label += f"  (first/last {ratio:.2g})"
+            label += f"  (first/last {ratio:.3g})"
         ax.plot(x, _positive(med), color=color, linewidth=1.8, label=label, gid=f"median:{variant}")
         if multi_seed:
             ax.fill_between(x, _positive(s["min"].to_numpy()), _positive(s["max"].to_numpy()), color=color,
@@ -320,7 +320,11 @@ def params_figure(params: pd.DataFrame, title: str = "", caption: str = "", max_
     fig = new_figure((FIGSIZE[0], FIGSIZE[1] if nrows == 1 else 3.0 * nrows + 0.8))
     axes = fig.subplots(nrows, ncols, sharey=True, squeeze=False).ravel()
     names = list(params["param"].unique())
-    colors = dict(zip(names, _colors(len(names))))
+    # one hue per module (attn.q, ffn.out, linear, ...), solid for its weight, dashed for its bias
+    modules = list(dict.fromkeys(n.rsplit(".", 1)[0] for n in names))
+    hue = dict(zip(modules, _colors(len(modules))))
+    colors = {n: hue[n.rsplit(".", 1)[0]] for n in names}
+    dashes = {n: "--" if n.endswith("bias") else "-" for n in names}
     last = params[params["step"] == params["step"].max()] if "step" in params.columns else params
     drawn = []
     multi_seed = last["seed"].nunique() > 1
@@ -334,7 +338,8 @@ def params_figure(params: pd.DataFrame, title: str = "", caption: str = "", max_
             layers = np.array(list(g.groups.keys()), dtype=float)
             st = [(_finite_stats(v.to_numpy(dtype=float))) for _, v in g]
             med = np.array([s[0] for s in st])
-            ax.plot(layers, _positive(med), color=colors[name], linewidth=1.5, label=name, gid=f"median:{variant}:{name}")
+            ax.plot(layers, _positive(med), color=colors[name], linestyle=dashes[name], linewidth=1.5,
+                    label=name if ax is axes[0] else None, gid=f"median:{variant}:{name}")
             if multi_seed:
                 ax.fill_between(layers, _positive(np.array([s[1] for s in st])), _positive(np.array([s[2] for s in st])),
                                 color=colors[name], alpha=0.18, linewidth=0)
@@ -350,7 +355,10 @@ def params_figure(params: pd.DataFrame, title: str = "", caption: str = "", max_
     for ax in axes[: len(shown)]:
         set_log_axis(ax, lo, hi)
     axes[0].set_ylabel("‖∂loss/∂θ‖ per parameter")
-    axes[0].legend(fontsize=7, loc="best", framealpha=0.85)
+    if len(names) > 6:
+        fig.legend(fontsize=7, loc="outside right upper", frameon=False)
+    else:
+        axes[0].legend(fontsize=7, loc="best", framealpha=0.85)
     if title:
         fig.suptitle(title, fontsize=10, x=0.01, ha="left")
     more = f" {len(shown)} of {len(variants)} variants shown." if len(shown) < len(variants) else ""
