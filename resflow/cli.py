@@ -45,7 +45,8 @@ def _command(fn):
         try:
             return fn(*args, **kwargs)
         except ResflowError as err:
-            stderr().print(f"error: {err}", markup=False)
+            prefix = "" if err.exit_code == 130 else "error: "  # an interrupt is not an error
+            stderr().print(f"{prefix}{err}", markup=False)
             raise typer.Exit(err.exit_code) from None
         except KeyboardInterrupt:
             stderr().print("interrupted: nothing was written", markup=False)
@@ -168,6 +169,104 @@ def demo(
         print_chain(console)
     if which in (DemoName.all, DemoName.tanh50):
         print_tanh50(console, seeds=seeds, out=out, force=force)
+
+
+class Backend(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+@app.command()
+@_command
+def sweep(
+    config: str = typer.Argument(..., help="A YAML path (may hold a `sweep:` section), or a bundled config name."),
+    over: List[str] = typer.Option([], "--over", help="An axis: KEY=V1,V2,... e.g. --over model.residual=false,true (repeatable: a grid)."),
+    set_: List[str] = typer.Option([], "--set", help=SET_HELP),
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds per point (overrides the config's `seeds`)."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1, help="Worker processes [default: the number of cores]."),
+    backend: Backend = typer.Option(Backend.local, "--backend", help="local processes, or Ray tasks (pip install \"resflow[ray]\")."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="An existing Ray cluster [default: $RAY_ADDRESS, else a local one]."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results dir [default: results/<name>-sweep]."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted sweep in --out: finished points are kept."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing results dir."),
+):
+    """Run a grid of configs (default: over depth); every point's rows in one set of CSVs."""
+    from resflow.progress import SweepProgress
+    from resflow.sweep import load_base, make_plan, run_sweep
+    from resflow.sweep_report import depth_story, sweep_table
+
+    overrides = list(set_) + ([f"seeds={seeds}"] if seeds is not None else [])
+    base, yaml_axes = load_base(config, overrides)
+    plan = make_plan(base, yaml_axes, over)
+    out = out or Path("results") / f"{base.name}-sweep"
+    hint = _resume_command(config, over, overrides, workers, backend.value, out)
+    err = stderr()
+    err.print(f"sweep {base.name}: {len(plan.points)} points × {base.seeds} seeds; {plan.describe()}", markup=False)
+    with SweepProgress(err) as progress:
+        done = run_sweep(plan, out, workers=workers, backend=backend.value, ray_address=ray_address, resume=resume,
+                         force=force, on_start=progress.start, on_point=progress.advance, resume_hint=hint)
+    console = stdout()
+    console.print(sweep_table(done.result.summary, plan.columns, title=f"{base.name} sweep: {len(plan.points)} points"))
+    for line in depth_story(done.result.summary, plan.columns):
+        console.print(line, markup=False)
+    console.print(f"wrote {out}/ (grads.csv, params.csv, summary.csv, config.yaml, meta.json; points/ per point)", markup=False)
+
+
+def _resume_command(config, over, overrides, workers, backend, out) -> str:
+    import shlex
+
+    args = ["resflow", "sweep", str(config)]
+    args += [a for o in over for a in ("--over", o)] + [a for o in overrides for a in ("--set", o)]
+    args += (["--workers", str(workers)] if workers else []) + (["--backend", backend] if backend != "local" else [])
+    return shlex.join(args + ["--out", str(out), "--resume"])
+
+
+@app.command()
+@_command
+def compare(
+    refs: List[str] = typer.Argument(..., help="Two or more YAML paths or bundled config names."),
+    set_: List[str] = typer.Option([], "--set", help=SET_HELP + " Applies to every config."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="Number of seeds (overrides the configs' `seeds`)."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1, help="Worker processes [default: the number of cores]."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results dir [default: results/compare-<a>-vs-<b>]."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing results dir."),
+):
+    """Run configs side by side: one row per layer, one gradient column per config."""
+    from resflow.compare import load_refs, run_compare
+    from resflow.results import check_out_dir, write_run
+    from resflow.sweep_report import compare_headline, compare_table
+
+    overrides = list(set_) + ([f"seeds={seeds}"] if seeds is not None else [])
+    configs, notes = load_refs(refs, overrides)
+    out = out or Path("results") / ("compare-" + "-vs-".join(configs))
+    check_out_dir(out, force)
+    for note in notes:
+        stderr().print(note, markup=False)
+    result = run_compare(configs, workers=workers)
+    write_run(result, out, force)
+    console = stdout()
+    console.print(compare_table(result.grads, title="compare: " + " vs ".join(configs)))
+    console.print(compare_headline(result.summary), markup=False)
+    console.print(f"wrote {out}/ (grads.csv, params.csv, summary.csv, config.yaml, meta.json)", markup=False)
+
+
+@app.command()
+@_command
+def show(directory: Path = typer.Argument(..., help="A results dir written by run, sweep or compare.")):
+    """Re-print the table(s) of a results dir from its CSVs, without recomputing."""
+    from resflow.results import read_run
+    from resflow.sweep import unfinished_sweep
+    from resflow.sweep_report import renderables
+
+    partial = unfinished_sweep(directory)
+    if partial is not None:
+        from resflow.errors import ConfigError
+
+        raise ConfigError(f"{str(directory)!r} holds an unfinished sweep ({partial[0]} of {partial[1]} points); "
+                          f"finish it with the same `resflow sweep` command plus --resume")
+    console = stdout()
+    for item in renderables(read_run(directory)):
+        console.print(item, markup=False) if isinstance(item, str) else console.print(item)
 
 
 def main() -> None:

@@ -19,3 +19,9 @@ class ConfigError(ResflowError):
     """The config (YAML, --set, a path) is wrong; nothing has been run or written."""
 
     exit_code = USAGE
+
+
+class Interrupted(ResflowError):
+    """Ctrl-C: stopped cleanly; the message says what was kept and how to resume."""
+
+    exit_code = 130

@@ -1,0 +1,160 @@
+"""Where sweep points run: in this process, in a pool of local worker processes, or as Ray tasks.
+
+`execute(points, save, workers=N, backend="local"|"ray")` calls `save(point, text)` in this process as
+each point finishes, in completion order (the sweep sorts by point index when it assembles the CSVs).
+
+local  workers == 1: in this process. workers > 1: a `ProcessPoolExecutor` of persistent workers
+       (forked where the platform allows, so torch is already imported), each with one torch thread and
+       SIGINT ignored, so Ctrl-C reaches only this process, which stops the pool and loses only the
+       points in flight.
+ray    Ray tasks (imported only here, only when asked for): an existing cluster when `ray_address` or
+       RAY_ADDRESS is given, else a local one with `workers` CPUs.
+Every point runs with one torch thread, so its numbers are the same whichever backend ran it.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import Callable
+
+from resflow.errors import ConfigError, ResflowError
+
+BACKENDS = ("local", "ray")
+
+
+def default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def execute(points: list, save: Callable, workers: int = 1, backend: str = "local", ray_address: str | None = None) -> None:
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    if backend == "ray":
+        return _ray(points, save, workers, ray_address)
+    if backend != "local":
+        raise ConfigError(f"--backend {backend!r}: unknown backend (allowed: {', '.join(BACKENDS)})")
+    if workers == 1 or len(points) == 1:
+        return _in_process(points, save)
+    return _pool(points, save, min(workers, len(points)))
+
+
+@contextmanager
+def one_torch_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _in_process(points, save) -> None:
+    from resflow.sweep import run_point
+
+    with one_torch_thread():
+        for point in points:
+            save(point, run_point(point))
+
+
+def _init_worker() -> None:
+    import signal
+
+    import torch
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
+    torch.set_num_threads(1)
+
+
+def _pool(points, save, workers: int) -> None:
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    from resflow.sweep import run_point
+
+    import resflow.experiment  # noqa: F401  (imported before forking: the workers start with torch loaded)
+
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method), initializer=_init_worker)
+    try:
+        pending = {executor.submit(run_point, p): p for p in points}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                point = pending.pop(future)
+                save(point, future.result())
+    except BrokenProcessPool:
+        _stop(executor)
+        raise ResflowError("a sweep worker process died (killed, or out of memory?); finished points are saved: rerun with --resume") from None
+    except BaseException:
+        _stop(executor)
+        raise
+    executor.shutdown(wait=True)
+
+
+def _stop(executor) -> None:
+    """Cancel what has not started and end the workers now (in-flight points are lost)."""
+    processes = list(getattr(executor, "_processes", {}).values())  # no public terminate before Python 3.14
+    for proc in processes:
+        if proc.is_alive():
+            proc.terminate()
+    executor.shutdown(wait=True, cancel_futures=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ray
+
+
+def _ray_task(points):
+    import torch
+
+    from resflow.sweep import run_points
+
+    torch.set_num_threads(1)
+    return run_points(points)
+
+
+def _ray(points, save, workers: int, ray_address: str | None) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError('--backend ray needs Ray: pip install "resflow[ray]" (or pip install ray)') from None
+
+    address = ray_address or os.environ.get("RAY_ADDRESS")
+    started_here = False
+    if not ray.is_initialized():
+        kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR", configure_logging=True)
+        try:
+            if address:
+                ray.init(address=address, **kwargs)
+            else:
+                ray.init(num_cpus=workers, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
+            raise ResflowError(f"cannot start or reach {where}: {str(err).splitlines()[0] if str(err) else err}") from None
+        started_here = True
+    task = ray.remote(num_cpus=1)(_ray_task)
+    size = max(1, min(16, len(points) // (4 * workers)))  # a few points per task: fewer round trips
+    refs = {}
+    try:
+        for i in range(0, len(points), size):
+            refs[task.remote(points[i : i + size])] = True
+        while refs:
+            ready, _ = ray.wait(list(refs), num_returns=1)
+            for ref in ready:
+                refs.pop(ref)
+                for point, text in ray.get(ref):
+                    save(point, text)
+    except BaseException:
+        for ref in refs:
+            ray.cancel(ref, force=True)
+        raise
+    finally:
+        if started_here:
+            ray.shutdown()

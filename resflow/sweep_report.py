@@ -1,0 +1,198 @@
+"""Tables and headlines for sweeps and comparisons, and `show` for any results dir (pandas only).
+
+sweep    one row per point: the swept values, the first/last-layer gradient ratio (median over seeds,
+         min-max), its log10 and bar, the fitted gain per layer, the flag; then one sentence per group
+         of the other swept keys telling how the ratio changes with depth.
+compare  one row per layer, one gradient column (and bar) per config, the ratio between them; then which
+         config keeps the first-layer gradient closest to the last-layer one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from rich.table import Table
+from rich.text import Text
+
+from resflow.analysis import flag
+from resflow.report import BAR_HI, BAR_LO, fmt, headline, log_bar, run_table, shown_rows, site_stats
+
+FLAG_STYLE = {"vanishing": "yellow", "exploding": "red", "non-finite": "bold red"}
+
+
+def _median(values) -> float:
+    arr = np.asarray(values, dtype=float)
+    return float(np.median(arr)) if len(arr) else float("nan")
+
+
+def _cell(value) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def point_stats(summary: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """One row per point (variant), in order: swept values, median/min/max ratio, median gain, seeds."""
+    rows = []
+    for variant, g in summary.groupby("variant", sort=False):
+        ratio = g["grad_ratio"].to_numpy(dtype=float)
+        row = {c: g[c].iloc[0] for c in columns if c in g}
+        row.update(variant=variant, ratio=_median(ratio), ratio_min=float(np.min(ratio)), ratio_max=float(np.max(ratio)),
+                   gain=_median(g["gain_per_layer"]), seeds=len(g), finite=bool(g["finite"].all()))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def sweep_table(summary: pd.DataFrame, columns: list[str], title: str = "") -> Table:
+    stats = point_stats(summary, columns)
+    seeds = int(stats["seeds"].max()) if len(stats) else 0
+    table = Table(title=title, title_justify="left", caption_justify="left")
+    for c in columns:
+        table.add_column(c, justify="right")
+    table.add_column("grad first/last" + (" median" if seeds > 1 else ""), justify="right")
+    if seeds > 1:
+        table.add_column(f"min–max ({seeds} seeds)", justify="right")
+    table.add_column("log10", justify="right")
+    table.add_column(f"1e{BAR_LO} … 1e+{BAR_HI}", no_wrap=True)
+    table.add_column("gain/layer", justify="right")
+    table.add_column("flag")
+    previous = None
+    for _, r in stats.iterrows():
+        group = tuple(r[c] for c in columns[:-1])  # a rule between groups of the outer axes
+        if previous is not None and group != previous:
+            table.add_section()
+        previous = group
+        ratio = float(r["ratio"])
+        cells = [_cell(r[c]) for c in columns]
+        cells.append(fmt(ratio))
+        if seeds > 1:
+            cells.append(f"{fmt(float(r['ratio_min']))} – {fmt(float(r['ratio_max']))}")
+        cells.append(f"{math.log10(ratio):+.1f}" if ratio > 0 and math.isfinite(ratio) else "—")
+        cells.append(log_bar(ratio))
+        cells.append(fmt(float(r["gain"])))
+        f = flag(ratio) if r["finite"] else "non-finite"
+        cells.append(Text(f, style=FLAG_STYLE.get(f, "")))
+        table.add_row(*cells)
+    table.caption = (
+        "grad first/last = ‖∂loss/∂x‖ at the first layer over the last layer's (1 = no loss on the way back); "
+        "gain/layer: the fitted factor per layer; bar: log10 of the ratio on a fixed scale"
+    )
+    return table
+
+
+def depth_story(summary: pd.DataFrame, columns: list[str]) -> list[str]:
+    """One sentence per group of the other swept keys: the ratio at the smallest and largest depth,
+    and the fitted factor per added layer (exp of the slope of ln ratio against depth)."""
+    stats = point_stats(summary, columns)
+    if "depth" not in stats or stats["depth"].nunique() < 2:
+        return [_extremes(stats, columns)] if len(stats) > 1 else []
+    others = [c for c in columns if c != "depth"]
+    lines = []
+    groups = stats.groupby(others, sort=False) if others else [((), stats)]
+    for key, g in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        g = g.sort_values("depth")
+        d = g["depth"].to_numpy(dtype=float)
+        ratio = g["ratio"].to_numpy(dtype=float)
+        ok = np.isfinite(ratio) & (ratio > 0)
+        label = ", ".join(f"{c}={_cell(v)}" for c, v in zip(others, key)) + ": " if others else ""
+        lo, hi = g.iloc[0], g.iloc[-1]
+        text = (f"{label}first/last-layer gradient {fmt(float(lo['ratio']))} at depth {int(lo['depth'])} → "
+                f"{fmt(float(hi['ratio']))} at depth {int(hi['depth'])}")
+        if ok.sum() >= 2:
+            per_layer = float(np.exp(np.polyfit(d[ok], np.log(ratio[ok]), 1)[0]))
+            verdict = flag(float(hi["ratio"]))
+            tail = {"vanishing": ": it vanishes exponentially with depth",
+                    "exploding": ": it explodes exponentially with depth"}.get(verdict, ": it holds up with depth")
+            text += f" (×{per_layer:.3g} per added layer){tail}"
+        lines.append(text)
+    return lines
+
+
+def _extremes(stats: pd.DataFrame, columns: list[str]) -> str:
+    dist = np.abs(np.log10(stats["ratio"].to_numpy(dtype=float)))
+    dist = np.where(np.isfinite(dist), dist, np.inf)
+    best, worst = stats.iloc[int(np.argmin(dist))], stats.iloc[int(np.argmax(dist))]
+    return (f"closest to 1 (the first layer gets the last layer's gradient): {best['variant']} ({fmt(float(best['ratio']))}); "
+            f"furthest: {worst['variant']} ({fmt(float(worst['ratio']))})")
+
+
+# ---------------------------------------------------------------------------------------------
+# compare
+
+
+def compare_table(grads: pd.DataFrame, title: str = "") -> Table:
+    variants = list(dict.fromkeys(grads["variant"]))
+    stats = {v: site_stats(grads[grads["variant"] == v]) for v in variants}
+    longest = max(variants, key=lambda v: len(stats[v]))
+    sites = stats[longest][["layer", "sublayer"]]
+    multi_sub = sites["sublayer"].nunique() > 1
+    bars = len(variants) == 2
+    table = Table(title=title, title_justify="left", caption_justify="left")
+    table.add_column("layer", justify="right")
+    if multi_sub:
+        table.add_column("sublayer")
+    for v in variants:
+        table.add_column(f"{v} ‖∂loss/∂x‖", justify="right")
+        if bars:
+            table.add_column(f"1e{BAR_LO} … 1e+{BAR_HI}", no_wrap=True)
+    for v in variants[1:]:
+        table.add_column(f"{v} / {variants[0]}", justify="right")
+    lookup = {v: {(int(r.layer), r.sublayer): float(r.median) for r in s.itertuples()} for v, s in stats.items()}
+    rows = shown_rows(len(sites))
+    for i in rows:
+        if i is None:
+            table.add_row(*["⋮"] * len(table.columns))
+            continue
+        site = (int(sites.iloc[i]["layer"]), sites.iloc[i]["sublayer"])
+        cells = [str(site[0])] + ([str(site[1])] if multi_sub else [])
+        values = [lookup[v].get(site) for v in variants]
+        for value in values:
+            cells.append(fmt(value) if value is not None else "—")
+            if bars:
+                cells.append(log_bar(value) if value is not None else "")
+        base = values[0]
+        for value in values[1:]:
+            ok = value is not None and base not in (None, 0.0)
+            cells.append(fmt(value / base) if ok else "—")
+        table.add_row(*cells)
+    step = rows[1] - rows[0] if len(rows) > 1 else 1
+    nth = {2: "2nd", 3: "3rd"}.get(step, f"{step}th")
+    shown = f"every {nth} layer of {len(sites)} shown; " if len(rows) < len(sites) else ""
+    table.caption = f"{shown}median over seeds; bar: log10 of the gradient norm on a fixed scale"
+    return table
+
+
+def compare_headline(summary: pd.DataFrame) -> str:
+    """Which config keeps the first-layer gradient closest to the last-layer one (|log10 ratio| least)."""
+    rows = [(v, _median(g["grad_ratio"])) for v, g in summary.groupby("variant", sort=False)]
+    def distance(item):
+        r = item[1]
+        return abs(math.log10(r)) if r > 0 and math.isfinite(r) else math.inf
+    best = min(rows, key=distance)
+    others = ", ".join(f"{fmt(r)} × in {v}" for v, r in rows if v != best[0])
+    return (f"{best[0]} keeps the first-layer gradient closest to the last-layer one: its first layer receives "
+            f"{fmt(best[1])} × the last layer's gradient, against {others} (median over seeds)")
+
+
+# ---------------------------------------------------------------------------------------------
+# show
+
+
+def renderables(result) -> list:
+    """What `resflow show` prints for a results dir of any kind (run, sweep, compare)."""
+    meta = result.meta or {}
+    kind = meta.get("kind") or ("compare" if result.grads["variant"].nunique() > 1 else "run")
+    name = (result.config or {}).get("name") or str(result.path)
+    if kind == "sweep":
+        columns = [a["column"] for a in meta.get("axes", [])]
+        return [sweep_table(result.summary, columns, title=f"{name} sweep: {len(result.summary['variant'].unique())} points"),
+                *depth_story(result.summary, columns)]
+    if kind == "compare":
+        refs = meta.get("refs") or list(dict.fromkeys(result.grads["variant"]))
+        return [compare_table(result.grads, title="compare: " + " vs ".join(refs)), compare_headline(result.summary)]
+    return [run_table(result.grads, title=str(result.grads["variant"].iloc[0])), headline(result.grads)]

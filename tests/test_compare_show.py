@@ -1,0 +1,106 @@
+"""resflow compare (side by side, checked against direct runs) and resflow show (every kind of dir)."""
+
+import math
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from resflow.cli import app
+from resflow.compare import load_refs
+from resflow.config import bundled_configs_dir, load_config
+from resflow.experiment import run
+
+runner = CliRunner()
+SETS = ["model.depth=6", "model.width=8", "data.batch_size=4", "seeds=2"]
+SMALL = [a for s in SETS for a in ("--set", s)]
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_compare_two_configs(tmp_path):
+    out = tmp_path / "c"
+    result = invoke("compare", "deep50", "deep50-residual", *SMALL, "--out", out)
+    assert result.exit_code == 0, result.output
+    grads = pd.read_csv(out / "grads.csv")
+    assert list(dict.fromkeys(grads["variant"])) == ["deep50", "deep50-residual"]
+    # each config's rows equal a direct run of it (the reference: resflow.run)
+    for name in ("deep50", "deep50-residual"):
+        direct = run(load_config(name, SETS))
+        mine = grads[grads["variant"] == name]
+        assert mine["input_grad_norm"].tolist() == direct.grads["input_grad_norm"].tolist()
+    # the headline names the config whose median first/last ratio is nearest 1, recomputed here
+    summary = pd.read_csv(out / "summary.csv")
+    med = summary.groupby("variant")["grad_ratio"].median()
+    best = min(med.index, key=lambda v: abs(math.log10(med[v])))
+    assert best == "deep50-residual"
+    assert f"{best} keeps the first-layer gradient closest" in result.output
+    # the table's ratio column for layer 0: residual median over plain median
+    g0 = grads[grads["layer"] == 0].groupby("variant")["input_grad_norm"].median()
+    ratio = g0["deep50-residual"] / g0["deep50"]
+    row0 = next(line for line in result.output.splitlines() if line.strip("│ ").startswith("0 "))
+    assert f"{ratio:.3g}" in row0 or f"{ratio:.2e}" in row0
+
+
+def test_compare_needs_two_configs_and_reports_bad_refs(tmp_path):
+    one = invoke("compare", "deep50", "--out", tmp_path / "c")
+    assert one.exit_code == 2 and "at least two configs" in one.output
+    bad = invoke("compare", "deep50", "deep5O", "--out", tmp_path / "c")
+    assert bad.exit_code == 2 and "did you mean 'deep50'" in bad.output and len(bad.output.strip().splitlines()) == 1
+    assert not (tmp_path / "c").exists()
+
+
+def test_pre_norm_post_norm_resolve():
+    configs, notes = load_refs(["pre-norm", "post-norm"], [])
+    assert list(configs) == ["pre-norm", "post-norm"]
+    if not (bundled_configs_dir() / "pre-norm.yaml").exists():  # until the transformer configs land
+        assert configs["pre-norm"].model.norm == "pre" and configs["post-norm"].model.norm == "post"
+        assert configs["pre-norm"].model.residual and len(notes) == 2
+
+
+def test_same_config_twice_gets_distinct_variants():
+    configs, _ = load_refs(["deep50", "deep50"], ["model.depth=2"])
+    assert list(configs) == ["deep50", "deep50-2"]
+
+
+def _table_lines(output: str) -> list[str]:
+    return output.split("\nwrote ")[0].splitlines()  # the "wrote DIR/" line (maybe wrapped) is last
+
+
+@pytest.mark.parametrize("kind", ["run", "sweep", "compare"])
+def test_show_rerenders_every_kind(tmp_path, kind):
+    out = tmp_path / kind
+    args = {
+        "run": ["run", "deep50", *SMALL],
+        "sweep": ["sweep", "deep50", "--over", "model.residual=false,true", *SMALL, "--workers", 1],
+        "compare": ["compare", "deep50", "deep50-residual", *SMALL],
+    }[kind]
+    made = invoke(*args, "--out", out)
+    assert made.exit_code == 0, made.output
+    shown = invoke("show", out)
+    assert shown.exit_code == 0, shown.output
+    if kind == "run":  # same table rows and headline (the title differs: show has only the CSVs' name)
+        assert _table_lines(made.output)[-1] == _table_lines(shown.output)[-1]
+        assert [l for l in made.output.splitlines() if l.startswith("│")] == [
+            l for l in shown.output.splitlines() if l.startswith("│")]
+    else:  # exactly what the command printed (progress lines aside)
+        printed = [l for l in _table_lines(made.output) if not l.startswith(("points ", "sweep ", "note:"))]
+        assert printed == shown.output.splitlines()
+
+
+def test_show_refuses_what_is_not_a_results_dir(tmp_path):
+    (tmp_path / "empty").mkdir()
+    for path in (tmp_path / "empty", tmp_path / "missing"):
+        result = invoke("show", path)
+        assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_show_on_an_unfinished_sweep_says_how_to_finish(tmp_path):
+    out = tmp_path / "s"
+    assert invoke("sweep", "deep50", "--over", "model.depth=1,2", *SMALL, "--workers", 1, "--out", out).exit_code == 0
+    (out / "summary.csv").unlink()
+    (out / "grads.csv").unlink()
+    result = invoke("show", out)
+    assert result.exit_code == 2 and "unfinished sweep (2 of 2 points)" in result.output and "--resume" in result.output
