@@ -186,19 +186,19 @@ def sweep(
     workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1, help="Worker processes [default: the number of cores]."),
     backend: Backend = typer.Option(Backend.local, "--backend", help="local processes, or Ray tasks (pip install \"resflow[ray]\")."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="An existing Ray cluster [default: $RAY_ADDRESS, else a local one]."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results dir [default: results/<name>-sweep]."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results dir [default: results/<name>-sweep, plus -<key> per --over axis]."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted sweep in --out: finished points are kept."),
     force: bool = typer.Option(False, "--force", help="Replace an existing results dir."),
 ):
     """Run a grid of configs (default: over depth); every point's rows in one set of CSVs."""
     from resflow.progress import SweepProgress
-    from resflow.sweep import load_base, make_plan, run_sweep
+    from resflow.sweep import default_out, load_base, make_plan, run_sweep
     from resflow.sweep_report import depth_story, sweep_table
 
     overrides = list(set_) + ([f"seeds={seeds}"] if seeds is not None else [])
     base, yaml_axes = load_base(config, overrides)
     plan = make_plan(base, yaml_axes, over)
-    out = out or Path("results") / f"{base.name}-sweep"
+    out = out or default_out(plan)
     hint = _resume_command(config, over, overrides, workers, backend.value, out)
     err = stderr()
     err.print(f"sweep {base.name}: {len(plan.points)} points × {base.seeds} seeds; {plan.describe()}", markup=False)

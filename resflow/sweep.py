@@ -303,11 +303,7 @@ def prepare_out(out: Path, plan: Plan, resume: bool, force: bool) -> None:
     if resume:
         if not plan_file.is_file():
             raise ConfigError(f"--resume: {str(out)!r} holds no sweep to resume (no {PLAN_FILE}); drop --resume to start one")
-        try:
-            old = json.loads(plan_file.read_text())
-        except (OSError, ValueError) as err:
-            raise ResflowError(f"--resume: cannot read {str(plan_file)!r}: {err}") from None
-        if old.get("points") != record["points"]:
+        if _read_plan(plan_file).get("points") != record["points"]:
             raise ConfigError(
                 f"--resume: {str(out)!r} holds a different sweep (its config or axes differ from these); "
                 f"resume with the same config and --over, or pass --out to start a new sweep"
@@ -316,9 +312,13 @@ def prepare_out(out: Path, plan: Plan, resume: bool, force: bool) -> None:
     if out.is_dir() and any(out.iterdir()):
         if not force:
             if plan_file.is_file():
+                if _read_plan(plan_file).get("points") != record["points"]:
+                    raise ConfigError(
+                        f"{str(out)!r} already holds a different sweep; pass --force to replace it or --out to write elsewhere"
+                    )
                 done = len(finished(out, plan))
                 raise ConfigError(
-                    f"{str(out)!r} already holds a sweep ({done} of {len(plan.points)} points finished); "
+                    f"{str(out)!r} already holds this sweep ({done} of {len(plan.points)} points finished); "
                     f"pass --resume to continue it, --force to start over, or --out to write elsewhere"
                 )
             check_out_dir(out, force=False)
@@ -331,6 +331,20 @@ def prepare_out(out: Path, plan: Plan, resume: bool, force: bool) -> None:
     except OSError as err:
         raise ResflowError(f"cannot create the results dir {str(out)!r}: {err.strerror or err}") from None
     write_text_atomic(plan_file, json.dumps(record, indent=1) + "\n")
+
+
+def _read_plan(plan_file: Path) -> dict:
+    try:
+        return json.loads(plan_file.read_text())
+    except (OSError, ValueError) as err:
+        raise ResflowError(f"cannot read {str(plan_file)!r}: {err}") from None
+
+
+def default_out(plan: Plan) -> Path:
+    """results/<name>-sweep, plus -<column>... for the axes given explicitly (so sweeps of different
+    axes do not collide): deep50 over depths -> results/deep50-sweep; over residual -> results/deep50-sweep-residual."""
+    given = [a.column for a in plan.axes if a.origin != "default"]
+    return Path("results") / "-".join([f"{plan.base.name}-sweep", *given])
 
 
 def save_point(out: Path, point: Point, text: str) -> None:

@@ -73,7 +73,8 @@ def sweep_table(summary: pd.DataFrame, columns: list[str], title: str = "") -> T
             cells.append(f"{fmt(float(r['ratio_min']))} – {fmt(float(r['ratio_max']))}")
         cells.append(f"{math.log10(ratio):+.1f}" if ratio > 0 and math.isfinite(ratio) else "—")
         cells.append(log_bar(ratio))
-        cells.append(fmt(float(r["gain"])))
+        gain = float(r["gain"])
+        cells.append(fmt(gain) if math.isfinite(gain) else "—")  # one layer: nothing to fit
         f = flag(ratio) if r["finite"] else "non-finite"
         cells.append(Text(f, style=FLAG_STYLE.get(f, "")))
         table.add_row(*cells)

@@ -85,6 +85,14 @@ def test_no_depth_axis_adds_the_default_depths_last():
     assert len(plan.points) == 8 and plan.points[-1].variant == "deep50[residual=true,depth=5]"
 
 
+def test_default_out_names_the_given_axes():
+    from resflow.sweep import default_out
+
+    base = load_config("deep50", ["model.depth=4"])
+    assert str(default_out(make_plan(base))) == "results/deep50-sweep"
+    assert str(default_out(make_plan(base, [], ["model.residual=false,true"]))) == "results/deep50-sweep-residual"
+
+
 @pytest.mark.parametrize(
     "over, expected",
     [
@@ -165,6 +173,8 @@ def test_existing_dir_needs_resume_or_force(tmp_path):
     assert resumed.exit_code == 0 and (tmp_path / "s" / "grads.csv").read_bytes() == before
     other = invoke(*args[:-2], "--set", "model.residual=true", "--out", tmp_path / "s", "--resume")
     assert other.exit_code == 2 and "different sweep" in other.output
+    replaced = invoke(*args[:-2], "--set", "model.residual=true", "--out", tmp_path / "s")
+    assert replaced.exit_code == 2 and "different sweep" in replaced.output and "--force" in replaced.output
     nothing = invoke(*args[:-2], "--out", tmp_path / "none", "--resume")
     assert nothing.exit_code == 2 and "no sweep to resume" in nothing.output
 
