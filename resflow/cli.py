@@ -237,11 +237,9 @@ def compare(
     from resflow.sweep_report import compare_headline, compare_table
 
     overrides = list(set_) + ([f"seeds={seeds}"] if seeds is not None else [])
-    configs, notes = load_refs(refs, overrides)
+    configs = load_refs(refs, overrides)
     out = out or Path("results") / ("compare-" + "-vs-".join(configs))
     check_out_dir(out, force)
-    for note in notes:
-        stderr().print(note, markup=False)
     result = run_compare(configs, workers=workers)
     write_run(result, out, force)
     console = stdout()

@@ -2,8 +2,7 @@
 
 Each REF is a YAML path or a bundled config name; its `variant` is the config's name. The points run
 through the sweep's backends (in parallel when there are several cores) and come back in REF order.
-`pre-norm` / `post-norm` fall back to the MLP configs `mlp-pre-norm` / `mlp-post-norm` while no bundled
-config of that name exists (the transformer configs take over once they are added).
+`resflow compare pre-norm post-norm` compares the transformer configs; `mlp-pre-norm mlp-post-norm` the MLPs.
 """
 
 from __future__ import annotations
@@ -17,29 +16,18 @@ from resflow import __version__
 from resflow.config import Config, load_config
 from resflow.errors import ConfigError
 
-FALLBACKS = {"pre-norm": "mlp-pre-norm", "post-norm": "mlp-post-norm"}
-
-
-def load_refs(refs: list[str], overrides: list[str]) -> tuple[dict[str, Config], list[str]]:
-    """name -> config, in REF order (a repeated name gets -2, -3, ...), and notes on fallbacks used."""
+def load_refs(refs: list[str], overrides: list[str]) -> dict[str, Config]:
+    """name -> config, in REF order (a repeated name gets -2, -3, ...)."""
     if len(refs) < 2:
         raise ConfigError(f"compare needs at least two configs, got {len(refs)}")
     configs: dict[str, Config] = {}
-    notes = []
     for ref in refs:
-        try:
-            cfg = load_config(ref, overrides)
-        except ConfigError:
-            if ref not in FALLBACKS:
-                raise
-            cfg = load_config(FALLBACKS[ref], overrides)
-            notes.append(f"note: no bundled config {ref!r} yet; using {FALLBACKS[ref]!r} (the MLP version) as {ref!r}")
-            cfg = cfg.replace({"name": ref})
+        cfg = load_config(ref, overrides)
         name, k = cfg.name, 2
         while name in configs:
             name, k = f"{cfg.name}-{k}", k + 1
         configs[name] = cfg if name == cfg.name else cfg.replace({"name": name})
-    return configs, notes
+    return configs
 
 
 def run_compare(configs: dict[str, Config], workers: int | None = None):

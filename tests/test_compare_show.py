@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from resflow.cli import app
 from resflow.compare import load_refs
-from resflow.config import bundled_configs_dir, load_config
+from resflow.config import load_config
 from resflow.experiment import run
 
 runner = CliRunner()
@@ -52,16 +52,15 @@ def test_compare_needs_two_configs_and_reports_bad_refs(tmp_path):
     assert not (tmp_path / "c").exists()
 
 
-def test_pre_norm_post_norm_resolve():
-    configs, notes = load_refs(["pre-norm", "post-norm"], [])
-    assert list(configs) == ["pre-norm", "post-norm"]
-    if not (bundled_configs_dir() / "pre-norm.yaml").exists():  # until the transformer configs land
-        assert configs["pre-norm"].model.norm == "pre" and configs["post-norm"].model.norm == "post"
-        assert configs["pre-norm"].model.residual and len(notes) == 2
+def test_mlp_norm_placement_configs():
+    configs = load_refs(["mlp-pre-norm", "mlp-post-norm"], [])
+    assert list(configs) == ["mlp-pre-norm", "mlp-post-norm"]
+    assert configs["mlp-pre-norm"].model.norm == "pre" and configs["mlp-post-norm"].model.norm == "post"
+    assert all(c.model.residual and c.loss == "random" for c in configs.values())
 
 
 def test_same_config_twice_gets_distinct_variants():
-    configs, _ = load_refs(["deep50", "deep50"], ["model.depth=2"])
+    configs = load_refs(["deep50", "deep50"], ["model.depth=2"])
     assert list(configs) == ["deep50", "deep50-2"]
 
 
@@ -86,7 +85,7 @@ def test_show_rerenders_every_kind(tmp_path, kind):
         assert [l for l in made.output.splitlines() if l.startswith("│")] == [
             l for l in shown.output.splitlines() if l.startswith("│")]
     else:  # exactly what the command printed (progress lines aside)
-        printed = [l for l in _table_lines(made.output) if not l.startswith(("points ", "sweep ", "note:"))]
+        printed = [l for l in _table_lines(made.output) if not l.startswith(("points ", "sweep "))]
         assert printed == shown.output.splitlines()
 
 
