@@ -42,8 +42,8 @@ def input_shape(cfg: Config) -> tuple[int, ...]:
     return (cfg.data.batch_size, cfg.model.width)  # (B, W)
 
 
-def measure_seed(cfg: Config, seed: int, device: torch.device) -> Record:
-    """One seed at initialisation: build, forward, backward, record."""
+def prepare_seed(cfg: Config, seed: int, device: torch.device):
+    """One seed's model (initialised), input batch and loss function: `loss_fn(model(x)).backward()`."""
     dtype = DTYPES[cfg.dtype]
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
@@ -51,6 +51,12 @@ def measure_seed(cfg: Config, seed: int, device: torch.device) -> Record:
     gen = data_generator(seed)
     x = make_input(cfg.data, input_shape(cfg), gen).to(device=device, dtype=dtype).requires_grad_(True)
     loss_fn = make_loss(cfg.loss, tuple(x.shape), gen, device, dtype)
+    return model, x, loss_fn
+
+
+def measure_seed(cfg: Config, seed: int, device: torch.device) -> Record:
+    """One seed at initialisation: build, forward, backward, record."""
+    model, x, loss_fn = prepare_seed(cfg, seed, device)
     with Recorder(model) as rec:
         loss_fn(model(x)).backward()
         return rec.collect()
