@@ -62,6 +62,18 @@ def measure_seed(cfg: Config, seed: int, device: torch.device) -> Record:
         return rec.collect()
 
 
+def measure_all(cfg: Config, device: torch.device):
+    """(seed, Record) for every seed: all seeds in one batched pass where the model allows it."""
+    from resflow import batched
+
+    if not batched.supports(cfg):
+        for seed in cfg.seed_list:
+            yield seed, measure_seed(cfg, seed, device)
+        return
+    for chunk in batched.chunks(cfg, cfg.seed_list):
+        yield from zip(chunk, batched.measure_seeds(cfg, chunk, device, DTYPES[cfg.dtype]))
+
+
 def run(cfg: Config, on_seed=None) -> RunResult:
     """Measure every seed of `cfg`; returns the tables that the CSVs hold (nothing is written)."""
     device = resolve_device(cfg.device)
@@ -70,8 +82,7 @@ def run(cfg: Config, on_seed=None) -> RunResult:
     cols = config_columns(cfg)
     grads = {k: [] for k in ("variant", "seed", "step", "layer", "sublayer", "input_grad_norm", "activation_rms", "param_grad_norm")}
     params = {k: [] for k in ("variant", "seed", "step", "layer", "param", "grad_norm", "value_norm")}
-    for seed in cfg.seed_list:
-        rec = measure_seed(cfg, seed, device)
+    for seed, rec in measure_all(cfg, device):
         n, m = len(rec.layer), len(rec.param_layer)
         grads["variant"] += [cfg.name] * n
         grads["seed"] += [seed] * n

@@ -52,7 +52,7 @@ def group_norms(norms: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
     `groups` is a (n_groups, max_size) index matrix into `norms`, padded with len(norms), which
     points at an appended zero; so every group costs the same few vectorised ops.
     """
-    padded = torch.cat([norms, norms.new_zeros(1)])
+    padded = torch.cat([norms, norms.new_zeros((1, *norms.shape[1:]))])  # norms: (P,) or (P, S)
     return padded[groups].square().sum(dim=1).sqrt()
 
 

@@ -1,0 +1,158 @@
+"""All seeds of one MLP config in one pass: the seed is a leading dimension of every weight.
+
+A depth-50 width-64 MLP is tiny; run seed by seed, its time goes to Python and op dispatch, not
+arithmetic. Stacking S seeds' weights into (S, ...) tensors and using batched matmuls makes one
+forward/backward do the work of S, for the same per-layer overhead.
+
+Initialisation is the sequential path's, draw for draw: each seed's parameters are those that
+`build_model` gives after `torch.manual_seed(seed)` (its modules' constructors draw, then
+`initialize`), replayed on one template model whose parameters are views into the stacked tensors.
+Inputs and losses come from each seed's own data generator, as in `experiment.measure_seed`.
+The numbers equal the sequential path's up to rounding (batched kernels sum in another order):
+float64 to ~1e-15 relative, float32 to ~1e-6 (tests: tests/test_batched.py).
+
+Used by `experiment.run` when `supports(cfg)`; every other model runs seed by seed.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from resflow.data import data_generator, make_input, make_loss
+from resflow.models import build_model
+from resflow.models.activations import ACTIVATIONS
+from resflow.models.init import initialize
+from resflow.recorder import Record, group_norms
+
+ELEMENT_BUDGET = 1 << 24  # stacked activations per chunk of seeds (x depth x batch x width)
+
+
+def supports(cfg) -> bool:
+    """Batched when there is more than one seed of a plain MLP stack (not shared weights)."""
+    m = cfg.model
+    return cfg.seeds > 1 and m.block == "mlp" and not m.share_weights
+
+
+def chunks(cfg, seeds: list[int]) -> list[list[int]]:
+    """Seeds in groups small enough that a group's activations stay within ELEMENT_BUDGET."""
+    per_seed = cfg.model.depth * cfg.data.batch_size * cfg.model.width
+    size = max(1, min(len(seeds), ELEMENT_BUDGET // max(per_seed, 1)))
+    return [seeds[i : i + size] for i in range(0, len(seeds), size)]
+
+
+class StackedMLP:
+    """S seeds' parameters of one MLP config, stacked: every tensor (S, *shape of the parameter)."""
+
+    def __init__(self, cfg, seeds: list[int], device, dtype):
+        self.cfg = cfg.model
+        self.template = build_model(cfg.model, device=device, dtype=dtype)
+        params = list(self.template.parameters())
+        self.stacked = {id(p): p.detach().unsqueeze(0).repeat(len(seeds), *[1] * p.dim()) for p in params}
+        linears = [b.linear for b in self.template.blocks]
+        with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            for s, seed in enumerate(seeds):
+                for p in params:
+                    p.data = self.stacked[id(p)][s]
+                torch.manual_seed(seed)
+                _replay_constructor_draws(linears, device, dtype)
+                initialize(self.template, cfg.model.init)  # then build_model's own initialisation
+        for t in self.stacked.values():
+            t.requires_grad_(True)
+        self.sites = self.template.sites()
+        self.act = ACTIVATIONS[self.cfg.activation]
+
+    def _linear(self, block, u):  # u: (S, B, W)
+        w = self.stacked[id(block.linear.weight)]  # (S, W, W)
+        if block.linear.bias is None:
+            return torch.bmm(u, w.transpose(1, 2))
+        return torch.baddbmm(self.stacked[id(block.linear.bias)].unsqueeze(1), u, w.transpose(1, 2))
+
+    def _norm(self, module, u):  # the template's LayerNorm / RMSNorm, with per-seed weights
+        if isinstance(module, nn.Identity):
+            return u
+        weight = self.stacked[id(module.weight)].unsqueeze(1)  # (S, 1, W)
+        if isinstance(module, nn.LayerNorm):
+            bias = self.stacked[id(module.bias)].unsqueeze(1)
+            return F.layer_norm(u, module.normalized_shape, eps=module.eps) * weight + bias
+        return u * torch.rsqrt(u.pow(2).mean(-1, keepdim=True) + module.eps) * weight
+
+    def block(self, block, x):  # MLPBlock.forward, seeds batched: x (S, B, W)
+        u = self._norm(block.pre, x)
+        h = self._linear(block, self.act(u)) if block.preactivation else self.act(self._linear(block, u))
+        y = x + block.alpha * h if block.residual else h
+        return self._norm(block.post, y)
+
+
+def measure_seeds(cfg, seeds: list[int], device, dtype) -> list[Record]:
+    """One Record per seed, equal to `experiment.measure_seed`'s, from one batched pass."""
+    from resflow.experiment import input_shape
+
+    model = StackedMLP(cfg, seeds, device, dtype)
+    xs, losses = [], []
+    for seed in seeds:
+        gen = data_generator(seed)
+        x = make_input(cfg.data, input_shape(cfg), gen).to(device=device, dtype=dtype)
+        xs.append(x)
+        losses.append(make_loss(cfg.loss, tuple(x.shape), gen, device, dtype))
+    x = torch.stack(xs).requires_grad_(True)  # (S, B, W)
+
+    inputs, grads = [], {}
+    for layer, block in enumerate(model.template.blocks):
+        inputs.append(x)
+        x.register_hook(lambda g, layer=layer: grads.__setitem__(layer, g))
+        x = model.block(block, x)
+    sum(loss(out) for loss, out in zip(losses, x.unbind(0))).backward()
+
+    n, numel = len(inputs), inputs[0][0].numel()
+    g = [grads.get(i, torch.zeros_like(inputs[i])) for i in range(n)]
+    grad_norm = torch.linalg.vector_norm(torch.stack(g), dim=(2, 3))  # (L, S)
+    rms = torch.linalg.vector_norm(torch.stack([t.detach() for t in inputs]), dim=(2, 3)) / numel**0.5
+    params = list(model.template.parameters())
+    index = {id(p): i for i, p in enumerate(params)}
+    stacked = [model.stacked[id(p)] for p in params]
+    p_grad = torch.stack([_per_seed_norm(t.grad if t.grad is not None else torch.zeros_like(t)) for t in stacked])
+    p_value = torch.stack([_per_seed_norm(t.detach()) for t in stacked])  # (P, S)
+    width = max(len(s.params) for s in model.sites)
+    groups = torch.tensor(
+        [[index[id(p)] for _, p in s.params] + [len(params)] * (width - len(s.params)) for s in model.sites],
+        dtype=torch.long, device=p_grad.device,
+    )
+    site_grad = group_norms(p_grad, groups)  # (L, S)
+    site = torch.stack([grad_norm, rms, site_grad]).double().cpu()  # (3, L, S): one transfer
+    param = torch.stack([p_grad, p_value]).double().cpu()  # (2, P, S)
+    site_vals, param_vals = site.permute(2, 0, 1).tolist(), param.permute(2, 0, 1).tolist()
+
+    rows = [(s.layer, name, index[id(p)]) for s in model.sites for name, p in s.params]
+    records = []
+    for s in range(len(seeds)):
+        (gn, ar, pg), (pgrad, pval) = site_vals[s], param_vals[s]
+        records.append(Record(
+            layer=[site.layer for site in model.sites],
+            sublayer=[site.sublayer for site in model.sites],
+            input_grad_norm=gn, activation_rms=ar, param_grad_norm=pg,
+            param_layer=[r[0] for r in rows], param_name=[r[1] for r in rows],
+            param_grad=[pgrad[r[2]] for r in rows], param_value=[pval[r[2]] for r in rows],
+        ))
+    return records
+
+
+def _per_seed_norm(t: torch.Tensor) -> torch.Tensor:  # (S, ...) -> (S,)
+    return torch.linalg.vector_norm(t.reshape(t.shape[0], -1), dim=1)
+
+
+def _replay_constructor_draws(linears, device, dtype) -> None:
+    """Advance torch's RNG exactly as the nn.Linear constructors inside `build_model` do.
+
+    Their values are overwritten by `initialize`, so only the draws matter. Each constructor's
+    reset_parameters draws weight.numel() then bias.numel() uniforms; on the CPU (one Mersenne
+    Twister number per element, in order) one call of the total size draws the same stream.
+    Elsewhere (CUDA's Philox advances per call) the constructors are replayed one by one.
+    """
+    if device.type != "cpu":
+        for linear in linears:
+            nn.Linear.reset_parameters(linear)
+        return
+    total = sum(lin.weight.numel() + (lin.bias.numel() if lin.bias is not None else 0) for lin in linears)
+    torch.empty(total, device=device, dtype=dtype).uniform_()
