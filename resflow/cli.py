@@ -86,6 +86,7 @@ def run(
     from resflow.experiment import run as run_experiment
     from resflow.report import headline, run_table
     from resflow.results import check_out_dir, write_run
+    from resflow.theory_overlay import comparison_line
 
     overrides = list(set_) + ([f"seeds={seeds}"] if seeds is not None else [])
     cfg = load_config(config, overrides)
@@ -96,6 +97,7 @@ def run(
     console = stdout()
     console.print(run_table(result.grads, title=_title(cfg)))
     console.print(headline(result.grads), markup=False)
+    console.print(comparison_line(result.summary, result.meta.get("theory", "")), markup=False)
     figs = "" if no_plots else ", " + ", ".join(p.name for p in sorted(out.glob("*.png")))
     console.print(f"wrote {out}/ (grads.csv, params.csv, summary.csv, config.yaml, meta.json{figs})", markup=False)
 
@@ -265,6 +267,21 @@ def show(directory: Path = typer.Argument(..., help="A results dir written by ru
     console = stdout()
     for item in renderables(read_run(directory)):
         console.print(item, markup=False) if isinstance(item, str) else console.print(item)
+
+
+@app.command()
+@_command
+def theory(
+    config: str = typer.Argument(..., help="A YAML path, or the name of a bundled config."),
+    set_: List[str] = typer.Option([], "--set", help=SET_HELP),
+):
+    """Print the predicted gradient flow of a config (no network is run; instant)."""
+    from resflow.config import load_config
+    from resflow.theory_text import describe
+
+    cfg = load_config(config, list(set_))
+    for line in describe(cfg):
+        typer.echo(line)
 
 
 def main() -> None:

@@ -21,6 +21,7 @@ from resflow.data import data_generator, make_input, make_loss
 from resflow.errors import ConfigError
 from resflow.models import build_model
 from resflow.recorder import Record, Recorder
+from resflow.theory_overlay import overlay
 from resflow.results import (
     CONFIG_COLUMNS, RunResult, config_columns, grads_frame, params_frame, summary_frame,
 )
@@ -105,6 +106,8 @@ def run(cfg: Config, on_seed=None) -> RunResult:
     for key, value in cols.items():
         grads[key] = [value] * n_rows
     grads_df = grads_frame(grads)
+    summary_df = summary_frame(summarize(grads_df, CONFIG_COLUMNS))
+    grads_df, summary_df, prediction = overlay(grads_df, summary_df, cfg)  # theory beside measurement
     meta = dict(
         resflow=__version__,
         torch=torch.__version__,
@@ -116,11 +119,12 @@ def run(cfg: Config, on_seed=None) -> RunResult:
         started=started.isoformat(timespec="seconds"),
         wall_time_s=round(time.perf_counter() - t0, 6),
         command=" ".join(sys.argv),
+        theory=prediction.model if prediction else f"no prediction: {prediction.reason}",
     )
     return RunResult(
         grads=grads_df,
         params=params_frame(params),
-        summary=summary_frame(summarize(grads_df, CONFIG_COLUMNS)),
+        summary=summary_df,
         config=cfg.to_dict(),
         meta=meta,
     )

@@ -77,6 +77,9 @@ def run_table(grads: pd.DataFrame, title: str = "") -> Table:
     table.add_column("‖∂loss/∂x‖" + (" median" if seeds > 1 else ""), justify="right")
     if seeds > 1:
         table.add_column(f"min–max ({seeds} seeds)", justify="right")
+    pred = site_stats(grads, "predicted_input_grad_norm") if _has_prediction(grads) else None
+    if pred is not None:
+        table.add_column("predicted", justify="right")
     table.add_column("log10", justify="right")
     table.add_column(f"1e{BAR_LO} … 1e+{BAR_HI}", no_wrap=True)
     table.add_column("flag")
@@ -99,12 +102,19 @@ def run_table(grads: pd.DataFrame, title: str = "") -> Table:
         cells.append(fmt(med))
         if seeds > 1:
             cells.append(f"{fmt(float(r['min']))} – {fmt(float(r['max']))}")
+        if pred is not None:
+            cells.append(fmt(float(pred.iloc[i]["median"])))
         cells.append(f"{math.log10(med):+.2f}" if med > 0 and math.isfinite(med) else "—")
         cells.append(log_bar(med))
         f = flag(ratio) if math.isfinite(med) else "non-finite"
         cells.append(Text(f, style={"vanishing": "yellow", "exploding": "red", "non-finite": "bold red"}.get(f, "")))
         table.add_row(*cells)
     return table
+
+
+def _has_prediction(grads: pd.DataFrame) -> bool:
+    col = "predicted_input_grad_norm"
+    return col in grads and bool(grads[col].notna().any())
 
 
 def _caption(shown: str = "") -> str:

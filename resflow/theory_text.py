@@ -1,0 +1,41 @@
+"""The lines `resflow theory CONFIG` prints: the prediction alone, from numbers only (no torch)."""
+
+from __future__ import annotations
+
+import math
+
+from resflow.theory import predict
+
+
+def _g(x) -> str:
+    if x is None:
+        return "—"
+    if isinstance(x, float) and math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return f"{x:.6g}"
+
+
+def describe(cfg) -> list[str]:
+    m = cfg.model
+    pred = predict(cfg)
+    head = f"{cfg.name}: depth {m.depth}, width {m.width}, {m.activation}, loss {cfg.loss}"
+    if not pred:
+        return [head, f"no prediction: {pred.reason}"]
+    lines = [head, f"theory: {pred.kind} — {pred.model}"]
+    if pred.sigma_w2 is not None:
+        lines.append(f"σ_w² = {_g(pred.sigma_w2)}, σ_b² = {_g(pred.sigma_b2)}")
+    if pred.chi1 is not None:
+        lines += [
+            f"q* = {_g(pred.q_star)}",
+            f"χ₁ = {_g(pred.chi1)}",
+            f"ξ = −1/ln χ₁ = {_g(pred.depth_scale)} layers (depth scale of ‖δ‖²)",
+            f"phase: {pred.phase}",
+        ]
+    if pred.critical_sigma_w2 is not None:
+        lines.append(f"critical σ_w² at σ_b² = {_g(pred.sigma_b2)}: {_g(pred.critical_sigma_w2)} (edge of chaos)")
+    lines += [
+        f"predicted first/last ‖∂loss/∂x‖ at depth {m.depth}: {pred.grad_ratio:.4g}",
+        f"predicted gain per layer: {pred.gain_per_layer:.6g}",
+    ]
+    lines += [f"note: {n}" for n in pred.notes]
+    return lines
