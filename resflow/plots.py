@@ -249,20 +249,20 @@ def profile_figure(
                 ax.scatter(x[on], _positive(med[on]), marker=marker, s=14, color=color, zorder=4,
                            label=f"{sub} sublayer" if i == 0 else None)
         n_marked += _mark_unplottable(ax, x, med, s["n_bad"].to_numpy(), color, first=n_marked == 0)
-        if "predicted_" + column in grads.columns or (column == "input_grad_norm" and "predicted_input_grad_norm" in grads.columns):
-            pred_col = "predicted_" + column
+        ref = chain_reference(config, last, int(s["layer"].max()) + 1) if (
+            config and not many and math.isfinite(last) and last > 0) else None
+        pred_col = "predicted_" + column
+        if ref is not None:  # an exact closed form (the chain) wins over the theory overlay
+            ref_label, fn = ref
+            ref_y = fn(s["layer"].to_numpy())
+            ax.plot(x, ref_y, color="black", linestyle="--", linewidth=1.0, label=ref_label, gid="closed-form")
+            drawn.append(ref_y)
+        elif pred_col in grads.columns:
             pstats = profile_stats(grads[grads["variant"] == variant].assign(**{column: grads[pred_col]}), column)
             if pstats["median"].notna().any():
                 ax.plot(pstats["x"], _positive(pstats["median"].to_numpy()), color=color, linestyle="--",
                         linewidth=1.2, label="predicted (theory)" if i == 0 else None, gid=f"predicted:{variant}")
                 drawn.append(pstats["median"])
-        elif config and not many and math.isfinite(last) and last > 0:
-            ref = chain_reference(config, last, int(s["layer"].max()) + 1)
-            if ref is not None:
-                ref_label, fn = ref
-                ref_y = fn(s["layer"].to_numpy())
-                ax.plot(x, ref_y, color="black", linestyle="--", linewidth=1.0, label=ref_label, gid="closed-form")
-                drawn.append(ref_y)
         if guides and math.isfinite(last) and last > 0:
             for factor, name in ((VANISHING, "vanishing"), (EXPLODING, "exploding")):
                 style = dict(GUIDE_STYLE, color=color if many else GUIDE_STYLE["color"])

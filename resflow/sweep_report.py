@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from resflow.analysis import flag
+from resflow.theory_overlay import comparison_line, log_ratio_error
 from resflow.report import BAR_HI, BAR_LO, fmt, headline, log_bar, run_table, shown_rows, site_stats
 
 FLAG_STYLE = {"vanishing": "yellow", "exploding": "red", "non-finite": "bold red"}
@@ -42,7 +43,8 @@ def point_stats(summary: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
         ratio = g["grad_ratio"].to_numpy(dtype=float)
         row = {c: g[c].iloc[0] for c in columns if c in g}
         row.update(variant=variant, ratio=_median(ratio), ratio_min=float(np.min(ratio)), ratio_max=float(np.max(ratio)),
-                   gain=_median(g["gain_per_layer"]), seeds=len(g), finite=bool(g["finite"].all()))
+                   gain=_median(g["gain_per_layer"]), seeds=len(g), finite=bool(g["finite"].all()),
+                   predicted=_median(g["predicted_grad_ratio"]) if "predicted_grad_ratio" in g else float("nan"))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -59,6 +61,10 @@ def sweep_table(summary: pd.DataFrame, columns: list[str], title: str = "") -> T
     table.add_column("log10", justify="right")
     table.add_column(f"1e{BAR_LO} … 1e+{BAR_HI}", no_wrap=True)
     table.add_column("gain/layer", justify="right")
+    theory = bool(stats["predicted"].notna().any()) if len(stats) else False
+    if theory:
+        table.add_column("predicted", justify="right")
+        table.add_column("log err", justify="right")
     table.add_column("flag")
     previous = None
     for _, r in stats.iterrows():
@@ -75,12 +81,18 @@ def sweep_table(summary: pd.DataFrame, columns: list[str], title: str = "") -> T
         cells.append(log_bar(ratio))
         gain = float(r["gain"])
         cells.append(fmt(gain) if math.isfinite(gain) else "—")  # one layer: nothing to fit
+        if theory:
+            pred = float(r["predicted"])
+            err = log_ratio_error(ratio, pred)
+            cells += [fmt(pred) if math.isfinite(pred) else "—", f"{err:.1%}" if math.isfinite(err) else "—"]
         f = flag(ratio) if r["finite"] else "non-finite"
         cells.append(Text(f, style=FLAG_STYLE.get(f, "")))
         table.add_row(*cells)
     table.caption = (
         "grad first/last = ‖∂loss/∂x‖ at the first layer over the last layer's (1 = no loss on the way back); "
         "gain/layer: the fitted factor per layer; bar: log10 of the ratio on a fixed scale"
+        + ("; predicted: the theory's first/last (— outside its domain), log err = |ln measured − ln predicted|/|ln predicted|"
+           if theory else "")
     )
     return table
 
@@ -196,4 +208,5 @@ def renderables(result) -> list:
     if kind == "compare":
         refs = meta.get("refs") or list(dict.fromkeys(result.grads["variant"]))
         return [compare_table(result.grads, title="compare: " + " vs ".join(refs)), compare_headline(result.summary)]
-    return [run_table(result.grads, title=str(result.grads["variant"].iloc[0])), headline(result.grads)]
+    return [run_table(result.grads, title=str(result.grads["variant"].iloc[0])), headline(result.grads),
+            comparison_line(result.summary, meta.get("theory", ""))]
