@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
+import reprlib
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -21,11 +22,38 @@ ACTIVATION_NAMES = (
     "identity", "tanh", "relu", "gelu", "sigmoid", "silu", "leaky_relu", "elu", "selu", "softplus",
 )  # the builders live in resflow.models.activations (checked against this list by a test)
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$"
+NAME_RULE = "letters, digits and . _ + = -, starting with a letter or digit"
+MAX_SEED = 2**63 - 1  # torch seeds are 64-bit
+MAX_SEEDS = 1_000_000
 
 
 class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader (never constructs Python objects) that also reads 1e-3 as a float
-    (YAML 1.1 wants 1.0e-3; users write 1e-3)."""
+    """PyYAML's safe loader (never constructs Python objects), stricter: 1e-3 is a float (YAML 1.1
+    wants 1.0e-3; users write 1e-3), a key given twice is an error, and a bad value (`!!int abc`,
+    `2001-02-30`) is a YAML error at its line and column instead of a stray ValueError."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = seen.setdefault(key, key_node)
+            except TypeError:  # an unhashable key: the base class reports it
+                break
+            if first is not key_node:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} appears twice (first at line {first.start_mark.line + 1})",
+                    key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_object(self, node, deep=False):
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, TypeError, KeyError, OverflowError) as err:
+            problem = f"cannot read the value {node.value!r} as {node.tag.rsplit(':', 1)[-1]} ({err})" if isinstance(
+                node, yaml.ScalarNode) else f"cannot read this value ({err})"
+            raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark) from None
 
 
 _Loader.add_implicit_resolver(
@@ -150,8 +178,8 @@ class DataConfig(_Strict):
 
 class Config(_Strict):
     name: str = Field("resflow", pattern=NAME_PATTERN)  # default: the config file's stem
-    seed: int = Field(0, ge=0)  # first seed
-    seeds: int = Field(1, ge=1)  # runs seeds seed, seed+1, ..., seed+seeds-1
+    seed: int = Field(0, ge=0, le=MAX_SEED)  # first seed
+    seeds: int = Field(1, ge=1, le=MAX_SEEDS)  # runs seeds seed, seed+1, ..., seed+seeds-1
     dtype: Literal["float32", "float64"] = "float32"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # sum: sum of outputs (the seeds' `out.backward()`); mean; mse against a fixed random target;
@@ -257,18 +285,28 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not a text file (not valid UTF-8)") from None
     except OSError as err:
         raise ConfigError(f"{path}: cannot read the file ({err.strerror or err})") from None
-    try:
-        data = safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
+    data = parse_yaml(text, str(path))
     if data is None:
         raise ConfigError(f"{path}: the file is empty; expected a mapping such as 'model: {{depth: 50, width: 64}}'")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys to values, got a {type(data).__name__}")
     return data
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """YAML text -> plain data (safe loading only), or a ConfigError naming the line and column."""
+    try:
+        return safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        if "could not determine a constructor for the tag" in problem:
+            tag = re.findall(r"'([^']*)'", problem)[-1].replace("tag:yaml.org,2002:", "!!")
+            problem = f"the tag {tag!r} is not allowed (configs hold plain values; Python objects are never built)"
+        raise ConfigError(f"{source}: invalid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: invalid YAML: nested too deeply") from None
 
 
 def load_config(
@@ -293,39 +331,36 @@ def parse_override(item: str) -> tuple[str, Any]:
     key = key.strip()
     if not sep or not key:
         raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set model.depth=100")
-    if any(not part for part in key.split(".")):
+    if any(not part.strip() for part in key.split(".")):
         raise ConfigError(f"--set {item!r}: {key!r} is not a dotted key such as model.depth")
     try:
         value = safe_load(raw) if raw.strip() else raw
-    except yaml.YAMLError:
-        raise ConfigError(f"--set {item!r}: cannot read the value {raw!r}") from None
+    except (yaml.YAMLError, RecursionError):
+        raise ConfigError(f"--set {item!r}: cannot read the value {raw!r} (values are read as YAML)") from None
     return key, value
 
 
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Set dotted keys in a nested dict (a copy); unknown keys are caught later by validation."""
-    out = _deep_copy(data)
+    """Set dotted keys in a nested dict; unknown keys are caught later by validation.
+
+    Only the sections on an override's path are copied: `data` is never modified, and a huge value
+    elsewhere (YAML aliases can make one) is never walked.
+    """
+    out = dict(data)
     for key, value in overrides.items():
         parts = key.split(".")
         node = out
         for depth, part in enumerate(parts[:-1]):
             child = node.get(part)
             if child is None:
-                child = node[part] = {}
+                child = {}
             elif not isinstance(child, dict):
                 prefix = ".".join(parts[: depth + 1])
                 raise ConfigError(f"--set {key}: {prefix} is a value, not a section, so it has no key {parts[depth + 1]!r}")
+            node[part] = child = dict(child)  # a copy, so the caller's dict is untouched
             node = child
         node[parts[-1]] = value
     return out
-
-
-def _deep_copy(data: Any) -> Any:
-    if isinstance(data, dict):
-        return {k: _deep_copy(v) for k, v in data.items()}
-    if isinstance(data, list):
-        return [_deep_copy(v) for v in data]
-    return data
 
 
 def validate(
@@ -368,13 +403,40 @@ def _format_one(e: dict[str, Any], overridden: set[str]) -> str:
         return f"{key}: required key is missing"
     if kind == "finite_number" or (isinstance(value, float) and not math.isfinite(value)):
         return f"{key}: must be a finite number, got {value!r}"
+    if kind == "string_pattern_mismatch" and loc == ["name"]:
+        return f"name: must be {NAME_RULE}, got {_show(value)}"
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
+        return f"{key}: must be a section (a mapping of keys to values), got {_show(value)}"
+    if kind == "invalid_key":
+        return f"{key}: keys must be text, got {_show(value)}"
     msg = e["msg"].replace("Input should be", "must be")
-    return f"{key}: {msg}, got {_show(value)}"
+    return f"{key}: {msg}, got {_show(value)}{_hint(kind, value, e.get('ctx') or {})}"
+
+
+def _hint(kind: str, value: Any, ctx: dict[str, Any]) -> str:
+    """A short suggestion after the message: the closest allowed name, or the unquoted value."""
+    if kind == "literal_error" and isinstance(value, str):
+        allowed = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+        close = difflib.get_close_matches(value, allowed, n=1)
+        return f"; did you mean {close[0]!r}?" if close else ""
+    if kind == "bool_type" and isinstance(value, str):
+        return " (write true or false, without quotes)"
+    if kind in ("int_type", "float_type") and isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return ""
+        return " (write the number without quotes)"
+    return ""
+
+
+_short = reprlib.Repr()
+_short.maxstring, _short.maxother, _short.maxlist, _short.maxdict, _short.maxlevel = 40, 40, 4, 4, 2
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    """A short repr, cheap even for a huge value."""
+    return _short.repr(value)
 
 
 def _fields_at(loc: list[str]) -> list[str]:
