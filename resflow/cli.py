@@ -7,17 +7,51 @@ Heavy libraries (torch, pandas) are imported inside the commands, so `--help` is
 from __future__ import annotations
 
 import functools
+import os
+import sys
 from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 from resflow import __version__
 from resflow.errors import ResflowError
 
+try:  # the base of click's usage errors; recent Typer vendors click and exposes it as TyperException
+    _ClickError = typer.TyperException
+except AttributeError:  # pragma: no cover - older Typer on top of click
+    from click import ClickException as _ClickError
+_PASS_THROUGH = (typer.Exit, typer.Abort, _ClickError)  # Typer's own control flow
+
+class _OneLineErrors(TyperGroup):
+    """Usage errors (a missing argument, `--seeds abc`, an unknown option) as one line on stderr,
+    like every other error, instead of a boxed panel; exit code 2."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except _ClickError as err:
+            ctx = getattr(err, "ctx", None)
+            if type(err).__name__ == "NoArgsIsHelpError":  # bare `resflow`: the help, as usual
+                typer.echo(ctx.get_help(), err=True)
+                sys.exit(err.exit_code)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            message = " ".join(err.format_message().split())
+            stderr().print(f"error: {message}{hint}", markup=False)
+            sys.exit(err.exit_code)
+        except typer.Abort:
+            stderr().print("aborted", markup=False)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     name="resflow",
     help="Gradient-flow experiments: what residuals, norm placement, activations and init do to "
     "the gradient that reaches each layer.",
@@ -38,21 +72,61 @@ def stderr() -> Console:
 
 
 def _command(fn):
-    """Map library errors to a one-line message on stderr and an exit code; the one place that does."""
+    """Map errors to a one-line message on stderr and an exit code; the one place that does.
+
+    ResflowError: its message and code (2 usage/config, 1 runtime). Ctrl-C / SIGTERM: a clean stop,
+    128 + the signal (130, 143). Anything else is a bug: one line, the traceback saved to a file
+    (RESFLOW_DEBUG=1 shows it instead), exit 1.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from resflow.signals import exit_code, signal_name, stop_on_signals
+
         try:
-            return fn(*args, **kwargs)
+            with stop_on_signals():
+                return fn(*args, **kwargs)
         except ResflowError as err:
-            prefix = "" if err.exit_code == 130 else "error: "  # an interrupt is not an error
+            prefix = "" if err.exit_code >= 128 else "error: "  # an interrupt is not an error
             stderr().print(f"{prefix}{err}", markup=False)
             raise typer.Exit(err.exit_code) from None
-        except KeyboardInterrupt:
-            stderr().print("interrupted: nothing was written", markup=False)
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as err:
+            stderr().print(f"interrupted ({signal_name(err)}): stopped cleanly; nothing was written", markup=False)
+            raise typer.Exit(exit_code(err)) from None
+        except _PASS_THROUGH:
+            raise
+        except MemoryError:
+            stderr().print("error: out of memory; reduce model.width, model.depth, data.batch_size or seeds", markup=False)
+            raise typer.Exit(1) from None
+        except Exception as err:  # noqa: BLE001 - the last line of defence: report, never a traceback
+            if os.environ.get("RESFLOW_DEBUG"):
+                raise
+            if isinstance(err, RuntimeError) and "alloc" in str(err).lower() and "memory" in str(err).lower():
+                stderr().print("error: out of memory; reduce model.width, model.depth, data.batch_size or seeds", markup=False)
+                raise typer.Exit(1) from None
+            report = _crash_report(err)
+            first = (str(err).strip().splitlines() or [""])[0][:200]
+            stderr().print(f"error: internal error, a bug in resflow: {type(err).__name__}: {first} "
+                           f"(traceback in {report}; RESFLOW_DEBUG=1 shows it)", markup=False)
+            raise typer.Exit(1) from None
 
     return wrapper
+
+
+def _crash_report(err: BaseException) -> str:
+    """Write the traceback (and the command) to a file in the temp dir; return its path."""
+    import tempfile
+    import time
+    import traceback
+
+    text = f"resflow {__version__}: {' '.join(sys.argv)}\n\n" + "".join(traceback.format_exception(err))
+    try:
+        fd, path = tempfile.mkstemp(prefix=f"resflow-crash-{time.strftime('%Y%m%d-%H%M%S')}-", suffix=".txt")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        return path
+    except OSError:
+        return "(could not be saved)"
 
 
 def _version(value: bool):
@@ -83,8 +157,8 @@ def run(
 ):
     """Measure per-layer gradient norms at initialisation; write CSVs and figures, print the table."""
     from resflow.config import load_config
-    from resflow.experiment import run as run_experiment
-    from resflow.report import headline, run_table
+    from resflow.locks import results_lock
+    from resflow.memory import check_memory
     from resflow.results import check_out_dir, write_run
     from resflow.theory_overlay import comparison_line
 
@@ -92,8 +166,15 @@ def run(
     cfg = load_config(config, overrides)
     out = out or Path("results") / cfg.name
     check_out_dir(out, force)
-    result = run_experiment(cfg)
-    write_run(result, out, force, extra=None if no_plots else _figure_writer(result))
+    check_memory(cfg)
+    with results_lock(out, note=lambda text: stderr().print(text, markup=False)):
+        check_out_dir(out, force)  # again, now that no other resflow can be writing it
+
+        from resflow.experiment import run as run_experiment
+        from resflow.report import headline, run_table
+
+        result = run_experiment(cfg)
+        write_run(result, out, force, extra=None if no_plots else _figure_writer(result))
     console = stdout()
     console.print(run_table(result.grads, title=_title(cfg)))
     console.print(headline(result.grads), markup=False)

@@ -19,6 +19,7 @@ from resflow.analysis import summarize
 from resflow.config import Config
 from resflow.data import data_generator, make_input, make_loss
 from resflow.errors import ConfigError
+from resflow.memory import check_memory
 from resflow.models import build_model
 from resflow.recorder import Record, Recorder
 from resflow.theory_overlay import overlay
@@ -77,6 +78,7 @@ def measure_all(cfg: Config, device: torch.device):
 
 def run(cfg: Config, on_seed=None) -> RunResult:
     """Measure every seed of `cfg`; returns the tables that the CSVs hold (nothing is written)."""
+    check_memory(cfg)  # refuse up front what the machine cannot hold
     device = resolve_device(cfg.device)
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()

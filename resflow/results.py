@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from resflow.errors import ConfigError, ResflowError
+from resflow.signals import deferred
 
 # Columns copied from the config into every row, so CSVs of different runs concatenate directly.
 CONFIG_COLUMNS = [
@@ -152,10 +153,11 @@ def write_run(result: RunResult, path: Path, force: bool = False, extra=None) ->
         write_files(result, staging)
         if extra is not None:
             extra(staging)
-        if path.exists():
-            old = path.parent / f".{path.name}.old-{os.getpid()}"
-            os.replace(path, old)
-        os.replace(staging, path)
+        with deferred():  # a signal here waits until the swap is whole
+            if path.exists():
+                old = path.parent / f".{path.name}.old-{os.getpid()}"
+                os.replace(path, old)
+            os.replace(staging, path)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         if old is not None and not path.exists():
