@@ -55,7 +55,7 @@ def _describe(owner: dict) -> str:
 def results_lock(out: Path, note: Callable[[str], None] | None = None):
     """Hold the lock of results dir `out` for the block; refuse if a live process holds it."""
     path = lock_path(out)
-    created = _make_parents(path.parent)
+    created = _make_parents(path.parent, out)
     fd = _acquire(path, out, note)
     try:
         yield path
@@ -69,18 +69,18 @@ def results_lock(out: Path, note: Callable[[str], None] | None = None):
                     break
 
 
-def _make_parents(parent: Path) -> list[Path]:
+def _make_parents(parent: Path, out: Path) -> list[Path]:
     missing = []
     p = parent
     while not p.exists():
         missing.append(p)
         p = p.parent
     if not p.is_dir():
-        raise ConfigError(f"output path {str(parent)!r} cannot be created: {str(p)!r} is a file")
+        raise ConfigError(f"output path {str(out)!r} cannot be created: {str(p)!r} is a file")
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise ConfigError(f"output path {str(parent)!r} cannot be created ({err.strerror or err})") from None
+        raise ConfigError(f"output path {str(out)!r} cannot be created ({err.strerror or err})") from None
     return list(reversed(missing))
 
 

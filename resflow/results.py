@@ -90,6 +90,8 @@ def check_out_dir(path: Path, force: bool = False) -> None:
             f"{str(path)!r} already holds results; pass --force to replace them or --out to write elsewhere"
         )
     parent = _existing_ancestor(path)
+    if not parent.is_dir():
+        raise ConfigError(f"output path {str(path)!r} cannot be created: {str(parent)!r} is a file")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ConfigError(f"output path {str(path)!r} is not writable (no write permission in {str(parent)!r})")
 
