@@ -55,12 +55,18 @@ def overlay(grads: pd.DataFrame, summary: pd.DataFrame, cfg):
     return grads, summary, pred
 
 
+FLAT = 0.05  # |ln predicted| below this: the ratio is ~1 and a relative error of its log means nothing
+
+
 def log_ratio_error(measured: float, predicted: float) -> float:
-    """|ln measured − ln predicted| / |ln predicted|: the relative error of the log ratio (NaN if undefined)."""
+    """|ln measured − ln predicted| / |ln predicted|: the relative error of the log ratio.
+
+    NaN where undefined: non-positive ratios, or a predicted ratio within e^±0.05 of 1 (critical stacks).
+    """
     if not (measured > 0 and predicted > 0 and math.isfinite(measured) and math.isfinite(predicted)):
         return math.nan
     lp = math.log(predicted)
-    if lp == 0:
+    if abs(lp) < FLAT:
         return math.nan
     return abs(math.log(measured) - lp) / abs(lp)
 
@@ -75,10 +81,15 @@ def comparison_line(summary: pd.DataFrame, verdict: str) -> str:
     measured = float(np.median(summary["grad_ratio"].to_numpy(dtype=float)))
     predicted = float(summary["predicted_grad_ratio"].iloc[0])
     err = log_ratio_error(measured, predicted)
-    err_text = f"{err:.1%}" if math.isfinite(err) else "n/a"
+    if math.isfinite(err):
+        err_text = f"relative error of the log ratio {err:.1%}"
+    elif measured > 0 and math.isfinite(measured):
+        err_text = f"|ln measured − ln predicted| = {abs(math.log(measured) - math.log(predicted)):.3g} (predicted ≈ 1)"
+    else:
+        err_text = "no error defined (non-finite or zero gradient)"
     seeds = len(summary)
     over = f" (median of {seeds} seeds)" if seeds > 1 else ""
     return (
         f"theory ({verdict}): first/last predicted {predicted:.3g}, measured {measured:.3g}{over}; "
-        f"relative error of the log ratio {err_text}"
+        f"{err_text}"
     )

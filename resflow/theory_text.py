@@ -28,7 +28,8 @@ def describe(cfg) -> list[str]:
         lines += [
             f"q* = {_g(pred.q_star)}",
             f"χ₁ = {_g(pred.chi1)}",
-            f"ξ = −1/ln χ₁ = {_g(pred.depth_scale)} layers (depth scale of ‖δ‖²)",
+            "ξ = ∞ (critical: |χ₁ − 1| < 1e-3)" if pred.phase == "critical"
+            else f"ξ = −1/ln χ₁ = {_g(pred.depth_scale)} layers (depth scale of ‖δ‖²; < 0: it grows)",
             f"phase: {pred.phase}",
         ]
     if pred.critical_sigma_w2 is not None:

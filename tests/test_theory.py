@@ -177,6 +177,7 @@ def test_run_adds_predicted_columns():
 def test_log_ratio_error():
     assert log_ratio_error(math.exp(-2.2), math.exp(-2.0)) == pytest.approx(0.1)
     assert math.isnan(log_ratio_error(0.0, 0.5))
+    assert math.isnan(log_ratio_error(0.98, 1.001))  # predicted ≈ 1: a relative error of ~0 is meaningless
 
 
 def test_theory_command_prints_without_importing_torch(tmp_path):
