@@ -30,7 +30,9 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
-def execute(points: list, save: Callable, workers: int = 1, backend: str = "local", ray_address: str | None = None) -> None:
+def execute(points: list, save: Callable, workers: int = 1, backend: str = "local", ray_address: str | None = None,
+            fail: Callable | None = None) -> None:
+    """`fail(point, error_text)`, if given, records a point that raised and the others go on."""
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     if backend == "ray":
@@ -38,8 +40,8 @@ def execute(points: list, save: Callable, workers: int = 1, backend: str = "loca
     if backend != "local":
         raise ConfigError(f"--backend {backend!r}: unknown backend (allowed: {', '.join(BACKENDS)})")
     if workers == 1 or len(points) == 1:
-        return _in_process(points, save)
-    return _pool(points, save, min(workers, len(points)))
+        return _in_process(points, save, fail)
+    return _pool(points, save, min(workers, len(points)), fail)
 
 
 @contextmanager
@@ -54,12 +56,24 @@ def one_torch_thread():
         torch.set_num_threads(before)
 
 
-def _in_process(points, save) -> None:
+def _in_process(points, save, fail=None) -> None:
     from resflow.sweep import run_point
 
     with one_torch_thread():
         for point in points:
-            save(point, run_point(point))
+            try:
+                text = run_point(point)
+            except Exception as err:  # noqa: BLE001 - one bad point must not sink the sweep
+                if fail is None:
+                    raise
+                fail(point, _error_text(err))
+                continue
+            save(point, text)
+
+
+def _error_text(err: BaseException) -> str:
+    first = (str(err).strip().splitlines() or [""])[0]
+    return f"{type(err).__name__}: {first}"
 
 
 def _init_worker() -> None:
@@ -68,10 +82,13 @@ def _init_worker() -> None:
     import torch
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
+    for name in ("SIGTERM", "SIGHUP"):  # not the parent's handler (inherited by fork): terminate() must end us
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
     torch.set_num_threads(1)
 
 
-def _pool(points, save, workers: int) -> None:
+def _pool(points, save, workers: int, fail=None) -> None:
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
@@ -88,7 +105,13 @@ def _pool(points, save, workers: int) -> None:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 point = pending.pop(future)
-                save(point, future.result())
+                err = future.exception()
+                if err is None:
+                    save(point, future.result())
+                elif fail is not None and isinstance(err, Exception) and not isinstance(err, BrokenProcessPool):
+                    fail(point, _error_text(err))
+                else:
+                    raise err
     except BrokenProcessPool:
         _stop(executor)
         raise ResflowError("a sweep worker process died (killed, or out of memory?); finished points are saved: rerun with --resume") from None

@@ -275,6 +275,8 @@ def sweep(
 ):
     """Run a grid of configs (default: over depth); every point's rows in one set of CSVs."""
     from resflow.progress import SweepProgress
+    from resflow.locks import results_lock
+    from resflow.memory import check_plan_memory
     from resflow.sweep import default_out, load_base, make_plan, run_sweep
     from resflow.sweep_report import depth_story, sweep_table
 
@@ -285,7 +287,8 @@ def sweep(
     hint = _resume_command(config, over, overrides, workers, backend.value, out)
     err = stderr()
     err.print(f"sweep {base.name}: {len(plan.points)} points × {base.seeds} seeds; {plan.describe()}", markup=False)
-    with SweepProgress(err) as progress:
+    check_plan_memory(plan, workers)
+    with results_lock(out, note=lambda text: err.print(text, markup=False)), SweepProgress(err) as progress:
         done = run_sweep(plan, out, workers=workers, backend=backend.value, ray_address=ray_address, resume=resume,
                          force=force, on_start=progress.start, on_point=progress.advance, resume_hint=hint)
     console = stdout()

@@ -127,3 +127,15 @@ def check_memory(cfg, parallel: int = 1, limit: int | None = -1) -> Estimate:
             exit_code=2,
         )
     return est
+
+
+def check_plan_memory(plan, workers: int | None = None) -> Estimate:
+    """A sweep: its largest point, times the points that run at once (the workers)."""
+    from resflow.config import validate
+
+    configs = [validate(p.config) for p in plan.points]
+    biggest = max(configs, key=lambda c: estimate(c).total)
+    from resflow.backends import default_workers
+
+    parallel = min(workers or default_workers(), len(configs))
+    return check_memory(biggest, parallel=parallel)

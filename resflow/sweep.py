@@ -280,6 +280,11 @@ def point_path(out: Path, point: Point) -> Path:
     return out / POINTS_DIR / f"{point.key}.json"
 
 
+def failed_path(out: Path, point: Point) -> Path:
+    """Where a point that raised leaves its error (removed when a --resume runs it successfully)."""
+    return out / POINTS_DIR / f"{point.key}.failed.txt"
+
+
 def finished(out: Path, plan: Plan) -> set[int]:
     return {p.index for p in plan.points if point_path(out, p).is_file()}
 
@@ -414,7 +419,7 @@ def run_sweep(
 ) -> SweepRun:
     """Run every unfinished point, persist each as it finishes, then write the CSVs."""
     from resflow import backends
-    from resflow.results import RunResult, write_files
+    from resflow.results import RunResult, write_files, write_text_atomic
 
     out = Path(out)
     started = datetime.now(timezone.utc)
@@ -428,18 +433,37 @@ def run_sweep(
 
     def save(point: Point, text: str) -> None:
         save_point(out, point, text)
+        failed_path(out, point).unlink(missing_ok=True)  # a retried point that now succeeded
+        if on_point is not None:
+            on_point(point)
+
+    failed: list[tuple[Point, str]] = []
+
+    def fail(point: Point, error: str) -> None:
+        failed.append((point, error))
+        write_text_atomic(failed_path(out, point), f"{point.variant}: {error}\n")
         if on_point is not None:
             on_point(point)
 
     try:
         if todo:
-            backends.execute(todo, save, workers=workers, backend=backend, ray_address=ray_address)
-    except KeyboardInterrupt:
+            backends.execute(todo, save, workers=workers, backend=backend, ray_address=ray_address, fail=fail)
+    except KeyboardInterrupt as err:
+        from resflow.signals import exit_code, signal_name
+
         saved = len(finished(out, plan))
         raise Interrupted(
-            f"interrupted: {saved} of {len(plan.points)} points are saved in {out}/{POINTS_DIR}/; "
-            f"finish the sweep with: {resume_hint or 'the same command plus --resume'}"
+            f"interrupted ({signal_name(err)}): {saved} of {len(plan.points)} points are saved in {out}/{POINTS_DIR}/; "
+            f"finish the sweep with: {resume_hint or 'the same command plus --resume'}",
+            exit_code=exit_code(err),
         ) from None
+    if failed:
+        first, error = min(failed, key=lambda f: f[0].index)
+        raise ResflowError(
+            f"{len(failed)} of {len(plan.points)} sweep points failed (first: {first.variant}: {error}; all in "
+            f"{out}/{POINTS_DIR}/*.failed.txt); the other points are saved; retry the failed ones with: "
+            f"{resume_hint or 'the same command plus --resume'}"
+        )
 
     frames = assemble(out, plan)
     meta = dict(
