@@ -371,6 +371,8 @@ def validate(
     if isinstance(overrides, (list, tuple)):
         overrides = dict(parse_override(item) for item in overrides)
     overrides = overrides or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of keys to values, got a {type(data).__name__}")
     data = apply_overrides(data, overrides)
     try:
         return Config.model_validate(data)
