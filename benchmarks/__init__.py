@@ -1,0 +1,1 @@
+"""Benchmarks for resflow's performance targets: `python -m benchmarks [--quick]`."""

@@ -1,0 +1,374 @@
+"""resflow's performance targets (issue 8), each measured against the baseline it names, in the same run.
+
+    python -m benchmarks            # the full table (several minutes on 2 busy cores)
+    python -m benchmarks --quick    # small sizes, few repeats: checks the benchmarks still run
+    python -m benchmarks --only recording,cli
+
+Prints a table (target, measured, threshold, pass/fail) and writes benchmarks/out/results.{json,csv}.
+Ratios are medians of interleaved repetitions (both sides run alternately, so a busy machine slows
+both alike). Timings are never asserted in tests; `--quick` is what the test suite runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "benchmarks" / "out"
+
+
+@dataclass
+class Row:
+    target: str
+    measured: float
+    unit: str
+    threshold: str  # e.g. "<= 1.10"
+    passed: bool | None  # None: reported, no threshold
+    detail: str = ""
+
+
+def interleaved(fns: dict, repeats: int, warmup: int = 2) -> dict[str, float]:
+    """Median seconds of each callable, run alternately `repeats` times."""
+    for _ in range(warmup):
+        for f in fns.values():
+            f()
+    times = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, f in fns.items():
+            t0 = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def env() -> dict:
+    """Child processes see this checkout first (as the tests do)."""
+    e = dict(os.environ)
+    e["PYTHONPATH"] = str(ROOT) + os.pathsep + e.get("PYTHONPATH", "")
+    return e
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Recording overhead
+
+
+def _mlp_steps(depth: int, width: int, batch: int):
+    import torch
+
+    from resflow.config import load_config
+    from resflow.experiment import prepare_seed
+    from resflow.recorder import Recorder
+
+    cfg = load_config({"device": "cpu", "model": {"depth": depth, "width": width}, "data": {"batch_size": batch}})
+    model, x, loss_fn = prepare_seed(cfg, 0, torch.device("cpu"))
+
+    def zero():
+        model.zero_grad(set_to_none=True)
+        x.grad = None
+
+    def bare():
+        zero()
+        loss_fn(model(x)).backward()
+
+    def recorded():
+        zero()
+        with Recorder(model) as rec:
+            loss_fn(model(x)).backward()
+            return rec.collect()
+
+    def module_hooks():  # the alternative: full backward hooks on every block, norms per call
+        zero()
+        norms = []
+        hook = lambda mod, gin, gout: norms.append(torch.linalg.vector_norm(gin[0]))  # noqa: E731
+        handles = [b.register_full_backward_hook(hook) for b in model.blocks]
+        try:
+            loss_fn(model(x)).backward()
+            torch.stack(norms).tolist()
+        finally:
+            for h in handles:
+                h.remove()
+
+    return bare, recorded, module_hooks
+
+
+def bench_recording(quick: bool) -> list[Row]:
+    depth, width, batch = (10, 64, 16) if quick else (50, 256, 64)
+    bare, recorded, module_hooks = _mlp_steps(depth, width, batch)
+    t = interleaved({"bare": bare, "recorded": recorded, "module_hooks": module_hooks}, 3 if quick else 40)
+    rows = [
+        Row("recording overhead, MLP", t["recorded"] / t["bare"], "x bare fwd+bwd", "<= 1.10",
+            t["recorded"] / t["bare"] <= 1.10,
+            f"depth {depth} width {width} batch {batch}: bare {t['bare'] * 1e3:.2f} ms, recorded {t['recorded'] * 1e3:.2f} ms"),
+        Row("full module backward hooks, MLP (for comparison)", t["module_hooks"] / t["bare"], "x bare fwd+bwd", "-", None,
+            f"{t['module_hooks'] * 1e3:.2f} ms; input grad norms only"),
+    ]
+    try:
+        sys.path.insert(0, str(ROOT))
+        from benchmarks.transformer_overhead import reference_config, reference_step
+    except ImportError:
+        return rows
+    overrides = ["model.depth=2", "model.width=32", "model.heads=2"] if quick else []
+    cfg = reference_config("pre-norm", overrides)
+    bare, recorded = reference_step(cfg)
+    t = interleaved({"bare": bare, "recorded": recorded}, 3 if quick else 30)
+    m = cfg.model
+    rows.append(Row("recording overhead, transformer", t["recorded"] / t["bare"], "x bare fwd+bwd", "<= 1.10",
+                    t["recorded"] / t["bare"] <= 1.10,
+                    f"pre-norm {m.depth} blocks width {m.width}: bare {t['bare'] * 1e3:.2f} ms, recorded {t['recorded'] * 1e3:.2f} ms"))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Batched seeds
+
+
+def bench_seeds(quick: bool) -> list[Row]:
+    import torch
+
+    from resflow import batched
+    from resflow.config import load_config
+    from resflow.experiment import measure_seed
+
+    depth, seeds = (10, 4) if quick else (50, 16)
+    cfg = load_config({"device": "cpu", "seeds": seeds, "model": {"depth": depth, "width": 64}, "data": {"batch_size": 32}})
+    cpu = torch.device("cpu")
+    sequential = lambda: [measure_seed(cfg, s, cpu) for s in cfg.seed_list]  # noqa: E731
+    together = lambda: batched.measure_seeds(cfg, cfg.seed_list, cpu, torch.float32)  # noqa: E731
+    t = interleaved({"sequential": sequential, "batched": together}, 2 if quick else 7, warmup=1)
+    ratio = t["sequential"] / t["batched"]
+    return [Row(f"{seeds} seeds batched vs one after another", ratio, "x faster", ">= 5", ratio >= 5,
+                f"MLP depth {depth} width 64 batch 32, build + forward + backward + record each: "
+                f"sequential {t['sequential'] * 1e3:.0f} ms, batched {t['batched'] * 1e3:.0f} ms")]
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. and 6. Sweeps
+
+
+def _sweep(points_axes: list[str], seeds: int, workers: int, depth: int = 10) -> float:
+    from resflow.config import load_config
+    from resflow.sweep import make_plan, run_sweep
+
+    base = load_config({"name": "bench", "device": "cpu", "seeds": seeds, "model": {"depth": depth, "width": 64}})
+    plan = make_plan(base, cli_axes=points_axes)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        run_sweep(plan, Path(tmp) / "sweep", workers=workers)
+        elapsed = time.perf_counter() - t0
+        assert (Path(tmp) / "sweep" / "grads.csv").is_file()
+    return elapsed
+
+
+def bench_sweep_workers(quick: bool) -> list[Row]:
+    axes = ["model.depth=20,30", "model.init.scale=0.5,1"] if quick else ["model.depth=20,40,60,80", "model.init.scale=0.5,1,1.5,2"]
+    reps = 1 if quick else 3
+    times = {1: [], 2: []}
+    for _ in range(reps):
+        for w in (1, 2):
+            times[w].append(_sweep(axes, seeds=4, workers=w, depth=10))
+    t1, t2 = statistics.median(times[1]), statistics.median(times[2])
+    n = 4 if quick else 16
+    return [Row(f"sweep --workers 2 vs 1 ({n} points)", t1 / t2, "x faster", ">= 1.7", t1 / t2 >= 1.7,
+                f"workers 1: {t1:.2f} s, workers 2: {t2:.2f} s (pool start-up included)")]
+
+
+def bench_big_sweep(quick: bool) -> list[Row]:
+    if quick:
+        axes, seeds = ["model.depth=5,10", "model.init.scale=0.5,1", "model.residual=false,true"], 2
+    else:
+        axes = ["model.depth=10,20,30,40,50,60,70,80,90,100", "model.init.scale=0.5,0.75,1,1.5,2",
+                "model.residual=false,true"]
+        seeds = 10
+    n = seeds
+    for a in axes:
+        n *= len(a.split("=")[1].split(","))
+    elapsed = _sweep(axes, seeds=seeds, workers=2)
+    # the baseline: one Python process per (config, seed), as a shell loop over `resflow run` would do
+    per_process = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, depth in enumerate((10, 50, 100)[: 1 if quick else 3]):
+            cmd = [sys.executable, "-m", "resflow", "run", "deep50", "--set", f"model.depth={depth}",
+                   "--set", "device=cpu", "--out", str(Path(tmp) / str(i))]
+            t0 = time.perf_counter()
+            subprocess.run(cmd, env=env(), check=True, capture_output=True)
+            per_process.append(time.perf_counter() - t0)
+    baseline = statistics.median(per_process) * n
+    ratio = baseline / elapsed
+    rows = [Row(f"{n}-run sweep (depth x scale x residual x seeds), workers 2", elapsed, "s", "<= 30", elapsed <= 30,
+                f"{n // seeds} sweep points x {seeds} seeds, all CSVs written")]
+    rows.append(Row(f"{n}-run sweep vs one process per run", ratio, "x faster", ">= 40", ratio >= 40,
+                    f"one `resflow run` process: median {statistics.median(per_process):.2f} s over "
+                    f"{len(per_process)} launches, extrapolated x {n} = {baseline:.0f} s (not run in full)"))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. CLI start-up
+
+
+def _wall(cmd: list[str], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        subprocess.run(cmd, env=env(), check=True, capture_output=True)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def bench_cli(quick: bool) -> list[Row]:
+    reps = 3 if quick else 9
+    py = sys.executable
+    typer_t = _wall([py, "-c", "import typer"], reps)
+    rows = []
+    for args in (["--help"], ["run", "--help"]):
+        t = _wall([py, "-m", "resflow", *args], reps)
+        rows.append(Row(f"resflow {' '.join(args)}", t, "s", "<= 0.3", t <= 0.3,
+                        f"{t / typer_t:.2f}x `python -c 'import typer'` ({typer_t:.3f} s)"))
+    heavy = subprocess.run(
+        [py, "-c", "import sys, resflow.cli; print(','.join(m for m in ('torch', 'pandas', 'matplotlib', 'ray', 'pydantic', 'numpy') if m in sys.modules))"],
+        env=env(), check=True, capture_output=True, text=True).stdout.strip()
+    rows.append(Row("heavy modules imported by resflow.cli", float(len(heavy.split(",")) if heavy else 0), "modules", "== 0",
+                    not heavy, heavy or "none of torch, pandas, matplotlib, ray, pydantic, numpy"))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. Depth scaling (each depth in its own process, so peak memory is its own)
+
+DEPTH_PROBE = """
+import resource, sys, time, torch
+from resflow.config import load_config
+from resflow.experiment import measure_seed
+depth = int(sys.argv[1])
+torch.set_num_threads(1)
+cfg = load_config({"device": "cpu", "model": {"depth": depth, "width": 64}, "data": {"batch_size": 32}})
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+measure_seed(cfg, 0, torch.device("cpu"))  # warm-up at the same depth
+t0 = time.perf_counter()
+measure_seed(cfg, 1, torch.device("cpu"))
+elapsed = time.perf_counter() - t0
+print(elapsed, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024)
+"""
+
+
+def bench_depth(quick: bool) -> list[Row]:
+    depths = (100, 1000) if quick else (100, 1000, 10_000)
+    per = {}
+    for depth in depths:
+        out = subprocess.run([sys.executable, "-c", DEPTH_PROBE, str(depth)], env=env(), check=True,
+                             capture_output=True, text=True).stdout.split()
+        seconds, peak = float(out[0]), float(out[1])
+        per[depth] = (seconds / depth * 1e6, peak / depth)
+    us = [v[0] for v in per.values()]
+    by = [v[1] for v in per.values()]
+    spread = max(us) / min(us)
+    detail = "; ".join(f"depth {d}: {u:.0f} µs/layer, {b / 1024:.0f} KiB/layer" for d, (u, b) in per.items())
+    return [
+        Row(f"depth scaling: µs/layer, max/min over depths {'/'.join(map(str, depths))}", spread, "ratio", "<= 2", spread <= 2, detail),
+        Row("depth scaling: bytes/layer at the deepest", by[-1], "bytes/layer", "-", None,
+            f"peak RSS growth over the warm-up run, per layer (activations + grads of width 64 x batch 32 in float32 = 8 KiB each)"),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. Large outputs
+
+
+def bench_large_csv(quick: bool) -> list[Row]:
+    import numpy as np
+    import pandas as pd
+
+    from resflow.results import GRADS_COLUMNS, write_csv
+
+    n = 100_000 if quick else 1_000_000
+    rng = np.random.default_rng(0)
+    data = {c: np.repeat("x", n) for c in GRADS_COLUMNS}
+    data.update(variant=np.repeat("deep50", n), seed=np.arange(n) // 100, step=np.zeros(n, dtype=int),
+                layer=np.arange(n) % 100, sublayer=np.repeat("mlp", n), depth=np.full(n, 100), width=np.full(n, 64),
+                residual=np.zeros(n, dtype=bool), residual_scale=np.ones(n), init_scale=np.ones(n))
+    for c in ("input_grad_norm", "activation_rms", "param_grad_norm"):
+        data[c] = np.exp(rng.normal(0, 10, n))  # many decades, full 17-digit mantissas
+    df = pd.DataFrame(data)[GRADS_COLUMNS]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "grads.csv"
+        t0 = time.perf_counter()
+        write_csv(df, path)
+        elapsed = time.perf_counter() - t0
+        back = pd.read_csv(path)
+    exact = all(np.array_equal(back[c].to_numpy(), df[c].to_numpy()) for c in ("input_grad_norm", "activation_rms", "param_grad_norm"))
+    return [Row(f"write {n:,} grads.csv rows", elapsed, "s", "<= 10", elapsed <= 10 and exact,
+                f"floats round-trip exactly: {exact}")]
+
+
+BENCHES = {
+    "recording": bench_recording,
+    "seeds": bench_seeds,
+    "workers": bench_sweep_workers,
+    "cli": bench_cli,
+    "depth": bench_depth,
+    "sweep1000": bench_big_sweep,
+    "csv": bench_large_csv,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (does it still run?)")
+    parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(BENCHES)}")
+    parser.add_argument("--out", type=Path, default=OUT, help="where results.json / results.csv go")
+    args = parser.parse_args(argv)
+    names = [n for n in args.only.split(",") if n] or list(BENCHES)
+    unknown = [n for n in names if n not in BENCHES]
+    if unknown:
+        parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHES)}")
+
+    import torch
+
+    torch.set_num_threads(1)  # one core per process, as the sweep's workers use; the other core is for the noise
+    rows: list[Row] = []
+    for name in names:
+        t0 = time.perf_counter()
+        new = BENCHES[name](args.quick)
+        rows += new
+        for r in new:
+            print(f"[{name} {time.perf_counter() - t0:.0f}s] {r.target}: {r.measured:.3g} {r.unit} ({r.threshold}) {r.detail}", file=sys.stderr)
+    print_table(rows)
+    args.out.mkdir(parents=True, exist_ok=True)
+    meta = dict(quick=args.quick, python=platform.python_version(), torch=torch.__version__, cpus=os.cpu_count(),
+                platform=platform.platform(), when=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    (args.out / "results.json").write_text(json.dumps({"meta": meta, "rows": [asdict(r) for r in rows]}, indent=2) + "\n")
+    with open(args.out / "results.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(asdict(rows[0])))
+        w.writeheader()
+        w.writerows(asdict(r) for r in rows)
+    print(f"wrote {args.out}/results.json and results.csv")
+    return 0
+
+
+def print_table(rows: list[Row]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="resflow benchmarks")
+    for col in ("target", "measured", "threshold", "pass", "detail"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        verdict = "-" if r.passed is None else ("PASS" if r.passed else "FAIL")
+        table.add_row(r.target, f"{r.measured:.3g} {r.unit}", r.threshold, verdict, r.detail)
+    Console(width=160).print(table)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
