@@ -248,7 +248,7 @@ def bench_cli(quick: bool) -> list[Row]:
 # 5. Depth scaling (each depth in its own process, so peak memory is its own)
 
 DEPTH_PROBE = """
-import resource, sys, time, torch
+import sys, time, torch
 from resflow.config import load_config
 from resflow.experiment import measure_seed
 depth = int(sys.argv[1])
@@ -258,7 +258,8 @@ measure_seed(cfg, 0, torch.device("cpu"))  # warm-up at the same depth
 t0 = time.perf_counter()
 measure_seed(cfg, 1, torch.device("cpu"))
 elapsed = time.perf_counter() - t0
-print(elapsed, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)  # peak RSS, bytes
+hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM"))  # this process's own peak
+print(elapsed, int(hwm.split()[1]) * 1024)  # peak RSS, bytes
 """
 
 
