@@ -32,6 +32,31 @@ def log_bar(value: float, lo: float = BAR_LO, hi: float = BAR_HI, width: int = B
     return bar[:-1] + "▶" if frac > 1 else bar
 
 
+SPARK_LEVELS = "▁▂▃▄▅▆▇█"  # eight levels over [BAR_LO, BAR_HI]: 2.5 decades each
+SPARK_WIDTH = 24  # at most this many characters; deeper profiles are binned (median of each bin's log10)
+
+
+def sparkline(values, lo: float = BAR_LO, hi: float = BAR_HI, width: int = SPARK_WIDTH) -> str:
+    """A per-layer profile in one line: each character is log10 of a value on the fixed scale [lo, hi]
+    (never rescaled to the data, so a flat profile looks flat); '!' marks a non-finite value and ' '
+    a value at or below 10^lo (including 0). More values than `width` are binned in order."""
+    logs = []
+    for v in values:
+        v = float(v)
+        logs.append(math.nan if not math.isfinite(v) else -math.inf if v <= 0 else math.log10(v))
+    if not logs:
+        return ""
+    bins = np.array_split(np.array(logs), min(width, len(logs)))
+    chars = []
+    for b in bins:
+        if np.isnan(b).any():
+            chars.append("!")
+            continue
+        level = (float(np.median(b)) - lo) / (hi - lo)
+        chars.append(" " if level <= 0 else SPARK_LEVELS[min(len(SPARK_LEVELS) - 1, int(level * len(SPARK_LEVELS)))])
+    return "".join(chars)
+
+
 def fmt(value: float) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "nan"

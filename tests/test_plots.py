@@ -254,3 +254,14 @@ def test_plots_never_import_torch(cli_env):
     code = "import sys, resflow.plots, resflow.report; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=cli_env)
     assert out.stdout.strip() == "False"
+
+
+def test_sparkline_is_log10_on_the_fixed_scale():
+    from resflow.report import BAR_HI, BAR_LO, SPARK_LEVELS, sparkline
+
+    # levels: 8 equal slices of [BAR_LO, BAR_HI] = [-16, 4], 2.5 decades each
+    assert sparkline([1e-15, 1e-12, 1e-9, 1e-7, 1e-4, 1e-2, 1e1, 10**3.5]) == SPARK_LEVELS
+    assert sparkline([1.0] * 5) == SPARK_LEVELS[int((0 - BAR_LO) / (BAR_HI - BAR_LO) * 8)] * 5  # flat stays flat
+    assert sparkline([0.0, 1e-20, float("nan"), float("inf"), 1e9]) == "  !!█"
+    line = sparkline(10.0 ** np.linspace(-12, 2, 50))  # binned to 24 characters, rising
+    assert len(line) == 24 and list(line) == sorted(line, key=SPARK_LEVELS.index)
