@@ -498,7 +498,10 @@ def describe(result) -> tuple[str, str]:
     title = f"{name}: " + ", ".join(p for p in parts if p)
     seeds = sorted(pd.unique(grads["seed"]))
     seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}…{seeds[-1]} ({len(seeds)})"
-    dtype = meta.get("dtype") or config.get("dtype") or "?"
+    dtypes = {meta.get("dtype") or config.get("dtype")} - {None}
+    if not dtypes and isinstance(config.get("compare"), dict):  # a compare: one config per variant
+        dtypes = {c.get("dtype") for c in config["compare"].values() if isinstance(c, dict)} - {None}
+    dtype = "/".join(sorted(dtypes)) or "dtype unknown"
     step = f", step {int(grads['step'].max())}" if "step" in grads.columns and grads["step"].max() > 0 else ""
     caption = f"{dtype}, {seed_text}{step}, resflow {meta.get('resflow', '')}".rstrip(", ") + "."
     return title, caption
@@ -540,7 +543,12 @@ def figures(result) -> dict[str, Figure]:
     from resflow.report import headline
 
     title, caption = describe(result)
+    meta = result.meta or {}
+    kind = meta.get("kind")
     keys = swept_keys(result.summary)
+    if kind == "sweep" and meta.get("axes"):  # the sweep says what it swept
+        columns = [a["column"] for a in meta["axes"] if a.get("column") in result.summary.columns]
+        keys = sorted(columns, key=lambda k: k != "depth")
     variants = list(result.grads["variant"].unique())
     single = len(variants) == 1
     labels, colors = variant_styles(result.summary, variants, keys)
@@ -553,6 +561,8 @@ def figures(result) -> dict[str, Figure]:
     }
     if result.params is not None and len(result.params):
         out["params"] = params_figure(result.params, title=title, caption=caption)
+    if kind == "compare":  # configs side by side: the profile and parameters say it all
+        return out
     if "depth" in keys and result.summary["depth"].nunique() > 1:
         out["depth"] = depth_figure(result.summary, keys, title=title, caption=caption)
     if len(keys) == 2:
