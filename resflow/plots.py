@@ -468,6 +468,98 @@ def heatmap_figure(summary: pd.DataFrame, x_key: str, y_key: str, title: str = "
 
 
 # ---------------------------------------------------------------------------------------------
+# Training: loss curves and the layer x step heatmap
+
+
+def loss_figure(train: pd.DataFrame, title: str = "", caption: str = "") -> Figure:
+    """Training loss against step, one line per variant (median over seeds, min–max band), eval loss
+    dashed with markers where recorded; log y when every loss is positive."""
+    fig = new_figure()
+    ax = fig.add_subplot()
+    variants = list(train["variant"].unique())
+    colors = _colors(len(variants))
+    drawn = []
+    multi_seed = train["seed"].nunique() > 1
+    for i, (variant, color) in enumerate(zip(variants, colors)):
+        v = train[train["variant"] == variant]
+        for column, style in (("loss", dict(linestyle="-", linewidth=1.6)),
+                              ("eval_loss", dict(linestyle="--", linewidth=1.2, marker="o", markersize=3))):
+            if column not in v.columns or v[column].notna().sum() == 0:
+                continue
+            st = _group_stats(v[v[column].notna()], ["step"], column).sort_values("step")
+            steps = st["step"].to_numpy(dtype=float)
+            label = f"{variant}" if column == "loss" else f"{variant} (eval)"
+            ax.plot(steps, st["median"].to_numpy(), color=color, label=label, gid=f"{column}:{variant}", **style)
+            if multi_seed and column == "loss":
+                ax.fill_between(steps, st["min"].to_numpy(), st["max"].to_numpy(), color=color, alpha=0.2, linewidth=0)
+            _mark_unplottable(ax, steps, st["median"].to_numpy(), st["n_bad"].to_numpy(), color, first=i == 0)
+            drawn += [st["median"], st["min"], st["max"]]
+    values = np.concatenate([np.asarray(d, dtype=float) for d in drawn]) if drawn else np.array([])
+    finite = values[np.isfinite(values)]
+    if finite.size and (finite > 0).all():
+        set_log_axis(ax, *log_limits(finite))
+        ax.set_ylabel("loss (log scale)")
+    else:
+        ax.set_ylabel("loss")
+    ax.set_xlabel("training step")
+    ax.grid(True, which="major", axis="y", alpha=0.25)
+    _titles(fig, ax, title, "Does it learn? Training loss by step")
+    band = " Line: median over seeds; band: min–max." if multi_seed else ""
+    _caption(fig, (caption + band).strip())
+    ax.legend(fontsize=7.5, loc="best", framealpha=0.85)
+    return fig
+
+
+def steps_heatmap_figure(grads: pd.DataFrame, title: str = "", caption: str = "", max_panels: int = 4) -> Figure:
+    """Layer (y) x recorded step (x), colour = log10 of the gradient reaching the layer (median over
+    seeds); one panel per variant, one colour scale for all panels, colorbar in decades."""
+    variants = list(grads["variant"].unique())[:max_panels]
+    fig = new_figure()
+    axes = fig.subplots(1, len(variants), sharey=True, squeeze=False).ravel()
+    grids = []
+    for variant in variants:
+        v = grads[grads["variant"] == variant]
+        steps = sorted(v["step"].unique())
+        per_step = [profile_stats(v, step=s) for s in steps]
+        y = per_step[0]["x"].to_numpy()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            grid = np.log10(np.column_stack([ps["median"].to_numpy() for ps in per_step]))
+        grid[~np.isfinite(grid)] = np.nan
+        grids.append((variant, np.asarray(steps, dtype=float), y, grid))
+    finite = np.concatenate([g[np.isfinite(g)] for *_, g in grids]) if grids else np.array([])
+    lo = math.floor(finite.min()) if finite.size else -1
+    hi = math.ceil(finite.max()) if finite.size else 1
+    hi = hi if hi > lo else lo + 1
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="0.85")
+    mesh = None
+    for ax, (variant, steps, y, grid) in zip(axes, grids):
+        mesh = ax.pcolormesh(_edges(steps), _edges(y), np.ma.masked_invalid(grid), cmap=cmap, vmin=lo, vmax=hi,
+                             shading="flat")
+        ax.set_xlabel("training step")
+        if len(variants) > 1:
+            ax.set_title(variant, fontsize=8, loc="left")
+    axes[0].set_ylabel("layer (0 = input side)")
+    if mesh is not None:
+        bar = fig.colorbar(mesh, ax=list(axes))
+        ticks = decade_ticks(lo, hi, max_labels=10)
+        bar.set_ticks(ticks, labels=[f"$10^{{{k}}}$" for k in ticks])
+        bar.set_label("‖∂loss/∂x_l‖ (median over seeds)")
+    if title:
+        fig.suptitle(title, fontsize=10, x=0.01, ha="left")
+    _caption(fig, (caption + " Each cell: log10 of the gradient reaching layer l at a recorded step; grey: not finite.").strip())
+    return fig
+
+
+def _edges(centres: np.ndarray) -> np.ndarray:
+    """Cell edges around sorted centres (midpoints; the outer cells as wide as their neighbours)."""
+    c = np.asarray(centres, dtype=float)
+    if c.size == 1:
+        return np.array([c[0] - 0.5, c[0] + 0.5])
+    mid = (c[1:] + c[:-1]) / 2
+    return np.concatenate([[c[0] - (mid[0] - c[0])], mid, [c[-1] + (c[-1] - mid[-1])]])
+
+
+# ---------------------------------------------------------------------------------------------
 # Titles from a results dir, and the figures a results dir calls for
 
 
@@ -561,6 +653,11 @@ def figures(result) -> dict[str, Figure]:
     }
     if result.params is not None and len(result.params):
         out["params"] = params_figure(result.params, title=title, caption=caption)
+    train = getattr(result, "train", None)
+    if train is not None and len(train):
+        out["loss"] = loss_figure(train, title=title, caption=caption)
+    if "step" in result.grads.columns and result.grads["step"].nunique() > 1:
+        out["steps"] = steps_heatmap_figure(result.grads, title=title, caption=caption)
     if kind == "compare":  # configs side by side: the profile and parameters say it all
         return out
     if "depth" in keys and result.summary["depth"].nunique() > 1:

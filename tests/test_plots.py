@@ -15,7 +15,7 @@ from resflow import load_config, run
 from resflow.analysis import EXPLODING, VANISHING
 from resflow.cli import app
 from resflow.plots import (
-    DPI, FIGSIZE, depth_figure, figures, heatmap_figure, log_limits, params_figure, profile_figure,
+    DPI, FIGSIZE, depth_figure, figures, heatmap_figure, log_limits, loss_figure, params_figure, profile_figure,
     write_figures,
 )
 from resflow.results import RunResult, read_run, write_run
@@ -265,3 +265,31 @@ def test_sparkline_is_log10_on_the_fixed_scale():
     assert sparkline([0.0, 1e-20, float("nan"), float("inf"), 1e9]) == "  !!█"
     line = sparkline(10.0 ** np.linspace(-12, 2, 50))  # binned to 24 characters, rising
     assert len(line) == 24 and list(line) == sorted(line, key=SPARK_LEVELS.index)
+
+
+def test_loss_curve_is_train_csv_median_per_step():
+    rng = np.random.default_rng(0)
+    rows = [dict(variant=v, seed=s, step=t, loss=float(np.exp(-t / 50) * (1 + 0.1 * rng.random()) * (2 if v == "b" else 1)),
+                 eval_loss=(0.5 if t % 20 == 0 else np.nan))
+            for v in ("a", "b") for s in range(3) for t in range(0, 101, 5)]
+    train = pd.DataFrame(rows)
+    ax = loss_figure(train).axes[0]
+    for v in ("a", "b"):
+        want = train[train.variant == v].groupby("step")["loss"].median()
+        ln = line(ax, f"loss:{v}")
+        np.testing.assert_array_equal(ln.get_xdata(), want.index.to_numpy())
+        np.testing.assert_array_equal(ln.get_ydata(), want.to_numpy())
+        np.testing.assert_array_equal(line(ax, f"eval_loss:{v}").get_xdata(), np.arange(0, 101, 20))
+    assert ax.get_yscale() == "log"
+
+
+def test_layer_by_step_heatmap_is_log10_of_the_median():
+    from resflow.plots import steps_heatmap_figure
+
+    base = small_run(seeds=2).grads
+    grads = pd.concat([base.assign(step=t, input_grad_norm=base["input_grad_norm"] * 10.0 ** (t / 10)) for t in (0, 10, 20)],
+                      ignore_index=True)
+    fig = steps_heatmap_figure(grads)
+    mesh = fig.axes[0].collections[0]
+    want = np.log10(grads.groupby(["layer", "step"])["input_grad_norm"].median().unstack("step").to_numpy())
+    np.testing.assert_allclose(np.asarray(mesh.get_array()).reshape(want.shape), want, rtol=1e-12)
