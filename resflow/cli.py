@@ -272,8 +272,9 @@ def sweep(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results dir [default: results/<name>-sweep, plus -<key> per --over axis]."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted sweep in --out: finished points are kept."),
     force: bool = typer.Option(False, "--force", help="Replace an existing results dir."),
+    no_plots: bool = typer.Option(False, "--no-plots", help="Write no figures (profile, params, depth, heatmap .png)."),
 ):
-    """Run a grid of configs (default: over depth); every point's rows in one set of CSVs."""
+    """Run a grid of configs (default: over depth); every point's rows in one set of CSVs, and figures."""
     from resflow.progress import SweepProgress
     from resflow.locks import results_lock
     from resflow.memory import check_plan_memory
@@ -292,10 +293,19 @@ def sweep(
         done = run_sweep(plan, out, workers=workers, backend=backend.value, ray_address=ray_address, resume=resume,
                          force=force, on_start=progress.start, on_point=progress.advance, resume_hint=hint)
     console = stdout()
-    console.print(sweep_table(done.result.summary, plan.columns, title=f"{base.name} sweep: {len(plan.points)} points"))
+    figs = "" if no_plots else _write_figures(done.result, out)
+    console.print(sweep_table(done.result.summary, plan.columns, title=f"{base.name} sweep: {len(plan.points)} points",
+                              grads=done.result.grads))
     for line in depth_story(done.result.summary, plan.columns):
         console.print(line, markup=False)
-    console.print(f"wrote {out}/ (grads.csv, params.csv, summary.csv, config.yaml, meta.json; points/ per point)", markup=False)
+    console.print(f"wrote {out}/ (grads.csv, params.csv, summary.csv, config.yaml, meta.json{figs}; points/ per point)", markup=False)
+
+
+def _write_figures(result, directory: Path) -> str:
+    """Figures for a results dir written in place (sweep); returns ', a.png, b.png' for the 'wrote' line."""
+    from resflow.plots import write_figures
+
+    return "".join(", " + p.name for p in write_figures(result, directory))
 
 
 def _resume_command(config, over, overrides, workers, backend, out) -> str:
@@ -316,22 +326,25 @@ def compare(
     workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1, help="Worker processes [default: the number of cores]."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results dir [default: results/compare-<a>-vs-<b>]."),
     force: bool = typer.Option(False, "--force", help="Replace an existing results dir."),
+    no_plots: bool = typer.Option(False, "--no-plots", help="Write no figures (profile.png, params.png)."),
 ):
     """Run configs side by side: one row per layer, one gradient column per config."""
     from resflow.compare import load_refs, run_compare
     from resflow.results import check_out_dir, write_run
-    from resflow.sweep_report import compare_headline, compare_table
+    from resflow.sweep_report import compare_headline, compare_profiles, compare_table
 
     overrides = list(set_) + ([f"seeds={seeds}"] if seeds is not None else [])
     configs = load_refs(refs, overrides)
     out = out or Path("results") / ("compare-" + "-vs-".join(configs))
     check_out_dir(out, force)
     result = run_compare(configs, workers=workers)
-    write_run(result, out, force)
+    write_run(result, out, force, extra=None if no_plots else _figure_writer(result))
     console = stdout()
     console.print(compare_table(result.grads, title="compare: " + " vs ".join(configs)))
+    console.print(compare_profiles(result.grads))
     console.print(compare_headline(result.summary), markup=False)
-    console.print(f"wrote {out}/ (grads.csv, params.csv, summary.csv, config.yaml, meta.json)", markup=False)
+    figs = "" if no_plots else "".join(", " + p.name for p in sorted(out.glob("*.png")))
+    console.print(f"wrote {out}/ (grads.csv, params.csv, summary.csv, config.yaml, meta.json{figs})", markup=False)
 
 
 @app.command()

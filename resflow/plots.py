@@ -235,7 +235,7 @@ def profile_figure(
         x = s["x"].to_numpy()
         med = s["median"].to_numpy()
         last = med[-1]
-        ratio = med[0] / last if last > 0 and math.isfinite(last) else math.nan
+        ratio = _first_last_ratio(grads[grads["variant"] == variant], column)
         label = labels.get(variant, variant)
         if len(variants) <= MAX_GUIDED and math.isfinite(ratio):
             label += f"  (first/last {ratio:.3g})"
@@ -294,6 +294,20 @@ def profile_figure(
     else:
         ax.legend(fontsize=7.5, loc="best", framealpha=0.85)
     return fig
+
+
+def _first_last_ratio(vgrads: pd.DataFrame, column: str) -> float:
+    """Median over seeds of first site / last site (as summary.csv's grad_ratio), at the last step."""
+    if "step" in vgrads.columns:
+        vgrads = vgrads[vgrads["step"] == vgrads["step"].max()]
+    ratios = []
+    for _, g in vgrads.groupby("seed", sort=False):
+        v = g[column].to_numpy(dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratios.append(v[0] / v[-1])
+    ratios = np.asarray(ratios)
+    ratios = ratios[np.isfinite(ratios)]
+    return float(np.median(ratios)) if ratios.size else math.nan
 
 
 def _titles(fig, ax, title: str, subtitle: str) -> None:

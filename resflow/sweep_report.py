@@ -17,8 +17,10 @@ from rich.table import Table
 from rich.text import Text
 
 from resflow.analysis import flag
+from resflow.report import (
+    BAR_HI, BAR_LO, SPARK_WIDTH, fmt, headline, log_bar, run_table, shown_rows, site_stats, sparkline,
+)
 from resflow.theory_overlay import comparison_line, log_ratio_error
-from resflow.report import BAR_HI, BAR_LO, fmt, headline, log_bar, run_table, shown_rows, site_stats
 
 FLAG_STYLE = {"vanishing": "yellow", "exploding": "red", "non-finite": "bold red"}
 
@@ -49,8 +51,14 @@ def point_stats(summary: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def sweep_table(summary: pd.DataFrame, columns: list[str], title: str = "") -> Table:
+def profile_sparklines(grads: pd.DataFrame, width: int = 8) -> dict[str, str]:
+    """variant -> its per-layer profile (median over seeds) as a sparkline on the fixed log scale."""
+    return {v: sparkline(site_stats(g)["median"], width=width) for v, g in grads.groupby("variant", sort=False)}
+
+
+def sweep_table(summary: pd.DataFrame, columns: list[str], title: str = "", grads: pd.DataFrame | None = None) -> Table:
     stats = point_stats(summary, columns)
+    sparks = profile_sparklines(grads) if grads is not None else {}
     seeds = int(stats["seeds"].max()) if len(stats) else 0
     table = Table(title=title, title_justify="left", caption_justify="left")
     for c in columns:
@@ -66,6 +74,8 @@ def sweep_table(summary: pd.DataFrame, columns: list[str], title: str = "") -> T
         table.add_column("predicted", justify="right")
         table.add_column("log err", justify="right")
     table.add_column("flag")
+    if sparks:
+        table.add_column("0 → L", no_wrap=True)
     previous = None
     for _, r in stats.iterrows():
         group = tuple(r[c] for c in columns[:-1])  # a rule between groups of the outer axes
@@ -87,12 +97,16 @@ def sweep_table(summary: pd.DataFrame, columns: list[str], title: str = "") -> T
             cells += [fmt(pred) if math.isfinite(pred) else "—", f"{err:.1%}" if math.isfinite(err) else "—"]
         f = flag(ratio) if r["finite"] else "non-finite"
         cells.append(Text(f, style=FLAG_STYLE.get(f, "")))
+        if sparks:
+            cells.append(sparks.get(r["variant"], ""))
         table.add_row(*cells)
     table.caption = (
         "grad first/last = ‖∂loss/∂x‖ at the first layer over the last layer's (1 = no loss on the way back); "
         "gain/layer: the fitted factor per layer; bar: log10 of the ratio on a fixed scale"
         + ("; predicted: the theory's first/last (— outside its domain), log err = |ln measured − ln predicted|/|ln predicted|"
            if theory else "")
+        + (f"; 0 → L: ‖∂loss/∂x‖ from layer 0 to the last, log10 on the fixed scale 1e{BAR_LO} … 1e+{BAR_HI}"
+           if sparks else "")
     )
     return table
 
@@ -180,6 +194,16 @@ def compare_table(grads: pd.DataFrame, title: str = "") -> Table:
     return table
 
 
+def compare_profiles(grads: pd.DataFrame) -> Table:
+    """One row per config: its per-layer profile as a sparkline on the fixed log scale."""
+    table = Table(title="per-layer profiles", title_justify="left", caption_justify="left")
+    table.add_column("config")
+    table.add_column(f"‖∂loss/∂x‖ median, layer 0 → last, log10 on 1e{BAR_LO} … 1e+{BAR_HI}", no_wrap=True)
+    for variant, line in profile_sparklines(grads, width=SPARK_WIDTH).items():
+        table.add_row(str(variant), line)
+    return table
+
+
 def compare_headline(summary: pd.DataFrame) -> str:
     """Which config keeps the first-layer gradient closest to the last-layer one (|log10 ratio| least)."""
     rows = [(v, _median(g["grad_ratio"])) for v, g in summary.groupby("variant", sort=False)]
@@ -203,10 +227,12 @@ def renderables(result) -> list:
     name = (result.config or {}).get("name") or str(result.path)
     if kind == "sweep":
         columns = [a["column"] for a in meta.get("axes", [])]
-        return [sweep_table(result.summary, columns, title=f"{name} sweep: {len(result.summary['variant'].unique())} points"),
+        return [sweep_table(result.summary, columns, title=f"{name} sweep: {len(result.summary['variant'].unique())} points",
+                            grads=result.grads),
                 *depth_story(result.summary, columns)]
     if kind == "compare":
         refs = meta.get("refs") or list(dict.fromkeys(result.grads["variant"]))
-        return [compare_table(result.grads, title="compare: " + " vs ".join(refs)), compare_headline(result.summary)]
+        return [compare_table(result.grads, title="compare: " + " vs ".join(refs)), compare_profiles(result.grads),
+                compare_headline(result.summary)]
     return [run_table(result.grads, title=str(result.grads["variant"].iloc[0])), headline(result.grads),
             comparison_line(result.summary, meta.get("theory", ""))]

@@ -293,3 +293,45 @@ def test_layer_by_step_heatmap_is_log10_of_the_median():
     mesh = fig.axes[0].collections[0]
     want = np.log10(grads.groupby(["layer", "step"])["input_grad_norm"].median().unstack("step").to_numpy())
     np.testing.assert_allclose(np.asarray(mesh.get_array()).reshape(want.shape), want, rtol=1e-12)
+
+
+def test_legend_ratio_is_the_summary_median_ratio():
+    a, b = small_run(seeds=3, name="plain"), small_run("model.residual=true", seeds=3, name="resid")
+    result = concat([a, b], "cmp")
+    ax = profile_figure(result.grads).axes[0]
+    for r in (a, b):
+        name = r.summary["variant"].iloc[0]
+        want = f"(first/last {r.summary['grad_ratio'].median():.3g})"
+        assert line(ax, f"median:{name}").get_label().endswith(want)
+
+
+def test_sweep_and_compare_tables_carry_sparklines(sweep_dir):
+    from rich.console import Console
+
+    from resflow.report import site_stats, sparkline
+    from resflow.sweep_report import compare_profiles, sweep_table
+
+    result = read_run(sweep_dir)
+    console = Console(width=200, record=True)
+    console.print(sweep_table(result.summary, ["residual", "depth"], grads=result.grads))
+    console.print(compare_profiles(result.grads))
+    text = console.export_text()
+    for variant, g in result.grads.groupby("variant"):
+        med = site_stats(g)["median"]
+        assert sparkline(med, width=8) in text and sparkline(med) in text
+
+
+def test_sweep_and_compare_commands_write_figures_unless_no_plots(tmp_path):
+    small = [a for s in SMALL for a in ("--set", s)] + ["--seeds", "2", "--workers", "1"]
+    out = runner.invoke(app, ["sweep", "deep50", "--over", "model.depth=1,2,3", "--over", "model.residual=false,true",
+                              "--out", str(tmp_path / "s"), *small])
+    assert out.exit_code == 0, out.output
+    assert {p.name for p in (tmp_path / "s").glob("*.png")} == {"profile.png", "params.png", "depth.png", "heatmap.png"}
+    assert "depth.png, heatmap.png" in out.output
+    fig = figures(read_run(tmp_path / "s"))["heatmap"]
+    assert fig.axes[0].get_xlabel() == "depth" and fig.axes[0].get_ylabel() == "residual"
+    out = runner.invoke(app, ["compare", "deep50", "deep50-residual", "--out", str(tmp_path / "c"), *small])
+    assert out.exit_code == 0, out.output
+    assert {p.name for p in (tmp_path / "c").glob("*.png")} == {"profile.png", "params.png"}
+    out = runner.invoke(app, ["compare", "deep50", "deep50-residual", "--out", str(tmp_path / "n"), "--no-plots", *small])
+    assert out.exit_code == 0 and not list((tmp_path / "n").glob("*.png"))
