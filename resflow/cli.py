@@ -295,7 +295,7 @@ def sweep(
     console = stdout()
     figs = "" if no_plots else _write_figures(done.result, out)
     console.print(sweep_table(done.result.summary, plan.columns, title=f"{base.name} sweep: {len(plan.points)} points",
-                              grads=done.result.grads))
+                              grads=done.result.grads, width=console.width))
     for line in depth_story(done.result.summary, plan.columns):
         console.print(line, markup=False)
     console.print(f"wrote {out}/ (grads.csv, params.csv, summary.csv, config.yaml, meta.json{figs}; points/ per point)", markup=False)
@@ -362,7 +362,7 @@ def show(directory: Path = typer.Argument(..., help="A results dir written by ru
         raise ConfigError(f"{str(directory)!r} holds an unfinished sweep ({partial[0]} of {partial[1]} points); "
                           f"finish it with the same `resflow sweep` command plus --resume")
     console = stdout()
-    for item in renderables(read_run(directory)):
+    for item in renderables(read_run(directory), width=console.width):
         console.print(item, markup=False) if isinstance(item, str) else console.print(item)
 
 

@@ -594,8 +594,8 @@ def describe(result) -> tuple[str, str]:
         return fmt(vals[0])
 
     parts = [
-        one("depth", lambda v: f"{v} ×") and " ".join(filter(None, [one("depth", lambda v: f"{v} ×"), one("block", str),
-                                                                      one("width", lambda v: f"width {v}")])),
+        one("depth", lambda v: f"{v} ×") and " ".join(filter(None, [one("depth", lambda v: f"{v} ×").replace(" varied", " varied,"),
+                                                                      one("block", str), one("width", lambda v: f"width {v}")])),
         one("activation", str),
         one("residual", lambda v: f"residual α={float(cols['residual_scale'][0]):g}" if _truthy(v) and len(cols.get("residual_scale", [1])) == 1 else ("residual" if _truthy(v) else "no residual")),
         one("norm", lambda v: "no norm" if v == "none" else f"{v}-{cols['norm_type'][0] if len(cols.get('norm_type', [])) == 1 else 'norm'}"),

@@ -56,7 +56,18 @@ def profile_sparklines(grads: pd.DataFrame, width: int = 8) -> dict[str, str]:
     return {v: sparkline(site_stats(g)["median"], width=width) for v, g in grads.groupby("variant", sort=False)}
 
 
-def sweep_table(summary: pd.DataFrame, columns: list[str], title: str = "", grads: pd.DataFrame | None = None) -> Table:
+def sweep_table(summary: pd.DataFrame, columns: list[str], title: str = "", grads: pd.DataFrame | None = None,
+                width: int | None = None) -> Table:
+    """With `grads`, a per-point sparkline column, kept only if the table then fits in `width`."""
+    if grads is not None and width is not None:
+        from io import StringIO
+
+        from rich.console import Console
+
+        table = sweep_table(summary, columns, title, grads)
+        if Console(width=10_000, file=StringIO()).measure(table).maximum <= width:
+            return table
+        grads = None
     stats = point_stats(summary, columns)
     sparks = profile_sparklines(grads) if grads is not None else {}
     seeds = int(stats["seeds"].max()) if len(stats) else 0
@@ -220,7 +231,7 @@ def compare_headline(summary: pd.DataFrame) -> str:
 # show
 
 
-def renderables(result) -> list:
+def renderables(result, width: int | None = None) -> list:
     """What `resflow show` prints for a results dir of any kind (run, sweep, compare)."""
     meta = result.meta or {}
     kind = meta.get("kind") or ("compare" if result.grads["variant"].nunique() > 1 else "run")
@@ -228,7 +239,7 @@ def renderables(result) -> list:
     if kind == "sweep":
         columns = [a["column"] for a in meta.get("axes", [])]
         return [sweep_table(result.summary, columns, title=f"{name} sweep: {len(result.summary['variant'].unique())} points",
-                            grads=result.grads),
+                            grads=result.grads, width=width),
                 *depth_story(result.summary, columns)]
     if kind == "compare":
         refs = meta.get("refs") or list(dict.fromkeys(result.grads["variant"]))
