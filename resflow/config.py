@@ -176,6 +176,24 @@ class DataConfig(_Strict):
     vocab: Optional[int] = Field(None, ge=1)  # data.input tokens: vocabulary size [256]
 
 
+class TrainConfig(_Strict):
+    steps: int = Field(0, ge=0)  # optimizer steps; 0: measure at initialisation only (no training)
+    optimizer: Literal["sgd", "adam", "adamw"] = "adam"
+    lr: float = Field(1e-3, gt=0)  # peak learning rate
+    weight_decay: float = Field(0.0, ge=0)
+    warmup: int = Field(0, ge=0)  # steps of linear learning-rate warmup from lr/warmup up to lr
+    batch_size: Optional[int] = Field(None, ge=1)  # None: data.batch_size
+    record_every: Optional[int] = Field(None, ge=1)  # None: max(1, steps // 20); the last step is always recorded
+    task: Literal["teacher"] = "teacher"  # teacher: regress a fixed random network's outputs (MSE)
+    eval_batches: int = Field(4, ge=0)  # held-out batches evaluated at every recorded step
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.steps and self.warmup > self.steps:
+            raise ValueError(f"train.warmup: must be at most train.steps ({self.steps}), got {self.warmup}")
+        return self
+
+
 class Config(_Strict):
     name: str = Field("resflow", pattern=NAME_PATTERN)  # default: the config file's stem
     seed: int = Field(0, ge=0, le=MAX_SEED)  # first seed
@@ -187,6 +205,7 @@ class Config(_Strict):
     loss: Literal["sum", "mean", "mse", "random"] = "sum"
     model: ModelConfig
     data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()  # steps: 0 (the default) measures at initialisation only
 
     @model_validator(mode="before")
     @classmethod
@@ -211,7 +230,7 @@ class Config(_Strict):
                 raise ValueError(f"data.seq_len: only for model.block: transformer (model.block is {m.block!r})")
             if d.input == "tokens":
                 raise ValueError(f"data.input: 'tokens' is only for model.block: transformer (model.block is {m.block!r})")
-        elif self.loss in ("sum", "mean") and m.norm_type == "layernorm" and (m.has_final_norm or m.norm == "post"):
+        elif not self.train.steps and self.loss in ("sum", "mean") and m.norm_type == "layernorm" and (m.has_final_norm or m.norm == "post"):
             raise ValueError(
                 f"loss: {self.loss!r} has exactly zero gradient through the LayerNorm at the output "
                 "(its outputs sum to the bias); use loss: random or mse"
@@ -225,8 +244,11 @@ class Config(_Strict):
         return list(range(self.seed, self.seed + self.seeds))
 
     def to_dict(self) -> dict[str, Any]:
-        """The fully resolved config, as plain YAML-able data."""
-        return self.model_dump(mode="json")
+        """The fully resolved config, as plain YAML-able data (no `train` section when not training)."""
+        data = self.model_dump(mode="json")
+        if not self.train.steps:
+            del data["train"]  # measuring at initialisation: config.yaml as before training existed
+        return data
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)

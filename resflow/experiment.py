@@ -76,9 +76,16 @@ def measure_all(cfg: Config, device: torch.device):
         yield from zip(chunk, batched.measure_seeds(cfg, chunk, device, DTYPES[cfg.dtype]))
 
 
-def run(cfg: Config, on_seed=None) -> RunResult:
-    """Measure every seed of `cfg`; returns the tables that the CSVs hold (nothing is written)."""
+def run(cfg: Config, on_seed=None, on_step=None) -> RunResult:
+    """Measure every seed of `cfg`; returns the tables that the CSVs hold (nothing is written).
+
+    With `train.steps` > 0 the seeds are trained instead (resflow.train); `on_step` sees each step.
+    """
     check_memory(cfg)  # refuse up front what the machine cannot hold
+    if cfg.train.steps > 0:
+        from resflow.train import train
+
+        return train(cfg, on_seed=on_seed, on_step=on_step)
     device = resolve_device(cfg.device)
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()

@@ -29,7 +29,13 @@ GRADS_COLUMNS = [
     "variant", "seed", "step", "layer", "sublayer",
     "input_grad_norm", "activation_rms", "param_grad_norm", *CONFIG_COLUMNS,
 ]
-PARAMS_COLUMNS = ["variant", "seed", "step", "layer", "param", "grad_norm", "value_norm"]
+PARAMS_COLUMNS = [
+    "variant", "seed", "step", "layer", "param", "grad_norm", "value_norm",
+    "update_ratio", "movement",  # training runs only (train.steps > 0)
+]
+TRAIN_COLUMNS = [  # train.csv: training runs only, one row per (variant, seed, step)
+    "variant", "seed", "step", "loss", "eval_loss", "grad_norm_total", "lr", "wall_time_s", *CONFIG_COLUMNS,
+]
 SUMMARY_COLUMNS = [
     "variant", "seed", "step", "grad_first", "grad_last", "grad_ratio", "log10_grad_ratio",
     "gain_per_layer", "finite", *CONFIG_COLUMNS,
@@ -64,6 +70,10 @@ def summary_frame(df: pd.DataFrame) -> pd.DataFrame:
     return _ordered(df, SUMMARY_COLUMNS)
 
 
+def train_frame(rows: dict[str, list]) -> pd.DataFrame:
+    return _ordered(pd.DataFrame(rows), TRAIN_COLUMNS)
+
+
 @dataclass
 class RunResult:
     """What `resflow.run` returns and what a results dir holds."""
@@ -74,6 +84,7 @@ class RunResult:
     config: dict[str, Any] = field(default_factory=dict)  # the fully resolved config
     meta: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None  # where it was written / read from
+    train: pd.DataFrame | None = None  # train.csv: training runs only
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,6 +145,8 @@ def write_files(result: RunResult, directory: Path) -> None:
     write_csv(result.grads, directory / "grads.csv")
     write_csv(result.params, directory / "params.csv")
     write_csv(result.summary, directory / "summary.csv")
+    if result.train is not None:
+        write_csv(result.train, directory / "train.csv")
     write_text_atomic(directory / "config.yaml", yaml.safe_dump(result.config, sort_keys=False))
     write_text_atomic(directory / "meta.json", json.dumps(result.meta, indent=2, default=str) + "\n")
 
@@ -195,9 +208,10 @@ def read_run(path: Path) -> RunResult:
         params = pd.read_csv(path / "params.csv") if (path / "params.csv").is_file() else pd.DataFrame(columns=PARAMS_COLUMNS)
         config = yaml.safe_load((path / "config.yaml").read_text()) if (path / "config.yaml").is_file() else {}
         meta = json.loads((path / "meta.json").read_text()) if (path / "meta.json").is_file() else {}
+        train = pd.read_csv(path / "train.csv") if (path / "train.csv").is_file() else None
     except (OSError, ValueError, yaml.YAMLError, pd.errors.ParserError) as err:
         raise ResflowError(f"{str(path)!r}: cannot read the results: {err}") from None
     missing = [c for c in ("variant", "seed", "layer", "input_grad_norm") if c not in grads.columns]
     if missing:
         raise ConfigError(f"{str(path / 'grads.csv')!r} lacks the columns {', '.join(missing)}: not a resflow results file")
-    return RunResult(grads=grads, params=params, summary=summary, config=config or {}, meta=meta, path=path)
+    return RunResult(grads=grads, params=params, summary=summary, config=config or {}, meta=meta, path=path, train=train)
