@@ -155,7 +155,7 @@ def run(
     force: bool = typer.Option(False, "--force", help="Replace an existing results dir."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Write no figures (profile.png, params.png)."),
 ):
-    """Measure per-layer gradient norms at initialisation; write CSVs and figures, print the table."""
+    """Measure per-layer gradient norms at initialisation (or train, with train.steps > 0); write CSVs and figures, print the table."""
     from resflow.config import load_config
     from resflow.locks import results_lock
     from resflow.memory import check_memory
@@ -169,6 +169,8 @@ def run(
     check_memory(cfg)
     with results_lock(out, note=lambda text: stderr().print(text, markup=False)):
         check_out_dir(out, force)  # again, now that no other resflow can be writing it
+        if cfg.train.steps:
+            return _train(cfg, out, force, no_plots)
 
         from resflow.experiment import run as run_experiment
         from resflow.report import headline, run_table
@@ -212,6 +214,23 @@ def plot(
 
     paths = write_figures(read_run(directory), directory, fmt=format_.value)
     stdout().print(f"wrote {', '.join(str(p) for p in paths)}", markup=False)
+
+
+def _train(cfg, out: Path, force: bool, no_plots: bool) -> None:
+    """`run` with train.steps > 0: a live view while training, then the loss and per-layer tables."""
+    from resflow.experiment import run as run_experiment
+    from resflow.results import write_run
+    from resflow.train_report import LiveView, loss_table, train_headline, train_table
+
+    console = stdout()
+    with LiveView(console, cfg.name) as view:
+        result = run_experiment(cfg, on_step=view.update)
+    write_run(result, out, force, extra=None if no_plots else _figure_writer(result))
+    console.print(loss_table(result))
+    console.print(train_table(result, title=_title(cfg)))
+    console.print(train_headline(result), markup=False)
+    figs = "" if no_plots else ", " + ", ".join(p.name for p in sorted(out.glob("*.png")))
+    console.print(f"wrote {out}/ (train.csv, grads.csv, params.csv, summary.csv, config.yaml, meta.json{figs})", markup=False)
 
 
 def _title(cfg) -> str:

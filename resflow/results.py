@@ -29,10 +29,8 @@ GRADS_COLUMNS = [
     "variant", "seed", "step", "layer", "sublayer",
     "input_grad_norm", "activation_rms", "param_grad_norm", *CONFIG_COLUMNS,
 ]
-PARAMS_COLUMNS = [
-    "variant", "seed", "step", "layer", "param", "grad_norm", "value_norm",
-    "update_ratio", "movement",  # training runs only (train.steps > 0)
-]
+PARAMS_COLUMNS = ["variant", "seed", "step", "layer", "param", "grad_norm", "value_norm"]
+TRAIN_PARAMS_COLUMNS = ["update_ratio", "movement"]  # added to params.csv by training runs (train.steps > 0)
 TRAIN_COLUMNS = [  # train.csv: training runs only, one row per (variant, seed, step)
     "variant", "seed", "step", "loss", "eval_loss", "grad_norm_total", "lr", "wall_time_s", *CONFIG_COLUMNS,
 ]

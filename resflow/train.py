@@ -30,9 +30,9 @@ from resflow.data import data_generator
 from resflow.models import build_model
 from resflow.recorder import Record, Recorder
 from resflow.results import (
-    CONFIG_COLUMNS, RunResult, config_columns, grads_frame, params_frame, summary_frame, train_frame,
+    CONFIG_COLUMNS, PARAMS_COLUMNS, TRAIN_PARAMS_COLUMNS, RunResult, config_columns, grads_frame, params_frame, summary_frame, train_frame,
 )
-from resflow.tasks import make_task
+from resflow.tasks import TASKS, make_task
 
 OPTIMIZERS = {
     "sgd": torch.optim.SGD,
@@ -86,21 +86,6 @@ class SeedRun:
     })
 
 
-def _param_rows(model) -> tuple[list[torch.Tensor], list[int]]:
-    """Unique parameters in first-seen site order, and for each params.csv row (the Recorder's order)
-    the index of its parameter."""
-    unique: list[torch.Tensor] = []
-    index_of: dict[int, int] = {}
-    rows = []
-    for site in model.sites():
-        for _, p in site.params:
-            if id(p) not in index_of:
-                index_of[id(p)] = len(unique)
-                unique.append(p)
-            rows.append(index_of[id(p)])
-    return unique, rows
-
-
 def _ratios(num: list[torch.Tensor], den: list[torch.Tensor]) -> list[float]:
     vals = torch.stack(num + den).double().tolist() if num else []
     n = len(num)
@@ -123,10 +108,12 @@ def train_seed(cfg, seed: int, device: torch.device, on_step=None) -> SeedRun:
 
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(cfg, trainable)
-    tracked, row_param = _param_rows(stack)
+    recorder = Recorder(stack)
+    # the recorder's parameter layout: unique parameters, and each params.csv row's index into them
+    tracked = recorder._params
+    row_param = [i for _, _, i in recorder._param_rows]
     initial = [p.detach().clone() for p in tracked]
     recorded = set(record_steps(t.steps, t.record_every))
-    recorder = Recorder(stack)
     out = SeedRun()
     t0 = time.perf_counter()
 
@@ -148,6 +135,10 @@ def train_seed(cfg, seed: int, device: torch.device, on_step=None) -> SeedRun:
         loss_val, total_val = torch.stack([loss.detach(), total.to(loss.dtype)]).double().tolist()
 
         eval_loss = _evaluate(model, task, eval_set) if record and eval_set else math.nan
+        if record:  # ||W_s - W_0||, before this step's update
+            with torch.no_grad():
+                moved = list(torch._foreach_norm(torch._foreach_sub([p.detach() for p in tracked], initial)))
+                moved = torch.stack(moved).double().tolist() if moved else []
         update_ratio = [math.nan] * len(row_param)
         if step < t.steps:
             before = [p.detach().clone() for p in tracked] if record else None
@@ -160,9 +151,6 @@ def train_seed(cfg, seed: int, device: torch.device, on_step=None) -> SeedRun:
                                         list(torch._foreach_norm(before)))
                 update_ratio = [per_param[i] for i in row_param]
         if record:
-            with torch.no_grad():
-                moved = list(torch._foreach_norm(torch._foreach_sub([p.detach() for p in tracked], initial)))
-                moved = torch.stack(moved).double().tolist() if moved else []
             out.records.append((step, rec, update_ratio, [moved[i] for i in row_param]))
 
         rows = out.rows
@@ -210,7 +198,7 @@ def _train(cfg, on_seed, on_step) -> RunResult:
     t0 = time.perf_counter()
     cols = config_columns(cfg)
     grads = {k: [] for k in ("variant", "seed", "step", "layer", "sublayer", "input_grad_norm", "activation_rms", "param_grad_norm")}
-    params = {k: [] for k in ("variant", "seed", "step", "layer", "param", "grad_norm", "value_norm", "update_ratio", "movement")}
+    params = {k: [] for k in (*PARAMS_COLUMNS, *TRAIN_PARAMS_COLUMNS)}
     train_rows: dict[str, list] = {k: [] for k in ("variant", "seed")}
     for seed in cfg.seed_list:
         run = train_seed(cfg, seed, device, on_step)
@@ -257,6 +245,9 @@ def _train(cfg, on_seed, on_step) -> RunResult:
         wall_time_s=round(time.perf_counter() - t0, 6),
         command=" ".join(sys.argv),
         train_steps=cfg.train.steps,
+        task=cfg.train.task,
+        task_floor=TASKS[cfg.train.task].floor,  # the lowest achievable loss
+        task_baseline=TASKS[cfg.train.task].baseline,  # the loss of the best constant prediction
         record_steps=record_steps(cfg.train.steps, cfg.train.record_every),
     )
     return RunResult(

@@ -1,0 +1,143 @@
+"""Terminal output of training runs: a live view while training, a final table after (no torch here).
+
+The live view shows step, loss, eval loss and the first/last site's input gradient; on a terminal it
+is a Rich Live line redrawn in place, otherwise (CI, pipes) a plain line at every recorded step.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from resflow.report import fmt, shown_rows
+
+
+def _g(value) -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else fmt(float(value))
+
+
+class LiveView:
+    """`with LiveView(console, name): ... view.update(info)`; `info` is a resflow.train.StepInfo."""
+
+    def __init__(self, console, name: str):
+        self.console, self.name = console, name
+        self.live = Live(console=console, refresh_per_second=8, transient=True) if console.is_terminal else None
+        self.grad = (None, None)
+        self.eval = None
+
+    def __enter__(self) -> "LiveView":
+        if self.live is not None:
+            self.live.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.live is not None:
+            self.live.stop()
+
+    def line(self, info) -> str:
+        return (
+            f"{self.name} seed {info.seed} step {info.step:>{len(str(info.steps))}}/{info.steps} "
+            f"loss {_g(info.loss)} eval {_g(self.eval)} lr {info.lr:.3g} "
+            f"‖∂loss/∂x‖ first {_g(self.grad[0])} last {_g(self.grad[1])}"
+        )
+
+    def update(self, info) -> None:
+        recorded = info.grad_first is not None
+        if recorded:
+            self.grad = (info.grad_first, info.grad_last)
+            self.eval = info.eval_loss
+        if self.live is not None:
+            self.live.update(Text(self.line(info)), refresh=False)
+        elif recorded:
+            self.console.print(self.line(info), markup=False, highlight=False)
+
+
+def _median(s: pd.Series) -> float:
+    v = s.to_numpy(dtype=float)
+    v = v[~np.isnan(v)]
+    return float(np.median(v)) if len(v) else math.nan
+
+
+def loss_summary(train: pd.DataFrame) -> pd.DataFrame:
+    """Per variant: loss and eval loss at the first and last step (medians over seeds)."""
+    rows = []
+    for variant, df in train.groupby("variant", sort=False):
+        first, last = df["step"].min(), df["step"].max()
+        at = lambda step, col: _median(df.loc[df["step"] == step, col])  # noqa: E731
+        rows.append(dict(variant=variant, seeds=df["seed"].nunique(), steps=int(last),
+                         loss_start=at(first, "loss"), loss_end=at(last, "loss"),
+                         eval_start=at(first, "eval_loss"), eval_end=at(last, "eval_loss")))
+    return pd.DataFrame(rows)
+
+
+def layer_movement(params: pd.DataFrame) -> pd.DataFrame:
+    """Per (variant, seed, layer): how far the layer's parameters moved, ‖Θ_end − Θ_0‖ / ‖Θ_0‖ over all
+    of the layer's parameters together, and the median update ratio of its weights over the run."""
+    rows = []
+    for (variant, seed, layer), df in params.groupby(["variant", "seed", "layer"], sort=False):
+        first, last = df["step"].min(), df["step"].max()
+        p0 = df[df["step"] == first]
+        pend = df[df["step"] == last]
+        init_norm = math.sqrt(float((p0["value_norm"].astype(float) ** 2).sum()))
+        moved = math.sqrt(float((pend["movement"].astype(float) ** 2).sum()))
+        weights = df[df["param"].str.endswith("weight")]
+        rows.append(dict(variant=variant, seed=seed, layer=layer,
+                         movement=moved / init_norm if init_norm > 0 else math.nan,
+                         update_ratio=_median(weights["update_ratio"])))
+    return pd.DataFrame(rows)
+
+
+def train_table(result, title: str = "") -> Table:
+    """Per layer: relative movement since initialisation, median update ratio, and the input gradient
+    at the first and the last recorded step (medians over seeds)."""
+    move = layer_movement(result.params).groupby(["variant", "layer"], sort=False)[["movement", "update_ratio"]].median().reset_index()
+    g = result.grads
+    first, last = g["step"].min(), g["step"].max()
+    grad = lambda step: g[g["step"] == step].groupby(["variant", "layer"], sort=False)["input_grad_norm"].median()  # noqa: E731
+    move = move.join(grad(first).rename("grad_start"), on=["variant", "layer"]).join(grad(last).rename("grad_end"), on=["variant", "layer"])
+    table = Table(title=title, title_justify="left", caption_justify="left")
+    for col in ("layer", "moved ‖ΔΘ‖/‖Θ₀‖", "update ratio (median)", f"‖∂loss/∂x‖ step {first}", f"step {last}"):
+        table.add_column(col, justify="right")
+    rows = shown_rows(len(move))
+    for i in rows:
+        if i is None:
+            table.add_row(*["⋮"] * len(table.columns))
+            continue
+        r = move.iloc[i]
+        table.add_row(str(int(r["layer"])), _g(r["movement"]), _g(r["update_ratio"]), _g(r["grad_start"]), _g(r["grad_end"]))
+    table.caption = (
+        "moved: how far each layer's parameters travelled from initialisation, relative to their initial size; "
+        "update ratio: ‖W_{s+1} − W_s‖/‖W_s‖ of the weights at the recorded steps"
+    )
+    return table
+
+
+def loss_table(result) -> Table:
+    table = Table(title="loss (median over seeds)", title_justify="left")
+    for col in ("variant", "steps", "loss start", "loss end", "eval start", "eval end"):
+        table.add_column(col, justify="right" if col != "variant" else "left")
+    for _, r in loss_summary(result.train).iterrows():
+        table.add_row(str(r["variant"]), str(r["steps"]), _g(r["loss_start"]), _g(r["loss_end"]),
+                      _g(r["eval_start"]), _g(r["eval_end"]))
+    return table
+
+
+def train_headline(result) -> str:
+    """One sentence: did the loss move, and how much did the first layer move against the last."""
+    s = loss_summary(result.train).iloc[0]
+    meta = result.meta or {}
+    ref = (f" (floor {_g(meta['task_floor'])}, a constant prediction scores {_g(meta['task_baseline'])})"
+           if "task_floor" in meta else "")
+    move = layer_movement(result.params).groupby("layer")["movement"].median()
+    first, last = float(move.iloc[0]), float(move.iloc[-1])
+    ratio = first / last if last > 0 else math.nan
+    return (
+        f"eval loss {_g(s['eval_start'])} → {_g(s['eval_end'])} in {s['steps']} steps{ref}; "
+        f"layer {int(move.index[0])} moved {_g(first)} of its initial size, layer {int(move.index[-1])} {_g(last)} "
+        f"(first/last = {_g(ratio)})"
+    )
