@@ -162,3 +162,14 @@ def test_bad_train_settings_are_one_line_errors(tmp_path, setting, needle):
     err = result.stderr.strip() if hasattr(result, "stderr") and result.stderr else result.output.strip()
     assert len(err.splitlines()) == 1 and needle in err, err
     assert not (tmp_path / "r").exists()
+
+
+def test_training_run_gets_loss_and_step_figures():
+    from resflow.plots import figures
+
+    result = run(small("seeds=2", "train.steps=8", "train.record_every=4"))
+    figs = figures(result)
+    assert {"loss", "steps", "profile"} <= set(figs)
+    ydata = [ln.get_ydata() for ln in figs["loss"].axes[0].get_lines()]
+    expected = result.train.groupby("step")["loss"].median().to_numpy()
+    assert any(len(y) == len(expected) and np.allclose(y, expected) for y in ydata)
