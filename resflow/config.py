@@ -403,7 +403,8 @@ def validate(
 
 
 def _format_errors(err: ValidationError, source: str, overridden: set[str]) -> str:
-    parts = [_format_one(e, overridden) for e in err.errors()]
+    errors = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")  # a typo explains a "missing"
+    parts = [_format_one(e, overridden) for e in errors]
     first = parts[0]
     origin = "--set " if first.split(":")[0] in overridden else f"{source}: "
     more = f" (and {len(parts) - 1} more: {'; '.join(parts[1:3])})" if len(parts) > 1 else ""

@@ -112,7 +112,7 @@ def _acquire(path: Path, out: Path, note) -> int:
         if old.get("pid") and note is not None:
             note(f"note: took over a stale lock on {str(out)!r} left by a process that is gone ({_describe(old)})")
         record = dict(pid=os.getpid(), host=socket.gethostname(), started=time.strftime("%Y-%m-%d %H:%M:%S"),
-                      command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]))
+                      command=" ".join(["resflow", *sys.argv[1:]]))
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
         return fd
