@@ -313,8 +313,8 @@ def sweep(
                          force=force, on_start=progress.start, on_point=progress.advance, resume_hint=hint)
     console = stdout()
     figs = "" if no_plots else _write_figures(done.result, out)
-    console.print(sweep_table(done.result.summary, plan.columns, title=f"{base.name} sweep: {len(plan.points)} points",
-                              grads=done.result.grads, width=console.width))
+    title = f"{base.name} sweep: {len(plan.points)} points"
+    console.print(sweep_table(done.result.summary, plan.columns, title=title, grads=done.result.grads, width=console.width))
     for line in depth_story(done.result.summary, plan.columns):
         console.print(line, markup=False)
     console.print(f"wrote {out}/ (grads.csv, params.csv, summary.csv, config.yaml, meta.json{figs}; points/ per point)", markup=False)
@@ -359,7 +359,7 @@ def compare(
     result = run_compare(configs, workers=workers)
     write_run(result, out, force, extra=None if no_plots else _figure_writer(result))
     console = stdout()
-    console.print(compare_table(result.grads, title="compare: " + " vs ".join(configs)))
+    console.print(compare_table(result.grads, title="compare: " + " vs ".join(configs), width=console.width))
     console.print(compare_profiles(result.grads))
     console.print(compare_headline(result.summary), markup=False)
     figs = "" if no_plots else "".join(", " + p.name for p in sorted(out.glob("*.png")))

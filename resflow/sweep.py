@@ -469,6 +469,7 @@ def run_sweep(
     meta = dict(
         kind="sweep",
         resflow=__version__,
+        torch=getattr(sys.modules.get("torch"), "__version__", None),  # None when only Ray workers imported it
         python=platform.python_version(),
         platform=platform.platform(),
         axes=[{"key": a.key, "column": a.column, "values": list(a.values)} for a in plan.axes],

@@ -58,29 +58,47 @@ def profile_sparklines(grads: pd.DataFrame, width: int = 8) -> dict[str, str]:
 
 def sweep_table(summary: pd.DataFrame, columns: list[str], title: str = "", grads: pd.DataFrame | None = None,
                 width: int | None = None) -> Table:
-    """With `grads`, a per-point sparkline column, kept only if the table then fits in `width`."""
-    if grads is not None and width is not None:
-        from io import StringIO
-
-        from rich.console import Console
-
-        table = sweep_table(summary, columns, title, grads)
-        if Console(width=10_000, file=StringIO()).measure(table).maximum <= width:
-            return table
-        grads = None
+    """`width`: the terminal's. Columns are dropped, least useful first (the 0 → L sparkline, min–max,
+    log10, theory), until the table fits without cutting a cell; the CSVs and a wider terminal have them all."""
     stats = point_stats(summary, columns)
     sparks = profile_sparklines(grads) if grads is not None else {}
+    has_theory = bool(stats["predicted"].notna().any()) if len(stats) else False
+    options = [(True, True, True, True), (False, True, True, True), (False, False, True, True),
+               (False, False, False, True), (False, False, False, False)]
+    for spark, spread, log10, theory in [(bool(sparks),) + o[:3] for o in options[:1]] + [(False,) + o[:3] for o in options]:
+        table = _sweep_table(stats, columns, title, spread, log10, theory and has_theory, sparks if spark else {})
+        if width is None or _natural_width(table) <= width:
+            break
+    dropped = [name for name, kept, wanted in (("0 → L", spark, bool(sparks)), ("min–max", spread, True),
+                                               ("log10", log10, True), ("theory", theory, has_theory))
+               if wanted and not kept]
+    if dropped:
+        table.caption += f"; on a wider terminal also: {', '.join(dropped)}"
+    return table
+
+
+def _natural_width(table: Table) -> int:
+    from rich.console import Console
+
+    console = Console(width=10_000)
+    return table.__rich_measure__(console, console.options).maximum
+
+
+def _sweep_table(stats: pd.DataFrame, columns: list[str], title: str, spread: bool, log10: bool, theory: bool,
+                 sparks: dict) -> Table:
     seeds = int(stats["seeds"].max()) if len(stats) else 0
+    spread = spread and seeds > 1
+    compact = not log10
     table = Table(title=title, title_justify="left", caption_justify="left")
     for c in columns:
         table.add_column(c, justify="right")
     table.add_column("grad first/last" + (" median" if seeds > 1 else ""), justify="right")
-    if seeds > 1:
+    if spread:
         table.add_column(f"min–max ({seeds} seeds)", justify="right")
-    table.add_column("log10", justify="right")
+    if log10:
+        table.add_column("log10", justify="right")
     table.add_column(f"1e{BAR_LO} … 1e+{BAR_HI}", no_wrap=True)
-    table.add_column("gain/layer", justify="right")
-    theory = bool(stats["predicted"].notna().any()) if len(stats) else False
+    table.add_column("gain/layer" if not compact else "gain", justify="right")
     if theory:
         table.add_column("predicted", justify="right")
         table.add_column("log err", justify="right")
@@ -96,9 +114,10 @@ def sweep_table(summary: pd.DataFrame, columns: list[str], title: str = "", grad
         ratio = float(r["ratio"])
         cells = [_cell(r[c]) for c in columns]
         cells.append(fmt(ratio))
-        if seeds > 1:
+        if spread:
             cells.append(f"{fmt(float(r['ratio_min']))} – {fmt(float(r['ratio_max']))}")
-        cells.append(f"{math.log10(ratio):+.1f}" if ratio > 0 and math.isfinite(ratio) else "—")
+        if log10:
+            cells.append(f"{math.log10(ratio):+.1f}" if ratio > 0 and math.isfinite(ratio) else "—")
         cells.append(log_bar(ratio))
         gain = float(r["gain"])
         cells.append(fmt(gain) if math.isfinite(gain) else "—")  # one layer: nothing to fit
@@ -113,7 +132,7 @@ def sweep_table(summary: pd.DataFrame, columns: list[str], title: str = "", grad
         table.add_row(*cells)
     table.caption = (
         "grad first/last = ‖∂loss/∂x‖ at the first layer over the last layer's (1 = no loss on the way back); "
-        "gain/layer: the fitted factor per layer; bar: log10 of the ratio on a fixed scale"
+        "gain(/layer): the fitted factor per layer; bar: log10 of the ratio on a fixed scale"
         + ("; predicted: the theory's first/last (— outside its domain), log err = |ln measured − ln predicted|/|ln predicted|"
            if theory else "")
         + (f"; 0 → L: ‖∂loss/∂x‖ from layer 0 to the last, log10 on the fixed scale 1e{BAR_LO} … 1e+{BAR_HI}"
@@ -143,12 +162,22 @@ def depth_story(summary: pd.DataFrame, columns: list[str]) -> list[str]:
                 f"{fmt(float(hi['ratio']))} at depth {int(hi['depth'])}")
         if ok.sum() >= 2:
             per_layer = float(np.exp(np.polyfit(d[ok], np.log(ratio[ok]), 1)[0]))
-            verdict = flag(float(hi["ratio"]))
-            tail = {"vanishing": ": it vanishes exponentially with depth",
-                    "exploding": ": it explodes exponentially with depth"}.get(verdict, ": it holds up with depth")
-            text += f" (×{per_layer:.3g} per added layer){tail}"
+            text += f" (×{per_layer:.3g} per added layer): it {_trend(per_layer)} with depth"
         lines.append(text)
     return lines
+
+
+def _trend(per_layer: float) -> str:
+    """How a factor per added layer compounds: < 0.8 or > 1.25 is exponential over a few tens of layers."""
+    if per_layer < 0.8:
+        return "vanishes exponentially"
+    if per_layer < 0.97:
+        return "shrinks slowly"
+    if per_layer <= 1.03:
+        return "stays level"
+    if per_layer <= 1.25:
+        return "grows slowly"
+    return "explodes exponentially"
 
 
 def _extremes(stats: pd.DataFrame, columns: list[str]) -> str:
@@ -163,13 +192,14 @@ def _extremes(stats: pd.DataFrame, columns: list[str]) -> str:
 # compare
 
 
-def compare_table(grads: pd.DataFrame, title: str = "") -> Table:
+def compare_table(grads: pd.DataFrame, title: str = "", width: int | None = None) -> Table:
+    """`width`: the terminal's; the bars are shown for two configs on a terminal wide enough."""
     variants = list(dict.fromkeys(grads["variant"]))
     stats = {v: site_stats(grads[grads["variant"] == v]) for v in variants}
     longest = max(variants, key=lambda v: len(stats[v]))
     sites = stats[longest][["layer", "sublayer"]]
     multi_sub = sites["sublayer"].nunique() > 1
-    bars = len(variants) == 2
+    bars = len(variants) == 2 and (width is None or width >= 110)
     table = Table(title=title, title_justify="left", caption_justify="left")
     table.add_column("layer", justify="right")
     if multi_sub:
@@ -201,7 +231,7 @@ def compare_table(grads: pd.DataFrame, title: str = "") -> Table:
     step = rows[1] - rows[0] if len(rows) > 1 else 1
     nth = {2: "2nd", 3: "3rd"}.get(step, f"{step}th")
     shown = f"every {nth} layer of {len(sites)} shown; " if len(rows) < len(sites) else ""
-    table.caption = f"{shown}median over seeds; bar: log10 of the gradient norm on a fixed scale"
+    table.caption = f"{shown}median over seeds" + ("; bar: log10 of the gradient norm on a fixed scale" if bars else "")
     return table
 
 
@@ -243,7 +273,7 @@ def renderables(result, width: int | None = None) -> list:
                 *depth_story(result.summary, columns)]
     if kind == "compare":
         refs = meta.get("refs") or list(dict.fromkeys(result.grads["variant"]))
-        return [compare_table(result.grads, title="compare: " + " vs ".join(refs)), compare_profiles(result.grads),
+        return [compare_table(result.grads, width=width, title="compare: " + " vs ".join(refs)), compare_profiles(result.grads),
                 compare_headline(result.summary)]
     return [run_table(result.grads, title=str(result.grads["variant"].iloc[0])), headline(result.grads),
             comparison_line(result.summary, meta.get("theory", ""))]

@@ -103,3 +103,33 @@ def test_show_on_an_unfinished_sweep_says_how_to_finish(tmp_path):
     (out / "grads.csv").unlink()
     result = invoke("show", out)
     assert result.exit_code == 2 and "unfinished sweep (2 of 2 points)" in result.output and "--resume" in result.output
+
+
+def test_tables_fit_an_80_column_terminal(tmp_path):
+    from rich.console import Console
+
+    from resflow.results import read_run
+    from resflow.sweep_report import renderables
+
+    out = tmp_path / "s"
+    assert invoke("sweep", "deep50", "--over", "model.residual=false,true", *SMALL, "--workers", 1, "--out", out).exit_code == 0
+    console = Console(width=80, record=True, file=open(tmp_path / "screen.txt", "w"))
+    for item in renderables(read_run(out), width=80):
+        console.print(item)
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    table_rows = [line for line in text.splitlines() if line.startswith("│")]
+    assert len(table_rows) == 8 and not any("…" in line for line in table_rows)  # nothing cut off
+    assert "flag" in text and "gain" in text  # the last column is still there
+
+
+@pytest.mark.parametrize("factor, words", [(0.5, "vanishes exponentially"), (0.9, "shrinks slowly"), (1.0, "stays level"),
+                                           (1.05, "grows slowly"), (1.5, "explodes exponentially")])
+def test_depth_story_words_follow_the_fitted_factor(factor, words):
+    from resflow.sweep_report import depth_story
+
+    depths = [1, 2, 4, 8, 16]
+    summary = pd.DataFrame({"variant": [f"p{d}" for d in depths], "depth": depths, "seed": 0,
+                            "grad_ratio": [factor ** (d - 1) for d in depths], "gain_per_layer": factor, "finite": True})
+    (line,) = depth_story(summary, ["depth"])
+    assert f"(×{factor:.3g} per added layer): it {words} with depth" in line
