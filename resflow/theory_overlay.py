@@ -34,17 +34,18 @@ def add_prediction(grads: pd.DataFrame, summary: pd.DataFrame, pred: Prediction 
         return grads, summary
     ratios = pred.ratios
     predicted = np.full(len(grads), math.nan)
-    for _, idx in grads.groupby(["variant", "seed", "step"], sort=False).groups.items():
+    for (_, _, step), idx in grads.groupby(["variant", "seed", "step"], sort=False).groups.items():
         rows = grads.index.get_indexer(idx)
+        if step != 0:  # the theory is about the network at initialisation, not after training steps
+            continue
         if len(rows) != len(ratios):  # not one site per block: the prediction does not line up
             continue
         last = float(grads["input_grad_norm"].iloc[rows[-1]])
         predicted[rows] = last * ratios
     grads["predicted_input_grad_norm"] = predicted
-    summary["predicted_grad_ratio"] = pred.grad_ratio
-    summary["predicted_gain_per_layer"] = pred.gain_per_layer
-    summary["chi1"] = _num(pred.chi1)
-    summary["depth_scale"] = _num(pred.depth_scale)
+    at_init = summary["step"] == 0 if "step" in summary else True
+    for col, value in zip(SUMMARY_COLUMNS, (pred.grad_ratio, pred.gain_per_layer, _num(pred.chi1), _num(pred.depth_scale))):
+        summary[col] = np.where(at_init, value, math.nan)
     return grads, summary
 
 

@@ -202,3 +202,18 @@ def test_theory_command_bad_key_is_one_line_error():
 
     r = CliRunner().invoke(app, ["theory", "deep50", "--set", "model.depht=3"])
     assert r.exit_code == 2 and "model.depht" in r.output and "Traceback" not in r.output
+
+
+def test_overlay_only_at_initialisation():
+    import pandas as pd
+
+    from resflow.theory_overlay import add_prediction
+
+    pred = T.predict(cfg(model=dict(depth=3, width=64)))
+    grads = pd.DataFrame(dict(variant="v", seed=0, step=[0, 0, 0, 5, 5, 5], layer=[0, 1, 2] * 2,
+                              input_grad_norm=[0.1, 0.5, 2.0, 1.0, 1.0, 1.0]))
+    summary = pd.DataFrame(dict(variant="v", seed=0, step=[0, 5], grad_ratio=[0.05, 1.0]))
+    g, s = add_prediction(grads, summary, pred)
+    np.testing.assert_allclose(g["predicted_input_grad_norm"][:3], 2.0 * pred.ratios)
+    assert g["predicted_input_grad_norm"][3:].isna().all() and np.isnan(s["predicted_grad_ratio"].iloc[1])
+    assert s["predicted_grad_ratio"].iloc[0] == pytest.approx(pred.grad_ratio)
