@@ -294,7 +294,7 @@ def bench_large_csv(quick: bool) -> list[Row]:
 
     from resflow.results import GRADS_COLUMNS, write_csv
 
-    n = 100_000 if quick else 1_000_000
+    n = 20_000 if quick else 1_000_000
     rng = np.random.default_rng(0)
     data = {c: np.repeat("x", n) for c in GRADS_COLUMNS}
     data.update(variant=np.repeat("deep50", n), seed=np.arange(n) // 100, step=np.zeros(n, dtype=int),
