@@ -408,7 +408,7 @@ def _format_errors(err: ValidationError, source: str, overridden: set[str]) -> s
     first = parts[0]
     origin = "--set " if first.split(":")[0] in overridden else f"{source}: "
     more = f" (and {len(parts) - 1} more: {'; '.join(parts[1:3])})" if len(parts) > 1 else ""
-    return origin + first + more
+    return " ".join((origin + first + more).splitlines())  # one line, whatever a key contains
 
 
 def _format_one(e: dict[str, Any], overridden: set[str]) -> str:
