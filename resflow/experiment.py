@@ -76,6 +76,23 @@ def measure_all(cfg: Config, device: torch.device):
         yield from zip(chunk, batched.measure_seeds(cfg, chunk, device, DTYPES[cfg.dtype]))
 
 
+def run_meta(cfg: Config, device, started: datetime, t0: float, **extra) -> dict:
+    """meta.json's fields: versions, device, dtype, seeds, start and wall time, command line, extras."""
+    return dict(
+        resflow=__version__,
+        torch=torch.__version__,
+        python=platform.python_version(),
+        platform=platform.platform(),
+        device=str(device),
+        dtype=cfg.dtype,
+        seeds=cfg.seed_list,
+        started=started.isoformat(timespec="seconds"),
+        wall_time_s=round(time.perf_counter() - t0, 6),
+        command=" ".join(sys.argv),
+        **extra,
+    )
+
+
 def run(cfg: Config, on_seed=None, on_step=None) -> RunResult:
     """Measure every seed of `cfg`; returns the tables that the CSVs hold (nothing is written).
 
@@ -117,17 +134,8 @@ def run(cfg: Config, on_seed=None, on_step=None) -> RunResult:
     grads_df = grads_frame(grads)
     summary_df = summary_frame(summarize(grads_df, CONFIG_COLUMNS))
     grads_df, summary_df, prediction = overlay(grads_df, summary_df, cfg)  # theory beside measurement
-    meta = dict(
-        resflow=__version__,
-        torch=torch.__version__,
-        python=platform.python_version(),
-        platform=platform.platform(),
-        device=str(device),
-        dtype=cfg.dtype,
-        seeds=cfg.seed_list,
-        started=started.isoformat(timespec="seconds"),
-        wall_time_s=round(time.perf_counter() - t0, 6),
-        command=" ".join(sys.argv),
+    meta = run_meta(
+        cfg, device, started, t0,
         theory=prediction.model if prediction else f"no prediction: {prediction.reason}",
     )
     return RunResult(

@@ -15,8 +15,6 @@ norm, the learning rate used and the wall time. Bit for bit deterministic for a 
 from __future__ import annotations
 
 import math
-import platform
-import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -24,7 +22,6 @@ from datetime import datetime, timezone
 
 import torch
 
-from resflow import __version__
 from resflow.analysis import summarize
 from resflow.data import data_generator
 from resflow.models import build_model
@@ -233,17 +230,10 @@ def _train(cfg, on_seed, on_step) -> RunResult:
         for key, value in cols.items():
             table[key] = [value] * n_rows
     grads_df = grads_frame(grads)
-    meta = dict(
-        resflow=__version__,
-        torch=torch.__version__,
-        python=platform.python_version(),
-        platform=platform.platform(),
-        device=str(device),
-        dtype=cfg.dtype,
-        seeds=cfg.seed_list,
-        started=started.isoformat(timespec="seconds"),
-        wall_time_s=round(time.perf_counter() - t0, 6),
-        command=" ".join(sys.argv),
+    from resflow.experiment import run_meta  # experiment imports this module
+
+    meta = run_meta(
+        cfg, device, started, t0,
         train_steps=cfg.train.steps,
         task=cfg.train.task,
         task_floor=TASKS[cfg.train.task].floor,  # the lowest achievable loss
