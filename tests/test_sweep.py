@@ -194,7 +194,7 @@ def _wait_for_points(out, n, proc, timeout=60):
     pytest.fail("no point finished in time")
 
 
-@pytest.mark.parametrize("how, workers", [("kill9", 1)]  # sigint-2 variant times out on a quiet machine: see issue note)
+@pytest.mark.parametrize("how, workers", [("kill9", 1)])  # the sigint-2 variant never stopped the sweep on an idle machine: see issue note
 def test_interrupt_then_resume_equals_uninterrupted(tmp_path, cli_env, resflow_cmd, how, workers):
     out = tmp_path / "s"
     cmd = [*resflow_cmd, "sweep", "deep50", *BIG, "--workers", str(workers), "--out", str(out)]
