@@ -93,12 +93,12 @@ def test_lock_is_released_on_error_and_reentry_is_refused(tmp_path):
     assert sorted(os.listdir(tmp_path)) == []
 
 
-@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143)], ids=["SIGTERM"])  # SIGINT variant: see issue note
-def test_signal_during_run_stops_cleanly_and_writes_nothing(tmp_path, resflow_cmd, cli_env, sig, code):
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_signal_during_run_stops_cleanly_and_writes_nothing(tmp_path, resflow_cmd_terminal, cli_env, sig, code):
     config = tmp_path / "c.yaml"
     config.write_text(OK)
     out = tmp_path / "out"
-    proc = subprocess.Popen([*resflow_cmd, "run", str(config), "--out", str(out), *SLOW], env=cli_env,
+    proc = subprocess.Popen([*resflow_cmd_terminal, "run", str(config), "--out", str(out), *SLOW], env=cli_env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for(lock_path(out), proc)
     time.sleep(1.0)  # well into the run

@@ -194,10 +194,10 @@ def _wait_for_points(out, n, proc, timeout=60):
     pytest.fail("no point finished in time")
 
 
-@pytest.mark.parametrize("how, workers", [("kill9", 1)])  # the sigint-2 variant never stopped the sweep on an idle machine: see issue note
-def test_interrupt_then_resume_equals_uninterrupted(tmp_path, cli_env, resflow_cmd, how, workers):
+@pytest.mark.parametrize("how, workers", [("sigint", 2), ("kill9", 1)])
+def test_interrupt_then_resume_equals_uninterrupted(tmp_path, cli_env, resflow_cmd_terminal, how, workers):
     out = tmp_path / "s"
-    cmd = [*resflow_cmd, "sweep", "deep50", *BIG, "--workers", str(workers), "--out", str(out)]
+    cmd = [*resflow_cmd_terminal, "sweep", "deep50", *BIG, "--workers", str(workers), "--out", str(out)]
     proc = subprocess.Popen(cmd, env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     _wait_for_points(out, 2, proc)
