@@ -278,8 +278,14 @@ class Prediction:
     @property
     def ratios(self) -> np.ndarray:
         """‖δ_l‖/‖δ_{depth−1}‖ for every site l = 0 … depth−1 (the last is 1)."""
-        logs = 0.5 * np.log(np.asarray(self.factors, dtype=float))
-        return np.exp(np.concatenate([np.cumsum(logs[::-1])[::-1], [0.0]]))
+        return np.exp(self.log_ratios)
+
+    @property
+    def log_ratios(self) -> np.ndarray:
+        """ln of `ratios`, summed in log space so that deep stacks do not underflow to log(0)."""
+        with np.errstate(divide="ignore"):  # a factor of exactly 0 is a ratio of 0: ln = −inf
+            logs = 0.5 * np.log(np.asarray(self.factors, dtype=float))
+        return np.concatenate([np.cumsum(logs[::-1])[::-1], [0.0]])
 
     @property
     def grad_ratio(self) -> float:
@@ -289,10 +295,10 @@ class Prediction:
     @property
     def gain_per_layer(self) -> float:
         """exp(−slope) of ln(ratio) against layer: the same fit as the measured gain_per_layer."""
-        r = self.ratios
-        if len(r) < 2:
+        logs = self.log_ratios
+        if len(logs) < 2 or not np.isfinite(logs).all():
             return math.nan
-        return float(np.exp(-np.polyfit(np.arange(len(r)), np.log(r), 1)[0]))
+        return float(np.exp(-np.polyfit(np.arange(len(logs)), logs, 1)[0]))
 
     @property
     def depth_scale(self) -> Optional[float]:

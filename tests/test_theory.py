@@ -217,3 +217,25 @@ def test_overlay_only_at_initialisation():
     np.testing.assert_allclose(g["predicted_input_grad_norm"][:3], 2.0 * pred.ratios)
     assert g["predicted_input_grad_norm"][3:].isna().all() and np.isnan(s["predicted_grad_ratio"].iloc[1])
     assert s["predicted_grad_ratio"].iloc[0] == pytest.approx(pred.grad_ratio)
+
+
+def test_a_prediction_deep_enough_to_underflow_stays_in_log_space():
+    """depth 2000 of tanh: the predicted ratio underflows float64 (0.0), but ln(ratio) and the
+    fitted gain do not, and no numpy warning leaks to the user's terminal."""
+    import warnings
+
+    from resflow.config import validate
+    from resflow.theory import predict
+
+    cfg = validate({"model": {"depth": 2000, "width": 64}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        p = predict(cfg)
+        logs = p.log_ratios
+        gain = p.gain_per_layer
+    assert p.grad_ratio == 0.0  # exp(ln) underflows, as expected at this depth
+    assert np.isfinite(logs).all() and logs[-1] == 0.0
+    # in log space the per-layer factors are summed exactly: ln(ratio_0) = Σ ½ ln(factor)
+    assert logs[0] == pytest.approx(0.5 * np.log(np.asarray(p.factors)).sum(), rel=1e-9)
+    assert gain == pytest.approx(np.exp(-np.polyfit(np.arange(len(logs)), logs, 1)[0]), rel=1e-12)
+    assert 0 < gain < 1
