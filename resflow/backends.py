@@ -8,7 +8,8 @@ local  workers == 1: in this process. workers > 1: a `ProcessPoolExecutor` of pe
        SIGINT ignored, so Ctrl-C reaches only this process, which stops the pool and loses only the
        points in flight.
 ray    Ray tasks (imported only here, only when asked for): an existing cluster when `ray_address` or
-       RAY_ADDRESS is given, else a local one with `workers` CPUs.
+       RAY_ADDRESS is given, else a local one with `workers` CPUs. A point that raises is a failed point
+       there too (its error comes back with the task's other points).
 Every point runs with one torch thread, so its numbers are the same whichever backend ran it.
 """
 
@@ -36,7 +37,7 @@ def execute(points: list, save: Callable, workers: int = 1, backend: str = "loca
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     if backend == "ray":
-        return _ray(points, save, workers, ray_address)
+        return _ray(points, save, workers, ray_address, fail)
     if backend != "local":
         raise ConfigError(f"--backend {backend!r}: unknown backend (allowed: {', '.join(BACKENDS)})")
     if workers == 1 or len(points) == 1:
@@ -135,15 +136,22 @@ def _stop(executor) -> None:
 
 
 def _ray_task(points):
+    """(point, text, None) for each point that ran, (point, None, error) for one that raised."""
     import torch
 
-    from resflow.sweep import run_points
+    from resflow.sweep import run_point
 
     torch.set_num_threads(1)
-    return run_points(points)
+    out = []
+    for point in points:
+        try:
+            out.append((point, run_point(point), None))
+        except Exception as err:  # noqa: BLE001 - recorded as a failed point, as the local pool does
+            out.append((point, None, _error_text(err)))
+    return out
 
 
-def _ray(points, save, workers: int, ray_address: str | None) -> None:
+def _ray(points, save, workers: int, ray_address: str | None, fail: Callable | None = None) -> None:
     try:
         import ray
     except ImportError:
@@ -172,8 +180,19 @@ def _ray(points, save, workers: int, ray_address: str | None) -> None:
             ready, _ = ray.wait(list(refs), num_returns=1)
             for ref in ready:
                 refs.pop(ref)
-                for point, text in ray.get(ref):
-                    save(point, text)
+                for point, text, error in ray.get(ref):
+                    if error is None:
+                        save(point, text)
+                    elif fail is not None:
+                        fail(point, error)
+                    else:
+                        raise ResflowError(f"sweep point {point.variant} failed: {error}")
+    except ray.exceptions.RayError as err:  # a worker died or the cluster went away, not a point's own error
+        for ref in refs:
+            ray.cancel(ref, force=True)
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise ResflowError(f"a Ray task failed ({type(err).__name__}: {first}); finished points are saved: "
+                           "rerun with --resume") from None
     except BaseException:
         for ref in refs:
             ray.cancel(ref, force=True)

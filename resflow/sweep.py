@@ -267,11 +267,6 @@ def run_point(point: Point) -> str:
     return json.dumps(payload, allow_nan=True)
 
 
-def run_points(points: list[Point]) -> list[tuple[Point, str]]:
-    """A batch of points (one task of a backend)."""
-    return [(p, run_point(p)) for p in points]
-
-
 # ---------------------------------------------------------------------------------------------
 # The results dir: plan, point files, assembly
 

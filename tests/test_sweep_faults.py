@@ -109,3 +109,28 @@ def test_show_and_plot_refuse_what_is_not_a_results_dir(tmp_path, command, what)
     assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), result.output
     assert str(target) in lines[0] and "Traceback" not in result.output
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_a_failing_point_on_ray_is_recorded_like_local(tmp_path):
+    """A point that raises inside a Ray task is a failed point (recorded, the others complete, exit 1),
+    exactly as with the local pool; not a traceback that loses the task's other points."""
+    pytest.importorskip("ray")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA: the device=cuda points are the failing ones")
+    args = ["sweep", "deep50", "--over", "device=cpu,cuda", *SMALL]  # 6 points, the 3 cuda ones fail
+    out = tmp_path / "ray"
+    result = invoke(*args, "--backend", "ray", "--workers", 2, "--out", out)
+    assert result.exit_code == 1, result.output
+    error = [line for line in _lines(result.stderr) if line.startswith("error: ")]
+    assert len(error) == 1 and "3 of 6 sweep points failed" in error[0] and "no CUDA device" in error[0], result.stderr
+    assert "Traceback" not in result.output
+    failed = sorted(p.name for p in (out / "points").glob("*.failed.txt"))
+    saved = sorted(p.name for p in (out / "points").glob("*.json"))
+    assert len(failed) == 3 and len(saved) == 3
+    local = invoke(*args, "--workers", 1, "--out", tmp_path / "local")
+    assert local.exit_code == 1
+    assert sorted(p.name for p in (tmp_path / "local" / "points").glob("*.failed.txt")) == failed
+    for name in saved:  # the points that ran are byte-identical to the local backend's
+        assert (out / "points" / name).read_bytes() == (tmp_path / "local" / "points" / name).read_bytes()
