@@ -198,3 +198,13 @@ def test_memory_estimate_is_within_a_factor_of_two_of_the_measured_peak(cli_env)
                           text=True, timeout=300)
     measured, estimated = json.loads(proc.stdout)
     assert 0.5 <= estimated / measured <= 2.0, (measured, estimated)
+
+
+def test_a_demo_into_a_dir_another_process_is_writing_is_refused(tmp_path):
+    out = tmp_path / "demo"
+    with results_lock(out):  # held as by another live resflow (this process: alive)
+        result = runner.invoke(app, ["demo", "tanh50", "--seeds", "3", "--out", str(out)])
+    assert result.exit_code == 1 and "being written by another resflow process" in result.stderr, result.output
+    assert not out.exists()
+    done = runner.invoke(app, ["demo", "tanh50", "--seeds", "3", "--out", str(out)])  # the lock is gone: it runs
+    assert done.exit_code == 0 and (out / "demo.csv").is_file() and not lock_path(out).exists()
