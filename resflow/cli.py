@@ -95,6 +95,9 @@ def _command(fn):
             raise typer.Exit(exit_code(err)) from None
         except _PASS_THROUGH:
             raise
+        except BrokenPipeError:  # `resflow ... | head`: the reader left; results are already written
+            _silence_stdout()
+            raise typer.Exit(1) from None  # quietly, with Rich's (and Python's docs') exit code for this
         except MemoryError:
             stderr().print("error: out of memory; reduce model.width, model.depth, data.batch_size or seeds", markup=False)
             raise typer.Exit(1) from None
@@ -111,6 +114,15 @@ def _command(fn):
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's final flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def _crash_report(err: BaseException) -> str:

@@ -208,3 +208,22 @@ def test_a_demo_into_a_dir_another_process_is_writing_is_refused(tmp_path):
     assert not out.exists()
     done = runner.invoke(app, ["demo", "tanh50", "--seeds", "3", "--out", str(out)])  # the lock is gone: it runs
     assert done.exit_code == 0 and (out / "demo.csv").is_file() and not lock_path(out).exists()
+
+
+@pytest.mark.parametrize("args", [["theory", "deep50"], ["run", "deep50", "--no-plots", "--set", "model.depth=3"]],
+                         ids=["theory-echo", "run-rich"])
+def test_stdout_closed_by_the_reader_is_quiet_and_keeps_the_results(tmp_path, resflow_cmd, cli_env, args):
+    """`resflow ... | head`: the reader goes away. No traceback, no crash report, exit 1; a run's
+    results dir is complete (it is written before anything is printed)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has left before resflow writes a byte
+    out = tmp_path / "out"
+    try:
+        proc = subprocess.run([*resflow_cmd, *args, *(["--out", str(out)] if args[0] == "run" else [])],
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, env=cli_env, timeout=120)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 1 and proc.stderr == "", proc.stderr
+    if args[0] == "run":
+        assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "grads.csv", "meta.json", "params.csv", "summary.csv"]
+        assert len(pd.read_csv(out / "grads.csv")) == 3 * 5  # depth 3 × deep50's 5 seeds
