@@ -101,7 +101,10 @@ def _pool(points, save, workers: int, fail=None) -> None:
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method), initializer=_init_worker)
     try:
-        pending = {executor.submit(run_point, p): p for p in points}
+        # Longest first: the big points start early and the small ones fill the gaps at the end,
+        # so no worker sits idle while another finishes a big point it took last (LPT scheduling).
+        by_cost = sorted(points, key=lambda p: getattr(p, "cost", 0.0), reverse=True)
+        pending = {executor.submit(run_point, p): p for p in by_cost}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:

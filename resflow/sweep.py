@@ -186,6 +186,19 @@ class Point:
     def key(self) -> str:
         return f"{self.index:05d}-{self.hash}"
 
+    @property
+    def cost(self) -> float:
+        """Relative work (multiply-adds of one forward, times seeds and steps): for scheduling only."""
+        m, d, t = self.config["model"], self.config.get("data", {}), self.config.get("train", {})
+        width, batch = m.get("width", 64), d.get("batch_size", 32)
+        if m.get("block") == "transformer":
+            tokens = batch * (d.get("seq_len") or 1)
+            per_layer = tokens * (12 * width * width + 2 * (d.get("seq_len") or 1) * width)
+        else:
+            per_layer = batch * width * width
+        steps = 1 + (t.get("steps") or 0) + (t.get("eval_batches") or 0) * 0.1
+        return float(m.get("depth", 1)) * per_layer * self.config.get("seeds", 1) * steps
+
 
 @dataclass
 class Plan:

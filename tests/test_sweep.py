@@ -242,3 +242,38 @@ def test_ray_is_not_imported_by_the_cli(cli_env):
     code = "import sys, resflow.cli, resflow.sweep, resflow.backends; print('ray' in sys.modules, 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], env=cli_env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_the_pool_starts_the_biggest_points_first(monkeypatch):
+    """LPT scheduling: points are handed to the pool in decreasing cost (depth x width^2 x batch x
+    seeds), so the last points to start are the small ones."""
+    import concurrent.futures
+
+    from resflow import backends
+    from resflow.config import load_config
+    from resflow.sweep import make_plan
+
+    submitted = []
+
+    class Recording(concurrent.futures.Executor):  # runs nothing; records the order of submission
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def submit(self, fn, point):
+            submitted.append(point.index)
+            future = concurrent.futures.Future()
+            future.set_result("{}")
+            return future
+
+        def shutdown(self, wait=True, cancel_futures=False):
+            pass
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", Recording)
+    base = load_config({"name": "t", "seeds": 1, "model": {"depth": 2, "width": 8}})
+    plan = make_plan(base, cli_axes=["model.depth=10,40,20", "model.width=8,16"])
+    by_index = {p.index: p for p in plan.points}
+    backends.execute(plan.points, lambda point, text: None, workers=2)
+    dims = [(by_index[i].config["model"]["depth"], by_index[i].config["model"]["width"]) for i in submitted]
+    work = [d * w * w for d, w in dims]
+    assert sorted(submitted) == list(range(6)) and work == sorted(work, reverse=True)
+    assert dims[0] == (40, 16) and dims[-1] == (10, 8)
