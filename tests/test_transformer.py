@@ -102,13 +102,8 @@ def perturb_norms(model):
                 p.add_(0.3 * torch.randn_like(p))
 
 
-CASES = [(n, t, f) for n in ("pre", "post", "none") for t in ("layernorm", "rmsnorm") for f in ("gelu", "swiglu")]
-
-
-@pytest.mark.parametrize("norm,norm_type,ffn", CASES, ids=["-".join(c) for c in CASES])
-def test_sublayer_input_grads_match_autograd(norm, norm_type, ffn):
-    cfg = tiny(norm=norm, norm_type=norm_type, ffn=ffn, residual_scale=0.7)
-    model = build(cfg)
+def recorded_pass(model):
+    """Perturb the norms' weights, then one recorded forward/backward of loss <v, out>: (x, v, out, record)."""
     perturb_norms(model)
     x = torch.randn(B, T, C, dtype=torch.float64, requires_grad=True)
     v = torch.randn(B, T, C, dtype=torch.float64)
@@ -116,6 +111,17 @@ def test_sublayer_input_grads_match_autograd(norm, norm_type, ffn):
         out = model(x)
         (out * v).sum().backward()
         record = rec.collect()
+    return x, v, out, record
+
+
+CASES = [(n, t, f) for n in ("pre", "post", "none") for t in ("layernorm", "rmsnorm") for f in ("gelu", "swiglu")]
+
+
+@pytest.mark.parametrize("norm,norm_type,ffn", CASES, ids=["-".join(c) for c in CASES])
+def test_sublayer_input_grads_match_autograd(norm, norm_type, ffn):
+    cfg = tiny(norm=norm, norm_type=norm_type, ffn=ffn, residual_scale=0.7)
+    model = build(cfg)
+    x, v, out, record = recorded_pass(model)
     ref_out, ref_inputs = ref_forward(model, cfg, x)
     torch.testing.assert_close(out, ref_out, rtol=1e-10, atol=1e-12)
     ref_grads = torch.autograd.grad((ref_out * v).sum(), ref_inputs)
@@ -172,14 +178,8 @@ def test_grads_have_one_row_per_residual_connection_and_final_norm_params():
 def test_zero_out_makes_the_stack_the_identity(norm):
     cfg = tiny(norm=norm, ffn="swiglu", norm_type="rmsnorm", final_norm=False, init=dict(scheme="xavier", zero_out=True))
     model = build(cfg)
-    perturb_norms(model)
-    x = torch.randn(B, T, C, dtype=torch.float64, requires_grad=True)
-    v = torch.randn(B, T, C, dtype=torch.float64)
-    with Recorder(model) as rec:
-        out = model(x)
-        assert torch.equal(out, x)
-        (out * v).sum().backward()
-        record = rec.collect()
+    x, v, out, record = recorded_pass(model)
+    assert torch.equal(out, x)
     assert record.input_grad_norm == [v.norm().item()] * (2 * DEPTH)  # every sublayer gets exactly dL/dout
     for block in model.blocks:
         attn, ffn = block.attn_res.f, block.ffn_res.f
