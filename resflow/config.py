@@ -176,6 +176,11 @@ class DataConfig(_Strict):
     vocab: Optional[int] = Field(None, ge=1)  # data.input tokens: vocabulary size [256]
 
 
+TASK_NAMES = ("teacher", "sequence")  # the tasks live in resflow.tasks (checked against this list by a test)
+TASK_FOR_BLOCK = {"mlp": "teacher", "transformer": "sequence"}  # the task each block can train on
+SEQUENCE_DEFAULTS = dict(vocab=16, chain_temperature=0.5)
+
+
 class TrainConfig(_Strict):
     steps: int = Field(0, ge=0)  # optimizer steps; 0: measure at initialisation only (no training)
     optimizer: Literal["sgd", "adam", "adamw"] = "adam"
@@ -184,13 +189,23 @@ class TrainConfig(_Strict):
     warmup: int = Field(0, ge=0)  # steps of linear learning-rate warmup from lr/warmup up to lr
     batch_size: Optional[int] = Field(None, ge=1)  # None: data.batch_size
     record_every: Optional[int] = Field(None, ge=1)  # None: max(1, steps // 20); the last step is always recorded
-    task: Literal["teacher"] = "teacher"  # teacher: regress a fixed random network's outputs (MSE)
+    # teacher (mlp): regress a fixed random network's outputs (MSE); sequence (transformer): next-token
+    # prediction on a fixed random Markov chain (cross-entropy). Unset: the one model.block allows.
+    task: Optional[Literal[TASK_NAMES]] = None  # type: ignore[valid-type]
     eval_batches: int = Field(4, ge=0)  # held-out batches evaluated at every recorded step
+    vocab: Optional[int] = Field(None, ge=2)  # sequence: tokens (states of the chain) [16]
+    # sequence: each row of the transition matrix is softmax(N(0, 1) / chain_temperature) [0.5];
+    # lower is more predictable (a lower loss floor)
+    chain_temperature: Optional[float] = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _consistent(self):
         if self.steps and self.warmup > self.steps:
             raise ValueError(f"train.warmup: must be at most train.steps ({self.steps}), got {self.warmup}")
+        if self.task != "sequence":
+            for key in ("vocab", "chain_temperature"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"train.{key}: only for train.task: sequence (train.task is {self.task!r})")
         return self
 
 
@@ -212,15 +227,26 @@ class Config(_Strict):
     def _data_defaults(cls, data: Any) -> Any:
         if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
             return data
+        out = dict(data)
+        train = data.get("train", {})
+        if isinstance(train, dict):  # the task the block trains on, and the sequence task's defaults
+            train = dict(train)
+            if train.get("task") is None:
+                train["task"] = TASK_FOR_BLOCK.get(data["model"].get("block", "mlp"), "teacher")
+            if train["task"] == "sequence":
+                for key, value in SEQUENCE_DEFAULTS.items():
+                    if train.get(key) is None:
+                        train[key] = value
+            out["train"] = train
         section = data.get("data", {})
         if not isinstance(section, dict):
-            return data
+            return out
         section = dict(section)
         if data["model"].get("block") == "transformer" and section.get("seq_len") is None:
             section["seq_len"] = 32
         if section.get("input") == "tokens" and section.get("vocab") is None:
             section["vocab"] = 256
-        return {**data, "data": section}
+        return {**out, "data": section}
 
     @model_validator(mode="after")
     def _check_data(self) -> "Config":
@@ -237,6 +263,15 @@ class Config(_Strict):
             )
         if d.vocab is not None and d.input != "tokens":
             raise ValueError(f"data.vocab: only for data.input: tokens (data.input is {d.input!r})")
+        task = self.train.task
+        if task != TASK_FOR_BLOCK[m.block]:
+            allowed = TASK_FOR_BLOCK[m.block]
+            why = ("regresses vectors of width model.width; transformers take token sequences" if task == "teacher"
+                   else "needs a transformer (token sequences in, next-token logits out)")
+            raise ValueError(f"train.task: {task!r} {why}; with model.block: {m.block} use train.task: {allowed}")
+        if task == "sequence" and self.train.steps and d.input == "tokens":
+            raise ValueError("data.input: 'tokens' is not used by train.task: sequence, which draws its own tokens "
+                             "(train.vocab) and learns their embedding; drop data.input")
         return self
 
     @property

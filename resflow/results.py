@@ -32,7 +32,8 @@ GRADS_COLUMNS = [
 PARAMS_COLUMNS = ["variant", "seed", "step", "layer", "param", "grad_norm", "value_norm"]
 TRAIN_PARAMS_COLUMNS = ["update_ratio", "movement"]  # added to params.csv by training runs (train.steps > 0)
 TRAIN_COLUMNS = [  # train.csv: training runs only, one row per (variant, seed, step)
-    "variant", "seed", "step", "loss", "eval_loss", "grad_norm_total", "lr", "wall_time_s", *CONFIG_COLUMNS,
+    "variant", "seed", "step", "loss", "eval_loss", "grad_norm_total", "lr", "wall_time_s", "task_floor", "task_baseline",
+    *CONFIG_COLUMNS,
 ]
 SUMMARY_COLUMNS = [
     "variant", "seed", "step", "grad_first", "grad_last", "grad_ratio", "log10_grad_ratio",

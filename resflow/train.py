@@ -29,7 +29,7 @@ from resflow.recorder import Record, Recorder
 from resflow.results import (
     CONFIG_COLUMNS, PARAMS_COLUMNS, TRAIN_PARAMS_COLUMNS, RunResult, config_columns, grads_frame, params_frame, summary_frame, train_frame,
 )
-from resflow.tasks import TASKS, make_task
+from resflow.tasks import make_task
 
 OPTIMIZERS = {
     "sgd": torch.optim.SGD,
@@ -81,6 +81,8 @@ class SeedRun:
     rows: dict[str, list] = field(default_factory=lambda: {
         k: [] for k in ("step", "loss", "eval_loss", "grad_norm_total", "lr", "wall_time_s")
     })
+    floor: float = math.nan  # the task's lowest achievable loss, for this seed
+    baseline: float = math.nan  # the loss of the task's best constant prediction
 
 
 def _ratios(num: list[torch.Tensor], den: list[torch.Tensor]) -> list[float]:
@@ -111,7 +113,7 @@ def train_seed(cfg, seed: int, device: torch.device, on_step=None) -> SeedRun:
     row_param = [i for _, _, i in recorder._param_rows]
     initial = [p.detach().clone() for p in tracked]
     recorded = set(record_steps(t.steps, t.record_every))
-    out = SeedRun()
+    out = SeedRun(floor=float(task.floor), baseline=float(task.baseline))
     t0 = time.perf_counter()
 
     for step in range(t.steps + 1):
@@ -197,6 +199,7 @@ def _train(cfg, on_seed, on_step) -> RunResult:
     grads = {k: [] for k in ("variant", "seed", "step", "layer", "sublayer", "input_grad_norm", "activation_rms", "param_grad_norm")}
     params = {k: [] for k in (*PARAMS_COLUMNS, *TRAIN_PARAMS_COLUMNS)}
     train_rows: dict[str, list] = {k: [] for k in ("variant", "seed")}
+    floors, baselines = [], []
     for seed in cfg.seed_list:
         run = train_seed(cfg, seed, device, on_step)
         for step, rec, update_ratio, movement in run.records:
@@ -223,6 +226,10 @@ def _train(cfg, on_seed, on_step) -> RunResult:
         train_rows["seed"] += [seed] * n_steps
         for key, values in run.rows.items():
             train_rows.setdefault(key, []).extend(values)
+        train_rows.setdefault("task_floor", []).extend([run.floor] * n_steps)
+        train_rows.setdefault("task_baseline", []).extend([run.baseline] * n_steps)
+        floors.append(run.floor)
+        baselines.append(run.baseline)
         if on_seed is not None:
             on_seed(seed)
     for table in (grads, train_rows):
@@ -236,8 +243,8 @@ def _train(cfg, on_seed, on_step) -> RunResult:
         cfg, device, started, t0,
         train_steps=cfg.train.steps,
         task=cfg.train.task,
-        task_floor=TASKS[cfg.train.task].floor,  # the lowest achievable loss
-        task_baseline=TASKS[cfg.train.task].baseline,  # the loss of the best constant prediction
+        task_floor=floors,  # per seed: the lowest achievable loss
+        task_baseline=baselines,  # per seed: the loss of the best constant prediction
         record_steps=record_steps(cfg.train.steps, cfg.train.record_every),
     )
     return RunResult(

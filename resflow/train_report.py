@@ -64,14 +64,20 @@ def _median(s: pd.Series) -> float:
 
 
 def loss_summary(train: pd.DataFrame) -> pd.DataFrame:
-    """Per variant: loss and eval loss at the first and last step (medians over seeds)."""
+    """Per variant: loss and eval loss at the first and last step, the task's floor and baseline, and
+    how far the final eval loss is above the floor (medians over seeds; NaN where a column is absent)."""
     rows = []
     for variant, df in train.groupby("variant", sort=False):
         first, last = df["step"].min(), df["step"].max()
-        at = lambda step, col: _median(df.loc[df["step"] == step, col])  # noqa: E731
+        at = lambda step, col: _median(df.loc[df["step"] == step, col]) if col in df else math.nan  # noqa: E731
+        gap = (df.loc[df["step"] == last, "eval_loss"] - df.loc[df["step"] == last, "task_floor"]
+               if "task_floor" in df else pd.Series(dtype=float))
+        end = df.loc[df["step"] == last, "eval_loss"].astype(float)
         rows.append(dict(variant=variant, seeds=df["seed"].nunique(), steps=int(last),
                          loss_start=at(first, "loss"), loss_end=at(last, "loss"),
-                         eval_start=at(first, "eval_loss"), eval_end=at(last, "eval_loss")))
+                         eval_start=at(first, "eval_loss"), eval_end=at(last, "eval_loss"),
+                         eval_end_min=end.min(), eval_end_max=end.max(),
+                         floor=at(last, "task_floor"), baseline=at(last, "task_baseline"), above_floor=_median(gap)))
     return pd.DataFrame(rows)
 
 
@@ -117,23 +123,53 @@ def train_table(result, title: str = "") -> Table:
     return table
 
 
-def loss_table(result) -> Table:
-    table = Table(title="loss (median over seeds)", title_justify="left")
-    for col in ("variant", "steps", "loss start", "loss end", "eval start", "eval end"):
+def loss_table(result, title: str = "loss (median over seeds)") -> Table:
+    """One row per variant: loss and eval loss at start and end; with the task's floor and baseline
+    (train.csv's task_floor/task_baseline) also those and eval end − floor."""
+    stats = loss_summary(result.train)
+    floors = bool(stats["floor"].notna().any())
+    seeds = int(stats["seeds"].max()) if len(stats) else 1
+    table = Table(title=title, title_justify="left", caption_justify="left")
+    columns = ["variant", "steps", "loss start", "loss end", "eval start", "eval end"]
+    columns += ["min–max"] if seeds > 1 else []
+    columns += ["floor", "above floor", "constant"] if floors else []
+    for col in columns:
         table.add_column(col, justify="right" if col != "variant" else "left")
-    for _, r in loss_summary(result.train).iterrows():
-        table.add_row(str(r["variant"]), str(r["steps"]), _g(r["loss_start"]), _g(r["loss_end"]),
-                      _g(r["eval_start"]), _g(r["eval_end"]))
+    for _, r in stats.iterrows():
+        cells = [str(r["variant"]), str(r["steps"]), _g(r["loss_start"]), _g(r["loss_end"]),
+                 _g(r["eval_start"]), _g(r["eval_end"])]
+        if seeds > 1:
+            cells.append(f"{_g(r['eval_end_min'])} – {_g(r['eval_end_max'])}")
+        if floors:
+            cells += [_g(r["floor"]), _g(r["above_floor"]), _g(r["baseline"])]
+        table.add_row(*cells)
+    notes = ["eval: held-out batches"]
+    if seeds > 1:
+        notes.append(f"min–max: of eval end over {seeds} seeds")
+    if floors:
+        notes += ["floor: the task's lowest achievable loss", "above floor: eval end − floor",
+                  "constant: the loss of the best constant prediction (a model that learnt nothing from its input)"]
+    table.caption = "; ".join(notes)
     return table
+
+
+def _task_refs(result, s: pd.Series) -> str:
+    """' (floor F, a constant prediction scores B)' from train.csv, or from an older meta.json."""
+    meta = result.meta or {}
+    floor, baseline = s.get("floor", math.nan), s.get("baseline", math.nan)
+    if (floor is None or math.isnan(floor)) and isinstance(meta.get("task_floor"), (int, float)):
+        floor, baseline = meta["task_floor"], meta.get("task_baseline")
+    if floor is None or math.isnan(floor):
+        return ""
+    return f" (floor {_g(floor)}, a constant prediction scores {_g(baseline)})"
 
 
 def train_headline(result) -> str:
     """One sentence: did the loss move, and how much did the first layer move against the last."""
     s = loss_summary(result.train).iloc[0]
-    meta = result.meta or {}
-    ref = (f" (floor {_g(meta['task_floor'])}, a constant prediction scores {_g(meta['task_baseline'])})"
-           if "task_floor" in meta else "")
+    ref = _task_refs(result, s)
     move = layer_movement(result.params).groupby("layer")["movement"].median()
+    move = move[move.index.isin(result.grads["layer"].unique())]  # blocks only (not a final norm at layer = depth)
     first, last = float(move.iloc[0]), float(move.iloc[-1])
     ratio = first / last if last > 0 else math.nan
     return (

@@ -1,0 +1,165 @@
+"""The `sequence` task (transformers): the chain's entropy rate against a closed form and an empirical
+estimate, learning down to that floor, bit-for-bit determinism, update ratios against a hand replay,
+train.csv's floor columns, and task/block mismatches as one-line errors."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from typer.testing import CliRunner
+
+from resflow.cli import app
+from resflow.config import TASK_NAMES, load_config
+from resflow.data import data_generator
+from resflow.experiment import run
+from resflow.models import build_model
+from resflow.tasks import TASKS, SequenceTask, entropy, entropy_rate, stationary
+
+runner = CliRunner()
+
+
+def tiny(*overrides, **kw):
+    base = dict(name="seq", seed=0, seeds=1, dtype="float64",
+                model=dict(block="transformer", depth=1, width=16, heads=2, ffn_mult=2, residual=True, norm="pre"),
+                data=dict(batch_size=16, seq_len=8),
+                train=dict(steps=10, lr=1e-2, eval_batches=2, vocab=6))
+    base.update(kw)
+    return load_config(base, list(overrides))
+
+
+def h(p: float) -> float:  # binary entropy in nats
+    return -p * math.log(p) - (1 - p) * math.log(1 - p)
+
+
+def test_task_registry_matches_config_names():
+    assert set(TASKS) == set(TASK_NAMES)
+
+
+def test_two_state_chain_closed_form():
+    # P = [[1-a, a], [b, 1-b]]: pi = (b, a)/(a+b), H = pi_0 h(a) + pi_1 h(b)
+    a, b = 0.1, 0.3
+    P = torch.tensor([[1 - a, a], [b, 1 - b]], dtype=torch.float64)
+    pi = (b / (a + b), a / (a + b))
+    np.testing.assert_allclose(stationary(P).numpy(), pi, rtol=1e-14)
+    assert entropy_rate(P) == pytest.approx(pi[0] * h(a) + pi[1] * h(b), rel=1e-14)
+    assert entropy(stationary(P)) == pytest.approx(h(pi[0]), rel=1e-14)
+    # a deterministic cycle: H = 0 (0 ln 0 = 0, no NaN); a uniform chain: H = ln V
+    assert entropy_rate(torch.roll(torch.eye(5, dtype=torch.float64), 1, dims=1)) == 0.0
+    assert entropy_rate(torch.full((7, 7), 1 / 7, dtype=torch.float64)) == pytest.approx(math.log(7), rel=1e-14)
+
+
+def test_entropy_rate_matches_an_empirical_estimate():
+    """-mean ln P(x_{t+1} | x_t) over sampled sequences estimates H; the sequences are independent, so the
+    spread of their means gives the standard error. Token frequencies at the first and last position
+    match pi (the chain starts, and stays, stationary)."""
+    cfg = tiny("train.vocab=8", "train.chain_temperature=0.4")
+    gen = data_generator(11)
+    task = SequenceTask(cfg, gen, torch.device("cpu"), torch.float64)
+    n, length = 4000, 40
+    x = task.sample(gen, n, length)
+    logp = torch.log(task.P)[x[:, :-1], x[:, 1:]]  # (n, length - 1)
+    per_seq = (-logp).mean(1).numpy()
+    se = per_seq.std(ddof=1) / math.sqrt(n)
+    assert abs(per_seq.mean() - task.floor) < 5 * se, (per_seq.mean(), task.floor, se)
+    assert task.floor < task.baseline < math.log(8)  # the chain is predictable; the baseline is H(pi)
+    pi = task.pi.numpy()
+    for pos in (0, length - 1):
+        freq = np.bincount(x[:, pos].numpy(), minlength=8) / n
+        assert np.all(np.abs(freq - pi) < 5 * np.sqrt(pi * (1 - pi) / n)), (pos, freq, pi)
+
+
+def test_loss_falls_to_the_floor():
+    cfg = tiny("train.steps=150", "train.record_every=50", "train.lr=0.01", "train.eval_batches=4", "data.batch_size=32")
+    tr = run(cfg).train
+    floor, ln_v = tr["task_floor"].iloc[0], math.log(6)
+    ev = tr["eval_loss"].dropna().to_numpy()
+    # logits start small (std ~ 1/sqrt(width)), so the first loss is near a uniform guess's ln V
+    assert ev[0] == pytest.approx(ln_v, abs=0.3)
+    assert floor < ln_v - 0.8  # an easy chain: a wide gap to learn across
+    assert ev[-1] - floor < 0.1, (ev, floor)  # ends near the floor ...
+    assert ev[-1] < ln_v - 0.7 and ev[-1] < tr["task_baseline"].iloc[0] - 0.5  # ... far below a guess or the unigram
+
+
+def test_sequence_training_is_bit_for_bit_and_leaves_the_global_rng_alone():
+    cfg = tiny("seeds=2", "dtype=float32", "train.record_every=3")
+    state = torch.get_rng_state()
+    a = run(cfg)
+    assert torch.equal(torch.get_rng_state(), state)  # init under fork_rng; task and embeddings from the data generator
+    b = run(cfg)
+    pd.testing.assert_frame_equal(a.train.drop(columns="wall_time_s"), b.train.drop(columns="wall_time_s"), check_exact=True)
+    pd.testing.assert_frame_equal(a.grads, b.grads, check_exact=True)
+    pd.testing.assert_frame_equal(a.params, b.params, check_exact=True)
+    floors = a.train.groupby("seed")["task_floor"].agg(["min", "max"])
+    assert (floors["min"] == floors["max"]).all() and floors["min"].nunique() == 2  # one chain per seed
+    assert a.meta["task_floor"] == floors["min"].tolist() and len(a.meta["task_baseline"]) == 2
+
+
+def test_transformer_update_ratio_matches_an_independent_replay():
+    """Replay by hand: same seed, the task's batches, Adam over every parameter, the loss written out;
+    snapshot one attention weight and the final norm around each update."""
+    cfg = tiny("train.steps=8", "train.record_every=3", "train.warmup=4")
+    p = run(cfg).params
+    torch.manual_seed(0)
+    stack = build_model(cfg.model, dtype=torch.float64)
+    gen = data_generator(0)
+    task = SequenceTask(cfg, gen, torch.device("cpu"), torch.float64)
+    model = task.wrap(stack)
+    for _ in range(cfg.train.eval_batches):
+        task.batch(gen, 16)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+    watched = {(0, "attn.q.weight"): stack.blocks[0].attn_res.f.q.weight, (1, "final_norm.weight"): stack.final_norm.weight}
+    for step in range(cfg.train.steps):
+        x, y = task.batch(gen, 16)
+        opt.zero_grad()
+        logits = stack(model.embed[x]) @ model.unembed.T  # (B, T, V)
+        F.cross_entropy(logits.reshape(-1, 6), y.reshape(-1)).backward()
+        before = {k: w.detach().clone() for k, w in watched.items()}
+        for g in opt.param_groups:
+            g["lr"] = cfg.train.lr * min(1.0, (step + 1) / 4)
+        opt.step()
+        for (layer, name), w in watched.items():
+            row = p[(p["step"] == step) & (p["layer"] == layer) & (p["param"] == name)]
+            if step % 3:
+                assert row.empty
+                continue
+            want = ((w.detach() - before[(layer, name)]).norm() / before[(layer, name)].norm()).item()
+            assert want > 0 and row["update_ratio"].item() == pytest.approx(want, rel=1e-9), (step, name)
+
+
+def test_teacher_rows_get_floor_and_baseline_too():
+    cfg = load_config(dict(name="m", dtype="float64", model=dict(depth=2, width=4), data=dict(batch_size=8),
+                           train=dict(steps=3, eval_batches=1)))
+    tr = run(cfg).train
+    assert cfg.train.task == "teacher"  # the default for an mlp
+    assert (tr["task_floor"] == 0.0).all() and (tr["task_baseline"] == 1.0).all()
+
+
+@pytest.mark.parametrize("config, setting, needles", [
+    ("pre-norm", "train.task=teacher", ["train.task: 'teacher'", "use train.task: sequence"]),
+    ("deep50", "train.task=sequence", ["train.task: 'sequence'", "use train.task: teacher"]),
+    ("deep50", "train.vocab=8", ["train.vocab: only for train.task: sequence"]),
+    ("pre-norm", "train.vocab=1", ["train.vocab", "greater than or equal to 2"]),
+    ("pre-norm", "train.chain_temperature=0", ["train.chain_temperature"]),
+    ("pre-norm", "data.input=tokens", ["data.input: 'tokens' is not used by train.task: sequence"]),
+])
+def test_task_settings_are_one_line_errors(tmp_path, config, setting, needles):
+    result = runner.invoke(app, ["run", config, "--out", str(tmp_path / "r"), "--set", "train.steps=5", "--set", setting])
+    assert result.exit_code == 2
+    err = result.stderr.strip()
+    assert len(err.splitlines()) == 1 and all(n in err for n in needles), err
+    assert not (tmp_path / "r").exists()
+
+
+def test_cli_sequence_run_reports_the_floor(tmp_path):
+    out = tmp_path / "r"
+    args = ["run", "pre-norm", "--out", str(out), "--no-plots", "--set", "model.depth=1", "--set", "model.width=16",
+            "--set", "data.seq_len=8", "--set", "data.batch_size=8", "--set", "train.steps=4"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    tr = pd.read_csv(out / "train.csv")
+    floor = tr["task_floor"].iloc[0]
+    assert "floor" in result.output and f"floor {floor:.3g}" in result.output
+
