@@ -330,7 +330,8 @@ def sweep(
     console.print(sweep_table(done.result.summary, plan.columns, title=title, grads=done.result.grads, width=console.width))
     for line in depth_story(done.result.summary, plan.columns):
         console.print(line, markup=False)
-    console.print(f"wrote {out}/ (grads.csv, params.csv, summary.csv, config.yaml, meta.json{figs}; points/ per point)", markup=False)
+    train = "train.csv, " if done.result.train is not None else ""
+    console.print(f"wrote {out}/ ({train}grads.csv, params.csv, summary.csv, config.yaml, meta.json{figs}; points/ per point)", markup=False)
 
 
 def _write_figures(result, directory: Path) -> str:
@@ -363,7 +364,8 @@ def compare(
     """Run configs side by side: one row per layer, one gradient column per config."""
     from resflow.compare import load_refs, run_compare
     from resflow.results import check_out_dir, write_run
-    from resflow.sweep_report import compare_headline, compare_profiles, compare_table
+    from resflow.sweep_report import compare_headline, compare_profiles, compare_table, compare_title
+    from resflow.train_report import loss_table
 
     overrides = list(set_) + ([f"seeds={seeds}"] if seeds is not None else [])
     configs = load_refs(refs, overrides)
@@ -372,11 +374,14 @@ def compare(
     result = run_compare(configs, workers=workers)
     write_run(result, out, force, extra=None if no_plots else _figure_writer(result))
     console = stdout()
-    console.print(compare_table(result.grads, title="compare: " + " vs ".join(configs), width=console.width))
+    console.print(compare_table(result.grads, title=compare_title(list(configs), result.grads), width=console.width))
     console.print(compare_profiles(result.grads))
     console.print(compare_headline(result.summary), markup=False)
+    train = "train.csv, " if result.train is not None else ""
+    if train:
+        console.print(loss_table(result, title="loss (median over seeds)"))
     figs = "" if no_plots else "".join(", " + p.name for p in sorted(out.glob("*.png")))
-    console.print(f"wrote {out}/ (grads.csv, params.csv, summary.csv, config.yaml, meta.json{figs})", markup=False)
+    console.print(f"wrote {out}/ ({train}grads.csv, params.csv, summary.csv, config.yaml, meta.json{figs})", markup=False)
 
 
 @app.command()

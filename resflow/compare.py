@@ -59,4 +59,5 @@ def run_compare(configs: dict[str, Config], workers: int | None = None):
         command=" ".join(sys.argv),
     )
     config = {"compare": {name: cfg.to_dict() for name, cfg in configs.items()}}
-    return RunResult(grads=frames["grads"], params=frames["params"], summary=frames["summary"], config=config, meta=meta)
+    return RunResult(grads=frames["grads"], params=frames["params"], summary=frames["summary"], config=config, meta=meta,
+                     train=frames["train"])

@@ -487,7 +487,9 @@ def heatmap_figure(summary: pd.DataFrame, x_key: str, y_key: str, title: str = "
 
 def loss_figure(train: pd.DataFrame, title: str = "", caption: str = "") -> Figure:
     """Training loss against step, one line per variant (median over seeds, min–max band), eval loss
-    dashed with markers where recorded; log y when every loss is positive."""
+    dashed with markers where recorded, the task's floor dotted (when positive); log y when every value
+    is positive and they span more than a decade, else linear (a loss going from 2.8 to 1.6 would be a
+    sliver of a two-decade log axis)."""
     fig = new_figure()
     ax = fig.add_subplot()
     variants = list(train["variant"].unique())
@@ -508,9 +510,16 @@ def loss_figure(train: pd.DataFrame, title: str = "", caption: str = "") -> Figu
                 ax.fill_between(steps, st["min"].to_numpy(), st["max"].to_numpy(), color=color, alpha=0.2, linewidth=0)
             _mark_unplottable(ax, steps, st["median"].to_numpy(), st["n_bad"].to_numpy(), color, first=i == 0)
             drawn += [st["median"], st["min"], st["max"]]
+    if "task_floor" in train.columns:  # the lowest achievable loss, dotted (one line per distinct value)
+        floors = train.groupby("variant", sort=False)["task_floor"].median().dropna()
+        for k, floor in enumerate(sorted(set(floors.round(12)))):
+            if floor > 0:  # a floor of 0 (teacher) has no place on a log axis
+                ax.axhline(floor, color="0.35", linestyle=":", linewidth=1.1, gid=f"floor:{floor!r}",
+                           label="task floor (lowest achievable loss)" if k == 0 else None)
+                drawn.append(np.array([floor]))
     values = np.concatenate([np.asarray(d, dtype=float) for d in drawn]) if drawn else np.array([])
     finite = values[np.isfinite(values)]
-    if finite.size and (finite > 0).all():
+    if finite.size and (finite > 0).all() and finite.max() > 10 * finite.min():
         set_log_axis(ax, *log_limits(finite))
         ax.set_ylabel("loss (log scale)")
     else:

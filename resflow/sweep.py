@@ -38,7 +38,7 @@ from resflow.errors import ConfigError, Interrupted, ResflowError
 POINTS_DIR = "points"
 PLAN_FILE = "plan.json"  # written first: marks a (possibly unfinished) sweep dir and what it will hold
 NOT_SWEEPABLE = ("name", "sweep")
-TABLES = ("grads", "params", "summary")
+TABLES = ("grads", "params", "summary", "train")  # train: training points only (train.steps > 0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,6 +271,8 @@ def run_point(point: Point) -> str:
     payload = {"index": point.index, "hash": point.hash, "variant": point.variant}
     for name in TABLES:
         df = getattr(result, name)
+        if df is None:  # no train table when measuring at initialisation
+            continue
         rows = df.to_dict("list")
         n = len(df)
         rows["variant"] = [point.variant] * n
@@ -373,14 +375,17 @@ def assemble(out: Path, plan: Plan):
 
 
 def tables(payloads: list[dict], columns: list[str]) -> dict:
-    """grads/params/summary DataFrames from points' payloads (in the order given)."""
+    """grads/params/summary DataFrames from points' payloads (in the order given), and `train` (None
+    unless some point trained: then train.csv's rows of every training point)."""
     import pandas as pd
 
-    from resflow.results import grads_frame, params_frame, summary_frame
+    from resflow.results import grads_frame, params_frame, summary_frame, train_frame
 
     rows: dict[str, dict[str, list]] = {name: {} for name in TABLES}
     for payload in payloads:
         for name in TABLES:
+            if name not in payload:  # a point that did not train has no train rows
+                continue
             table = rows[name]
             part = payload[name]
             n = len(next(iter(part.values()), []))
@@ -392,9 +397,10 @@ def tables(payloads: list[dict], columns: list[str]) -> dict:
         "grads": grads_frame(rows["grads"]),
         "params": params_frame(rows["params"]),
         "summary": summary_frame(pd.DataFrame(rows["summary"])),
+        "train": train_frame(rows["train"]) if rows["train"] else None,
     }
     for name, df in frames.items():  # the swept columns after the schema's columns, in axis order
-        extra = [c for c in columns if c in df.columns]
+        extra = [c for c in columns if df is not None and c in df.columns]
         frames[name] = df[[c for c in df.columns if c not in extra] + extra] if extra else df
     return frames
 
@@ -490,7 +496,7 @@ def run_sweep(
         command=" ".join(sys.argv),
     )
     result = RunResult(grads=frames["grads"], params=frames["params"], summary=frames["summary"],
-                       config=plan.config_yaml(), meta=meta, path=out)
+                       config=plan.config_yaml(), meta=meta, path=out, train=frames["train"])
     write_files(result, out)
     return SweepRun(result, plan, skipped=len(done), ran=len(todo))
 

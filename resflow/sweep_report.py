@@ -21,6 +21,7 @@ from resflow.report import (
     BAR_HI, BAR_LO, SPARK_WIDTH, fmt, headline, log_bar, run_table, shown_rows, site_stats, sparkline,
 )
 from resflow.theory_overlay import comparison_line, log_ratio_error
+from resflow.train_report import loss_table
 
 FLAG_STYLE = {"vanishing": "yellow", "exploding": "red", "non-finite": "bold red"}
 
@@ -38,10 +39,18 @@ def _cell(value) -> str:
     return str(value)
 
 
+def last_step(df: pd.DataFrame) -> pd.DataFrame:
+    """Each variant's rows at its last recorded step (training results have several; measurements: step 0)."""
+    if "step" not in df.columns or df.empty:
+        return df
+    return df[df["step"] == df.groupby("variant", sort=False)["step"].transform("max")]
+
+
 def point_stats(summary: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """One row per point (variant), in order: swept values, median/min/max ratio, median gain, seeds."""
+    """One row per point (variant), in order: swept values, median/min/max ratio, median gain, seeds;
+    at each point's last step (the step the tables show)."""
     rows = []
-    for variant, g in summary.groupby("variant", sort=False):
+    for variant, g in last_step(summary).groupby("variant", sort=False):
         ratio = g["grad_ratio"].to_numpy(dtype=float)
         row = {c: g[c].iloc[0] for c in columns if c in g}
         row.update(variant=variant, ratio=_median(ratio), ratio_min=float(np.min(ratio)), ratio_max=float(np.max(ratio)),
@@ -247,7 +256,7 @@ def compare_profiles(grads: pd.DataFrame) -> Table:
 
 def compare_headline(summary: pd.DataFrame) -> str:
     """Which config keeps the first-layer gradient closest to the last-layer one (|log10 ratio| least)."""
-    rows = [(v, _median(g["grad_ratio"])) for v, g in summary.groupby("variant", sort=False)]
+    rows = [(v, _median(g["grad_ratio"])) for v, g in last_step(summary).groupby("variant", sort=False)]
     def distance(item):
         r = item[1]
         return abs(math.log10(r)) if r > 0 and math.isfinite(r) else math.inf
@@ -271,9 +280,17 @@ def renderables(result, width: int | None = None) -> list:
         return [sweep_table(result.summary, columns, title=f"{name} sweep: {len(result.summary['variant'].unique())} points",
                             grads=result.grads, width=width),
                 *depth_story(result.summary, columns)]
+    trained = [loss_table(result)] if getattr(result, "train", None) is not None and len(result.train) else []
     if kind == "compare":
         refs = meta.get("refs") or list(dict.fromkeys(result.grads["variant"]))
-        return [compare_table(result.grads, width=width, title="compare: " + " vs ".join(refs)), compare_profiles(result.grads),
-                compare_headline(result.summary)]
+        return [compare_table(result.grads, width=width, title=compare_title(refs, result.grads)), compare_profiles(result.grads),
+                compare_headline(result.summary), *trained]
     return [run_table(result.grads, title=str(result.grads["variant"].iloc[0])), headline(result.grads),
-            comparison_line(result.summary, meta.get("theory", ""))]
+            comparison_line(result.summary, meta.get("theory", "")), *trained]
+
+
+def compare_title(refs: list[str], grads: pd.DataFrame) -> str:
+    """'compare: a vs b', and the step the gradients are from when the configs trained."""
+    steps = sorted(set(last_step(grads)["step"])) if "step" in grads.columns else [0]
+    at = f" (‖∂loss/∂x‖ after training: step {', '.join(str(int(s)) for s in steps)})" if steps != [0] else ""
+    return "compare: " + " vs ".join(refs) + at

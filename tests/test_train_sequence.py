@@ -163,3 +163,58 @@ def test_cli_sequence_run_reports_the_floor(tmp_path):
     floor = tr["task_floor"].iloc[0]
     assert "floor" in result.output and f"floor {floor:.3g}" in result.output
 
+
+def test_compare_of_training_configs_writes_train_csv_table_and_loss_plot(tmp_path):
+    """Two tiny training configs (pre-LN, post-LN) through `resflow compare`: train.csv holds both
+    variants, each equal to a direct run of its config; the loss table and the loss figure cover both."""
+    for name, norm in (("pre", "pre"), ("post", "post")):
+        (tmp_path / f"{name}.yaml").write_text(
+            "dtype: float64\nmodel: {block: transformer, depth: 1, width: 8, heads: 2, ffn_mult: 2, residual: true, "
+            f"norm: {norm}}}\ndata: {{batch_size: 4, seq_len: 6}}\n"
+            "train: {steps: 6, lr: 0.01, record_every: 3, eval_batches: 1, vocab: 5}\n")
+    refs = [str(tmp_path / "pre.yaml"), str(tmp_path / "post.yaml")]
+    out = tmp_path / "c"
+    result = runner.invoke(app, ["compare", *refs, "--set", "seeds=2", "--workers", "1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    tr = pd.read_csv(out / "train.csv")
+    assert list(dict.fromkeys(tr["variant"])) == ["pre", "post"] and len(tr) == 2 * 2 * 7
+    for name, ref in zip(("pre", "post"), refs):
+        direct = run(load_config(ref, ["seeds=2"])).train.drop(columns="wall_time_s")
+        mine = tr[tr["variant"] == name].drop(columns="wall_time_s").reset_index(drop=True)
+        pd.testing.assert_frame_equal(mine, direct, check_exact=True, check_dtype=False)
+    # the loss table: one row per variant, its end loss the median over seeds at the last step
+    for name in ("pre", "post"):
+        last = tr[(tr["variant"] == name) & (tr["step"] == 6)]
+        table = result.output[result.output.index("loss (median over seeds)"):]
+        row = next(line for line in table.splitlines() if line.strip("│ ").startswith(f"{name} "))
+        assert f"{np.median(last['eval_loss']):.3g}" in row and f"{np.median(last['task_floor']):.3g}" in row, row
+    assert "above floor" in result.output and "train.csv" in result.output
+    assert {"loss.png", "steps.png", "profile.png"} <= {p.name for p in out.iterdir()}
+    # the gradient table is at the last step, and says so
+    assert "after training: step 6" in result.output
+    shown = runner.invoke(app, ["show", str(out)])
+    assert shown.exit_code == 0 and "above floor" in shown.output
+
+
+def test_loss_figure_has_one_line_per_variant_and_the_floor():
+    from resflow.plots import loss_figure
+
+    rows = [dict(variant=v, seed=s, step=t, loss=2.8 - t / 100 * (1 if v == "a" else 0.5), eval_loss=np.nan,
+                 task_floor=1.6 + 0.01 * s, task_baseline=2.6) for v in ("a", "b") for s in range(2) for t in range(0, 101, 10)]
+    ax = loss_figure(pd.DataFrame(rows)).axes[0]
+    gids = [ln.get_gid() for ln in ax.get_lines()]
+    assert [g for g in gids if g.startswith("loss:")] == ["loss:a", "loss:b"]
+    floor = [ln for ln in ax.get_lines() if ln.get_gid().startswith("floor:")]
+    assert len(floor) == 1 and floor[0].get_ydata()[0] == pytest.approx(1.605)  # median over seeds
+    assert ax.get_yscale() == "linear"  # 1.6 … 2.8: less than a decade
+
+
+def test_sweep_of_a_training_config_writes_train_csv(tmp_path):
+    from resflow.sweep import make_plan, run_sweep
+
+    plan = make_plan(tiny("train.steps=3", "train.eval_batches=1"), (), ["model.norm=pre,post", "model.depth=1"])
+    result = run_sweep(plan, tmp_path / "s", workers=1).result
+    tr = pd.read_csv(tmp_path / "s" / "train.csv")
+    assert list(dict.fromkeys(tr["variant"])) == [p.variant for p in plan.points] and len(tr) == 2 * 4
+    assert tr["norm"].tolist() == ["pre"] * 4 + ["post"] * 4
+    assert result.train is not None and (result.summary["step"] == 3).sum() == 2
