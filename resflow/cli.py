@@ -239,7 +239,7 @@ def _train(cfg, out: Path, force: bool, no_plots: bool) -> None:
     with LiveView(console, cfg.name) as view:
         result = run_experiment(cfg, on_step=view.update)
     write_run(result, out, force, extra=None if no_plots else _figure_writer(result))
-    console.print(loss_table(result))
+    console.print(loss_table(result, width=console.width))
     console.print(train_table(result, title=_title(cfg)))
     console.print(train_headline(result), markup=False)
     figs = "" if no_plots else ", " + ", ".join(p.name for p in sorted(out.glob("*.png")))
@@ -379,7 +379,7 @@ def compare(
     console.print(compare_headline(result.summary), markup=False)
     train = "train.csv, " if result.train is not None else ""
     if train:
-        console.print(loss_table(result, title="loss (median over seeds)"))
+        console.print(loss_table(result, width=console.width))
     figs = "" if no_plots else "".join(", " + p.name for p in sorted(out.glob("*.png")))
     console.print(f"wrote {out}/ ({train}grads.csv, params.csv, summary.csv, config.yaml, meta.json{figs})", markup=False)
 

@@ -280,7 +280,7 @@ def renderables(result, width: int | None = None) -> list:
         return [sweep_table(result.summary, columns, title=f"{name} sweep: {len(result.summary['variant'].unique())} points",
                             grads=result.grads, width=width),
                 *depth_story(result.summary, columns)]
-    trained = [loss_table(result)] if getattr(result, "train", None) is not None and len(result.train) else []
+    trained = [loss_table(result, width=width)] if getattr(result, "train", None) is not None and len(result.train) else []
     if kind == "compare":
         refs = meta.get("refs") or list(dict.fromkeys(result.grads["variant"]))
         return [compare_table(result.grads, width=width, title=compare_title(refs, result.grads)), compare_profiles(result.grads),

@@ -18,7 +18,9 @@ from resflow.report import fmt, shown_rows
 
 
 def _g(value) -> str:
-    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else fmt(float(value))
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return "0" if float(value) == 0 else fmt(float(value))  # a floor of exactly 0, not 0.00e+00
 
 
 class LiveView:
@@ -123,28 +125,53 @@ def train_table(result, title: str = "") -> Table:
     return table
 
 
-def loss_table(result, title: str = "loss (median over seeds)") -> Table:
-    """One row per variant: loss and eval loss at start and end; with the task's floor and baseline
-    (train.csv's task_floor/task_baseline) also those and eval end − floor."""
+def loss_table(result, title: str = "loss (median over seeds)", width: int | None = None) -> Table:
+    """One row per variant: loss and eval loss at start and end; with several seeds the spread of the
+    final eval loss; with the task's floor and baseline (train.csv's task_floor/task_baseline) those
+    and eval end − floor. `width`: the terminal's; the training-batch loss columns are dropped first
+    (then the spread) when the table would not fit, never a variant's name."""
     stats = loss_summary(result.train)
+    seeds = int(stats["seeds"].max()) if len(stats) else 1
+    for batch_loss, spread in ((True, seeds > 1), (False, seeds > 1), (False, False)):
+        table = _loss_table(stats, title, batch_loss, spread)
+        if width is None or _natural_width(table) <= width:
+            break
+    if not batch_loss:
+        table.caption += "; on a wider terminal also: " + ", ".join(
+            ["loss start/end (training batch)"] + (["min–max"] if seeds > 1 and not spread else []))
+    return table
+
+
+def _natural_width(table: Table) -> int:
+    from rich.console import Console
+
+    console = Console(width=10_000)
+    return table.__rich_measure__(console, console.options).maximum
+
+
+def _loss_table(stats: pd.DataFrame, title: str, batch_loss: bool, spread: bool) -> Table:
     floors = bool(stats["floor"].notna().any())
     seeds = int(stats["seeds"].max()) if len(stats) else 1
     table = Table(title=title, title_justify="left", caption_justify="left")
-    columns = ["variant", "steps", "loss start", "loss end", "eval start", "eval end"]
-    columns += ["min–max"] if seeds > 1 else []
+    columns = ["variant", "steps"] + (["loss start", "loss end"] if batch_loss else []) + ["eval start", "eval end"]
+    columns += ["min–max"] if spread else []
     columns += ["floor", "above floor", "constant"] if floors else []
     for col in columns:
-        table.add_column(col, justify="right" if col != "variant" else "left")
+        if col == "variant":  # never cut a variant's name: the other columns are short numbers
+            table.add_column(col, min_width=max([len(str(v)) for v in stats["variant"]] + [7]))
+        else:
+            table.add_column(col, justify="right")
     for _, r in stats.iterrows():
-        cells = [str(r["variant"]), str(r["steps"]), _g(r["loss_start"]), _g(r["loss_end"]),
-                 _g(r["eval_start"]), _g(r["eval_end"])]
-        if seeds > 1:
+        cells = [str(r["variant"]), str(r["steps"])]
+        cells += [_g(r["loss_start"]), _g(r["loss_end"])] if batch_loss else []
+        cells += [_g(r["eval_start"]), _g(r["eval_end"])]
+        if spread:
             cells.append(f"{_g(r['eval_end_min'])} – {_g(r['eval_end_max'])}")
         if floors:
             cells += [_g(r["floor"]), _g(r["above_floor"]), _g(r["baseline"])]
         table.add_row(*cells)
     notes = ["eval: held-out batches"]
-    if seeds > 1:
+    if spread:
         notes.append(f"min–max: of eval end over {seeds} seeds")
     if floors:
         notes += ["floor: the task's lowest achievable loss", "above floor: eval end − floor",

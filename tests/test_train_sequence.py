@@ -218,3 +218,25 @@ def test_sweep_of_a_training_config_writes_train_csv(tmp_path):
     assert list(dict.fromkeys(tr["variant"])) == [p.variant for p in plan.points] and len(tr) == 2 * 4
     assert tr["norm"].tolist() == ["pre"] * 4 + ["post"] * 4
     assert result.train is not None and (result.summary["step"] == 3).sum() == 2
+
+
+def test_loss_table_fits_the_terminal_without_cutting_names():
+    from rich.console import Console
+
+    from resflow.results import RunResult
+    from resflow.train_report import loss_table
+
+    rows = [dict(variant=v, seed=s, step=t, loss=2.0 - t, eval_loss=1.9 - t, task_floor=0.5, task_baseline=1.5)
+            for v in ("a-rather-long-variant-name", "b") for s in (0, 1) for t in (0, 1)]
+    result = RunResult(grads=pd.DataFrame(), params=pd.DataFrame(), summary=pd.DataFrame(), train=pd.DataFrame(rows))
+
+    def text(width):
+        console = Console(width=width, record=True)
+        console.print(loss_table(result, width=width))
+        return console.export_text()
+
+    wide, narrow = text(200), text(110)  # natural widths here: 131 with everything, 107 without loss start/end
+    header = lambda out: next(line for line in out.splitlines() if "variant" in line)  # noqa: E731
+    assert "loss start" in header(wide) and "on a wider terminal" not in wide
+    assert "loss start" not in header(narrow) and "on a wider terminal also: loss start/end" in " ".join(narrow.split())
+    assert "a-rather-long-variant-name" in narrow and "min–max" in header(narrow) and "above floor" in header(narrow)
