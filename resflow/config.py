@@ -231,8 +231,9 @@ class Config(_Strict):
         train = data.get("train", {})
         if isinstance(train, dict):  # the task the block trains on, and the sequence task's defaults
             train = dict(train)
-            if train.get("task") is None:
-                train["task"] = TASK_FOR_BLOCK.get(data["model"].get("block", "mlp"), "teacher")
+            block = data["model"].get("block", "mlp")
+            if train.get("task") is None:  # an invalid block is reported by model.block's own check
+                train["task"] = TASK_FOR_BLOCK.get(block, "teacher") if isinstance(block, str) else "teacher"
             if train["task"] == "sequence":
                 for key, value in SEQUENCE_DEFAULTS.items():
                     if train.get(key) is None:
