@@ -62,10 +62,23 @@ BLOCKS = {"mlp": _mlp, "transformer": _transformer}
 
 
 def estimate(cfg) -> Estimate:
-    params, acts, sites, keys = BLOCKS[cfg.model.block](cfg.model, cfg.data)
+    """Training (train.steps > 0) runs at train.batch_size, keeps W_0 (for `movement`), the previous
+    weights (for `update_ratio`), their differences and the optimizer's state (Adam: two moments), and
+    has result rows at every recorded step."""
+    data, copies, recorded = cfg.data, 2, 1  # weights + gradients; one measurement
+    train = getattr(cfg, "train", None)
+    if train is not None and train.steps:
+        if train.batch_size:
+            data = data.model_copy(update={"batch_size": train.batch_size})
+        # + W_0 and W_prev, + the differences taken for movement/update_ratio (measured: ~8 copies with Adam)
+        copies = 2 + 2 + 2 + (2 if train.optimizer in ("adam", "adamw") else 0)
+        recorded = len(range(0, train.steps, train.record_every or max(1, train.steps // 20))) + 1
+    params, acts, sites, keys = BLOCKS[cfg.model.block](cfg.model, data)
+    if data is not cfg.data:
+        keys = {**keys, "activations": keys["activations"].replace("data.batch_size", "train.batch_size")}
     b = BYTES[cfg.dtype]
-    return Estimate(params=2 * params * b, activations=acts * b, rows=cfg.seeds * sites * ROW_BYTES,
-                    keys={**keys, "rows": "seeds"})
+    return Estimate(params=copies * params * b, activations=acts * b, rows=cfg.seeds * sites * recorded * ROW_BYTES,
+                    keys={**keys, "rows": "seeds" if recorded == 1 else "seeds (or train.record_every)"})
 
 
 def parse_size(text: str) -> int | None:

@@ -184,7 +184,11 @@ import os
 run(load_config({"model": {"depth": 2, "width": 4}}))
 # the resident size now (not the peak so far: importing torch can peak above the steady state)
 base = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-run(cfg)
+if cfg.train.steps:
+    from resflow.train import train
+    train(cfg)
+else:
+    run(cfg)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps([peak - base, estimate(cfg).total]))
 """
@@ -198,6 +202,26 @@ def test_memory_estimate_is_within_a_factor_of_two_of_the_measured_peak(cli_env)
                           text=True, timeout=300)
     measured, estimated = json.loads(proc.stdout)
     assert 0.5 <= estimated / measured <= 2.0, (measured, estimated)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss in kB is Linux's")
+def test_training_memory_estimate_counts_optimizer_state_and_train_batch(cli_env):
+    """Adam training keeps ~8 copies of the weights (weights, grads, W_0, previous W, the differences,
+    two moments):
+    the estimate against the peak RSS, and train.batch_size (not data.batch_size) sizes activations."""
+    from resflow.config import load_config
+    from resflow.memory import estimate
+
+    cfg = {"model": {"depth": 40, "width": 512}, "data": {"batch_size": 4},
+           "train": {"steps": 2, "optimizer": "adam", "batch_size": 16, "eval_batches": 1}}
+    proc = subprocess.run([sys.executable, "-c", MEASURE, json.dumps(cfg)], env=cli_env, capture_output=True,
+                          text=True, timeout=300)
+    measured, estimated = json.loads(proc.stdout)
+    assert 0.5 <= estimated / measured <= 2.0, (measured, estimated)
+    est = estimate(load_config(cfg))
+    assert est.params == 8 * 40 * (512 * 512 + 512) * 4
+    at_init = estimate(load_config({**cfg, "train": {"steps": 0}}))
+    assert est.activations == 4 * at_init.activations  # batch 16 for training against data.batch_size 4
 
 
 def test_a_demo_into_a_dir_another_process_is_writing_is_refused(tmp_path):
