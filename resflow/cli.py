@@ -126,6 +126,16 @@ def _silence_stdout() -> None:
         pass
 
 
+def _load_torch() -> None:
+    """Import torch with Ctrl-C/SIGTERM held back until it is done: an interrupt in the middle of
+    torch's import leaves it half-initialised, and the interpreter can then abort (SIGABRT) on its way
+    out instead of exiting 130. The signal acts as soon as the import is complete."""
+    from resflow.signals import deferred
+
+    with deferred():
+        import torch  # noqa: F401
+
+
 def _crash_report(err: BaseException) -> str:
     """Write the traceback (and the command) to a file in the temp dir; return its path."""
     import tempfile
@@ -182,6 +192,7 @@ def run(
     check_memory(cfg)
     with results_lock(out, note=lambda text: stderr().print(text, markup=False)):
         check_out_dir(out, force)  # again, now that no other resflow can be writing it
+        _load_torch()
         if cfg.train.steps:
             return _train(cfg, out, force, no_plots)
 
@@ -283,6 +294,7 @@ def demo(
     if which in (DemoName.all, DemoName.chain):
         print_chain(console)
     if which in (DemoName.all, DemoName.tanh50):
+        _load_torch()
         print_tanh50(console, seeds=seeds, out=out, force=force)
 
 
@@ -321,6 +333,8 @@ def sweep(
     err = stderr()
     err.print(f"sweep {base.name}: {len(plan.points)} points × {base.seeds} seeds; {plan.describe()}", markup=False)
     check_plan_memory(plan, workers)
+    if backend == Backend.local:
+        _load_torch()
     with results_lock(out, note=lambda text: err.print(text, markup=False)), SweepProgress(err) as progress:
         done = run_sweep(plan, out, workers=workers, backend=backend.value, ray_address=ray_address, resume=resume,
                          force=force, on_start=progress.start, on_point=progress.advance, resume_hint=hint)
@@ -371,6 +385,7 @@ def compare(
     configs = load_refs(refs, overrides)
     out = out or Path("results") / ("compare-" + "-vs-".join(configs))
     check_out_dir(out, force)
+    _load_torch()
     result = run_compare(configs, workers=workers)
     write_run(result, out, force, extra=None if no_plots else _figure_writer(result))
     console = stdout()
