@@ -1,11 +1,12 @@
 """Per-site measurements from hooks, handed back as plain Python floats.
 
 Knows nothing of YAML or files. Inside `with Recorder(model) as rec:` a forward pre-hook on each
-site's module keeps that site's input x_l and puts a *tensor* hook on it (cheaper than full module
-backward hooks, and safe with in-place ops); after `loss.backward()`, `rec.collect()` turns
-everything into floats in one device->host transfer. Hooks are removed on exit, even on error.
+site's module measures that site's input x_l and puts a *tensor* hook on it (cheaper than full
+module backward hooks, and safe with in-place ops), which measures dloss/dx_l in the backward pass;
+after `loss.backward()`, `rec.collect()` turns everything into floats in one device->host transfer.
+Hooks are removed on exit, even on error.
 
-Quantities (one small function each):
+Quantities (one small function each, or one fused norm call):
     input_grad_norm  ||dloss/dx_l||_2 over the whole batch, x_l the input of site l
     activation_rms   sqrt(mean(x_l^2))
     param_grad_norm  ||dloss/dtheta_l||_2 over the site's parameters (a shared parameter: its total grad)
@@ -15,6 +16,7 @@ Quantities (one small function each):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import weakref
 from functools import partial
 
 import torch
@@ -37,10 +39,6 @@ class Record:
     param_value: list[float] = field(default_factory=list)
 
 
-def input_grad_norms(grads: list[torch.Tensor]) -> list[torch.Tensor]:
-    return list(torch._foreach_norm(grads))
-
-
 def activation_rms(norms: torch.Tensor, numels: torch.Tensor) -> torch.Tensor:
     """sqrt(mean(x^2)) from ||x|| (a vector of norms) and sqrt(numel) (a matching vector)."""
     return norms / numels
@@ -57,13 +55,24 @@ def group_norms(norms: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
 
 
 class Recorder:
-    """Attach on enter, remove on exit; `collect()` after each backward, `reset()` before the next forward."""
+    """Attach on enter, remove on exit; `collect()` after each backward, `reset()` before the next forward.
+
+    Norms are taken where the tensors are hot in the cache, and nothing large is kept alive (which
+    would change how the step's own memory is reused): ||x_l|| in the forward pass; in the backward
+    pass, when dloss/dx_l arrives, ||dloss/dx_l|| and the norms of the site's parameters and of their
+    gradients, which the site's backward has just read and written. `collect()` re-measures what
+    changed since, or was not ready then: a parameter or gradient modified in place (its `_version`
+    moved) or replaced, a gradient accumulated later (a shared weight's), a parameter outside every
+    site (a final norm's). So the floats are those of the tensors as they are when `collect()` runs.
+    (Changes made through `.data` bypass the version counter, as they bypass autograd.)
+    """
 
     def __init__(self, model):
         self.sites: list[Site] = model.sites()
         # parameters outside every site (a transformer's final norm): params.csv rows only
         self.extra_params = list(model.extra_params()) if hasattr(model, "extra_params") else []
-        self._handles = []
+        self._handles = []  # module hooks
+        self._tensor_handles = []  # tensor hooks: a leaf input outlives the step, so they are removed too
         # The parameters' layout is fixed for the model's life: worked out once, not per step.
         self._params: list[torch.Tensor] = []  # unique parameters, in first-seen order
         index_of: dict[int, int] = {}
@@ -83,6 +92,8 @@ class Recorder:
                 index_of[id(p)] = len(self._params)
                 self._params.append(p)
             self._param_rows.append((layer, name, index_of[id(p)]))
+        # per site call, its parameters (index, parameter), each once
+        self._site_params = [tuple((i, self._params[i]) for i in dict.fromkeys(g)) for g in groups]
         width = max((len(g) for g in groups), default=0)
         pad = len(self._params)  # index of the zero appended in group_norms
         self._groups = torch.tensor([g + [pad] * (width - len(g)) for g in groups], dtype=torch.long).reshape(len(groups), width)
@@ -99,41 +110,83 @@ class Recorder:
         return self
 
     def __exit__(self, *exc) -> None:
-        for handle in self._handles:
+        for handle in self._handles + self._tensor_handles:
             handle.remove()
         self._handles.clear()
+        self._tensor_handles.clear()
 
     def reset(self) -> None:
-        self._inputs: list[torch.Tensor] = []
-        self._grads: dict[int, torch.Tensor] = {}
+        n_params = len(self._params)
+        self._input_norms: list[torch.Tensor] = []  # ||x_l||, one per site call
+        self._numels: list[int] = []
+        self._grad_norms: dict[int, torch.Tensor] = {}  # site -> ||dloss/dx_l||
+        # per unique parameter, as measured in the backward pass: ||p|| and p._version then;
+        # ||p.grad||, a weak reference to that p.grad (the recorder keeps no gradient alive) and its _version
+        self._value_norms: list = [None] * n_params
+        self._value_versions: list = [None] * n_params
+        self._p_grad_norms: list = [None] * n_params
+        self._p_grads: list = [None] * n_params
+        self._p_grad_versions: list = [None] * n_params
 
     def _on_forward(self, module, args):
         x = args[0]
-        index = len(self._inputs)
-        self._inputs.append(x.detach())
+        index = len(self._input_norms)
+        self._input_norms.append(torch._foreach_norm([x.detach()])[0])
+        self._numels.append(x.numel())
         if x.requires_grad:
-            x.register_hook(partial(self._on_grad, index))
+            self._tensor_handles.append(x.register_hook(partial(self._on_grad, index)))
         return None  # returning a value would replace the module's input
 
     def _on_grad(self, index: int, grad: torch.Tensor):
-        self._grads[index] = grad
+        # The site's backward has just read its weights and written their gradients: measure those
+        # (the gradients accumulated by now, not measured yet) while they are in the cache.
+        measured = self._p_grads
+        todo = [(i, p, p.grad) for i, p in self._site_params[index] if measured[i] is None and p.grad is not None]
+        norms = torch._foreach_norm([grad, *(g for _, _, g in todo), *(p.detach() for _, p, _ in todo)])
+        self._grad_norms[index] = norms[0]
+        k = len(todo)
+        for j, (i, p, g) in enumerate(todo):
+            self._p_grad_norms[i] = norms[1 + j]
+            measured[i] = weakref.ref(g)
+            self._p_grad_versions[i] = g._version
+            self._value_norms[i] = norms[1 + k + j]
+            self._value_versions[i] = p._version
         return None
 
     # -- conversion to floats ---------------------------------------------------------------
+    def _param_norms(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """||grad|| and ||value|| per unique parameter: those taken in the hooks if still current."""
+        params = self._params
+        grad_norms, value_norms = list(self._p_grad_norms), list(self._value_norms)
+        stale_grads, stale_values = [], []
+        for i, p in enumerate(params):
+            g = p.grad
+            ref = self._p_grads[i]
+            if g is None or ref is None or g is not ref() or g._version != self._p_grad_versions[i]:
+                stale_grads.append(i)
+            if p._version != self._value_versions[i]:
+                stale_values.append(i)
+        if stale_grads:
+            tensors = [params[i].grad if params[i].grad is not None else torch.zeros_like(params[i]) for i in stale_grads]
+            for i, norm in zip(stale_grads, torch._foreach_norm(tensors)):
+                grad_norms[i] = norm
+        if stale_values:
+            for i, norm in zip(stale_values, torch._foreach_norm([params[i].detach() for i in stale_values])):
+                value_norms[i] = norm
+        return grad_norms, value_norms
+
     def collect(self) -> Record:
         n = len(self.sites)
-        if len(self._inputs) != n:
-            raise RuntimeError(f"recorder saw {len(self._inputs)} site calls, expected {n}: run one forward per collect")
-        inputs = self._inputs
-        grads = [self._grads[i] if i in self._grads else torch.zeros_like(inputs[i]) for i in range(n)]
+        if len(self._input_norms) != n:
+            raise RuntimeError(f"recorder saw {len(self._input_norms)} site calls, expected {n}: run one forward per collect")
         params = self._params
-        p_grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        p_grad_norms = list(torch._foreach_norm(p_grads)) if params else []
-        p_value_norms = list(torch._foreach_norm([p.detach() for p in params])) if params else []
+        p_grad_norms, p_value_norms = self._param_norms()
+        zero = self._input_norms[0].new_zeros(())  # a site whose input needed no gradient
+        g_norms = [self._grad_norms.get(i, zero) for i in range(n)]
 
-        # three fused norm calls, then a handful of vectorised ops, whatever the depth
-        norms = torch.stack(input_grad_norms(grads) + input_grad_norms(inputs) + p_grad_norms + p_value_norms)
-        root_numel = torch.tensor([x.numel() ** 0.5 for x in inputs], dtype=norms.dtype).to(norms.device)
+        # all norms already taken: a handful of vectorised ops, whatever the depth
+        norms = torch.stack(g_norms + self._input_norms + p_grad_norms + p_value_norms)
+        root_numel = torch.tensor([k**0.5 for k in self._numels], dtype=norms.dtype).to(norms.device)
         groups = self._groups.to(norms.device)
         per_site = torch.cat([norms[:n], activation_rms(norms[n : 2 * n], root_numel), group_norms(norms[2 * n : 2 * n + len(params)], groups)])
         per_param = norms[2 * n :]

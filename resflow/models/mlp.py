@@ -39,6 +39,9 @@ class MLPBlock(nn.Module):
         return [Site(layer, "mlp", self, tuple(self._named_params()))]
 
     def _named_params(self):
-        # names as they read in the block: linear.weight, linear.bias, norm.weight, norm.bias
-        for name, p in self.named_parameters():
-            yield name.replace("pre.", "norm.").replace("post.", "norm."), p
+        # names as they read in the block: linear.weight, linear.bias, norm.weight, norm.bias; the
+        # order of named_parameters() (tested), without its recursive walk (a Recorder per step)
+        for prefix, module in (("linear", self.linear), ("norm", self.pre), ("norm", self.post)):
+            for name, p in module._parameters.items():
+                if p is not None:
+                    yield f"{prefix}.{name}", p

@@ -1,0 +1,137 @@
+"""The Recorder measures in its hooks, while tensors are hot; these tests check that what it reports
+is still the tensors as they are at collect(): against norms computed directly by torch (an
+independent path), after weights and gradients are changed in place, replaced, accumulated over two
+backward passes, or updated by an optimizer between recorded steps; and that no hook outlives the
+`with` block (a leaf input reused across steps must not collect hooks)."""
+
+import pytest
+import torch
+
+from resflow.config import load_config
+from resflow.data import data_generator, make_input, make_loss
+from resflow.experiment import input_shape
+from resflow.models import build_model
+from resflow.recorder import Recorder
+
+
+def setup(seed=0, **model):
+    cfg = load_config(dict(dtype="float64", data=dict(batch_size=3),
+                           model=dict(depth=4, width=5, activation="tanh", residual=True, **model)))
+    torch.manual_seed(seed)
+    stack = build_model(cfg.model, dtype=torch.float64)
+    gen = data_generator(seed)
+    x = make_input(cfg.data, input_shape(cfg), gen).requires_grad_(True)
+    loss_fn = make_loss(cfg.loss, tuple(x.shape), gen, "cpu", torch.float64)
+    return stack, x, loss_fn
+
+
+def direct(stack, rec):
+    """params.csv values straight from the tensors now: ||p|| and ||p.grad|| per row, torch's own norm."""
+    params = {id(p): p for p in stack.parameters()}
+    rows = [(s.layer, n, p) for s in stack.sites() for n, p in s.params]
+    assert [(l, n) for l, n, _ in rows] == list(zip(rec.param_layer, rec.param_name))
+    value = [p.detach().norm().item() for _, _, p in rows]
+    grad = [(p.grad.norm().item() if p.grad is not None else 0.0) for _, _, p in rows]
+    assert len(params) == len({id(p) for _, _, p in rows})
+    return value, grad
+
+
+def site_grad_norms(stack):
+    return [torch.cat([p.grad.reshape(-1) for _, p in s.params]).norm().item() for s in stack.sites()]
+
+
+def test_weight_changed_in_place_after_backward_is_measured_again():
+    stack, x, loss_fn = setup()
+    w = stack.blocks[2].linear.weight
+    with Recorder(stack) as rec:
+        loss_fn(stack(x)).backward()
+        with torch.no_grad():
+            w.mul_(3.0)  # e.g. an optimizer step before collect()
+        r = rec.collect()
+    value, grad = direct(stack, r)
+    assert r.param_value == pytest.approx(value, rel=1e-12)
+    assert r.param_grad == pytest.approx(grad, rel=1e-12)
+    i = r.param_name.index("linear.weight", r.param_layer.index(2))
+    assert r.param_value[i] == pytest.approx(3.0 * torch.linalg.vector_norm(w / 3.0).item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("change", ["in_place", "replaced", "set_to_none"])
+def test_grad_changed_after_backward_is_measured_again(change):
+    stack, x, loss_fn = setup()
+    with Recorder(stack) as rec:
+        loss_fn(stack(x)).backward()
+        lin = stack.blocks[1].linear
+        if change == "in_place":
+            lin.weight.grad.mul_(-7.0)  # e.g. gradient clipping before collect()
+        elif change == "replaced":
+            lin.weight.grad = torch.ones_like(lin.weight)
+        else:
+            lin.bias.grad = None
+        r = rec.collect()
+    value, grad = direct(stack, r)
+    assert r.param_grad == pytest.approx(grad, rel=1e-12)
+    if change != "set_to_none":
+        assert r.param_grad_norm == pytest.approx(site_grad_norms(stack), rel=1e-12)
+    assert r.param_value == pytest.approx(value, rel=1e-12)
+
+
+def test_two_backward_passes_report_the_accumulated_gradient():
+    stack, x, loss_fn = setup()
+    with Recorder(stack) as rec:
+        out = stack(x)
+        loss_fn(out).backward(retain_graph=True)
+        (2.5 * loss_fn(out)).backward()  # grads accumulate in place: 3.5x the first
+        r = rec.collect()
+    value, grad = direct(stack, r)
+    assert r.param_grad == pytest.approx(grad, rel=1e-12)
+    assert r.param_grad_norm == pytest.approx(site_grad_norms(stack), rel=1e-12)
+    stack.zero_grad(set_to_none=True)
+    loss_fn(stack(x)).backward()
+    assert r.param_grad_norm == pytest.approx([3.5 * g for g in site_grad_norms(stack)], rel=1e-12)
+
+
+def test_training_steps_with_one_recorder_measure_each_steps_weights():
+    # as resflow.train does: one Recorder, reset per step, weights updated by the optimizer in place
+    stack, x, loss_fn = setup(seed=1, norm="pre")
+    opt = torch.optim.Adam(stack.parameters(), lr=0.1)
+    recorder = Recorder(stack)
+    seen = []
+    for _ in range(4):
+        opt.zero_grad(set_to_none=False)  # grads zeroed in place: same tensors, new versions
+        x.grad = None
+        recorder.reset()
+        with recorder:
+            loss_fn(stack(x)).backward()
+            r = recorder.collect()
+        value, grad = direct(stack, r)
+        assert r.param_value == pytest.approx(value, rel=1e-12)
+        assert r.param_grad == pytest.approx(grad, rel=1e-12)
+        assert r.param_grad_norm == pytest.approx(site_grad_norms(stack), rel=1e-12)
+        seen.append(r.param_value)
+        opt.step()
+    assert all(a != b for a, b in zip(seen, seen[1:]))  # the weights did change, and so did the record
+
+
+def test_no_hook_outlives_the_with_block():
+    stack, x, loss_fn = setup()
+    for _ in range(3):  # the same leaf input every step
+        with Recorder(stack) as rec:
+            loss_fn(stack(x)).backward()
+            rec.collect()
+    assert not x._backward_hooks
+    assert all(not b._forward_pre_hooks for b in stack.blocks)
+    # a backward after the block leaves the recorder's numbers alone
+    before = rec.collect().input_grad_norm
+    loss_fn(stack(x)).backward()
+    assert rec.collect().input_grad_norm == before
+
+
+@pytest.mark.parametrize("norm", ["none", "pre", "post"])
+@pytest.mark.parametrize("bias", [False, True])
+def test_mlp_site_params_are_named_parameters_in_order(norm, bias):
+    stack, _, _ = setup(norm=norm, bias=bias)
+    block = stack.blocks[0]
+    expected = [(n.replace("pre.", "norm.").replace("post.", "norm."), p) for n, p in block.named_parameters()]
+    got = list(block.sites(0)[0].params)
+    assert [n for n, _ in got] == [n for n, _ in expected]
+    assert all(a is b for (_, a), (_, b) in zip(got, expected))
