@@ -23,7 +23,7 @@ from torch import nn
 from resflow.data import data_generator, make_input, make_loss
 from resflow.models import build_model
 from resflow.models.activations import ACTIVATIONS
-from resflow.models.init import initialize
+from resflow.models.init import init_linears
 from resflow.recorder import Record, group_norms
 
 ELEMENT_BUDGET = 1 << 24  # stacked activations per chunk of seeds (x depth x batch x width)
@@ -47,17 +47,21 @@ class StackedMLP:
 
     def __init__(self, cfg, seeds: list[int], device, dtype):
         self.cfg = cfg.model
-        self.template = build_model(cfg.model, device=device, dtype=dtype)
-        params = list(self.template.parameters())
-        self.stacked = {id(p): p.detach().unsqueeze(0).repeat(len(seeds), *[1] * p.dim()) for p in params}
+        devices = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # the template's own draws: not the caller's RNG
+            self.template = build_model(cfg.model, device=device, dtype=dtype, init=False)
         linears = [b.linear for b in self.template.blocks]
-        with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            for s, seed in enumerate(seeds):
-                for p in params:
-                    p.data = self.stacked[id(p)][s]
+        drawn = {id(t) for lin in linears for t in (lin.weight, lin.bias) if t is not None}
+        self.stacked = {}
+        for p in self.template.parameters():  # weights and biases are all drawn below; norms' copied
+            shape = (len(seeds), *p.shape)
+            self.stacked[id(p)] = p.new_empty(shape) if id(p) in drawn else p.detach().unsqueeze(0).expand(shape).clone()
+        stacked = [(self.stacked[id(lin.weight)], self.stacked[id(lin.bias)] if lin.bias is not None else None) for lin in linears]
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+            for s, seed in enumerate(seeds):  # build_model's draws, seed by seed, in the same order
                 torch.manual_seed(seed)
                 _replay_constructor_draws(linears, device, dtype)
-                initialize(self.template, cfg.model.init)  # then build_model's own initialisation
+                init_linears([(w[s], b[s] if b is not None else None) for w, b in stacked], cfg.model.init)
         for t in self.stacked.values():
             t.requires_grad_(True)
         self.sites = self.template.sites()
@@ -147,12 +151,17 @@ def _replay_constructor_draws(linears, device, dtype) -> None:
 
     Their values are overwritten by `initialize`, so only the draws matter. Each constructor's
     reset_parameters draws weight.numel() then bias.numel() uniforms; on the CPU (one Mersenne
-    Twister number per element, in order) one call of the total size draws the same stream.
-    Elsewhere (CUDA's Philox advances per call) the constructors are replayed one by one.
+    Twister word per float32 element, two per float64, in order) one call of the total size draws
+    the same stream, and raw integer draws (`random_`: an int64 takes two words) advance it the
+    same way without converting them to floats. Elsewhere (CUDA's Philox advances per call) the
+    constructors are replayed one by one. tests/test_batched.py checks the result bit for bit.
     """
     if device.type != "cpu":
         for linear in linears:
             nn.Linear.reset_parameters(linear)
         return
     total = sum(lin.weight.numel() + (lin.bias.numel() if lin.bias is not None else 0) for lin in linears)
-    torch.empty(total, device=device, dtype=dtype).uniform_()
+    words = total * (2 if dtype == torch.float64 else 1)  # 32-bit words of the Mersenne Twister
+    torch.empty(words // 2, dtype=torch.int64, device=device).random_()
+    if words % 2:
+        torch.empty(1, dtype=torch.int32, device=device).random_()

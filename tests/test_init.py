@@ -7,6 +7,7 @@ import torch
 
 from resflow.config import load_config
 from resflow.models import build_model
+from resflow.models.init import init_linears
 
 
 def weights(scheme, scale=1.0, width=400, bias_std=None, activation="tanh"):
@@ -65,3 +66,15 @@ def test_every_block_drawn_independently_and_shared_once():
     assert not torch.equal(a, b)
     shared = build_model(cfg.replace({"model.share_weights": True}).model)
     assert shared.blocks[0] is shared.blocks[2]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(64, 64), (5, 37), (1, 1)])
+def test_default_scheme_is_pytorchs_own_linear_init_bit_for_bit(shape, dtype):
+    # the reference: nn.Linear's own reset_parameters (kaiming_uniform_(a=sqrt(5)), bias U(+-1/sqrt(fan_in)))
+    torch.manual_seed(11)
+    ref = torch.nn.Linear(shape[1], shape[0], dtype=dtype)
+    w, b = torch.empty(shape, dtype=dtype), torch.empty(shape[0], dtype=dtype)
+    torch.manual_seed(11)
+    init_linears([(w, b)], load_config({"model": {"depth": 1, "width": 4}}).model.init)
+    assert torch.equal(w, ref.weight) and torch.equal(b, ref.bias)

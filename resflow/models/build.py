@@ -11,8 +11,11 @@ BLOCKS = {
 }
 
 
-def build_model(cfg, device=None, dtype=None) -> Stack:
-    """A `Stack` of `cfg.depth` blocks, initialised per `cfg.init` (seed torch's RNG first)."""
+def build_model(cfg, device=None, dtype=None, init: bool = True) -> Stack:
+    """A `Stack` of `cfg.depth` blocks, initialised per `cfg.init` (seed torch's RNG first).
+
+    `init=False` skips `initialize` (a template whose weights are overwritten, as in resflow.batched).
+    """
     make = BLOCKS[cfg.block]
     if cfg.share_weights:
         block = make(cfg, device=device, dtype=dtype)
@@ -21,6 +24,8 @@ def build_model(cfg, device=None, dtype=None) -> Stack:
         blocks = [make(cfg, device=device, dtype=dtype) for _ in range(cfg.depth)]
     final = final_norm(cfg, device=device, dtype=dtype) if cfg.block == "transformer" else None
     model = Stack(blocks, final)
+    if not init:
+        return model
     initialize(model, cfg.init)
     for block in {id(b): b for b in blocks}.values():  # once per distinct block (shared weights)
         if hasattr(block, "init_branches"):

@@ -9,9 +9,17 @@ import torch
 from torch import nn
 
 
+# nn.init.kaiming_uniform_(w, a=sqrt(5))'s gain, as it computes it (tests: bit for bit the same draws)
+_DEFAULT_GAIN = math.sqrt(2.0 / (1 + math.sqrt(5) ** 2))
+
+
 def _default(w, scale):  # PyTorch's own nn.Linear init (kaiming_uniform, a=sqrt(5)), times scale
-    nn.init.kaiming_uniform_(w, a=math.sqrt(5))
-    w.mul_(scale)
+    # kaiming_uniform_'s arithmetic (std, then bound) without its per-call checks: one call per layer
+    # per seed adds up in resflow.batched
+    bound = math.sqrt(3.0) * (_DEFAULT_GAIN / math.sqrt(w.shape[1]))
+    w.uniform_(-bound, bound)
+    if scale != 1:  # x * 1.0 == x: skipped, bit for bit the same
+        w.mul_(scale)
 
 
 def _normal(w, scale):  # N(0, scale^2 / fan_in): scale is sigma_w of mean-field theory
@@ -24,7 +32,8 @@ def _xavier(w, scale):  # Xavier/Glorot normal N(0, 2/(fan_in+fan_out)), times s
 
 def _kaiming(w, scale):  # He normal N(0, 2/fan_in) (for ReLU), times scale
     nn.init.kaiming_normal_(w, nonlinearity="relu")
-    w.mul_(scale)
+    if scale != 1:
+        w.mul_(scale)
 
 
 def _orthogonal(w, scale):  # (semi-)orthogonal, times scale
@@ -48,20 +57,27 @@ WEIGHT_INITS = {
 @torch.no_grad()
 def initialize(model: nn.Module, init) -> None:
     """Initialise every nn.Linear's weight by `init.scheme`/`init.scale` and bias by `init.bias_std`."""
+    init_linears([(m.weight, m.bias) for m in model.modules() if isinstance(m, nn.Linear)], init)
+
+
+@torch.no_grad()
+def init_linears(linears: list[tuple[torch.Tensor, torch.Tensor | None]], init) -> None:
+    """`initialize` on (weight (out, in), bias or None) pairs, in order: the same draws, the same values.
+
+    resflow.batched passes slices of its stacked per-seed tensors here.
+    """
     weight_init = WEIGHT_INITS[init.scheme]
-    for module in model.modules():
-        if not isinstance(module, nn.Linear):
-            continue
-        weight_init(module.weight, init.scale)
-        if module.bias is None:
+    for weight, bias in linears:
+        weight_init(weight, init.scale)
+        if bias is None:
             continue
         if init.bias_std is None:
             if init.scheme == "default":  # PyTorch's own bias: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
-                bound = 1.0 / math.sqrt(module.weight.shape[1])
-                nn.init.uniform_(module.bias, -bound, bound)
+                bound = 1.0 / math.sqrt(weight.shape[1])
+                bias.uniform_(-bound, bound)  # nn.init.uniform_'s draw, without its per-call checks
             else:
-                nn.init.zeros_(module.bias)
+                nn.init.zeros_(bias)
         elif init.bias_std == 0:
-            nn.init.zeros_(module.bias)
+            nn.init.zeros_(bias)
         else:
-            nn.init.normal_(module.bias, 0.0, init.bias_std)
+            nn.init.normal_(bias, 0.0, init.bias_std)
