@@ -83,3 +83,25 @@ def test_supports_only_multi_seed_unshared_mlp():
     assert batched.supports(_cfg({}, seeds=2))
     assert not batched.supports(_cfg({}, seeds=1))
     assert not batched.supports(_cfg({"share_weights": True}, seeds=2))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("width,bias,depth", [(8, True, 5), (3, False, 3), (3, True, 1), (1, False, 1)])
+def test_constructor_draws_replayed_exactly(width, bias, depth, dtype):
+    # odd and even totals; the reference is the real nn.Linear constructors' effect on torch's RNG
+    torch.manual_seed(3)
+    linears = [torch.nn.Linear(width, width, bias=bias, dtype=dtype) for _ in range(depth)]
+    after_constructors = torch.get_rng_state()
+    torch.manual_seed(3)
+    batched._replay_constructor_draws(linears, CPU, dtype)
+    assert torch.equal(torch.get_rng_state(), after_constructors)
+
+
+def test_batched_run_leaves_the_callers_rng_untouched():
+    cfg = _cfg({}, seeds=3)
+    assert batched.supports(cfg)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    run(cfg)
+    assert torch.equal(torch.rand(3), expected)
