@@ -28,7 +28,7 @@ from torch import nn
 from resflow.data import data_generator, make_input, make_loss
 from resflow.models import build_model
 from resflow.models.activations import ACTIVATIONS
-from resflow.models.init import init_linears
+from resflow.models.init import init_linears, seed_rng
 from resflow.recorder import Record, group_norms
 
 ELEMENT_BUDGET = 1 << 24  # stacked activations per chunk of seeds (x depth x batch x width)
@@ -64,7 +64,7 @@ class StackedMLP:
         stacked = [(self.stacked[id(lin.weight)], self.stacked[id(lin.bias)] if lin.bias is not None else None) for lin in linears]
         with torch.no_grad(), torch.random.fork_rng(devices=devices):
             for s, seed in enumerate(seeds):  # build_model's draws, seed by seed, in the same order
-                torch.manual_seed(seed)
+                seed_rng(seed, device)
                 _replay_constructor_draws(linears, device, dtype)
                 init_linears([(w[s], b[s] if b is not None else None) for w, b in stacked], cfg.model.init)
         for t in self.stacked.values():

@@ -21,6 +21,7 @@ from resflow.data import data_generator, make_input, make_loss
 from resflow.errors import ConfigError
 from resflow.memory import check_memory
 from resflow.models import build_model
+from resflow.models.init import seed_rng
 from resflow.recorder import Record, Recorder
 from resflow.theory_overlay import overlay
 from resflow.results import (
@@ -48,7 +49,7 @@ def prepare_seed(cfg: Config, seed: int, device: torch.device):
     """One seed's model (initialised), input batch and loss function: `loss_fn(model(x)).backward()`."""
     dtype = DTYPES[cfg.dtype]
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
+        seed_rng(seed, device)
         model = build_model(cfg.model, device=device, dtype=dtype)
     gen = data_generator(seed)
     x = make_input(cfg.data, input_shape(cfg), gen).to(device=device, dtype=dtype).requires_grad_(True)

@@ -25,6 +25,7 @@ import torch
 from resflow.analysis import summarize
 from resflow.data import data_generator
 from resflow.models import build_model
+from resflow.models.init import seed_rng
 from resflow.recorder import Record, Recorder
 from resflow.results import (
     CONFIG_COLUMNS, PARAMS_COLUMNS, TRAIN_PARAMS_COLUMNS, RunResult, config_columns, grads_frame, params_frame, summary_frame, train_frame,
@@ -97,7 +98,7 @@ def train_seed(cfg, seed: int, device: torch.device, on_step=None) -> SeedRun:
     dtype = DTYPES[cfg.dtype]
     t = cfg.train
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
+        seed_rng(seed, device)
         stack = build_model(cfg.model, device=device, dtype=dtype)
     gen = data_generator(seed)
     task = make_task(cfg, gen, device, dtype)
