@@ -385,9 +385,13 @@ def compare(
     configs = load_refs(refs, overrides)
     out = out or Path("results") / ("compare-" + "-vs-".join(configs))
     check_out_dir(out, force)
-    _load_torch()
-    result = run_compare(configs, workers=workers)
-    write_run(result, out, force, extra=None if no_plots else _figure_writer(result))
+    from resflow.locks import results_lock
+
+    with results_lock(out, note=lambda text: stderr().print(text, markup=False)):
+        check_out_dir(out, force)  # again, now that no other resflow can be writing it
+        _load_torch()
+        result = run_compare(configs, workers=workers)
+        write_run(result, out, force, extra=None if no_plots else _figure_writer(result))
     console = stdout()
     console.print(compare_table(result.grads, title=compare_title(list(configs), result.grads), width=console.width))
     console.print(compare_profiles(result.grads))

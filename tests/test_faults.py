@@ -251,3 +251,15 @@ def test_stdout_closed_by_the_reader_is_quiet_and_keeps_the_results(tmp_path, re
     if args[0] == "run":
         assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "grads.csv", "meta.json", "params.csv", "summary.csv"]
         assert len(pd.read_csv(out / "grads.csv")) == 3 * 5  # depth 3 × deep50's 5 seeds
+
+
+def test_a_compare_into_a_dir_another_process_is_writing_is_refused(tmp_path):
+    out = tmp_path / "cmp"
+    args = ["compare", "deep50", "deep50-residual", "--set", "model.depth=2", "--set", "model.width=4",
+            "--seeds", "1", "--no-plots", "--out", str(out)]
+    with results_lock(out):  # held as by another live resflow (this process: alive)
+        result = runner.invoke(app, args)
+    assert result.exit_code == 1 and "being written by another resflow process" in result.stderr, result.output
+    assert not out.exists()
+    done = runner.invoke(app, args)
+    assert done.exit_code == 0 and (out / "grads.csv").is_file() and not lock_path(out).exists()
