@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import List, Optional
@@ -136,6 +137,19 @@ def _load_torch() -> None:
         import torch  # noqa: F401
 
 
+@contextmanager
+def _writing(out: Path, force: bool):
+    """Hold the results-dir lock of `out` for the block (refused if another live resflow holds it),
+    check `out` again under it, and import torch there, with signals held back over the import."""
+    from resflow.locks import results_lock
+    from resflow.results import check_out_dir
+
+    with results_lock(out, note=lambda text: stderr().print(text, markup=False)):
+        check_out_dir(out, force)  # again, now that no other resflow can be writing it
+        _load_torch()
+        yield
+
+
 def _crash_report(err: BaseException) -> str:
     """Write the traceback (and the command) to a file in the temp dir; return its path."""
     import tempfile
@@ -180,7 +194,6 @@ def run(
 ):
     """Measure per-layer gradient norms at initialisation (or train, with train.steps > 0); write CSVs and figures, print the table."""
     from resflow.config import load_config
-    from resflow.locks import results_lock
     from resflow.memory import check_memory
     from resflow.results import check_out_dir, write_run
     from resflow.theory_overlay import comparison_line
@@ -190,9 +203,7 @@ def run(
     out = out or Path("results") / cfg.name
     check_out_dir(out, force)
     check_memory(cfg)
-    with results_lock(out, note=lambda text: stderr().print(text, markup=False)):
-        check_out_dir(out, force)  # again, now that no other resflow can be writing it
-        _load_torch()
+    with _writing(out, force):
         if cfg.train.steps:
             return _train(cfg, out, force, no_plots)
 
@@ -294,8 +305,11 @@ def demo(
     if which in (DemoName.all, DemoName.chain):
         print_chain(console)
     if which in (DemoName.all, DemoName.tanh50):
-        _load_torch()
-        print_tanh50(console, seeds=seeds, out=out, force=force)
+        from resflow.results import check_out_dir
+
+        check_out_dir(out, force)
+        with _writing(out, force):  # two demos into one dir: the second is refused, as for run
+            print_tanh50(console, seeds=seeds, out=out, force=force)
 
 
 class Backend(str, Enum):
@@ -385,11 +399,7 @@ def compare(
     configs = load_refs(refs, overrides)
     out = out or Path("results") / ("compare-" + "-vs-".join(configs))
     check_out_dir(out, force)
-    from resflow.locks import results_lock
-
-    with results_lock(out, note=lambda text: stderr().print(text, markup=False)):
-        check_out_dir(out, force)  # again, now that no other resflow can be writing it
-        _load_torch()
+    with _writing(out, force):
         result = run_compare(configs, workers=workers)
         write_run(result, out, force, extra=None if no_plots else _figure_writer(result))
     console = stdout()
