@@ -190,15 +190,13 @@ def _ray(points, save, workers: int, ray_address: str | None, fail: Callable | N
                         fail(point, error)
                     else:
                         raise ResflowError(f"sweep point {point.variant} failed: {error}")
-    except ray.exceptions.RayError as err:  # a worker died or the cluster went away, not a point's own error
+    except BaseException as err:
         for ref in refs:
             ray.cancel(ref, force=True)
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise ResflowError(f"a Ray task failed ({type(err).__name__}: {first}); finished points are saved: "
-                           "rerun with --resume") from None
-    except BaseException:
-        for ref in refs:
-            ray.cancel(ref, force=True)
+        if isinstance(err, ray.exceptions.RayError):  # a worker died or the cluster went away, not a point's own error
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            raise ResflowError(f"a Ray task failed ({type(err).__name__}: {first}); finished points are saved: "
+                               "rerun with --resume") from None
         raise
     finally:
         if started_here:
