@@ -181,6 +181,13 @@ TASK_FOR_BLOCK = {"mlp": "teacher", "transformer": "sequence"}  # the task each 
 SEQUENCE_DEFAULTS = dict(vocab=16, chain_temperature=0.5)
 
 
+def record_steps(steps: int, every: int | None) -> list[int]:
+    """The steps a training run records: 0, k, 2k, ... below `steps`, and `steps` itself;
+    k = every (train.record_every) or max(1, steps // 20)."""
+    k = every or max(1, steps // 20)
+    return sorted(set(range(0, steps, k)) | {steps})
+
+
 class TrainConfig(_Strict):
     steps: int = Field(0, ge=0)  # optimizer steps; 0: measure at initialisation only (no training)
     optimizer: Literal["sgd", "adam", "adamw"] = "adam"

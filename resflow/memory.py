@@ -72,7 +72,9 @@ def estimate(cfg) -> Estimate:
             data = data.model_copy(update={"batch_size": train.batch_size})
         # + W_0 and W_prev, + the differences taken for movement/update_ratio (measured: ~8 copies with Adam)
         copies = 2 + 2 + 2 + (2 if train.optimizer in ("adam", "adamw") else 0)
-        recorded = len(range(0, train.steps, train.record_every or max(1, train.steps // 20))) + 1
+        from resflow.config import record_steps
+
+        recorded = len(record_steps(train.steps, train.record_every))
     params, acts, sites, keys = BLOCKS[cfg.model.block](cfg.model, data)
     if data is not cfg.data:
         keys = {**keys, "activations": keys["activations"].replace("data.batch_size", "train.batch_size")}

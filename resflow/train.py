@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 import torch
 
 from resflow.analysis import summarize
+from resflow.config import record_steps
 from resflow.data import data_generator
 from resflow.models import build_model
 from resflow.models.init import seed_rng
@@ -51,12 +52,6 @@ class StepInfo:
     eval_loss: float | None = None  # at recorded steps
     grad_first: float | None = None  # ||dloss/dx|| at the first / last site, at recorded steps
     grad_last: float | None = None
-
-
-def record_steps(steps: int, every: int | None) -> list[int]:
-    """0, k, 2k, ... below `steps`, and `steps` itself; k = every or max(1, steps // 20)."""
-    k = every or max(1, steps // 20)
-    return sorted(set(range(0, steps, k)) | {steps})
 
 
 def batch_size(cfg) -> int:
