@@ -170,3 +170,11 @@ def headline(grads: pd.DataFrame) -> str:
 def _site_name(row, stats) -> str:
     name = f"layer {int(row['layer'])}"
     return f"{name} ({row['sublayer']})" if stats["sublayer"].nunique() > 1 else name
+
+
+def natural_width(table: Table) -> int:
+    """The width `table` takes when nothing constrains it (to choose columns that fit a terminal)."""
+    from rich.console import Console
+
+    console = Console(width=10_000)
+    return table.__rich_measure__(console, console.options).maximum

@@ -18,7 +18,7 @@ from rich.text import Text
 
 from resflow.analysis import flag
 from resflow.report import (
-    BAR_HI, BAR_LO, SPARK_WIDTH, fmt, headline, log_bar, run_table, shown_rows, site_stats, sparkline,
+    BAR_HI, BAR_LO, SPARK_WIDTH, fmt, headline, log_bar, natural_width, run_table, shown_rows, site_stats, sparkline,
 )
 from resflow.theory_overlay import comparison_line, log_ratio_error
 from resflow.train_report import loss_table
@@ -76,7 +76,7 @@ def sweep_table(summary: pd.DataFrame, columns: list[str], title: str = "", grad
                (False, False, False, True), (False, False, False, False)]
     for spark, spread, log10, theory in [(bool(sparks),) + o[:3] for o in options[:1]] + [(False,) + o[:3] for o in options]:
         table = _sweep_table(stats, columns, title, spread, log10, theory and has_theory, sparks if spark else {})
-        if width is None or _natural_width(table) <= width:
+        if width is None or natural_width(table) <= width:
             break
     dropped = [name for name, kept, wanted in (("0 → L", spark, bool(sparks)), ("min–max", spread, True),
                                                ("log10", log10, True), ("theory", theory, has_theory))
@@ -84,13 +84,6 @@ def sweep_table(summary: pd.DataFrame, columns: list[str], title: str = "", grad
     if dropped:
         table.caption += f"; on a wider terminal also: {', '.join(dropped)}"
     return table
-
-
-def _natural_width(table: Table) -> int:
-    from rich.console import Console
-
-    console = Console(width=10_000)
-    return table.__rich_measure__(console, console.options).maximum
 
 
 def _sweep_table(stats: pd.DataFrame, columns: list[str], title: str, spread: bool, log10: bool, theory: bool,

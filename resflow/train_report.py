@@ -14,7 +14,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from resflow.report import fmt, shown_rows
+from resflow.report import fmt, natural_width, shown_rows
 
 
 def _g(value) -> str:
@@ -134,19 +134,12 @@ def loss_table(result, title: str = "loss (median over seeds)", width: int | Non
     seeds = int(stats["seeds"].max()) if len(stats) else 1
     for batch_loss, spread in ((True, seeds > 1), (False, seeds > 1), (False, False)):
         table = _loss_table(stats, title, batch_loss, spread)
-        if width is None or _natural_width(table) <= width:
+        if width is None or natural_width(table) <= width:
             break
     if not batch_loss:
         table.caption += "; on a wider terminal also: " + ", ".join(
             ["loss start/end (training batch)"] + (["min–max"] if seeds > 1 and not spread else []))
     return table
-
-
-def _natural_width(table: Table) -> int:
-    from rich.console import Console
-
-    console = Console(width=10_000)
-    return table.__rich_measure__(console, console.options).maximum
 
 
 def _loss_table(stats: pd.DataFrame, title: str, batch_loss: bool, spread: bool) -> Table:
