@@ -224,14 +224,19 @@ def test_training_memory_estimate_counts_optimizer_state_and_train_batch(cli_env
     assert est.activations == 4 * at_init.activations  # batch 16 for training against data.batch_size 4
 
 
-def test_a_demo_into_a_dir_another_process_is_writing_is_refused(tmp_path):
-    out = tmp_path / "demo"
+@pytest.mark.parametrize("args, written", [
+    (["demo", "tanh50", "--seeds", "3"], "demo.csv"),
+    (["compare", "deep50", "deep50-residual", "--set", "model.depth=2", "--set", "model.width=4", "--seeds", "1",
+      "--no-plots"], "grads.csv"),
+], ids=["demo", "compare"])
+def test_a_command_into_a_dir_another_process_is_writing_is_refused(tmp_path, args, written):
+    out = tmp_path / "out"
     with results_lock(out):  # held as by another live resflow (this process: alive)
-        result = runner.invoke(app, ["demo", "tanh50", "--seeds", "3", "--out", str(out)])
+        result = runner.invoke(app, [*args, "--out", str(out)])
     assert result.exit_code == 1 and "being written by another resflow process" in result.stderr, result.output
     assert not out.exists()
-    done = runner.invoke(app, ["demo", "tanh50", "--seeds", "3", "--out", str(out)])  # the lock is gone: it runs
-    assert done.exit_code == 0 and (out / "demo.csv").is_file() and not lock_path(out).exists()
+    done = runner.invoke(app, [*args, "--out", str(out)])  # the lock is gone: it runs
+    assert done.exit_code == 0 and (out / written).is_file() and not lock_path(out).exists()
 
 
 @pytest.mark.parametrize("args", [["theory", "deep50"], ["run", "deep50", "--no-plots", "--set", "model.depth=3"]],
@@ -251,15 +256,3 @@ def test_stdout_closed_by_the_reader_is_quiet_and_keeps_the_results(tmp_path, re
     if args[0] == "run":
         assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "grads.csv", "meta.json", "params.csv", "summary.csv"]
         assert len(pd.read_csv(out / "grads.csv")) == 3 * 5  # depth 3 × deep50's 5 seeds
-
-
-def test_a_compare_into_a_dir_another_process_is_writing_is_refused(tmp_path):
-    out = tmp_path / "cmp"
-    args = ["compare", "deep50", "deep50-residual", "--set", "model.depth=2", "--set", "model.width=4",
-            "--seeds", "1", "--no-plots", "--out", str(out)]
-    with results_lock(out):  # held as by another live resflow (this process: alive)
-        result = runner.invoke(app, args)
-    assert result.exit_code == 1 and "being written by another resflow process" in result.stderr, result.output
-    assert not out.exists()
-    done = runner.invoke(app, args)
-    assert done.exit_code == 0 and (out / "grads.csv").is_file() and not lock_path(out).exists()
