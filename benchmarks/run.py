@@ -53,6 +53,18 @@ def interleaved(fns: dict, repeats: int, warmup: int = 2) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def faults_per_step(fn, steps: int = 10) -> float:
+    """Median minor page faults of one call (the allocator's doing: resflow/allocator.py)."""
+    import resource
+
+    counts = []
+    for _ in range(steps):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        fn()
+        counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return statistics.median(counts)
+
+
 def env() -> dict:
     """Child processes see this checkout first (as the tests do)."""
     e = dict(os.environ)
@@ -82,11 +94,14 @@ def _mlp_steps(depth: int, width: int, batch: int):
         zero()
         loss_fn(model(x)).backward()
 
+    recorder = Recorder(model)  # set up once per model, as resflow.train does; bench_recording times it apart
+
     def recorded():
         zero()
-        with Recorder(model) as rec:
+        recorder.reset()
+        with recorder:  # the hooks go on and come off every step
             loss_fn(model(x)).backward()
-            return rec.collect()
+            return recorder.collect()
 
     def module_hooks():  # the alternative: full backward hooks on every block, norms per call
         zero()
@@ -107,10 +122,12 @@ def bench_recording(quick: bool) -> list[Row]:
     depth, width, batch = (10, 64, 16) if quick else (50, 256, 64)
     bare, recorded, module_hooks = _mlp_steps(depth, width, batch)
     t = interleaved({"bare": bare, "recorded": recorded, "module_hooks": module_hooks}, 3 if quick else 40)
+    faults = {k: faults_per_step(f) for k, f in (("bare", bare), ("recorded", recorded))}
     rows = [
         Row("recording overhead, MLP", t["recorded"] / t["bare"], "x bare fwd+bwd", "<= 1.10",
             t["recorded"] / t["bare"] <= 1.10,
-            f"depth {depth} width {width} batch {batch}: bare {t['bare'] * 1e3:.2f} ms, recorded {t['recorded'] * 1e3:.2f} ms"),
+            f"depth {depth} width {width} batch {batch}: bare {t['bare'] * 1e3:.2f} ms, recorded {t['recorded'] * 1e3:.2f} ms; "
+            f"page faults/step {faults['bare']:.0f} and {faults['recorded']:.0f}"),
         Row("full module backward hooks, MLP (for comparison)", t["module_hooks"] / t["bare"], "x bare fwd+bwd", "-", None,
             f"{t['module_hooks'] * 1e3:.2f} ms; input grad norms only"),
     ]
@@ -248,8 +265,11 @@ def bench_cli(quick: bool) -> list[Row]:
 # 5. Depth scaling (each depth in its own process, so peak memory is its own)
 
 DEPTH_PROBE = """
-import sys, time, torch
+import os, sys, time, torch
+from resflow.allocator import retain_freed_memory
 from resflow.config import load_config
+if not os.environ.get("RESFLOW_BENCH_GLIBC_MALLOC"):
+    retain_freed_memory()  # as the CLI does
 from resflow.experiment import measure_seed
 depth = int(sys.argv[1])
 torch.set_num_threads(1)
@@ -330,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (does it still run?)")
     parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(BENCHES)}")
     parser.add_argument("--out", type=Path, default=OUT, help="where results.json / results.csv go")
+    parser.add_argument("--glibc-malloc", action="store_true",
+                        help="leave glibc's malloc thresholds at their defaults (resflow's CLI sets them: resflow/allocator.py)")
     args = parser.parse_args(argv)
     names = [n for n in args.only.split(",") if n] or list(BENCHES)
     unknown = [n for n in names if n not in BENCHES]
@@ -338,7 +360,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from resflow.allocator import retain_freed_memory
+
     torch.set_num_threads(1)  # one core per process, as the sweep's workers use; the other core is for the noise
+    tuned = False if args.glibc_malloc else retain_freed_memory()  # as the CLI does (resflow/allocator.py)
+    os.environ["RESFLOW_BENCH_GLIBC_MALLOC"] = "1" if args.glibc_malloc else ""  # for the depth probes
     rows: list[Row] = []
     for name in names:
         t0 = time.perf_counter()
@@ -348,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{name} {time.perf_counter() - t0:.0f}s] {r.target}: {r.measured:.3g} {r.unit} ({r.threshold}) {r.detail}", file=sys.stderr)
     print_table(rows)
     args.out.mkdir(parents=True, exist_ok=True)
-    meta = dict(quick=args.quick, python=platform.python_version(), torch=torch.__version__, cpus=os.cpu_count(),
+    meta = dict(quick=args.quick, malloc="glibc defaults" if not tuned else "resflow.allocator.retain_freed_memory", python=platform.python_version(), torch=torch.__version__, cpus=os.cpu_count(),
                 platform=platform.platform(), when=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     (args.out / "results.json").write_text(json.dumps({"meta": meta, "rows": [asdict(r) for r in rows]}, indent=2) + "\n")
     with open(args.out / "results.csv", "w", newline="") as fh:

@@ -82,11 +82,14 @@ def _init_worker() -> None:
 
     import torch
 
+    from resflow.allocator import retain_freed_memory
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
     for name in ("SIGTERM", "SIGHUP"):  # not the parent's handler (inherited by fork): terminate() must end us
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), signal.SIG_DFL)
     torch.set_num_threads(1)
+    retain_freed_memory()  # inherited with fork; set here for spawn
 
 
 def _pool(points, save, workers: int, fail=None) -> None:
@@ -142,9 +145,11 @@ def _ray_task(points):
     """(point, text, None) for each point that ran, (point, None, error) for one that raised."""
     import torch
 
+    from resflow.allocator import retain_freed_memory
     from resflow.sweep import run_point
 
     torch.set_num_threads(1)
+    retain_freed_memory()
     out = []
     for point in points:
         try:

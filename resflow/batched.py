@@ -19,6 +19,7 @@ Used by `experiment.run` when `supports(cfg)`; every other model runs seed by se
 
 from __future__ import annotations
 
+import math
 from functools import partial
 
 import torch
@@ -135,17 +136,18 @@ def measure_seeds(cfg, seeds: list[int], device, dtype) -> list[Record]:
         if p_grad[i] is None:
             p_grad[i] = _per_seed_norm(t.grad) if t.grad is not None else zero
             p_value[i] = _per_seed_norm(t.detach())
-    grad_norm = torch.stack([g if g is not None else zero for g in g_norms])  # (L, S)
-    rms = torch.stack(x_norms) / numel**0.5
-    p_grad, p_value = torch.stack(p_grad), torch.stack(p_value)  # (P, S)
+    # derived quantities in float64 from the measured norms, as resflow.recorder does
+    grad_norm = torch.stack([g if g is not None else zero for g in g_norms]).double()  # (L, S)
+    rms = torch.stack(x_norms).double() / math.sqrt(numel)
+    p_grad, p_value = torch.stack(p_grad).double(), torch.stack(p_value).double()  # (P, S)
     width = max(len(s.params) for s in model.sites)
     groups = torch.tensor(
         [[index[id(p)] for _, p in s.params] + [len(params)] * (width - len(s.params)) for s in model.sites],
         dtype=torch.long, device=p_grad.device,
     )
     site_grad = group_norms(p_grad, groups)  # (L, S)
-    site = torch.stack([grad_norm, rms, site_grad]).double().cpu()  # (3, L, S): one transfer
-    param = torch.stack([p_grad, p_value]).double().cpu()  # (2, P, S)
+    site = torch.stack([grad_norm, rms, site_grad]).cpu()  # (3, L, S): one transfer
+    param = torch.stack([p_grad, p_value]).cpu()  # (2, P, S)
     site_vals, param_vals = site.permute(2, 0, 1).tolist(), param.permute(2, 0, 1).tolist()
 
     rows = [(s.layer, name, index[id(p)]) for s in model.sites for name, p in s.params]

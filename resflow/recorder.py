@@ -1,7 +1,7 @@
 """Per-site measurements from hooks, handed back as plain Python floats.
 
 Knows nothing of YAML or files. Inside `with Recorder(model) as rec:` a forward pre-hook on each
-site's module measures that site's input x_l and puts a *tensor* hook on it (cheaper than full
+site's module measures that site's input x_l (and its parameters) and puts a *tensor* hook on it (cheaper than full
 module backward hooks, and safe with in-place ops), which measures dloss/dx_l in the backward pass;
 after `loss.backward()`, `rec.collect()` turns everything into floats in one device->host transfer.
 Hooks are removed on exit, even on error.
@@ -15,8 +15,9 @@ Quantities (one small function each, or one fused norm call):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
 import weakref
+from dataclasses import dataclass, field
 from functools import partial
 
 import torch
@@ -39,13 +40,18 @@ class Record:
     param_value: list[float] = field(default_factory=list)
 
 
-def activation_rms(norms: torch.Tensor, numels: torch.Tensor) -> torch.Tensor:
-    """sqrt(mean(x^2)) from ||x|| (a vector of norms) and sqrt(numel) (a matching vector)."""
-    return norms / numels
+def activation_rms(norm: float, numel: int) -> float:
+    """sqrt(mean(x^2)) from ||x|| and x's number of elements."""
+    return norm / math.sqrt(numel)
+
+
+def group_norm(norms: list[float]) -> float:
+    """||concatenation of some tensors|| from their norms: sqrt(sum of squares), without overflow."""
+    return math.hypot(*norms)
 
 
 def group_norms(norms: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
-    """||concat of a group's tensors|| from the per-tensor norms: sqrt(sum of squares).
+    """`group_norm` for many groups at once, vectorised (resflow.batched: one column per seed).
 
     `groups` is a (n_groups, max_size) index matrix into `norms`, padded with len(norms), which
     points at an appended zero; so every group costs the same few vectorised ops.
@@ -58,12 +64,14 @@ class Recorder:
     """Attach on enter, remove on exit; `collect()` after each backward, `reset()` before the next forward.
 
     Norms are taken where the tensors are hot in the cache, and nothing large is kept alive (which
-    would change how the step's own memory is reused): ||x_l|| in the forward pass; in the backward
-    pass, when dloss/dx_l arrives, ||dloss/dx_l|| and the norms of the site's parameters and of their
-    gradients, which the site's backward has just read and written. `collect()` re-measures what
-    changed since, or was not ready then: a parameter or gradient modified in place (its `_version`
-    moved) or replaced, a gradient accumulated later (a shared weight's), a parameter outside every
-    site (a final norm's). So the floats are those of the tensors as they are when `collect()` runs.
+    would change how the step's own memory is reused). In the forward pass, as site l is entered:
+    ||x_l|| and the norms of the site's parameters, which its forward is about to read (so the norm's
+    read doubles as a prefetch for it). In the backward pass, when dloss/dx_l arrives: its norm and
+    those of the site's parameter gradients, which the site's backward has just written. Two small
+    fused norm calls per site, and no other per-site work. `collect()` re-measures what changed
+    since, or was not ready then: a parameter or gradient modified in place (its `_version` moved)
+    or replaced, a gradient accumulated later (a shared weight's), a parameter outside every site (a
+    final norm's). So the floats are those of the tensors as they are when `collect()` runs.
     (Changes made through `.data` bypass the version counter, as they bypass autograd.)
     """
 
@@ -76,27 +84,24 @@ class Recorder:
         # The parameters' layout is fixed for the model's life: worked out once, not per step.
         self._params: list[torch.Tensor] = []  # unique parameters, in first-seen order
         index_of: dict[int, int] = {}
-        groups: list[list[int]] = []
+        self._groups: list[list[int]] = []  # per site, indices of its parameters (as params.csv lists them)
         self._param_rows: list[tuple[int, str, int]] = []  # (layer, name, index into _params)
         for site in self.sites:
             group = []
             for name, p in site.params:
-                if id(p) not in index_of:
-                    index_of[id(p)] = len(self._params)
+                i = index_of.setdefault(id(p), len(self._params))
+                if i == len(self._params):
                     self._params.append(p)
-                group.append(index_of[id(p)])
-                self._param_rows.append((site.layer, name, index_of[id(p)]))
-            groups.append(group)
+                group.append(i)
+                self._param_rows.append((site.layer, name, i))
+            self._groups.append(group)
         for layer, name, p in self.extra_params:
-            if id(p) not in index_of:
-                index_of[id(p)] = len(self._params)
+            i = index_of.setdefault(id(p), len(self._params))
+            if i == len(self._params):
                 self._params.append(p)
-            self._param_rows.append((layer, name, index_of[id(p)]))
+            self._param_rows.append((layer, name, i))
         # per site call, its parameters (index, parameter), each once
-        self._site_params = [tuple((i, self._params[i]) for i in dict.fromkeys(g)) for g in groups]
-        width = max((len(g) for g in groups), default=0)
-        pad = len(self._params)  # index of the zero appended in group_norms
-        self._groups = torch.tensor([g + [pad] * (width - len(g)) for g in groups], dtype=torch.long).reshape(len(groups), width)
+        self._site_params = [tuple((i, self._params[i]) for i in dict.fromkeys(g)) for g in self._groups]
         self.reset()
 
     # -- hooks ------------------------------------------------------------------------------
@@ -120,8 +125,8 @@ class Recorder:
         self._input_norms: list[torch.Tensor] = []  # ||x_l||, one per site call
         self._numels: list[int] = []
         self._grad_norms: dict[int, torch.Tensor] = {}  # site -> ||dloss/dx_l||
-        # per unique parameter, as measured in the backward pass: ||p|| and p._version then;
-        # ||p.grad||, a weak reference to that p.grad (the recorder keeps no gradient alive) and its _version
+        # per unique parameter: ||p|| and p._version when measured; ||p.grad||, a weak reference to
+        # that p.grad (the recorder keeps no gradient alive) and its _version
         self._value_norms: list = [None] * n_params
         self._value_versions: list = [None] * n_params
         self._p_grad_norms: list = [None] * n_params
@@ -131,41 +136,44 @@ class Recorder:
     def _on_forward(self, module, args):
         x = args[0]
         index = len(self._input_norms)
-        self._input_norms.append(torch._foreach_norm([x.detach()])[0])
+        todo = [(i, p) for i, p in self._site_params[index] if self._value_versions[i] is None]
+        norms = torch._foreach_norm([x.detach(), *(p.detach() for _, p in todo)])
+        self._input_norms.append(norms[0])
         self._numels.append(x.numel())
+        for (i, p), norm in zip(todo, norms[1:]):
+            self._value_norms[i] = norm
+            self._value_versions[i] = p._version
         if x.requires_grad:
             self._tensor_handles.append(x.register_hook(partial(self._on_grad, index)))
         return None  # returning a value would replace the module's input
 
     def _on_grad(self, index: int, grad: torch.Tensor):
-        # The site's backward has just read its weights and written their gradients: measure those
-        # (the gradients accumulated by now, not measured yet) while they are in the cache.
+        # The site's backward has just written its parameters' gradients: measure those (the ones
+        # accumulated by now and not measured yet) while they are in the cache.
         measured = self._p_grads
-        todo = [(i, p, p.grad) for i, p in self._site_params[index] if measured[i] is None and p.grad is not None]
-        norms = torch._foreach_norm([grad, *(g for _, _, g in todo), *(p.detach() for _, p, _ in todo)])
+        todo = [(i, p.grad) for i, p in self._site_params[index] if measured[i] is None and p.grad is not None]
+        norms = torch._foreach_norm([grad, *(g for _, g in todo)])
         self._grad_norms[index] = norms[0]
-        k = len(todo)
-        for j, (i, p, g) in enumerate(todo):
-            self._p_grad_norms[i] = norms[1 + j]
+        for (i, g), norm in zip(todo, norms[1:]):
+            self._p_grad_norms[i] = norm
             measured[i] = weakref.ref(g)
             self._p_grad_versions[i] = g._version
-            self._value_norms[i] = norms[1 + k + j]
-            self._value_versions[i] = p._version
         return None
 
     # -- conversion to floats ---------------------------------------------------------------
     def _param_norms(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """||grad|| and ||value|| per unique parameter: those taken in the hooks if still current."""
-        params = self._params
         grad_norms, value_norms = list(self._p_grad_norms), list(self._value_norms)
         stale_grads, stale_values = [], []
-        for i, p in enumerate(params):
+        for i, (p, ref, grad_version, value_version) in enumerate(
+            zip(self._params, self._p_grads, self._p_grad_versions, self._value_versions)
+        ):
             g = p.grad
-            ref = self._p_grads[i]
-            if g is None or ref is None or g is not ref() or g._version != self._p_grad_versions[i]:
+            if ref is None or g is None or ref() is not g or g._version != grad_version:
                 stale_grads.append(i)
-            if p._version != self._value_versions[i]:
+            if p._version != value_version:
                 stale_values.append(i)
+        params = self._params
         if stale_grads:
             tensors = [params[i].grad if params[i].grad is not None else torch.zeros_like(params[i]) for i in stale_grads]
             for i, norm in zip(stale_grads, torch._foreach_norm(tensors)):
@@ -179,29 +187,22 @@ class Recorder:
         n = len(self.sites)
         if len(self._input_norms) != n:
             raise RuntimeError(f"recorder saw {len(self._input_norms)} site calls, expected {n}: run one forward per collect")
-        params = self._params
         p_grad_norms, p_value_norms = self._param_norms()
         zero = self._input_norms[0].new_zeros(())  # a site whose input needed no gradient
         g_norms = [self._grad_norms.get(i, zero) for i in range(n)]
-
-        # all norms already taken: a handful of vectorised ops, whatever the depth
-        norms = torch.stack(g_norms + self._input_norms + p_grad_norms + p_value_norms)
-        root_numel = torch.tensor([k**0.5 for k in self._numels], dtype=norms.dtype).to(norms.device)
-        groups = self._groups.to(norms.device)
-        per_site = torch.cat([norms[:n], activation_rms(norms[n : 2 * n], root_numel), group_norms(norms[2 * n : 2 * n + len(params)], groups)])
-        per_param = norms[2 * n :]
-        site_vals = per_site.double().tolist()  # the device->host transfers: two per step
-        param_vals = per_param.double().tolist()
+        # every norm is taken by now: one stack, one device->host transfer, then plain float arithmetic
+        vals = torch.stack(g_norms + self._input_norms + p_grad_norms + p_value_norms).double().tolist()
+        n_params = len(self._params)
+        p_grad, p_value = vals[2 * n : 2 * n + n_params], vals[2 * n + n_params :]
 
         rec = Record()
         rec.layer = [s.layer for s in self.sites]
         rec.sublayer = [s.sublayer for s in self.sites]
-        rec.input_grad_norm = site_vals[:n]
-        rec.activation_rms = site_vals[n : 2 * n]
-        rec.param_grad_norm = site_vals[2 * n :]
-        n_params = len(params)
+        rec.input_grad_norm = vals[:n]
+        rec.activation_rms = [activation_rms(norm, numel) for norm, numel in zip(vals[n : 2 * n], self._numels)]
+        rec.param_grad_norm = [group_norm([p_grad[i] for i in group]) for group in self._groups]
         rec.param_layer = [layer for layer, _, _ in self._param_rows]
         rec.param_name = [name for _, name, _ in self._param_rows]
-        rec.param_grad = [param_vals[i] for _, _, i in self._param_rows]
-        rec.param_value = [param_vals[n_params + i] for _, _, i in self._param_rows]
+        rec.param_grad = [p_grad[i] for _, _, i in self._param_rows]
+        rec.param_value = [p_value[i] for _, _, i in self._param_rows]
         return rec

@@ -135,3 +135,21 @@ def test_mlp_site_params_are_named_parameters_in_order(norm, bias):
     got = list(block.sites(0)[0].params)
     assert [n for n, _ in got] == [n for n, _ in expected]
     assert all(a is b for (_, a), (_, b) in zip(got, expected))
+
+
+def test_parameter_changed_between_forward_and_backward_is_measured_again():
+    # values are measured as each site is entered in the forward pass; a change after that (here a
+    # bias, which autograd does not save) must show at collect()
+    stack, x, loss_fn = setup()
+    b = stack.blocks[1].linear.bias
+    with Recorder(stack) as rec:
+        out = stack(x)
+        with torch.no_grad():
+            b.add_(5.0)
+        loss_fn(out).backward()
+        r = rec.collect()
+    value, grad = direct(stack, r)
+    assert r.param_value == pytest.approx(value, rel=1e-12)
+    assert r.param_grad == pytest.approx(grad, rel=1e-12)
+    i = r.param_name.index("linear.bias", r.param_layer.index(1))
+    assert r.param_value[i] == pytest.approx(torch.linalg.vector_norm(b.detach()).item(), rel=1e-12)

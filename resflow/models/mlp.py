@@ -41,7 +41,8 @@ class MLPBlock(nn.Module):
     def _named_params(self):
         # names as they read in the block: linear.weight, linear.bias, norm.weight, norm.bias; the
         # order of named_parameters() (tested), without its recursive walk (a Recorder per step)
-        for prefix, module in (("linear", self.linear), ("norm", self.pre), ("norm", self.post)):
-            for name, p in module._parameters.items():
+        modules = self._modules  # (not three nn.Module.__getattr__ lookups)
+        for prefix, key in (("linear", "linear"), ("norm", "pre"), ("norm", "post")):
+            for name, p in modules[key]._parameters.items():
                 if p is not None:
                     yield f"{prefix}.{name}", p

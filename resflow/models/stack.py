@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from torch import nn
 
 
-@dataclass(frozen=True)
-class Site:
+class Site(NamedTuple):
     """A place where the gradient is measured: the input of one residual connection (or block).
 
     `module` is called once per site, in site order, with the residual stream as its first input;
     `params` are the parameters attributed to this site, named relative to their block.
+    (A named tuple: a Recorder per step asks a depth-L model for its L sites.)
     """
 
     layer: int  # block index, 0 nearest the input
