@@ -360,10 +360,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from resflow.allocator import retain_freed_memory
+    from resflow.allocator import freeze_imports, retain_freed_memory
 
     torch.set_num_threads(1)  # one core per process, as the sweep's workers use; the other core is for the noise
     tuned = False if args.glibc_malloc else retain_freed_memory()  # as the CLI does (resflow/allocator.py)
+    import resflow.experiment  # noqa: F401
+
+    freeze_imports()  # as the CLI does
     os.environ["RESFLOW_BENCH_GLIBC_MALLOC"] = "1" if args.glibc_malloc else ""  # for the depth probes
     rows: list[Row] = []
     for name in names:

@@ -11,11 +11,17 @@ with the process for the next step, as PyTorch's own CUDA caching allocator does
 
 Called by the CLI before it runs anything and by the sweep's workers; `python -m benchmarks`
 measures with it and reports the page faults. A no-op where the C library is not glibc.
+
+`freeze_imports()` is the same idea for Python's cyclic garbage collector: torch and pandas bring
+hundreds of thousands of long-lived objects, and every full collection walks them all (50-100 ms
+here, every few runs of a sweep point) and, in a forked sweep worker, writes to their headers, so
+the pages they share with the parent are copied. Frozen (gc.freeze), they are skipped.
 """
 
 from __future__ import annotations
 
 import ctypes
+import gc
 import sys
 
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3  # glibc's <malloc.h>
@@ -35,3 +41,21 @@ def retain_freed_memory() -> bool:
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return all(mallopt(param, value) == 1 for param, value in (
         (M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_TRIM_THRESHOLD, TRIM_THRESHOLD), (M_TOP_PAD, TOP_PAD)))
+
+
+def freeze_imports() -> None:
+    """Move every object alive now (the imported modules' and the like) out of the collector's reach."""
+    gc.collect()  # what is garbage already is freed first, not frozen
+    gc.freeze()
+
+
+def release_free_memory() -> bool:
+    """Hand the free memory the process keeps back to the OS (glibc malloc_trim); True if done.
+
+    Before forking workers: a child writing into a free page it shares with its parent pays a
+    copy of it; into a released one, only a fresh zero page.
+    """
+    try:
+        return bool(ctypes.CDLL(None).malloc_trim(0))
+    except (OSError, AttributeError):
+        return False

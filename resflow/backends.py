@@ -93,9 +93,12 @@ def _init_worker() -> None:
 
 
 def _pool(points, save, workers: int, fail=None) -> None:
+    import gc
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
+
+    from resflow.allocator import release_free_memory
 
     from resflow.sweep import run_point
 
@@ -103,11 +106,16 @@ def _pool(points, save, workers: int, fail=None) -> None:
 
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method), initializer=_init_worker)
+    frozen = gc.get_freeze_count()
     try:
         # Longest first: the big points start early and the small ones fill the gaps at the end,
         # so no worker sits idle while another finishes a big point it took last (LPT scheduling).
         by_cost = sorted(points, key=lambda p: getattr(p, "cost", 0.0), reverse=True)
+        gc.freeze()  # the workers, forked at the first submit, leave the parent's objects alone (resflow.allocator)
+        release_free_memory()  # ... and start from fresh pages, not copies of the parent's free ones
         pending = {executor.submit(run_point, p): p for p in by_cost}
+        if not frozen:
+            gc.unfreeze()  # the parent's own collector as it was
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:

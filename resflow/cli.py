@@ -131,12 +131,15 @@ def _load_torch() -> None:
     """Set the allocator up (resflow.allocator), then import torch with Ctrl-C/SIGTERM held back until it is done: an interrupt in the middle of
     torch's import leaves it half-initialised, and the interpreter can then abort (SIGABRT) on its way
     out instead of exiting 130. The signal acts as soon as the import is complete."""
-    from resflow.allocator import retain_freed_memory
+    from resflow.allocator import freeze_imports, retain_freed_memory
     from resflow.signals import deferred
 
     retain_freed_memory()  # steady memory reuse from step to step (resflow/allocator.py)
     with deferred():
         import torch  # noqa: F401
+
+        import resflow.experiment  # noqa: F401  (and pandas: every command that loads torch uses them)
+    freeze_imports()
 
 
 @contextmanager

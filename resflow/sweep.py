@@ -264,7 +264,12 @@ def make_plan(base: Config, yaml_items=(), cli_axes: list[str] = ()) -> Plan:
 
 
 def run_point(point: Point) -> str:
-    """Run one point and return its file's text: the three tables' rows, relabelled, as JSON."""
+    """Run one point and return its file's text: the tables' rows, relabelled, as JSON.
+
+    Each table is {"n": rows, "order": columns, "const": {column: value}, "cols": {column: values}}:
+    a column with one value in every row (the config's columns, the swept ones) is stored once, so
+    the file is a fraction of the size and the parent, which reads every point, parses less.
+    """
     from resflow.experiment import run
 
     result = run(validate(point.config))
@@ -274,12 +279,29 @@ def run_point(point: Point) -> str:
         if df is None:  # no train table when measuring at initialisation
             continue
         rows = df.to_dict("list")
-        n = len(df)
-        rows["variant"] = [point.variant] * n
+        rows["variant"] = None
+        const = {"variant": point.variant}
         for col, value in point.columns.items():
-            rows[col] = [value] * n  # a swept key already among the config columns keeps its place
-        payload[name] = rows
+            rows.setdefault(col, None)  # a swept key already among the config columns keeps its place
+            const[col] = value
+        cols = {}
+        for col, values in rows.items():
+            if col in const:
+                continue
+            if values and values.count(values[0]) == len(values):  # (NaN is never equal: kept as a list)
+                const[col] = values[0]
+            else:
+                cols[col] = values
+        payload[name] = {"n": len(df), "order": list(rows), "const": const, "cols": cols}
     return json.dumps(payload, allow_nan=True)
+
+
+def _columns(part: dict) -> dict[str, list]:
+    """A table of a point payload as {column: values}, in CSV order (also the older all-lists form)."""
+    if "order" not in part:
+        return part
+    n, const, cols = part["n"], part["const"], part["cols"]
+    return {col: cols[col] if col in cols else [const[col]] * n for col in part["order"]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -368,9 +390,10 @@ def save_point(out: Path, point: Point, text: str) -> None:
     write_text_atomic(point_path(out, point), text)
 
 
-def assemble(out: Path, plan: Plan):
-    """The three tables from the point files, in point order."""
-    payloads = [json.loads(point_path(out, point).read_text()) for point in plan.points]
+def assemble(out: Path, plan: Plan, parsed: dict[int, dict] | None = None):
+    """The tables from the point files, in point order (`parsed`: payloads already read, by index)."""
+    parsed = parsed or {}
+    payloads = [parsed.get(p.index) or json.loads(point_path(out, p).read_text()) for p in plan.points]
     return tables(payloads, plan.columns)
 
 
@@ -387,7 +410,7 @@ def tables(payloads: list[dict], columns: list[str]) -> dict:
             if name not in payload:  # a point that did not train has no train rows
                 continue
             table = rows[name]
-            part = payload[name]
+            part = _columns(payload[name])
             n = len(next(iter(part.values()), []))
             before = len(next(iter(table.values()), [])) if table else 0
             for col in list(table) + [c for c in part if c not in table]:  # ordered: stable CSV columns
@@ -445,9 +468,12 @@ def run_sweep(
     if on_start is not None:
         on_start(len(plan.points), len(done))
 
+    parsed: dict[int, dict] = {}  # each point's payload, parsed as it arrives (while the others run)
+
     def save(point: Point, text: str) -> None:
         save_point(out, point, text)
         failed_path(out, point).unlink(missing_ok=True)  # a retried point that now succeeded
+        parsed[point.index] = json.loads(text)
         if on_point is not None:
             on_point(point)
 
@@ -479,7 +505,7 @@ def run_sweep(
             f"{resume_hint or 'the same command plus --resume'}"
         )
 
-    frames = assemble(out, plan)
+    frames = assemble(out, plan, parsed)
     meta = dict(
         kind="sweep",
         resflow=__version__,
@@ -497,7 +523,7 @@ def run_sweep(
     )
     result = RunResult(grads=frames["grads"], params=frames["params"], summary=frames["summary"],
                        config=plan.config_yaml(), meta=meta, path=out, train=frames["train"])
-    write_files(result, out)
+    write_files(result, out, processes=workers if backend == "local" else 1)  # the workers' cores are free now
     return SweepRun(result, plan, skipped=len(done), ran=len(todo))
 
 

@@ -1,0 +1,75 @@
+"""`df.to_csv(index=False)`, byte for byte, in about half the time for resflow's tables.
+
+A tidy table repeats itself: the config's columns hold one value per run over thousands of rows, and
+pandas formats every cell anew. Here each column is formatted once per distinct value (pandas'
+factorize, then a take), and the rows are joined in C (`str.join` over `zip`). Floats are written as
+pandas writes them (numpy's shortest repr, which round-trips: the same text as Python's repr), NaN
+and None as empty fields, text quoted as the csv module's QUOTE_MINIMAL does. Columns of any other
+kind (categorical, datetime, mixed objects...) are handed to pandas, so the text is always pandas'.
+tests/test_csvtext.py compares the two on resflow's own tables and on generated frames.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+
+import numpy as np
+import pandas as pd
+
+_MAYBE_QUOTED = (",", '"', "\n", "\r")  # characters that can make the csv module quote a field
+
+
+def quote(text: str) -> str:
+    """The field as pandas' csv writer (Python's csv module, QUOTE_MINIMAL) writes it."""
+    if not any(c in text for c in _MAYBE_QUOTED):
+        return text
+    buf = io.StringIO()  # rare: let the csv module decide (which of these it quotes varies by Python)
+    csv.writer(buf, lineterminator=os.linesep).writerow([text, ""])
+    return buf.getvalue()[: -len(os.linesep) - 1]
+
+
+def to_csv_text(df: pd.DataFrame) -> str:
+    """The text of `df.to_csv(index=False)`."""
+    if df.shape[1] < 2 or not df.columns.is_unique:  # (one column: the csv module quotes an empty row)
+        return df.to_csv(index=False)
+    cells = []
+    for name in df.columns:
+        column = _format(df[name])
+        if column is None:  # a kind of column not handled here: pandas formats the lot
+            return df.to_csv(index=False)
+        cells.append(column)
+    nl = os.linesep  # pandas' line terminator
+    header = ",".join(quote(str(name)) for name in df.columns)
+    if len(df) == 0:
+        return header + nl
+    return header + nl + nl.join(map(",".join, zip(*cells))) + nl
+
+
+def _format(series: pd.Series) -> list[str] | None:
+    values = series.to_numpy()
+    kind = values.dtype.kind
+    if kind == "f":
+        if values.dtype.itemsize != 8:
+            return None
+        if (values == 0).any():  # factorize would merge 0.0 and -0.0, which print differently
+            return ["" if v != v else repr(v) for v in values.tolist()]
+        return _by_value(series, lambda v: repr(float(v)))
+    if kind in "iub":
+        return _by_value(series, lambda v: str(v.item() if hasattr(v, "item") else v))
+    if kind == "O":
+        inferred = pd.api.types.infer_dtype(values, skipna=True)
+        if inferred in ("string", "empty"):  # text (and missing values): one quote() per distinct value
+            return _by_value(series, quote)
+        if inferred in ("integer", "floating", "mixed-integer-float", "boolean"):
+            missing = pd.isna(values)
+            return ["" if m else quote(str(v)) for v, m in zip(values.tolist(), missing.tolist())]
+    return None
+
+
+def _by_value(series: pd.Series, fmt) -> list[str]:
+    """Format each distinct value once; missing values (code -1) take the last entry, ''."""
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    texts = np.array([fmt(u) for u in np.asarray(uniques, dtype=object)] + [""], dtype=object)
+    return texts[codes].tolist()
