@@ -94,14 +94,11 @@ def _mlp_steps(depth: int, width: int, batch: int):
         zero()
         loss_fn(model(x)).backward()
 
-    recorder = Recorder(model)  # set up once per model, as resflow.train does; bench_recording times it apart
-
-    def recorded():
+    def recorded():  # the whole cost of a record: a Recorder set up, attached and collected every step
         zero()
-        recorder.reset()
-        with recorder:  # the hooks go on and come off every step
+        with Recorder(model) as rec:
             loss_fn(model(x)).backward()
-            return recorder.collect()
+            return rec.collect()
 
     def module_hooks():  # the alternative: full backward hooks on every block, norms per call
         zero()
