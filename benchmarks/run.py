@@ -262,21 +262,24 @@ def bench_cli(quick: bool) -> list[Row]:
 # 5. Depth scaling (each depth in its own process, so peak memory is its own)
 
 DEPTH_PROBE = """
-import os, sys, time, torch
-from resflow.allocator import retain_freed_memory
+import os, statistics, sys, time, torch
+from resflow.allocator import freeze_imports, retain_freed_memory
 from resflow.config import load_config
+from resflow.experiment import measure_seed
 if not os.environ.get("RESFLOW_BENCH_GLIBC_MALLOC"):
     retain_freed_memory()  # as the CLI does
-from resflow.experiment import measure_seed
+freeze_imports()  # as the CLI does
 depth = int(sys.argv[1])
 torch.set_num_threads(1)
 cfg = load_config({"device": "cpu", "model": {"depth": depth, "width": 64}, "data": {"batch_size": 32}})
 measure_seed(cfg, 0, torch.device("cpu"))  # warm-up at the same depth
-t0 = time.perf_counter()
-measure_seed(cfg, 1, torch.device("cpu"))
-elapsed = time.perf_counter() - t0
+times = []
+for seed in (1, 2, 3):
+    t0 = time.perf_counter()
+    measure_seed(cfg, seed, torch.device("cpu"))
+    times.append(time.perf_counter() - t0)
 hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM"))  # this process's own peak
-print(elapsed, int(hwm.split()[1]) * 1024)  # peak RSS, bytes
+print(statistics.median(times), int(hwm.split()[1]) * 1024)  # peak RSS, bytes
 """
 
 
