@@ -133,7 +133,7 @@ def _pool(points, save, workers: int, fail=None) -> None:
     except BaseException:
         _stop(executor)
         raise
-    executor.shutdown(wait=True)
+    executor.shutdown(wait=False)  # every point is back; the workers exit while the tables are written
 
 
 def _stop(executor) -> None:
