@@ -133,7 +133,7 @@ def _pool(points, save, workers: int, fail=None) -> None:
     except BaseException:
         _stop(executor)
         raise
-    executor.shutdown(wait=False)  # every point is back; the workers exit while the tables are written
+    executor.shutdown(wait=True)  # (and its threads: results.write_files may fork a helper next)
 
 
 def _stop(executor) -> None:

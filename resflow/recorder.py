@@ -136,6 +136,10 @@ class Recorder:
     def _on_forward(self, module, args):
         x = args[0]
         index = len(self._input_norms)
+        if index >= len(self._site_params):  # a second forward before collect(): collect() says so
+            self._input_norms.append(x.new_zeros(()))
+            self._numels.append(x.numel())
+            return None
         todo = [(i, p) for i, p in self._site_params[index] if self._value_versions[i] is None]
         norms = torch._foreach_norm([x.detach(), *(p.detach() for _, p in todo)])
         self._input_norms.append(norms[0])

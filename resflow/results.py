@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,11 +148,12 @@ def write_files(result: RunResult, directory: Path, processes: int = 1) -> None:
 
     With `processes` >= 2 (a sweep's workers, whose cores are free again by now), a forked helper
     writes params.csv while this process writes the rest: formatting floats is most of the time.
+    Only from a single-threaded process (a fork copies no other thread, nor the locks they hold).
     """
     import yaml
 
     helper = None
-    if processes >= 2 and len(result.params) >= PARALLEL_ROWS and hasattr(os, "fork"):
+    if processes >= 2 and len(result.params) >= PARALLEL_ROWS and hasattr(os, "fork") and threading.active_count() == 1:
         helper = _fork(lambda: write_csv(result.params, directory / "params.csv"))
     try:
         write_csv(result.grads, directory / "grads.csv")

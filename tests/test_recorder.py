@@ -153,3 +153,12 @@ def test_parameter_changed_between_forward_and_backward_is_measured_again():
     assert r.param_grad == pytest.approx(grad, rel=1e-12)
     i = r.param_name.index("linear.bias", r.param_layer.index(1))
     assert r.param_value[i] == pytest.approx(torch.linalg.vector_norm(b.detach()).item(), rel=1e-12)
+
+
+def test_two_forwards_before_collect_is_a_clear_error():
+    stack, x, loss_fn = setup()
+    with Recorder(stack) as rec:
+        stack(x)
+        loss_fn(stack(x)).backward()
+        with pytest.raises(RuntimeError, match="run one forward per collect"):
+            rec.collect()
