@@ -53,7 +53,8 @@ def _format(series: pd.Series) -> list[str] | None:
     if kind == "f":
         if values.dtype.itemsize != 8:
             return None
-        if (values == 0).any():  # factorize would merge 0.0 and -0.0, which print differently
+        zeros = values == 0
+        if zeros.any() and np.signbit(values[zeros]).any():  # factorize would merge 0.0 and -0.0
             return ["" if v != v else repr(v) for v in values.tolist()]
         return _by_value(series, lambda v: repr(float(v)))
     if kind in "iub":
