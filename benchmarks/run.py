@@ -79,29 +79,17 @@ def env() -> dict:
 def _mlp_steps(depth: int, width: int, batch: int):
     import torch
 
+    from benchmarks.transformer_overhead import step_pair
     from resflow.config import load_config
     from resflow.experiment import prepare_seed
-    from resflow.recorder import Recorder
 
     cfg = load_config({"device": "cpu", "model": {"depth": depth, "width": width}, "data": {"batch_size": batch}})
     model, x, loss_fn = prepare_seed(cfg, 0, torch.device("cpu"))
-
-    def zero():
-        model.zero_grad(set_to_none=True)
-        x.grad = None
-
-    def bare():
-        zero()
-        loss_fn(model(x)).backward()
-
-    def recorded():  # the whole cost of a record: a Recorder set up, attached and collected every step
-        zero()
-        with Recorder(model) as rec:
-            loss_fn(model(x)).backward()
-            return rec.collect()
+    bare, recorded = step_pair(model, x, loss_fn)
 
     def module_hooks():  # the alternative: full backward hooks on every block, norms per call
-        zero()
+        model.zero_grad(set_to_none=True)
+        x.grad = None
         norms = []
         hook = lambda mod, gin, gout: norms.append(torch.linalg.vector_norm(gin[0]))  # noqa: E731
         handles = [b.register_full_backward_hook(hook) for b in model.blocks]
@@ -128,11 +116,8 @@ def bench_recording(quick: bool) -> list[Row]:
         Row("full module backward hooks, MLP (for comparison)", t["module_hooks"] / t["bare"], "x bare fwd+bwd", "-", None,
             f"{t['module_hooks'] * 1e3:.2f} ms; input grad norms only"),
     ]
-    try:
-        sys.path.insert(0, str(ROOT))
-        from benchmarks.transformer_overhead import reference_config, reference_step
-    except ImportError:
-        return rows
+    from benchmarks.transformer_overhead import reference_config, reference_step
+
     overrides = ["model.depth=2", "model.width=32", "model.heads=2"] if quick else []
     cfg = reference_config("pre-norm", overrides)
     bare, recorded = reference_step(cfg)

@@ -4,7 +4,8 @@ collect() into floats), measured side by side in one process, interleaved, media
 
     PYTHONPATH=. python benchmarks/transformer_overhead.py [--config post-norm] [--repeats 30] [--threads 1]
 
-`reference_step(cfg)` is the reusable piece: it returns (bare, recorded) zero-argument callables.
+`reference_step(cfg)` is the reusable piece: it returns (bare, recorded) zero-argument callables
+(`step_pair(model, x, loss_fn)` the same for a model already built).
 """
 
 from __future__ import annotations
@@ -26,7 +27,11 @@ def reference_config(name: str = "pre-norm", overrides: list[str] | None = None)
 
 def reference_step(cfg, seed: int = 0):
     """(bare, recorded): one forward+backward each; `recorded` also collects every measurement."""
-    model, x, loss_fn = prepare_seed(cfg, seed, resolve_device(cfg.device))
+    return step_pair(*prepare_seed(cfg, seed, resolve_device(cfg.device)))
+
+
+def step_pair(model, x, loss_fn):
+    """(bare, recorded) steps of an already built model (benchmarks/run.py's MLP row uses it too)."""
 
     def zero():
         model.zero_grad(set_to_none=True)
@@ -36,7 +41,7 @@ def reference_step(cfg, seed: int = 0):
         zero()
         loss_fn(model(x)).backward()
 
-    def recorded():
+    def recorded():  # the whole cost of a record: a Recorder set up, attached and collected every step
         zero()
         with Recorder(model) as rec:
             loss_fn(model(x)).backward()

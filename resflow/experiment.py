@@ -111,22 +111,7 @@ def run(cfg: Config, on_seed=None, on_step=None) -> RunResult:
     grads = {k: [] for k in ("variant", "seed", "step", "layer", "sublayer", "input_grad_norm", "activation_rms", "param_grad_norm")}
     params = {k: [] for k in ("variant", "seed", "step", "layer", "param", "grad_norm", "value_norm")}
     for seed, rec in measure_all(cfg, device):
-        n, m = len(rec.layer), len(rec.param_layer)
-        grads["variant"] += [cfg.name] * n
-        grads["seed"] += [seed] * n
-        grads["step"] += [0] * n
-        grads["layer"] += rec.layer
-        grads["sublayer"] += rec.sublayer
-        grads["input_grad_norm"] += rec.input_grad_norm
-        grads["activation_rms"] += rec.activation_rms
-        grads["param_grad_norm"] += rec.param_grad_norm
-        params["variant"] += [cfg.name] * m
-        params["seed"] += [seed] * m
-        params["step"] += [0] * m
-        params["layer"] += rec.param_layer
-        params["param"] += rec.param_name
-        params["grad_norm"] += rec.param_grad
-        params["value_norm"] += rec.param_value
+        rec.add_rows(grads, params, cfg.name, seed, step=0)
         if on_seed is not None:
             on_seed(seed)
     n_rows = len(grads["seed"])

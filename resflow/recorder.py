@@ -39,6 +39,21 @@ class Record:
     param_grad: list[float] = field(default_factory=list)
     param_value: list[float] = field(default_factory=list)
 
+    def add_rows(self, grads: dict[str, list], params: dict[str, list], variant: str, seed: int, step: int) -> None:
+        """Append this record as rows of grads.csv and params.csv, kept as {column: values}."""
+        n, m = len(self.layer), len(self.param_layer)
+        for table, k, cols in (
+            (grads, n, {"layer": self.layer, "sublayer": self.sublayer, "input_grad_norm": self.input_grad_norm,
+                        "activation_rms": self.activation_rms, "param_grad_norm": self.param_grad_norm}),
+            (params, m, {"layer": self.param_layer, "param": self.param_name, "grad_norm": self.param_grad,
+                         "value_norm": self.param_value}),
+        ):
+            table.setdefault("variant", []).extend([variant] * k)
+            table.setdefault("seed", []).extend([seed] * k)
+            table.setdefault("step", []).extend([step] * k)
+            for key, values in cols.items():
+                table.setdefault(key, []).extend(values)
+
 
 def activation_rms(norm: float, numel: int) -> float:
     """sqrt(mean(x^2)) from ||x|| and x's number of elements."""

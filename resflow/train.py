@@ -199,22 +199,7 @@ def _train(cfg, on_seed, on_step) -> RunResult:
     for seed in cfg.seed_list:
         run = train_seed(cfg, seed, device, on_step)
         for step, rec, update_ratio, movement in run.records:
-            n, m = len(rec.layer), len(rec.param_layer)
-            grads["variant"] += [cfg.name] * n
-            grads["seed"] += [seed] * n
-            grads["step"] += [step] * n
-            grads["layer"] += rec.layer
-            grads["sublayer"] += rec.sublayer
-            grads["input_grad_norm"] += rec.input_grad_norm
-            grads["activation_rms"] += rec.activation_rms
-            grads["param_grad_norm"] += rec.param_grad_norm
-            params["variant"] += [cfg.name] * m
-            params["seed"] += [seed] * m
-            params["step"] += [step] * m
-            params["layer"] += rec.param_layer
-            params["param"] += rec.param_name
-            params["grad_norm"] += rec.param_grad
-            params["value_norm"] += rec.param_value
+            rec.add_rows(grads, params, cfg.name, seed, step)
             params["update_ratio"] += update_ratio
             params["movement"] += movement
         n_steps = len(run.rows["step"])
