@@ -221,8 +221,13 @@ def run(
     console.print(run_table(result.grads, title=_title(cfg)))
     console.print(headline(result.grads), markup=False)
     console.print(comparison_line(result.summary, result.meta.get("theory", "")), markup=False)
-    figs = "" if no_plots else ", " + ", ".join(p.name for p in sorted(out.glob("*.png")))
-    console.print(f"wrote {out}/ (grads.csv, params.csv, summary.csv, config.yaml, meta.json{figs})", markup=False)
+    _print_wrote(console, out, "", no_plots)
+
+
+def _print_wrote(console, out: Path, train: str, no_plots: bool) -> None:
+    """The last line of run and compare: what the results dir holds (`train`: "train.csv, " or "")."""
+    figs = "" if no_plots else "".join(", " + p.name for p in sorted(out.glob("*.png")))
+    console.print(f"wrote {out}/ ({train}grads.csv, params.csv, summary.csv, config.yaml, meta.json{figs})", markup=False)
 
 
 def _figure_writer(result):
@@ -269,8 +274,7 @@ def _train(cfg, out: Path, force: bool, no_plots: bool) -> None:
     console.print(loss_table(result, width=console.width))
     console.print(train_table(result, title=_title(cfg)))
     console.print(train_headline(result), markup=False)
-    figs = "" if no_plots else ", " + ", ".join(p.name for p in sorted(out.glob("*.png")))
-    console.print(f"wrote {out}/ (train.csv, grads.csv, params.csv, summary.csv, config.yaml, meta.json{figs})", markup=False)
+    _print_wrote(console, out, "train.csv, ", no_plots)
 
 
 def _title(cfg) -> str:
@@ -414,8 +418,7 @@ def compare(
     train = "train.csv, " if result.train is not None else ""
     if train:
         console.print(loss_table(result, width=console.width))
-    figs = "" if no_plots else "".join(", " + p.name for p in sorted(out.glob("*.png")))
-    console.print(f"wrote {out}/ ({train}grads.csv, params.csv, summary.csv, config.yaml, meta.json{figs})", markup=False)
+    _print_wrote(console, out, train, no_plots)
 
 
 @app.command()
