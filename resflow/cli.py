@@ -213,12 +213,12 @@ def run(
             return _train(cfg, out, force, no_plots)
 
         from resflow.experiment import run as run_experiment
-        from resflow.report import headline, run_table
+        from resflow.report import headline, run_table, run_title
 
         result = run_experiment(cfg)
         write_run(result, out, force, extra=None if no_plots else _figure_writer(result))
     console = stdout()
-    console.print(run_table(result.grads, title=_title(cfg)))
+    console.print(run_table(result.grads, title=run_title(cfg)))
     console.print(headline(result.grads), markup=False)
     console.print(comparison_line(result.summary, result.meta.get("theory", "")), markup=False)
     _print_wrote(console, out, "", no_plots)
@@ -265,6 +265,7 @@ def _train(cfg, out: Path, force: bool, no_plots: bool) -> None:
     """`run` with train.steps > 0: a live view while training, then the loss and per-layer tables."""
     from resflow.experiment import run as run_experiment
     from resflow.results import write_run
+    from resflow.report import run_title
     from resflow.train_report import LiveView, loss_table, train_headline, train_table
 
     console = stdout()
@@ -272,25 +273,9 @@ def _train(cfg, out: Path, force: bool, no_plots: bool) -> None:
         result = run_experiment(cfg, on_step=view.update)
     write_run(result, out, force, extra=None if no_plots else _figure_writer(result))
     console.print(loss_table(result, width=console.width))
-    console.print(train_table(result, title=_title(cfg)))
+    console.print(train_table(result, title=run_title(cfg)))
     console.print(train_headline(result), markup=False)
     _print_wrote(console, out, "train.csv, ", no_plots)
-
-
-def _title(cfg) -> str:
-    m = cfg.model
-    if m.block == "transformer":
-        ffn = f"{m.ffn} FFN×{m.ffn_mult:g}"
-        shape = f"{m.depth} × transformer width {m.width}, {m.heads} heads, {ffn}, seq {cfg.data.seq_len}"
-    else:
-        shape = f"{m.depth} × {m.block} width {m.width}, {m.activation}"
-    alpha = m.residual_scale if isinstance(m.residual_scale, str) else f"α={m.residual_scale:g}"
-    res = ("residual ReZero α=0" if m.rezero else f"residual {alpha}") if m.residual else "no residual"
-    norm = f"{m.norm}-{m.norm_type}" if m.norm != "none" else "no norm"
-    if m.block == "transformer" and m.has_final_norm:
-        norm += " + final norm"
-    zero = " zero-out" if m.init.zero_out else ""
-    return f"{cfg.name}: {shape}, {res}, {norm}, init {m.init.scheme}×{m.init.scale:g}{zero}, {cfg.dtype}, seeds {cfg.seed}…{cfg.seed + cfg.seeds - 1}"
 
 
 class DemoName(str, Enum):

@@ -90,6 +90,23 @@ def shown_rows(n: int, max_rows: int = MAX_FULL_ROWS) -> list[int | None]:
     return picks
 
 
+def run_title(cfg) -> str:
+    """The line above a run's table: the config in words (`run` prints it, `show` rebuilds it)."""
+    m = cfg.model
+    if m.block == "transformer":
+        ffn = f"{m.ffn} FFN×{m.ffn_mult:g}"
+        shape = f"{m.depth} × transformer width {m.width}, {m.heads} heads, {ffn}, seq {cfg.data.seq_len}"
+    else:
+        shape = f"{m.depth} × {m.block} width {m.width}, {m.activation}"
+    alpha = m.residual_scale if isinstance(m.residual_scale, str) else f"α={m.residual_scale:g}"
+    res = ("residual ReZero α=0" if m.rezero else f"residual {alpha}") if m.residual else "no residual"
+    norm = f"{m.norm}-{m.norm_type}" if m.norm != "none" else "no norm"
+    if m.block == "transformer" and m.has_final_norm:
+        norm += " + final norm"
+    zero = " zero-out" if m.init.zero_out else ""
+    return f"{cfg.name}: {shape}, {res}, {norm}, init {m.init.scheme}×{m.init.scale:g}{zero}, {cfg.dtype}, seeds {cfg.seed}…{cfg.seed + cfg.seeds - 1}"
+
+
 def run_table(grads: pd.DataFrame, title: str = "") -> Table:
     stats = site_stats(grads)
     seeds = int(grads["seed"].nunique())

@@ -278,8 +278,20 @@ def renderables(result, width: int | None = None) -> list:
         refs = meta.get("refs") or list(dict.fromkeys(result.grads["variant"]))
         return [compare_table(result.grads, width=width, title=compare_title(refs, result.grads)), compare_profiles(result.grads),
                 compare_headline(result.summary), *trained]
-    return [run_table(result.grads, title=str(result.grads["variant"].iloc[0])), headline(result.grads),
+    return [run_table(result.grads, title=_stored_title(result)), headline(result.grads),
             comparison_line(result.summary, meta.get("theory", "")), *trained]
+
+
+def _stored_title(result) -> str:
+    """`run`'s title line, rebuilt from the dir's config.yaml (its name alone if that cannot be read)."""
+    from resflow.config import load_config
+    from resflow.errors import ResflowError
+    from resflow.report import run_title
+
+    try:
+        return run_title(load_config(dict(result.config)))
+    except (ResflowError, TypeError, ValueError):
+        return str(result.grads["variant"].iloc[0])
 
 
 def compare_title(refs: list[str], grads: pd.DataFrame) -> str:
