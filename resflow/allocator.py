@@ -36,7 +36,7 @@ def retain_freed_memory() -> bool:
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt  # the C library this process already uses
-    except (OSError, AttributeError):  # musl or another libc without mallopt
+    except (OSError, AttributeError, TypeError):  # musl or another libc without mallopt
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return all(mallopt(param, value) == 1 for param, value in (
@@ -57,7 +57,9 @@ def release_free_memory() -> bool:
     Before forking workers: a child writing into a free page it shares with its parent pays a
     copy of it; into a released one, only a fresh zero page.
     """
+    if not sys.platform.startswith("linux"):
+        return False
     try:
         return bool(ctypes.CDLL(None).malloc_trim(0))
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):  # musl (no malloc_trim), or no C library to load
         return False

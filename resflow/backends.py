@@ -113,9 +113,11 @@ def _pool(points, save, workers: int, fail=None) -> None:
         by_cost = sorted(points, key=lambda p: getattr(p, "cost", 0.0), reverse=True)
         gc.freeze()  # the workers, forked at the first submit, leave the parent's objects alone (resflow.allocator)
         release_free_memory()  # ... and start from fresh pages, not copies of the parent's free ones
-        pending = {executor.submit(run_point, p): p for p in by_cost}
-        if not frozen:
-            gc.unfreeze()  # the parent's own collector as it was
+        try:
+            pending = {executor.submit(run_point, p): p for p in by_cost}
+        finally:
+            if not frozen:  # (the CLI froze its imports itself and keeps them so)
+                gc.unfreeze()  # the parent's own collector as it was
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:

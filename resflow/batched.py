@@ -19,7 +19,6 @@ Used by `experiment.run` when `supports(cfg)`; every other model runs seed by se
 
 from __future__ import annotations
 
-import math
 from functools import partial
 
 import torch
@@ -30,7 +29,7 @@ from resflow.data import data_generator, make_input, make_loss
 from resflow.models import build_model
 from resflow.models.activations import ACTIVATIONS
 from resflow.models.init import init_linears, seed_rng
-from resflow.recorder import Record, group_norms
+from resflow.recorder import Record, activation_rms, group_norm
 
 ELEMENT_BUDGET = 1 << 24  # stacked activations per chunk of seeds (x depth x batch x width)
 
@@ -136,28 +135,23 @@ def measure_seeds(cfg, seeds: list[int], device, dtype) -> list[Record]:
         if p_grad[i] is None:
             p_grad[i] = _per_seed_norm(t.grad) if t.grad is not None else zero
             p_value[i] = _per_seed_norm(t.detach())
-    # derived quantities in float64 from the measured norms, as resflow.recorder does
-    grad_norm = torch.stack([g if g is not None else zero for g in g_norms]).double()  # (L, S)
-    rms = torch.stack(x_norms).double() / math.sqrt(numel)
-    p_grad, p_value = torch.stack(p_grad).double(), torch.stack(p_value).double()  # (P, S)
-    width = max(len(s.params) for s in model.sites)
-    groups = torch.tensor(
-        [[index[id(p)] for _, p in s.params] + [len(params)] * (width - len(s.params)) for s in model.sites],
-        dtype=torch.long, device=p_grad.device,
-    )
-    site_grad = group_norms(p_grad, groups)  # (L, S)
-    site = torch.stack([grad_norm, rms, site_grad]).cpu()  # (3, L, S): one transfer
-    param = torch.stack([p_grad, p_value]).cpu()  # (2, P, S)
+    grad_norm = torch.stack([g if g is not None else zero for g in g_norms])  # (L, S)
+    site = torch.stack([grad_norm, torch.stack(x_norms)]).double().cpu()  # (2, L, S): one transfer
+    param = torch.stack([torch.stack(p_grad), torch.stack(p_value)]).double().cpu()  # (2, P, S)
     site_vals, param_vals = site.permute(2, 0, 1).tolist(), param.permute(2, 0, 1).tolist()
 
+    # derived floats as resflow.recorder derives them (float64 Python, the same functions)
+    groups = [[index[id(p)] for _, p in s.params] for s in model.sites]
     rows = [(s.layer, name, index[id(p)]) for s in model.sites for name, p in s.params]
     records = []
     for s in range(len(seeds)):
-        (gn, ar, pg), (pgrad, pval) = site_vals[s], param_vals[s]
+        (gn, xn), (pgrad, pval) = site_vals[s], param_vals[s]
         records.append(Record(
             layer=[site.layer for site in model.sites],
             sublayer=[site.sublayer for site in model.sites],
-            input_grad_norm=gn, activation_rms=ar, param_grad_norm=pg,
+            input_grad_norm=gn,
+            activation_rms=[activation_rms(v, numel) for v in xn],
+            param_grad_norm=[group_norm([pgrad[i] for i in group]) for group in groups],
             param_layer=[r[0] for r in rows], param_name=[r[1] for r in rows],
             param_grad=[pgrad[r[2]] for r in rows], param_value=[pval[r[2]] for r in rows],
         ))

@@ -5,7 +5,8 @@ pandas formats every cell anew. Here each column is formatted once per distinct 
 factorize, then a take), and the rows are joined in C (`str.join` over `zip`). Floats are written as
 pandas writes them (numpy's shortest repr, which round-trips: the same text as Python's repr), NaN
 and None as empty fields, text quoted as the csv module's QUOTE_MINIMAL does. Columns of any other
-kind (categorical, datetime, mixed objects...) are handed to pandas, so the text is always pandas'.
+kind (nullable extension dtypes, categorical, datetime, mixed objects...) and column names that are
+not plain strings are handed to pandas, so the text is always pandas'.
 tests/test_csvtext.py compares the two on resflow's own tables and on generated frames.
 """
 
@@ -32,7 +33,9 @@ def quote(text: str) -> str:
 
 def to_csv_text(df: pd.DataFrame) -> str:
     """The text of `df.to_csv(index=False)`."""
-    if df.shape[1] < 2 or not df.columns.is_unique:  # (one column: the csv module quotes an empty row)
+    names = list(df.columns)
+    if (df.shape[1] < 2 or not df.columns.is_unique or isinstance(df.columns, pd.MultiIndex)
+            or not all(isinstance(name, str) for name in names)):  # (one column: the csv module quotes an empty row)
         return df.to_csv(index=False)
     cells = []
     for name in df.columns:
@@ -48,6 +51,8 @@ def to_csv_text(df: pd.DataFrame) -> str:
 
 
 def _format(series: pd.Series) -> list[str] | None:
+    if not isinstance(series.dtype, np.dtype) and not isinstance(series.dtype, pd.StringDtype):
+        return None  # nullable Int64/boolean/Float64, categorical, datetime with a zone...: pandas' own
     values = series.to_numpy()
     kind = values.dtype.kind
     if kind == "f":

@@ -57,22 +57,12 @@ class Record:
 
 def activation_rms(norm: float, numel: int) -> float:
     """sqrt(mean(x^2)) from ||x|| and x's number of elements."""
-    return norm / math.sqrt(numel)
+    return norm / math.sqrt(numel) if numel else math.nan
 
 
 def group_norm(norms: list[float]) -> float:
     """||concatenation of some tensors|| from their norms: sqrt(sum of squares), without overflow."""
     return math.hypot(*norms)
-
-
-def group_norms(norms: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
-    """`group_norm` for many groups at once, vectorised (resflow.batched: one column per seed).
-
-    `groups` is a (n_groups, max_size) index matrix into `norms`, padded with len(norms), which
-    points at an appended zero; so every group costs the same few vectorised ops.
-    """
-    padded = torch.cat([norms, norms.new_zeros((1, *norms.shape[1:]))])  # norms: (P,) or (P, S)
-    return padded[groups].square().sum(dim=1).sqrt()
 
 
 class Recorder:

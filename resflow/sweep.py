@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import platform
 import shutil
 import sys
@@ -273,7 +274,7 @@ def run_point(point: Point) -> str:
     from resflow.experiment import run
 
     result = run(validate(point.config))
-    payload = {"index": point.index, "hash": point.hash, "variant": point.variant}
+    payload = {"format": 2, "index": point.index, "hash": point.hash, "variant": point.variant}  # 2: const/cols tables
     for name in TABLES:
         df = getattr(result, name)
         if df is None:  # no train table when measuring at initialisation
@@ -288,12 +289,26 @@ def run_point(point: Point) -> str:
         for col, values in rows.items():
             if col in const:
                 continue
-            if values and values.count(values[0]) == len(values):  # (NaN is never equal: kept as a list)
+            if _constant(values, df[col].dtype.kind):
                 const[col] = values[0]
             else:
                 cols[col] = values
         payload[name] = {"n": len(df), "order": list(rows), "const": const, "cols": cols}
     return json.dumps(payload, allow_nan=True)
+
+
+def _constant(values: list, kind: str) -> bool:
+    """Every value the same, as the CSV would print it: not merely == (True == 1 == 1.0, 0.0 == -0.0)."""
+    if not values:
+        return False
+    first = values[0]
+    if values.count(first) != len(values):  # (distinct NaN objects are never equal: kept as a list)
+        return False
+    if kind == "O":  # an object column can hold True and 1 side by side
+        return all(type(v) is type(first) for v in values)
+    if kind == "f" and first == 0:
+        return len({math.copysign(1.0, v) for v in values}) == 1
+    return True
 
 
 def _columns(part: dict) -> dict[str, list]:

@@ -75,3 +75,11 @@ def test_repeated_values_and_other_kinds():
 
 def test_one_column_with_empty_fields():
     same(pd.DataFrame({"a": ["x", None, ""]}))
+
+
+def test_kinds_handed_to_pandas():
+    same(pd.DataFrame({"seed": pd.array([1, None, 3], dtype="Int64"), "x": [0.5, 0.25, 1.0]}))  # not "1.0"
+    same(pd.DataFrame({"u": pd.array([2**63 + 1, None], dtype="UInt64"), "b": pd.array([True, None], dtype="boolean")}))
+    same(pd.DataFrame({None: [1, 2], "x": [0.5, 1.5]}))  # a name that is not text
+    same(pd.DataFrame([[1, 2.5]], columns=pd.MultiIndex.from_tuples([("a", "b"), ("a", "c")])))
+    same(pd.DataFrame({"t": pd.date_range("2026-01-01", periods=2, tz="UTC"), "x": [1.0, float("nan")]}))

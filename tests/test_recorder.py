@@ -162,3 +162,12 @@ def test_two_forwards_before_collect_is_a_clear_error():
         loss_fn(stack(x)).backward()
         with pytest.raises(RuntimeError, match="run one forward per collect"):
             rec.collect()
+
+
+def test_site_norm_from_parameter_norms_does_not_overflow():
+    from resflow.recorder import activation_rms, group_norm
+
+    assert group_norm([3.0, 4.0]) == 5.0
+    assert group_norm([1e200, 1e200]) == pytest.approx(2**0.5 * 1e200, rel=1e-15)  # sum of squares would be inf
+    assert group_norm([]) == 0.0
+    assert activation_rms(6.0, 4) == 3.0

@@ -277,3 +277,16 @@ def test_the_pool_starts_the_biggest_points_first(monkeypatch):
     work = [d * w * w for d, w in dims]
     assert sorted(submitted) == list(range(6)) and work == sorted(work, reverse=True)
     assert dims[0] == (40, 16) and dims[-1] == (10, 8)
+
+
+def test_point_payload_keeps_what_only_looks_constant():
+    from resflow.sweep import _columns, _constant
+
+    assert _constant([0.5, 0.5], "f") and _constant(["a", "a"], "O") and _constant([3, 3], "i")
+    assert not _constant([0.0, -0.0], "f")  # equal, but printed differently
+    assert not _constant([True, 1, 1.0], "O")
+    assert not _constant([float("nan"), float("nan")], "f")
+    assert not _constant([], "f")
+    part = {"n": 2, "order": ["a", "b"], "const": {"b": "x"}, "cols": {"a": [1, 2]}}
+    assert _columns(part) == {"a": [1, 2], "b": ["x", "x"]}
+    assert _columns({"a": [1, 2]}) == {"a": [1, 2]}  # a point file from before the compact form
