@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -310,6 +311,14 @@ def _first_last_ratio(vgrads: pd.DataFrame, column: str) -> float:
     return float(np.median(ratios)) if ratios.size else math.nan
 
 
+def _panel_title(ax, variant: str, ncols: int) -> None:
+    """A small panel's title, kept inside its panel: a sweep point `name[a=1,b=2]` is shown by its
+    settings (the figure's title names the config), wrapped at the commas to the panel's width."""
+    label = variant[variant.index("[") + 1 : -1].replace(",", ", ") if "[" in variant and variant.endswith("]") else variant
+    chars = max(12, int(ax.figure.get_figwidth() / ncols * 13))  # ~13 characters an inch at 8 pt
+    ax.set_title(textwrap.fill(label, width=chars, break_on_hyphens=False), fontsize=8, loc="left")
+
+
 def _titles(fig, ax, title: str, subtitle: str) -> None:
     if title:
         fig.suptitle(title, fontsize=10, x=0.01, ha="left")
@@ -360,7 +369,7 @@ def params_figure(params: pd.DataFrame, title: str = "", caption: str = "", max_
             _mark_unplottable(ax, layers, med, np.array([s[3] for s in st]), colors[name], first=False)
             drawn += [med, [s[1] for s in st], [s[2] for s in st]]
         if len(shown) > 1:
-            ax.set_title(variant, fontsize=8, loc="left")
+            _panel_title(ax, variant, ncols)
         ax.set_xlabel("layer")
         ax.grid(True, which="major", axis="y", alpha=0.25)
     for ax in axes[len(shown):]:
@@ -560,7 +569,7 @@ def steps_heatmap_figure(grads: pd.DataFrame, title: str = "", caption: str = ""
                              shading="flat")
         ax.set_xlabel("training step")
         if len(variants) > 1:
-            ax.set_title(variant, fontsize=8, loc="left")
+            _panel_title(ax, variant, len(variants))
     axes[0].set_ylabel("layer (0 = input side)")
     if mesh is not None:
         bar = fig.colorbar(mesh, ax=list(axes))

@@ -335,3 +335,21 @@ def test_sweep_and_compare_commands_write_figures_unless_no_plots(tmp_path):
     assert {p.name for p in (tmp_path / "c").glob("*.png")} == {"profile.png", "params.png"}
     out = runner.invoke(app, ["compare", "deep50", "deep50-residual", "--out", str(tmp_path / "n"), "--no-plots", *small])
     assert out.exit_code == 0 and not list((tmp_path / "n").glob("*.png"))
+
+
+def test_panel_titles_stay_inside_their_panels():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    variants = [f"deep50[depth={d},init_scale={s},residual={r}]" for d in (10, 20) for s in (0.5, 1) for r in ("false", "true")]
+    params = pd.DataFrame([dict(variant=v, seed=0, step=0, layer=l, param=p, grad_norm=1.0 + l, value_norm=1.0)
+                           for v in variants for l in range(3) for p in ("linear.weight", "linear.bias")])
+    fig = params_figure(params, title="deep50")
+    FigureCanvasAgg(fig).draw()
+    renderer = fig.canvas.get_renderer()
+    panels = [ax for ax in fig.axes if ax.get_visible() and ax.get_title(loc="left")]
+    assert len(panels) == 6
+    for ax in panels:
+        title = ax.get_title(loc="left")
+        assert title.startswith("depth=") and "deep50[" not in title  # the settings; the figure's title names the config
+        box = ax._left_title.get_window_extent(renderer)  # (matplotlib's Text for loc="left")
+        assert box.x1 <= ax.get_window_extent(renderer).x1 + 2, title  # no spill into the next panel
