@@ -248,12 +248,10 @@ def bench_cli(quick: bool) -> list[Row]:
 
 DEPTH_PROBE = """
 import os, statistics, sys, time, torch
-from resflow.allocator import freeze_imports, retain_freed_memory
+from resflow.allocator import settle_process
+settle_process(retain_memory=not os.environ.get("RESFLOW_BENCH_GLIBC_MALLOC"))  # as the CLI does
 from resflow.config import load_config
 from resflow.experiment import measure_seed
-if not os.environ.get("RESFLOW_BENCH_GLIBC_MALLOC"):
-    retain_freed_memory()  # as the CLI does
-freeze_imports()  # as the CLI does
 depth = int(sys.argv[1])
 torch.set_num_threads(1)
 cfg = load_config({"device": "cpu", "model": {"depth": depth, "width": 64}, "data": {"batch_size": 32}})
@@ -350,13 +348,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from resflow.allocator import freeze_imports, retain_freed_memory
+    from resflow.allocator import settle_process
 
     torch.set_num_threads(1)  # one core per process, as the sweep's workers use; the other core is for the noise
-    tuned = False if args.glibc_malloc else retain_freed_memory()  # as the CLI does (resflow/allocator.py)
-    import resflow.experiment  # noqa: F401
-
-    freeze_imports()  # as the CLI does
+    tuned = settle_process(retain_memory=not args.glibc_malloc)  # as the CLI does (resflow/allocator.py)
     os.environ["RESFLOW_BENCH_GLIBC_MALLOC"] = "1" if args.glibc_malloc else ""  # for the depth probes
     rows: list[Row] = []
     for name in names:

@@ -30,13 +30,20 @@ TRIM_THRESHOLD = 1 << 30  # never give the heap's top back within a run
 TOP_PAD = 16 << 20  # grow the heap in 16 MiB steps
 
 
+def _glibc(name: str):
+    """glibc's function `name` in this process, or None (not Linux, or a C library without it: musl)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return getattr(ctypes.CDLL(None), name)  # the C library this process already uses
+    except (OSError, AttributeError, TypeError):
+        return None
+
+
 def retain_freed_memory() -> bool:
     """Set glibc's malloc thresholds as above; True if they were set (Linux with glibc)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt  # the C library this process already uses
-    except (OSError, AttributeError, TypeError):  # musl or another libc without mallopt
+    mallopt = _glibc("mallopt")
+    if mallopt is None:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return all(mallopt(param, value) == 1 for param, value in (
@@ -51,15 +58,22 @@ def freeze_imports() -> None:
     gc.freeze()
 
 
+def settle_process(retain_memory: bool = True) -> bool:
+    """What a resflow process does before it runs anything (the CLI, the benchmarks): the malloc
+    settings (unless `retain_memory` is False), torch, pandas and resflow's modules imported, and
+    all of that frozen. True if the malloc settings took."""
+    tuned = retain_freed_memory() if retain_memory else False
+    import resflow.experiment  # noqa: F401  (torch, pandas)
+
+    freeze_imports()
+    return tuned
+
+
 def release_free_memory() -> bool:
     """Hand the free memory the process keeps back to the OS (glibc malloc_trim); True if done.
 
     Before forking workers: a child writing into a free page it shares with its parent pays a
     copy of it; into a released one, only a fresh zero page.
     """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        return bool(ctypes.CDLL(None).malloc_trim(0))
-    except (OSError, AttributeError, TypeError):  # musl (no malloc_trim), or no C library to load
-        return False
+    malloc_trim = _glibc("malloc_trim")
+    return bool(malloc_trim(0)) if malloc_trim is not None else False

@@ -128,18 +128,15 @@ def _silence_stdout() -> None:
 
 
 def _load_torch() -> None:
-    """Set the allocator up (resflow.allocator), then import torch with Ctrl-C/SIGTERM held back until it is done: an interrupt in the middle of
-    torch's import leaves it half-initialised, and the interpreter can then abort (SIGABRT) on its way
-    out instead of exiting 130. The signal acts as soon as the import is complete."""
-    from resflow.allocator import freeze_imports, retain_freed_memory
+    """Set the process up (resflow.allocator.settle_process: malloc settings, torch imported, imports
+    frozen) with Ctrl-C/SIGTERM held back until it is done: an interrupt in the middle of torch's
+    import leaves it half-initialised, and the interpreter can then abort (SIGABRT) on its way out
+    instead of exiting 130. The signal acts as soon as the import is complete."""
+    from resflow.allocator import settle_process
     from resflow.signals import deferred
 
-    retain_freed_memory()  # steady memory reuse from step to step (resflow/allocator.py)
     with deferred():
-        import torch  # noqa: F401
-
-        import resflow.experiment  # noqa: F401  (and pandas: every command that loads torch uses them)
-    freeze_imports()
+        settle_process()  # malloc settings, torch/pandas/resflow imported and frozen (resflow/allocator.py)
 
 
 @contextmanager
@@ -264,8 +261,8 @@ def plot(
 def _train(cfg, out: Path, force: bool, no_plots: bool) -> None:
     """`run` with train.steps > 0: a live view while training, then the loss and per-layer tables."""
     from resflow.experiment import run as run_experiment
-    from resflow.results import write_run
     from resflow.report import run_title
+    from resflow.results import write_run
     from resflow.train_report import LiveView, loss_table, train_headline, train_table
 
     console = stdout()
