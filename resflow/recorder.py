@@ -89,22 +89,17 @@ class Recorder:
         # The parameters' layout is fixed for the model's life: worked out once, not per step.
         self._params: list[torch.Tensor] = []  # unique parameters, in first-seen order
         index_of: dict[int, int] = {}
-        self._groups: list[list[int]] = []  # per site, indices of its parameters (as params.csv lists them)
-        self._param_rows: list[tuple[int, str, int]] = []  # (layer, name, index into _params)
-        for site in self.sites:
-            group = []
-            for name, p in site.params:
-                i = index_of.setdefault(id(p), len(self._params))
-                if i == len(self._params):
-                    self._params.append(p)
-                group.append(i)
-                self._param_rows.append((site.layer, name, i))
-            self._groups.append(group)
-        for layer, name, p in self.extra_params:
+
+        def index(p) -> int:  # p's place in _params, added when first seen
             i = index_of.setdefault(id(p), len(self._params))
             if i == len(self._params):
                 self._params.append(p)
-            self._param_rows.append((layer, name, i))
+            return i
+
+        self._groups = [[index(p) for _, p in site.params] for site in self.sites]  # per site, as params.csv lists them
+        # (layer, name, index into _params) for each params.csv row
+        self._param_rows = [(site.layer, name, index(p)) for site in self.sites for name, p in site.params]
+        self._param_rows += [(layer, name, index(p)) for layer, name, p in self.extra_params]
         # per site call, its parameters (index, parameter), each once
         self._site_params = [tuple((i, self._params[i]) for i in dict.fromkeys(g)) for g in self._groups]
         self.reset()
