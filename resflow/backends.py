@@ -77,19 +77,25 @@ def _error_text(err: BaseException) -> str:
     return f"{type(err).__name__}: {first}"
 
 
-def _init_worker() -> None:
-    import signal
-
+def _worker_process() -> None:
+    """What every worker process (the local pool's or a Ray task's) runs on: one torch thread, and
+    glibc's malloc keeping freed memory (resflow.allocator; inherited with fork, set here otherwise)."""
     import torch
 
     from resflow.allocator import retain_freed_memory
+
+    torch.set_num_threads(1)
+    retain_freed_memory()
+
+
+def _init_worker() -> None:
+    import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
     for name in ("SIGTERM", "SIGHUP"):  # not the parent's handler (inherited by fork): terminate() must end us
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), signal.SIG_DFL)
-    torch.set_num_threads(1)
-    retain_freed_memory()  # inherited with fork; set here for spawn
+    _worker_process()
 
 
 def _pool(points, save, workers: int, fail=None) -> None:
@@ -153,13 +159,9 @@ def _stop(executor) -> None:
 
 def _ray_task(points):
     """(point, text, None) for each point that ran, (point, None, error) for one that raised."""
-    import torch
-
-    from resflow.allocator import retain_freed_memory
     from resflow.sweep import run_point
 
-    torch.set_num_threads(1)
-    retain_freed_memory()
+    _worker_process()
     out = []
     for point in points:
         try:

@@ -597,7 +597,7 @@ def _edges(centres: np.ndarray) -> np.ndarray:
 
 def describe(result) -> tuple[str, str]:
     """(title, caption) that say what was run: name, model, dtype, seeds."""
-    grads, summary, config, meta = result.grads, result.summary, result.config or {}, result.meta or {}
+    grads, config, meta = result.grads, result.config or {}, result.meta or {}
     variants = list(grads["variant"].unique())
     name = config.get("name") if isinstance(config.get("name"), str) else None
     name = name or (variants[0] if len(variants) == 1 else " vs ".join(map(str, variants[:4])))

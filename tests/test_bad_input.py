@@ -2,7 +2,6 @@
 no traceback, and nothing written (no results dir, no staging dir, no lock file)."""
 
 import os
-import sys
 
 import pytest
 from typer.testing import CliRunner

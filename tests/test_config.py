@@ -1,6 +1,5 @@
 """Config loading: defaults, bundled names, overrides, and one-line errors naming the key."""
 
-from pathlib import Path
 
 import pytest
 

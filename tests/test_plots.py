@@ -16,7 +16,6 @@ from resflow.analysis import EXPLODING, VANISHING
 from resflow.cli import app
 from resflow.plots import (
     DPI, FIGSIZE, depth_figure, figures, heatmap_figure, log_limits, loss_figure, params_figure, profile_figure,
-    write_figures,
 )
 from resflow.results import RunResult, read_run, write_run
 

@@ -14,7 +14,6 @@ from typer.testing import CliRunner
 
 from resflow.cli import app
 from resflow.config import load_config
-from resflow.errors import ConfigError
 from resflow.experiment import run
 from resflow.sweep import default_depths, load_base, make_plan, parse_over, short_key
 

@@ -1,7 +1,6 @@
 """Sweep faults: a point that raises is recorded and retried by --resume, SIGTERM stops with 143 and
 the resume command, a second sweep into the same dir is refused; show/plot refuse non-results dirs."""
 
-import os
 import signal
 import subprocess
 import time
