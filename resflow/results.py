@@ -11,6 +11,7 @@ import gc
 import json
 import os
 import shutil
+import signal
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -155,14 +156,19 @@ def write_files(result: RunResult, directory: Path, processes: int = 1) -> None:
     helper = None
     if processes >= 2 and len(result.params) >= PARALLEL_ROWS and hasattr(os, "fork") and threading.active_count() == 1:
         helper = _fork(lambda: write_csv(result.params, directory / "params.csv"))
+    helper_wrote = False
     try:
         write_csv(result.grads, directory / "grads.csv")
-    finally:
-        if helper is not None and not _joined(helper):  # the helper failed (killed?): write it here
-            for stale in directory.glob(".params.csv.*.tmp"):
-                stale.unlink(missing_ok=True)
-            helper = None
-    if helper is None:
+        if helper is not None:
+            helper_wrote = _joined(helper)
+            helper = None  # reaped
+    except BaseException:  # Ctrl-C (even a second one, while we wait), a full disk: the helper stops too,
+        if helper is not None:  # and finishes no file after we have given up
+            _end(helper)
+            _remove_temps(directory, "params.csv")
+        raise
+    if not helper_wrote:  # no helper, or it failed (killed?): written here
+        _remove_temps(directory, "params.csv")
         write_csv(result.params, directory / "params.csv")
     write_csv(result.summary, directory / "summary.csv")
     if result.train is not None:
@@ -189,6 +195,22 @@ def _joined(pid: int) -> bool:
     """Wait for a `_fork` child; True if its work succeeded."""
     _, status = os.waitpid(pid, 0)
     return status == 0
+
+
+def _end(pid: int) -> None:
+    """Stop a `_fork` child now and reap it (signals held back meanwhile: it takes a moment)."""
+    with deferred():
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.waitpid(pid, 0)
+
+
+def _remove_temps(directory: Path, name: str) -> None:
+    """The temp files `write_text_atomic` leaves when stopped mid-write (here: a helper's)."""
+    for stale in Path(directory).glob(f".{name}.*.tmp"):
+        stale.unlink(missing_ok=True)
 
 
 def write_run(result: RunResult, path: Path, force: bool = False, extra=None) -> Path:

@@ -58,3 +58,33 @@ def test_a_failed_helper_is_covered(tmp_path, monkeypatch):
     write_files(result, tmp_path / "one")
     write_files(result, tmp_path / "two", processes=2)
     assert files(tmp_path / "one") == files(tmp_path / "two")  # params.csv written by the parent; no temp file left
+
+
+def test_an_interrupt_stops_the_helper_and_leaves_no_file(tmp_path, monkeypatch):
+    import time
+
+    parent, pids = os.getpid(), []
+    real_fork, real_write = results._fork, results.write_csv
+
+    def slow_fork(work):  # a helper still busy with params.csv when the parent is interrupted
+        def slowly():
+            time.sleep(2)
+            work()
+        pids.append(real_fork(slowly))
+        return pids[-1]
+
+    def interrupted_grads(df, path, *args):
+        if os.getpid() == parent and path.name == "grads.csv":
+            raise KeyboardInterrupt
+        real_write(df, path, *args)
+
+    monkeypatch.setattr(results, "_fork", slow_fork)
+    monkeypatch.setattr(results, "write_csv", interrupted_grads)
+    t0 = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        write_files(big_result(), tmp_path, processes=2)
+    assert time.perf_counter() - t0 < 1.5  # did not wait for the helper's write
+    assert len(pids) == 1
+    with pytest.raises(ChildProcessError):  # stopped and reaped: it can finish nothing later
+        os.waitpid(pids[0], os.WNOHANG)
+    assert list(tmp_path.iterdir()) == []
