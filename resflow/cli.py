@@ -127,6 +127,11 @@ def _silence_stdout() -> None:
         pass
 
 
+def _with_seeds(set_: list[str], seeds: int | None) -> list[str]:
+    """The --set overrides, then `--seeds N` as the override it stands for (seeds=N)."""
+    return list(set_) + ([f"seeds={seeds}"] if seeds is not None else [])
+
+
 def _load_torch() -> None:
     """Set the process up (resflow.allocator.settle_process: malloc settings, torch imported, imports
     frozen) with Ctrl-C/SIGTERM held back until it is done: an interrupt in the middle of torch's
@@ -190,7 +195,7 @@ def run(
     config: str = typer.Argument(..., metavar="CONFIG", help="A YAML path, or the name of a bundled config (e.g. deep50)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="DIR", help="Results dir [default: results/<name>]."),
     set_: List[str] = typer.Option([], "--set", metavar="KEY=VALUE", help=SET_HELP),
-    seeds: Optional[int] = typer.Option(None, "--seeds", metavar="N", help="Number of seeds (overrides the config's `seeds`)."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", min=1, metavar="N", help="Number of seeds (overrides the config's `seeds`)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing results dir."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Write no figures (profile.png, params.png)."),
 ):
@@ -200,7 +205,7 @@ def run(
     from resflow.results import check_out_dir, write_run
     from resflow.theory_overlay import comparison_line
 
-    overrides = list(set_) + ([f"seeds={seeds}"] if seeds is not None else [])
+    overrides = _with_seeds(set_, seeds)
     cfg = load_config(config, overrides)
     out = out or Path("results") / cfg.name
     check_out_dir(out, force)
@@ -314,7 +319,7 @@ def sweep(
     config: str = typer.Argument(..., metavar="CONFIG", help="A YAML path (may hold a `sweep:` section), or a bundled config name."),
     over: List[str] = typer.Option([], "--over", metavar="KEY=V1,V2,...", help="An axis: KEY=V1,V2,... e.g. --over model.residual=false,true (repeatable: a grid)."),
     set_: List[str] = typer.Option([], "--set", metavar="KEY=VALUE", help=SET_HELP),
-    seeds: Optional[int] = typer.Option(None, "--seeds", metavar="N", help="Seeds per point (overrides the config's `seeds`)."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", min=1, metavar="N", help="Seeds per point (overrides the config's `seeds`)."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", metavar="N", min=1, help="Worker processes [default: the number of cores]."),
     backend: Backend = typer.Option(Backend.local, "--backend", metavar="BACKEND", help="local processes, or Ray tasks (pip install \"resflow[ray]\")."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", metavar="ADDRESS", help="An existing Ray cluster [default: $RAY_ADDRESS, else a local one]."),
@@ -330,7 +335,7 @@ def sweep(
     from resflow.sweep import default_out, load_base, make_plan, run_sweep
     from resflow.sweep_report import depth_story, sweep_table
 
-    overrides = list(set_) + ([f"seeds={seeds}"] if seeds is not None else [])
+    overrides = _with_seeds(set_, seeds)
     base, yaml_axes = load_base(config, overrides)
     plan = make_plan(base, yaml_axes, over)
     out = out or default_out(plan)
@@ -374,7 +379,7 @@ def _resume_command(config, over, overrides, workers, backend, out) -> str:
 def compare(
     refs: List[str] = typer.Argument(..., help="Two or more YAML paths or bundled config names."),
     set_: List[str] = typer.Option([], "--set", help=SET_HELP + " Applies to every config."),
-    seeds: Optional[int] = typer.Option(None, "--seeds", help="Number of seeds (overrides the configs' `seeds`)."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", min=1, metavar="N", help="Number of seeds (overrides the configs' `seeds`)."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1, help="Worker processes [default: the number of cores]."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results dir [default: results/compare-<a>-vs-<b>]."),
     force: bool = typer.Option(False, "--force", help="Replace an existing results dir."),
@@ -386,7 +391,7 @@ def compare(
     from resflow.sweep_report import compare_headline, compare_profiles, compare_table, compare_title
     from resflow.train_report import loss_table
 
-    overrides = list(set_) + ([f"seeds={seeds}"] if seeds is not None else [])
+    overrides = _with_seeds(set_, seeds)
     configs = load_refs(refs, overrides)
     out = out or Path("results") / ("compare-" + "-vs-".join(configs))
     check_out_dir(out, force)

@@ -67,7 +67,7 @@ CASES = [
     ("set-python-tag", OK, ["--set", "model.depth=!!python/object/apply:os.system [x]"], 2, ["cannot read the value"]),
     ("set-below-value", OK, ["--set", "model.depth.x=3"], 2, ["model.depth is a value, not a section"]),
     ("set-zero", OK, ["--set", "data.batch_size=0"], 2, ["--set data.batch_size", "got 0"]),
-    ("option-seeds-zero", OK, ["--seeds", "0"], 2, ["--set seeds", "got 0"]),
+    ("option-seeds-zero", OK, ["--seeds", "0"], 2, ["'--seeds'", "greater than or equal to 1"]),
     ("option-seeds-not-int", OK, ["--seeds", "abc"], 2, ["--seeds", "integer"]),
     ("unknown-option", OK, ["--sed", "3"], 2, ["No such option: --sed"]),
     ("config-missing", None, [], 2, ["not found", "no such file"]),
