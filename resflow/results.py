@@ -22,7 +22,7 @@ import pandas as pd
 
 from resflow.csvtext import to_csv_text
 from resflow.errors import ConfigError, ResflowError
-from resflow.signals import deferred
+from resflow.signals import HANDLED, deferred
 
 # Columns copied from the config into every row, so CSVs of different runs concatenate directly.
 CONFIG_COLUMNS = [
@@ -153,22 +153,21 @@ def write_files(result: RunResult, directory: Path, processes: int = 1) -> None:
     """
     import yaml
 
-    helper = None
-    if processes >= 2 and len(result.params) >= PARALLEL_ROWS and hasattr(os, "fork") and threading.active_count() == 1:
-        helper = _fork(lambda: write_csv(result.params, directory / "params.csv"))
-    helper_wrote = False
+    helper, helper_wrote = None, False
     try:
+        with deferred():  # no signal between the fork and `helper = `: a running helper is always known
+            if processes >= 2 and len(result.params) >= PARALLEL_ROWS and hasattr(os, "fork") and threading.active_count() == 1:
+                helper = _fork(lambda: write_csv(result.params, directory / "params.csv"))
         write_csv(result.grads, directory / "grads.csv")
         if helper is not None:
-            helper_wrote = _joined(helper)
-            helper = None  # reaped
-    except BaseException:  # Ctrl-C (even a second one, while we wait), a full disk: the helper stops too,
-        if helper is not None:  # and finishes no file after we have given up
-            _end(helper)
-            _remove_temps(directory, "params.csv")
+            with deferred():  # waited for, reaped and forgotten in one step: its pid is never used once reusable
+                helper_wrote = _joined(helper, directory)
+                helper = None
+    except BaseException:  # Ctrl-C, a full disk: a helper still running is stopped, and finishes no file later
+        if helper is not None:
+            _end(helper, directory)
         raise
     if not helper_wrote:  # no helper, or it failed (killed?): written here
-        _remove_temps(directory, "params.csv")
         write_csv(result.params, directory / "params.csv")
     write_csv(result.summary, directory / "summary.csv")
     if result.train is not None:
@@ -178,11 +177,17 @@ def write_files(result: RunResult, directory: Path, processes: int = 1) -> None:
 
 
 def _fork(work) -> int:
-    """Run `work()` in a forked child (which then leaves at once, running none of our exit code)."""
+    """Run `work()` in a forked child (which then leaves at once, running none of our exit code).
+
+    The child takes the default action on SIGINT/SIGTERM/SIGHUP (it ends), not the parent's
+    handlers: Ctrl-C ends both, and the parent cleans up after it.
+    """
     pid = os.fork()
     if pid == 0:
         status = 1
         try:
+            for signum in (signal.SIGINT, *HANDLED):
+                signal.signal(signum, signal.SIG_DFL)
             gc.disable()  # no collection copies the pages the child shares with its parent
             work()
             status = 0
@@ -191,20 +196,31 @@ def _fork(work) -> int:
     return pid
 
 
-def _joined(pid: int) -> bool:
-    """Wait for a `_fork` child; True if its work succeeded."""
-    _, status = os.waitpid(pid, 0)
+def _joined(pid: int, directory: Path) -> bool:
+    """Wait for a `_fork` child of `write_files`; True if it wrote its file. If it did not (killed?),
+    the temp file it may have left is removed."""
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:  # reaped already (SIGCHLD ignored): its outcome is unknown
+        status = -1
+    if status != 0:
+        _remove_temps(directory, "params.csv")
     return status == 0
 
 
-def _end(pid: int) -> None:
-    """Stop a `_fork` child now and reap it (signals held back meanwhile: it takes a moment)."""
+def _end(pid: int, directory: Path) -> None:
+    """Stop a `_fork` child of `write_files` now, reap it and remove its temp file (signals held back
+    meanwhile, so a second Ctrl-C cannot cut this short)."""
     with deferred():
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        os.waitpid(pid, 0)
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+        _remove_temps(directory, "params.csv")
 
 
 def _remove_temps(directory: Path, name: str) -> None:

@@ -2,6 +2,8 @@
 bytes as one process writes, and a helper that fails leaves no trace (its file is written anyway)."""
 
 import os
+import signal
+import time
 
 import numpy as np
 import pandas as pd
@@ -60,31 +62,75 @@ def test_a_failed_helper_is_covered(tmp_path, monkeypatch):
     assert files(tmp_path / "one") == files(tmp_path / "two")  # params.csv written by the parent; no temp file left
 
 
-def test_an_interrupt_stops_the_helper_and_leaves_no_file(tmp_path, monkeypatch):
-    import time
+def _slow_helper(monkeypatch, parent, before_writing):
+    """The helper (the forked child) runs `before_writing()` once its temp file exists, then writes."""
+    real = results._fsync_write
 
-    parent, pids = os.getpid(), []
-    real_fork, real_write = results._fork, results.write_csv
+    def fsync_write(path, text):
+        if os.getpid() != parent and path.name.startswith(".params.csv."):
+            before_writing()
+        real(path, text)
 
-    def slow_fork(work):  # a helper still busy with params.csv when the parent is interrupted
-        def slowly():
-            time.sleep(2)
-            work()
-        pids.append(real_fork(slowly))
+    monkeypatch.setattr(results, "_fsync_write", fsync_write)
+
+
+def _wait_for(condition, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def _track_forks(monkeypatch) -> list[int]:
+    pids, real = [], results._fork
+
+    def fork(work):
+        pids.append(real(work))
         return pids[-1]
+
+    monkeypatch.setattr(results, "_fork", fork)
+    return pids
+
+
+def test_an_interrupt_while_writing_grads_stops_the_helper_and_leaves_no_file(tmp_path, monkeypatch):
+    parent = os.getpid()
+    pids = _track_forks(monkeypatch)
+    _slow_helper(monkeypatch, parent, lambda: time.sleep(5))
+    real_write = results.write_csv
 
     def interrupted_grads(df, path, *args):
         if os.getpid() == parent and path.name == "grads.csv":
+            _wait_for(lambda: list(tmp_path.glob(".params.csv.*.tmp")))  # the helper is mid-write
             raise KeyboardInterrupt
         real_write(df, path, *args)
 
-    monkeypatch.setattr(results, "_fork", slow_fork)
     monkeypatch.setattr(results, "write_csv", interrupted_grads)
-    t0 = time.perf_counter()
+    t0 = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         write_files(big_result(), tmp_path, processes=2)
-    assert time.perf_counter() - t0 < 1.5  # did not wait for the helper's write
+    assert time.monotonic() - t0 < 4  # did not wait for the helper's write
     assert len(pids) == 1
     with pytest.raises(ChildProcessError):  # stopped and reaped: it can finish nothing later
         os.waitpid(pids[0], os.WNOHANG)
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == []  # its temp file too
+
+
+def test_a_signal_while_waiting_for_the_helper_leaves_whole_files_or_none(tmp_path, monkeypatch):
+    parent = os.getpid()
+    pids = _track_forks(monkeypatch)
+
+    def signal_parent_then_write():  # as `kill -INT <parent>` would, once grads.csv is written
+        _wait_for(lambda: (tmp_path / "grads.csv").exists())
+        os.kill(parent, signal.SIGINT)
+        time.sleep(0.5)
+
+    _slow_helper(monkeypatch, parent, signal_parent_then_write)
+    result = big_result()
+    with pytest.raises(KeyboardInterrupt):
+        write_files(result, tmp_path, processes=2)
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pids[0], os.WNOHANG)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names in (["grads.csv"], ["grads.csv", "params.csv"])  # no temp file, nothing half-written
+    if "params.csv" in names:  # the helper finished: its file is whole
+        assert pd.read_csv(tmp_path / "params.csv")["grad_norm"].tolist() == result.params["grad_norm"].tolist()
