@@ -3,7 +3,11 @@
     python -m benchmarks            # the full table (several minutes on 2 busy cores)
     python -m benchmarks --quick    # small sizes, few repeats: checks the benchmarks still run
     python -m benchmarks --only recording,cli
+    python -m benchmarks --device cpu   # the models on the CPU even where a GPU is present
 
+`--device` [auto: CUDA if present] is where the recording, seeds and depth benchmarks put their
+models (timers then wait for the device); the sweep and CLI benchmarks measure CPU processes (one
+torch thread per worker, process launches) and run on the CPU whatever it says.
 Prints a table (target, measured, threshold, pass/fail) and writes benchmarks/out/results.{json,csv}.
 Ratios are medians of interleaved repetitions (both sides run alternately, so a busy machine slows
 both alike). Timings are never asserted in tests; `--quick` is what the test suite runs.
@@ -39,18 +43,29 @@ class Row:
     detail: str = ""
 
 
-def interleaved(fns: dict, repeats: int, warmup: int = 2) -> dict[str, float]:
-    """Median seconds of each callable, run alternately `repeats` times."""
+def interleaved(fns: dict, repeats: int, warmup: int = 2, sync=None) -> dict[str, float]:
+    """Median seconds of each callable, run alternately `repeats` times; `sync()` (a device's
+    synchronize) runs before each call's clock stops, so queued device work is counted."""
+    sync = sync or (lambda: None)
     for _ in range(warmup):
         for f in fns.values():
             f()
+    sync()
     times = {k: [] for k in fns}
     for _ in range(repeats):
         for k, f in fns.items():
             t0 = time.perf_counter()
             f()
+            sync()
             times[k].append(time.perf_counter() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
+
+
+def device_sync(device):
+    """What waits for `device`'s queued work: CUDA's synchronize, or nothing on the CPU."""
+    import torch
+
+    return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
 
 
 def faults_per_step(fn, steps: int = 10) -> float:
@@ -76,15 +91,15 @@ def env() -> dict:
 # 1. Recording overhead
 
 
-def _mlp_steps(depth: int, width: int, batch: int):
+def _mlp_steps(depth: int, width: int, batch: int, device):
     import torch
 
     from benchmarks.transformer_overhead import step_pair
     from resflow.config import load_config
     from resflow.experiment import prepare_seed
 
-    cfg = load_config({"device": "cpu", "model": {"depth": depth, "width": width}, "data": {"batch_size": batch}})
-    model, x, loss_fn = prepare_seed(cfg, 0, torch.device("cpu"))
+    cfg = load_config({"device": device.type, "model": {"depth": depth, "width": width}, "data": {"batch_size": batch}})
+    model, x, loss_fn = prepare_seed(cfg, 0, device)
     bare, recorded = step_pair(model, x, loss_fn)
 
     def module_hooks():  # the alternative: full backward hooks on every block, norms per call
@@ -131,11 +146,12 @@ def _mlp_steps(depth: int, width: int, batch: int):
     return bare, recorded, module_hooks, minimal_hooks
 
 
-def bench_recording(quick: bool) -> list[Row]:
+def bench_recording(quick: bool, device) -> list[Row]:
     depth, width, batch = (10, 64, 16) if quick else (50, 256, 64)
-    bare, recorded, module_hooks, minimal_hooks = _mlp_steps(depth, width, batch)
+    bare, recorded, module_hooks, minimal_hooks = _mlp_steps(depth, width, batch, device)
+    sync = device_sync(device)
     t = interleaved({"bare": bare, "recorded": recorded, "module_hooks": module_hooks, "minimal": minimal_hooks},
-                    3 if quick else 40)
+                    3 if quick else 40, sync=sync)
     faults = {k: faults_per_step(f) for k, f in (("bare", bare), ("recorded", recorded))}
     rows = [
         Row("recording overhead, MLP", t["recorded"] / t["bare"], "x bare fwd+bwd", "<= 1.10",
@@ -150,9 +166,9 @@ def bench_recording(quick: bool) -> list[Row]:
     from benchmarks.transformer_overhead import reference_config, reference_step
 
     overrides = ["model.depth=2", "model.width=32", "model.heads=2"] if quick else []
-    cfg = reference_config("pre-norm", overrides)
+    cfg = reference_config("pre-norm", [*overrides, f"device={device.type}"])
     bare, recorded = reference_step(cfg)
-    t = interleaved({"bare": bare, "recorded": recorded}, 3 if quick else 30)
+    t = interleaved({"bare": bare, "recorded": recorded}, 3 if quick else 30, sync=sync)
     m = cfg.model
     rows.append(Row("recording overhead, transformer", t["recorded"] / t["bare"], "x bare fwd+bwd", "<= 1.10",
                     t["recorded"] / t["bare"] <= 1.10,
@@ -164,7 +180,7 @@ def bench_recording(quick: bool) -> list[Row]:
 # 2. Batched seeds
 
 
-def bench_seeds(quick: bool) -> list[Row]:
+def bench_seeds(quick: bool, device) -> list[Row]:
     import torch
 
     from resflow import batched
@@ -172,19 +188,22 @@ def bench_seeds(quick: bool) -> list[Row]:
     from resflow.experiment import measure_seed
 
     depth, seeds = (10, 4) if quick else (50, 16)
-    cfg = load_config({"device": "cpu", "seeds": seeds, "model": {"depth": depth, "width": 64}, "data": {"batch_size": 32}})
-    cpu = torch.device("cpu")
-    sequential = lambda: [measure_seed(cfg, s, cpu) for s in cfg.seed_list]  # noqa: E731
-    together = lambda: batched.measure_seeds(cfg, cfg.seed_list, cpu, torch.float32)  # noqa: E731
-    t = interleaved({"sequential": sequential, "batched": together, "floor": _batched_floor(cfg, torch.float32)},
-                    2 if quick else 7, warmup=1)
+    cfg = load_config({"device": device.type, "seeds": seeds, "model": {"depth": depth, "width": 64}, "data": {"batch_size": 32}})
+    sequential = lambda: [measure_seed(cfg, s, device) for s in cfg.seed_list]  # noqa: E731
+    together = lambda: batched.measure_seeds(cfg, cfg.seed_list, device, torch.float32)  # noqa: E731
+    fns = {"sequential": sequential, "batched": together}
+    if device.type == "cpu":  # (the floor counts the CPU generator's words)
+        fns["floor"] = _batched_floor(cfg, torch.float32)
+    t = interleaved(fns, 2 if quick else 7, warmup=1, sync=device_sync(device))
     ratio = t["sequential"] / t["batched"]
-    return [Row(f"{seeds} seeds batched vs one after another", ratio, "x faster", ">= 5", ratio >= 5,
+    rows = [Row(f"{seeds} seeds batched vs one after another", ratio, "x faster", ">= 5", ratio >= 5,
                 f"MLP depth {depth} width 64 batch 32, build + forward + backward + record each: "
-                f"sequential {t['sequential'] * 1e3:.0f} ms, batched {t['batched'] * 1e3:.0f} ms"),
-            Row(f"{seeds} seeds batched: its ceiling here (for comparison)", t["sequential"] / t["floor"], "x faster", "-", None,
-                f"sequential / {t['floor'] * 1e3:.1f} ms, the time of only what a batched pass cannot skip: the same "
-                "random draws (as raw words, the generator's fastest) and one bare stacked forward+backward")]
+                f"sequential {t['sequential'] * 1e3:.0f} ms, batched {t['batched'] * 1e3:.0f} ms")]
+    if "floor" in t:
+        rows.append(Row(f"{seeds} seeds batched: its ceiling here (for comparison)", t["sequential"] / t["floor"], "x faster",
+                        "-", None, f"sequential / {t['floor'] * 1e3:.1f} ms, the time of only what a batched pass cannot "
+                        "skip: the same random draws (as raw words, the generator's fastest) and one bare stacked forward+backward"))
+    return rows
 
 
 def _batched_floor(cfg, dtype):
@@ -234,7 +253,7 @@ def _sweep(points_axes: list[str], seeds: int, workers: int, depth: int = 10) ->
     return elapsed
 
 
-def bench_sweep_workers(quick: bool) -> list[Row]:
+def bench_sweep_workers(quick: bool, device=None) -> list[Row]:  # CPU worker processes, whatever --device says
     axes = ["model.depth=20,30", "model.init.scale=0.5,1"] if quick else ["model.depth=100,200,300,400", "model.init.scale=0.5,1,1.5,2"]
     reps = 1 if quick else 3
     times = {1: [], 2: []}
@@ -247,7 +266,7 @@ def bench_sweep_workers(quick: bool) -> list[Row]:
                 f"workers 1: {t1:.2f} s, workers 2: {t2:.2f} s (pool start-up included)")]
 
 
-def bench_big_sweep(quick: bool) -> list[Row]:
+def bench_big_sweep(quick: bool, device=None) -> list[Row]:  # CPU worker processes, whatever --device says
     if quick:
         axes, seeds = ["model.depth=5,10", "model.init.scale=0.5,1", "model.residual=false,true"], 2
     else:
@@ -290,7 +309,7 @@ def _wall(cmd: list[str], repeats: int) -> float:
     return statistics.median(times)
 
 
-def bench_cli(quick: bool) -> list[Row]:
+def bench_cli(quick: bool, device=None) -> list[Row]:  # process launches: no device
     reps = 3 if quick else 9
     py = sys.executable
     typer_t = _wall([py, "-c", "import typer"], reps)
@@ -316,26 +335,30 @@ from resflow.allocator import settle_process
 settle_process(retain_memory=not os.environ.get("RESFLOW_BENCH_GLIBC_MALLOC"))  # as the CLI does
 from resflow.config import load_config
 from resflow.experiment import measure_seed
-depth = int(sys.argv[1])
+depth, device = int(sys.argv[1]), torch.device(sys.argv[2])
 torch.set_num_threads(1)
-cfg = load_config({"device": "cpu", "model": {"depth": depth, "width": 64}, "data": {"batch_size": 32}})
-measure_seed(cfg, 0, torch.device("cpu"))  # warm-up at the same depth
+cfg = load_config({"device": device.type, "model": {"depth": depth, "width": 64}, "data": {"batch_size": 32}})
+measure_seed(cfg, 0, device)  # warm-up at the same depth
 times = []
 for seed in (1, 2, 3):
     t0 = time.perf_counter()
-    measure_seed(cfg, seed, torch.device("cpu"))
+    measure_seed(cfg, seed, device)  # (its floats come back to the host: the device's work is done when it returns)
     times.append(time.perf_counter() - t0)
-hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM"))  # this process's own peak
-print(statistics.median(times), int(hwm.split()[1]) * 1024)  # peak RSS, bytes
+if device.type == "cuda":
+    peak = torch.cuda.max_memory_allocated(device)  # the device's own peak
+else:
+    hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM"))  # this process's own peak
+    peak = int(hwm.split()[1]) * 1024  # peak RSS, bytes
+print(statistics.median(times), peak)
 """
 
 
-def bench_depth(quick: bool) -> list[Row]:
+def bench_depth(quick: bool, device) -> list[Row]:
     """µs per layer at each depth; bytes per layer as the slope of peak RSS between depths."""
     depths = (100, 1000) if quick else (100, 1000, 10_000)
     seconds, peak = {}, {}
     for depth in depths:
-        out = subprocess.run([sys.executable, "-c", DEPTH_PROBE, str(depth)], env=env(), check=True,
+        out = subprocess.run([sys.executable, "-c", DEPTH_PROBE, str(depth), str(device)], env=env(), check=True,
                              capture_output=True, text=True).stdout.split()
         seconds[depth], peak[depth] = float(out[0]), float(out[1])
     us = {d: seconds[d] / d * 1e6 for d in depths}
@@ -347,7 +370,7 @@ def bench_depth(quick: bool) -> list[Row]:
             "; ".join(f"depth {d}: {u:.0f} µs/layer" for d, u in us.items()) + f"; depth {depths[-1]} ran"),
         Row("depth scaling: peak bytes/layer, max/min between depth pairs", slope_spread, "ratio", "<= 2", slope_spread <= 2,
             "; ".join(f"depths {k}: {v / 1024:.0f} KiB/layer" for k, v in slopes.items())
-            + " (saved activations + kept grads + weights and their grads, float32)"),
+            + f" (saved activations + kept grads + weights and their grads, float32; {'CUDA' if device.type == 'cuda' else 'peak RSS'})"),
     ]
 
 
@@ -355,7 +378,7 @@ def bench_depth(quick: bool) -> list[Row]:
 # 7. Large outputs
 
 
-def bench_large_csv(quick: bool) -> list[Row]:
+def bench_large_csv(quick: bool, device=None) -> list[Row]:  # CSV writing: no device
     import numpy as np
     import pandas as pd
 
@@ -402,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (does it still run?)")
     parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(BENCHES)}")
     parser.add_argument("--out", type=Path, default=OUT, help="where results.json / results.csv go")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                        help="where the recording, seeds and depth benchmarks run their models [auto: CUDA if present]")
     parser.add_argument("--glibc-malloc", action="store_true",
                         help="leave glibc's malloc thresholds at their defaults (resflow's CLI sets them: resflow/allocator.py)")
     args = parser.parse_args(argv)
@@ -414,19 +439,23 @@ def main(argv: list[str] | None = None) -> int:
 
     from resflow.allocator import settle_process
 
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available here; use --device auto or cpu")
+    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
+
     torch.set_num_threads(1)  # one core per process, as the sweep's workers use; the other core is for the noise
     tuned = settle_process(retain_memory=not args.glibc_malloc)  # as the CLI does (resflow/allocator.py)
     os.environ["RESFLOW_BENCH_GLIBC_MALLOC"] = "1" if args.glibc_malloc else ""  # for the depth probes
     rows: list[Row] = []
     for name in names:
         t0 = time.perf_counter()
-        new = BENCHES[name](args.quick)
+        new = BENCHES[name](args.quick, device)
         rows += new
         for r in new:
             print(f"[{name} {time.perf_counter() - t0:.0f}s] {r.target}: {r.measured:.3g} {r.unit} ({r.threshold}) {r.detail}", file=sys.stderr)
     print_table(rows)
     args.out.mkdir(parents=True, exist_ok=True)
-    meta = dict(quick=args.quick, malloc="glibc defaults" if not tuned else "resflow.allocator.retain_freed_memory", python=platform.python_version(), torch=torch.__version__, cpus=os.cpu_count(),
+    meta = dict(quick=args.quick, device=str(device), malloc="glibc defaults" if not tuned else "resflow.allocator.retain_freed_memory", python=platform.python_version(), torch=torch.__version__, cpus=os.cpu_count(),
                 platform=platform.platform(), when=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     (args.out / "results.json").write_text(json.dumps({"meta": meta, "rows": [asdict(r) for r in rows]}, indent=2) + "\n")
     with open(args.out / "results.csv", "w", newline="") as fh:

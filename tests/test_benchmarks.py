@@ -7,7 +7,7 @@ from benchmarks.run import main
 
 
 def test_quick_benchmarks_run_and_write_their_table(tmp_path, capsys):
-    assert main(["--quick", "--only", "recording,seeds,csv", "--out", str(tmp_path)]) == 0
+    assert main(["--quick", "--only", "recording,seeds,csv", "--out", str(tmp_path)]) == 0  # --device auto: the CPU here
     data = json.loads((tmp_path / "results.json").read_text())
     targets = [row["target"] for row in data["rows"]]
     assert any("recording overhead, MLP" in t for t in targets)
@@ -18,3 +18,29 @@ def test_quick_benchmarks_run_and_write_their_table(tmp_path, capsys):
     # the CSV round-trip check inside the benchmark is a correctness check, so it must hold
     assert "floats round-trip exactly: True" in next(r for r in data["rows"] if "grads.csv" in r["target"])["detail"]
     assert "resflow benchmarks" in capsys.readouterr().out
+
+
+def test_device_option(tmp_path, capsys):
+    import pytest
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: --device cuda is valid here")
+    with pytest.raises(SystemExit) as exc:
+        main(["--quick", "--only", "recording", "--device", "cuda", "--out", str(tmp_path)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--device cuda: no CUDA device is available" in err and "Traceback" not in err
+    assert not (tmp_path / "results.json").exists()
+    assert main(["--quick", "--only", "csv", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    assert json.loads((tmp_path / "results.json").read_text())["meta"]["device"] == "cpu"
+
+
+def test_interleaved_waits_for_the_device_before_each_clock_stops():
+    from benchmarks.run import interleaved
+
+    events = []
+    interleaved({"a": lambda: events.append("a"), "b": lambda: events.append("b")}, repeats=2, warmup=1,
+                sync=lambda: events.append("sync"))
+    # warm-up (one sync after it), then every timed call followed by a sync
+    assert events == ["a", "b", "sync", "a", "sync", "b", "sync", "a", "sync", "b", "sync"]
