@@ -8,6 +8,7 @@ Heavy imports (torch, pandas) happen on first use, so `resflow --help` stays ins
 """
 
 __version__ = "0.1.0"
+MAX_SEEDS = 1_000_000  # the most seeds one run takes (config's `seeds`, the CLI's --seeds: both check it)
 
 __all__ = ["__version__", "load_config", "run", "ResflowError", "ConfigError"]
 

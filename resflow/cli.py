@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
-from resflow import __version__
+from resflow import MAX_SEEDS, __version__
 from resflow.errors import ResflowError
 
 try:  # the base of click's usage errors; recent Typer vendors click and exposes it as TyperException
@@ -195,7 +195,7 @@ def run(
     config: str = typer.Argument(..., metavar="CONFIG", help="A YAML path, or the name of a bundled config (e.g. deep50)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="DIR", help="Results dir [default: results/<name>]."),
     set_: List[str] = typer.Option([], "--set", metavar="KEY=VALUE", help=SET_HELP),
-    seeds: Optional[int] = typer.Option(None, "--seeds", min=1, metavar="N", help="Number of seeds (overrides the config's `seeds`)."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", min=1, max=MAX_SEEDS, metavar="N", help="Number of seeds (overrides the config's `seeds`)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing results dir."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Write no figures (profile.png, params.png)."),
 ):
@@ -290,7 +290,7 @@ class DemoName(str, Enum):
 @_command
 def demo(
     which: DemoName = typer.Argument(DemoName.all, help="chain: 0.9^50 and 0.5^99; tanh50: the seeds' scalar experiment."),
-    seeds: int = typer.Option(1000, "--seeds", metavar="N", min=1, help="tanh50: number of seeds."),
+    seeds: int = typer.Option(1000, "--seeds", metavar="N", min=1, max=MAX_SEEDS, help="tanh50: number of seeds."),
     out: Path = typer.Option(Path("results") / "demo-tanh50", "--out", "-o", metavar="DIR", help="tanh50: where demo.csv goes."),
     force: bool = typer.Option(False, "--force", help="Replace an existing demo.csv."),
 ):
@@ -319,7 +319,7 @@ def sweep(
     config: str = typer.Argument(..., metavar="CONFIG", help="A YAML path (may hold a `sweep:` section), or a bundled config name."),
     over: List[str] = typer.Option([], "--over", metavar="KEY=V1,V2,...", help="An axis: KEY=V1,V2,... e.g. --over model.residual=false,true (repeatable: a grid)."),
     set_: List[str] = typer.Option([], "--set", metavar="KEY=VALUE", help=SET_HELP),
-    seeds: Optional[int] = typer.Option(None, "--seeds", min=1, metavar="N", help="Seeds per point (overrides the config's `seeds`)."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", min=1, max=MAX_SEEDS, metavar="N", help="Seeds per point (overrides the config's `seeds`)."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", metavar="N", min=1, help="Worker processes [default: the number of cores]."),
     backend: Backend = typer.Option(Backend.local, "--backend", metavar="BACKEND", help="local processes, or Ray tasks (pip install \"resflow[ray]\")."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", metavar="ADDRESS", help="An existing Ray cluster [default: $RAY_ADDRESS, else a local one]."),
@@ -379,7 +379,7 @@ def _resume_command(config, over, overrides, workers, backend, out) -> str:
 def compare(
     refs: List[str] = typer.Argument(..., help="Two or more YAML paths or bundled config names."),
     set_: List[str] = typer.Option([], "--set", help=SET_HELP + " Applies to every config."),
-    seeds: Optional[int] = typer.Option(None, "--seeds", min=1, metavar="N", help="Number of seeds (overrides the configs' `seeds`)."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", min=1, max=MAX_SEEDS, metavar="N", help="Number of seeds (overrides the configs' `seeds`)."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1, help="Worker processes [default: the number of cores]."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results dir [default: results/compare-<a>-vs-<b>]."),
     force: bool = typer.Option(False, "--force", help="Replace an existing results dir."),

@@ -16,6 +16,7 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from resflow import MAX_SEEDS
 from resflow.errors import ConfigError
 
 ACTIVATION_NAMES = (
@@ -24,7 +25,6 @@ ACTIVATION_NAMES = (
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$"
 NAME_RULE = "letters, digits and . _ + = -, starting with a letter or digit"
 MAX_SEED = 2**63 - 1  # torch seeds are 64-bit
-MAX_SEEDS = 1_000_000
 
 
 class _Loader(yaml.SafeLoader):

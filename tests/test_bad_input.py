@@ -69,6 +69,7 @@ CASES = [
     ("set-zero", OK, ["--set", "data.batch_size=0"], 2, ["--set data.batch_size", "got 0"]),
     ("option-seeds-zero", OK, ["--seeds", "0"], 2, ["'--seeds'", "greater than or equal to 1"]),
     ("option-seeds-not-int", OK, ["--seeds", "abc"], 2, ["--seeds", "integer"]),
+    ("option-seeds-too-many", OK, ["--seeds", "2000000"], 2, ["'--seeds'", "less than or equal to 1000000"]),
     ("unknown-option", OK, ["--sed", "3"], 2, ["No such option: --sed"]),
     ("config-missing", None, [], 2, ["not found", "no such file"]),
     ("config-is-directory", "DIR", [], 2, ["is a directory"]),
