@@ -23,7 +23,7 @@ from resflow.report import (
 from resflow.theory_overlay import comparison_line, log_ratio_error
 from resflow.train_report import loss_table
 
-FLAG_STYLE = {"vanishing": "yellow", "exploding": "red", "non-finite": "bold red"}
+FLAG_STYLE = {"vanishing": "yellow", "exploding": "red", "non-finite": "bold red", "no gradient": "yellow"}
 
 
 def _median(values) -> float:
@@ -114,20 +114,21 @@ def _sweep_table(stats: pd.DataFrame, columns: list[str], title: str, spread: bo
             table.add_section()
         previous = group
         ratio = float(r["ratio"])
+        no_gradient = bool(r["finite"]) and math.isnan(ratio)  # 0/0: no gradient at the first nor the last layer
         cells = [_cell(r[c]) for c in columns]
-        cells.append(fmt(ratio))
+        cells.append("0/0" if no_gradient else fmt(ratio))
         if spread:
             cells.append(f"{fmt(float(r['ratio_min']))} – {fmt(float(r['ratio_max']))}")
         if log10:
             cells.append(f"{math.log10(ratio):+.1f}" if ratio > 0 and math.isfinite(ratio) else "—")
-        cells.append(log_bar(ratio))
+        cells.append("" if no_gradient else log_bar(ratio))
         gain = float(r["gain"])
         cells.append(fmt(gain) if math.isfinite(gain) else "—")  # one layer: nothing to fit
         if theory:
             pred = float(r["predicted"])
             err = log_ratio_error(ratio, pred)
             cells += [fmt(pred) if math.isfinite(pred) else "—", f"{err:.1%}" if math.isfinite(err) else "—"]
-        f = flag(ratio) if r["finite"] else "non-finite"
+        f = "no gradient" if no_gradient else flag(ratio) if r["finite"] else "non-finite"
         cells.append(Text(f, style=FLAG_STYLE.get(f, "")))
         if sparks:
             cells.append(sparks.get(r["variant"], ""))
@@ -164,19 +165,21 @@ def depth_story(summary: pd.DataFrame, columns: list[str]) -> list[str]:
                 f"{fmt(float(hi['ratio']))} at depth {int(hi['depth'])}")
         if ok.sum() >= 2:
             per_layer = float(np.exp(np.polyfit(d[ok], np.log(ratio[ok]), 1)[0]))
-            text += f" (×{per_layer:.3g} per added layer): it {_trend(per_layer)} with depth"
+            text += f" (×{per_layer:.3g} per added layer): it {_trend(per_layer, float(np.ptp(d[ok])))} with depth"
         lines.append(text)
     return lines
 
 
-def _trend(per_layer: float) -> str:
-    """How a factor per added layer compounds: < 0.8 or > 1.25 is exponential over a few tens of layers."""
+def _trend(per_layer: float, span: float) -> str:
+    """How a factor per added layer compounds over the `span` of depths swept: level only if the
+    ratio changes less than 2x across it (x1.03 a layer is x14 over 90 layers: not level); < 0.8
+    or > 1.25 a layer is exponential over a few tens of layers."""
+    if 0.5 <= per_layer ** span <= 2:
+        return "stays level"
     if per_layer < 0.8:
         return "vanishes exponentially"
-    if per_layer < 0.97:
+    if per_layer < 1:
         return "shrinks slowly"
-    if per_layer <= 1.03:
-        return "stays level"
     if per_layer <= 1.25:
         return "grows slowly"
     return "explodes exponentially"

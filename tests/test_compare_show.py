@@ -131,3 +131,30 @@ def test_depth_story_words_follow_the_fitted_factor(factor, words):
                             "grad_ratio": [factor ** (d - 1) for d in depths], "gain_per_layer": factor, "finite": True})
     (line,) = depth_story(summary, ["depth"])
     assert f"(×{factor:.3g} per added layer): it {words} with depth" in line
+
+
+@pytest.mark.parametrize("factor, depths, words", [(1.0297, [10, 20, 50, 100], "grows slowly"),  # x14 over 90 layers
+                                                   (1.005, [10, 20, 50, 100], "stays level"),  # x1.6
+                                                   (0.97, [10, 20, 50, 100], "shrinks slowly")])
+def test_depth_story_level_means_within_2x_over_the_depths_swept(factor, depths, words):
+    from resflow.sweep_report import depth_story
+
+    summary = pd.DataFrame({"variant": [f"p{d}" for d in depths], "depth": depths, "seed": 0,
+                            "grad_ratio": [factor ** d for d in depths], "gain_per_layer": factor, "finite": True})
+    (line,) = depth_story(summary, ["depth"])
+    assert f"it {words} with depth" in line
+
+
+def test_sweep_table_says_no_gradient_for_all_zero_gradients_not_non_finite():
+    from rich.console import Console
+
+    from resflow.sweep_report import sweep_table
+
+    summary = pd.DataFrame({"variant": ["s0", "s1"], "init_scale": [0.0, 1.0], "seed": 0, "step": 0,
+                            "grad_ratio": [float("nan"), 0.5], "gain_per_layer": [float("nan"), 0.99],
+                            "finite": [True, True]})
+    console = Console(width=200, record=True)
+    console.print(sweep_table(summary, ["init_scale"]))
+    rows = [line for line in console.export_text().splitlines() if line.startswith("│")]
+    assert "no gradient" in rows[0] and "0/0" in rows[0] and "non-finite" not in rows[0] and "nan" not in rows[0]
+    assert "no gradient" not in rows[1]
