@@ -221,7 +221,7 @@ def run(
         write_run(result, out, force, extra=None if no_plots else _figure_writer(result))
     console = stdout()
     console.print(run_table(result.grads, title=run_title(cfg)))
-    console.print(headline(result.grads), markup=False)
+    console.print(headline(result.grads, dtype=cfg.dtype), markup=False)
     console.print(comparison_line(result.summary, result.meta.get("theory", "")), markup=False)
     _print_wrote(console, out, "", no_plots)
 

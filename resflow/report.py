@@ -166,8 +166,9 @@ def _caption(shown: str = "") -> str:
     )
 
 
-def headline(grads: pd.DataFrame) -> str:
-    """One sentence: how much of the last layer's gradient reaches the first layer."""
+def headline(grads: pd.DataFrame, dtype: str | None = None) -> str:
+    """One sentence: how much of the last layer's gradient reaches the first layer. With `dtype`
+    "float32", a first-layer gradient of exactly 0 under a non-zero last one says it may be underflow."""
     stats = site_stats(grads)
     first, last = stats.iloc[0], stats.iloc[-1]
     g0, gl = float(first["median"]), float(last["median"])
@@ -181,7 +182,9 @@ def headline(grads: pd.DataFrame) -> str:
     seeds = int(grads["seed"].nunique())
     over = f" (median over {seeds} seeds)" if seeds > 1 else ""
     verdict = {"vanishing": ": the gradient vanishes", "exploding": ": the gradient explodes"}.get(flag(ratio), "")
-    return f"{name0} receives {fmt(ratio)} × the gradient of {namel}{over}{verdict}"
+    underflow = (" (exactly 0 in float32, whose smallest number is ~1e-45: rerun with --set dtype=float64 to see how small)"
+                 if g0 == 0 and dtype == "float32" else "")
+    return f"{name0} receives {fmt(ratio)} × the gradient of {namel}{over}{verdict}{underflow}"
 
 
 def _site_name(row, stats) -> str:

@@ -281,7 +281,7 @@ def renderables(result, width: int | None = None) -> list:
         refs = meta.get("refs") or list(dict.fromkeys(result.grads["variant"]))
         return [compare_table(result.grads, width=width, title=compare_title(refs, result.grads)), compare_profiles(result.grads),
                 compare_headline(result.summary), *trained]
-    return [run_table(result.grads, title=_stored_title(result)), headline(result.grads),
+    return [run_table(result.grads, title=_stored_title(result)), headline(result.grads, dtype=meta.get("dtype")),
             comparison_line(result.summary, meta.get("theory", "")), *trained]
 
 

@@ -158,3 +158,14 @@ def test_sweep_table_says_no_gradient_for_all_zero_gradients_not_non_finite():
     rows = [line for line in console.export_text().splitlines() if line.startswith("│")]
     assert "no gradient" in rows[0] and "0/0" in rows[0] and "non-finite" not in rows[0] and "nan" not in rows[0]
     assert "no gradient" not in rows[1]
+
+
+def test_headline_says_an_exact_zero_in_float32_may_be_underflow():
+    from resflow.report import headline
+
+    grads = pd.DataFrame({"variant": "v", "seed": 0, "step": 0, "layer": [0, 1, 2], "sublayer": "mlp",
+                          "input_grad_norm": [0.0, 1e-30, 0.5]})
+    assert "dtype=float64" in headline(grads, dtype="float32")
+    assert "dtype=float64" not in headline(grads, dtype="float64")  # a true zero there: nothing to suggest
+    grads["input_grad_norm"] = [1e-3, 0.1, 0.5]
+    assert "dtype=float64" not in headline(grads, dtype="float32")
