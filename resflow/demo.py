@@ -83,8 +83,10 @@ def tanh50(seeds: int = 1000, depth: int = 50, first_seed: int = 0) -> pd.DataFr
     """One row per seed: seed, weight, bias, grad_plain, grad_residual (d out / d x at x = 1.0).
 
     Each seed draws `nn.Linear(1, 1)` exactly as the seeds' code does after `torch.manual_seed(seed)`
-    (in float64); the 50 layers share it. All seeds are run at once: with width 1 the seeds are
-    independent scalars, so a vector of seeds through elementwise ops gives each seed's own gradient.
+    (in float32, torch's default, so seed s gives the weight and bias that code gets); the 50 layers
+    share it, and the arithmetic is then float64 (those float32 values exactly), so tiny gradients
+    stay numbers. All seeds are run at once: with width 1 the seeds are independent scalars, so a
+    vector of seeds through elementwise ops gives each seed's own gradient.
     """
     import torch
     from torch import nn
@@ -92,7 +94,7 @@ def tanh50(seeds: int = 1000, depth: int = 50, first_seed: int = 0) -> pd.DataFr
     ws, bs = [], []
     for seed in range(first_seed, first_seed + seeds):
         torch.manual_seed(seed)
-        layer = nn.Linear(1, 1, dtype=torch.float64)
+        layer = nn.Linear(1, 1, dtype=torch.float32)  # the seeds' code's draw
         ws.append(layer.weight.item())
         bs.append(layer.bias.item())
     w = torch.tensor(ws, dtype=torch.float64)

@@ -43,9 +43,9 @@ def test_decimal_expansion_of_half_pow_99():
 
 
 def _seed_experiment(seed, residual, depth=50):
-    """The seeds' own code, one seed at a time, in float64."""
+    """The seeds' own code, one seed at a time (its float32 layer, then the arithmetic in float64)."""
     torch.manual_seed(seed)
-    layer = nn.Linear(1, 1, dtype=torch.float64)
+    layer = nn.Linear(1, 1).double()
     x = torch.tensor([1.0], dtype=torch.float64, requires_grad=True)
     current = x
     for _ in range(depth):
@@ -62,6 +62,14 @@ def test_tanh50_matches_the_seeds_code_per_seed():
         assert (row.weight, row.bias) == (w, b)
         assert row.grad_plain == pytest.approx(g_plain, rel=1e-12, abs=1e-300)
         assert row.grad_residual == pytest.approx(g_res, rel=1e-12)
+
+
+def test_tanh50_seed_gives_the_weight_the_seeds_float32_code_gets():
+    df = demo.tanh50(seeds=3)
+    for row in df.itertuples():
+        torch.manual_seed(row.seed)
+        layer = nn.Linear(1, 1)  # as the seed document writes it: torch's default dtype
+        assert (row.weight, row.bias) == (layer.weight.item(), layer.bias.item())
 
 
 def test_tanh50_plain_gradient_is_bounded_by_weight_power():
