@@ -44,6 +44,10 @@ SUMMARY_COLUMNS = [
     "gain_per_layer", "finite", *CONFIG_COLUMNS,
 ]
 RESULT_FILES = ("grads.csv", "params.csv", "summary.csv", "config.yaml", "meta.json")
+# Everything resflow writes into a results dir (a run's, a sweep's, the demo's): `--force` replaces
+# a dir holding nothing else, and refuses one holding anything else (the user's own files).
+WRITTEN_NAMES = {*RESULT_FILES, "train.csv", "demo.csv", "plan.json", "points"}  # plan.json, points/: a sweep's
+FIGURE_SUFFIXES = (".png", ".svg", ".pdf")
 
 
 def config_columns(cfg) -> dict[str, Any]:
@@ -95,19 +99,44 @@ class RunResult:
 
 
 def check_out_dir(path: Path, force: bool = False) -> None:
-    """Fail before any work if `path` cannot become a results dir."""
+    """Fail before any work if `path` cannot become a results dir. An existing dir is replaced only
+    with `force`, and only if it holds nothing but what resflow writes."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"output path {str(path)!r} exists and is a file, not a directory")
-    if path.is_dir() and any(path.iterdir()) and not force:
-        raise ConfigError(
-            f"{str(path)!r} already holds results; pass --force to replace them or --out to write elsewhere"
-        )
+    here = Path.cwd().resolve()
+    if path.exists() and (path.resolve() == here or path.resolve() in here.parents):
+        raise ConfigError(f"output path {str(path)!r} is the current directory or holds it; "
+                          "a results dir is written whole, so choose a new subdirectory with --out")
+    if path.is_dir() and any(path.iterdir()):
+        foreign = foreign_entries(path)
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise ConfigError(f"{str(path)!r} holds files resflow did not write ({shown}); "
+                              "--force replaces only resflow's own results: choose another --out")
+        if not force:
+            raise ConfigError(
+                f"{str(path)!r} already holds results; pass --force to replace them or --out to write elsewhere"
+            )
     parent = _existing_ancestor(path)
     if not parent.is_dir():
         raise ConfigError(f"output path {str(path)!r} cannot be created: {str(parent)!r} is a file")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ConfigError(f"output path {str(path)!r} is not writable (no write permission in {str(parent)!r})")
+
+
+def foreign_entries(path: Path) -> list[str]:
+    """The names in dir `path` that resflow does not write (sorted): the user's own files."""
+    return sorted(e.name for e in Path(path).iterdir() if not _written_by_resflow(e))
+
+
+def _written_by_resflow(entry: Path) -> bool:
+    name = entry.name
+    if name.startswith("."):  # only write_text_atomic's temp files (a stopped write's): never .git and the like
+        return name.endswith(".tmp") and entry.is_file()
+    if name == "points":
+        return entry.is_dir()
+    return entry.is_file() and (name in WRITTEN_NAMES or name.endswith(FIGURE_SUFFIXES))
 
 
 def _existing_ancestor(path: Path) -> Path:

@@ -376,6 +376,7 @@ def prepare_out(out: Path, plan: Plan, resume: bool, force: bool) -> None:
             check_out_dir(out, force=False)
         if not (plan_file.is_file() or is_results_dir(out)):
             raise ConfigError(f"{str(out)!r} is not a resflow results dir; refusing to replace it (choose another --out)")
+        check_out_dir(out, force=True)  # nothing in it but resflow's own files, and not the current directory
         shutil.rmtree(out)
     check_out_dir(out, force=False)
     try:

@@ -139,3 +139,29 @@ def test_demo_tanh50_writes_demo_csv(tmp_path):
     assert list(df.columns) == ["seed", "weight", "bias", "grad_plain", "grad_residual"]
     assert len(df) == 50
     assert invoke("demo", "tanh50", "--seeds", 50, "--out", out).exit_code == 2  # no silent overwrite
+
+
+def test_force_never_deletes_files_resflow_did_not_write(tmp_path, monkeypatch):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    for extra in ([], ["--force"]):
+        result = invoke("run", "deep50", "--out", mine, *SMALL, *extra)
+        assert result.exit_code == 2
+        assert "holds files resflow did not write (thesis.tex)" in result.output and "choose another --out" in result.output
+    assert [p.name for p in mine.iterdir()] == ["thesis.tex"]
+    # a results dir the user added a file to: refused too, results and file kept
+    out = tmp_path / "r"
+    assert invoke("run", "deep50", "--out", out, *SMALL).exit_code == 0
+    (out / "notes.md").write_text("mine")
+    before = (out / "grads.csv").read_bytes()
+    assert invoke("run", "deep50", "--out", out, *SMALL, "--force").exit_code == 2
+    assert (out / "notes.md").read_text() == "mine" and (out / "grads.csv").read_bytes() == before
+    sweep = invoke("sweep", "deep50", "--over", "model.depth=1,2", *SMALL, "--workers", 1, "--out", out, "--force")
+    assert sweep.exit_code == 2 and (out / "notes.md").read_text() == "mine"
+    # the current directory (or one that holds it) is never the results dir
+    monkeypatch.chdir(out)
+    for target in (".", tmp_path):
+        result = invoke("run", "deep50", "--out", target, *SMALL, "--force")
+        assert result.exit_code == 2 and "current directory" in result.output
+    assert (out / "notes.md").read_text() == "mine"
