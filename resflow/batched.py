@@ -29,7 +29,7 @@ from resflow.data import data_generator, make_input, make_loss
 from resflow.models import build_model
 from resflow.models.activations import ACTIVATIONS
 from resflow.models.init import init_linears, seed_rng
-from resflow.recorder import Record, activation_rms, group_norm
+from resflow.recorder import Record, activation_rms, exact_norms, group_norm, inexact_norm, reads_cheaply
 
 ELEMENT_BUDGET = 1 << 24  # stacked activations per chunk of seeds (x depth x batch x width)
 
@@ -117,7 +117,7 @@ def measure_seeds(cfg, seeds: list[int], device, dtype) -> list[Record]:
     x_norms, g_norms, p_grad, p_value = [None] * n, [None] * n, [None] * len(params), [None] * len(params)
 
     def on_grad(layer, g):
-        g_norms[layer] = torch.linalg.vector_norm(g, dim=(1, 2))  # (S,)
+        g_norms[layer] = _checked(torch.linalg.vector_norm(g, dim=(1, 2)), g)  # (S,)
         for i in site_params[layer]:
             t = stacked[i]
             if p_grad[i] is None and t.grad is not None:
@@ -125,7 +125,7 @@ def measure_seeds(cfg, seeds: list[int], device, dtype) -> list[Record]:
 
     numel = x[0].numel()
     for layer, block in enumerate(model.template.blocks):
-        x_norms[layer] = torch.linalg.vector_norm(x.detach(), dim=(1, 2))
+        x_norms[layer] = _checked(torch.linalg.vector_norm(x.detach(), dim=(1, 2)), x.detach())
         x.register_hook(partial(on_grad, layer))
         x = model.block(block, x)
     sum(loss(out) for loss, out in zip(losses, x.unbind(0))).backward()
@@ -139,6 +139,17 @@ def measure_seeds(cfg, seeds: list[int], device, dtype) -> list[Record]:
     site = torch.stack([grad_norm, torch.stack(x_norms)]).double().cpu()  # (2, L, S): one transfer
     param = torch.stack([torch.stack(p_grad), torch.stack(p_value)]).double().cpu()  # (2, P, S)
     site_vals, param_vals = site.permute(2, 0, 1).tolist(), param.permute(2, 0, 1).tolist()
+
+    # Norms that may have under/overflowed in `dtype` (resflow.recorder.inexact_norm): a parameter's
+    # are re-measured here in float64 (its tensor is alive); a seed with such a site norm is marked,
+    # and experiment.measure_all runs that seed again on its own, with float64 norms.
+    for kind, tensors in ((0, [t.grad for t in stacked]), (1, [t.detach() for t in stacked])):
+        for i, t in enumerate(tensors):
+            per_seed = t[0].numel() if t is not None else 0
+            if t is not None and any(inexact_norm(vals[kind][i], per_seed, dtype) for vals in param_vals):
+                for vals, norm in zip(param_vals, torch.stack(exact_norms(t.unbind(0))).tolist()):
+                    vals[kind][i] = norm
+    hooked = [layer for layer, g in enumerate(g_norms) if g is not None]
 
     # derived floats as resflow.recorder derives them (float64 Python, the same functions)
     groups = [[index[id(p)] for _, p in s.params] for s in model.sites]
@@ -154,8 +165,25 @@ def measure_seeds(cfg, seeds: list[int], device, dtype) -> list[Record]:
             param_grad_norm=[group_norm([pgrad[i] for i in group]) for group in groups],
             param_layer=[r[0] for r in rows], param_name=[r[1] for r in rows],
             param_grad=[pgrad[r[2]] for r in rows], param_value=[pval[r[2]] for r in rows],
+            norms_exact=reads_cheaply(x)  # (then _checked took any such norm again already)
+            or not any(inexact_norm(v, numel, dtype) for v in [*(gn[layer] for layer in hooked), *xn]),
         ))
     return records
+
+
+def _checked(norms: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Per-seed `norms` (S,) of `t` (S, ...), those that may have under/overflowed in t's dtype taken
+    again in float64, on the CPU (where reading them costs no device wait); as resflow.recorder does."""
+    if not reads_cheaply(t):
+        return norms
+    per_seed = t[0].numel()
+    redo = [s for s, v in enumerate(norms.tolist()) if inexact_norm(v, per_seed, t.dtype)]
+    if not redo:
+        return norms
+    norms = norms.double()
+    for s, exact in zip(redo, exact_norms([t[s] for s in redo])):
+        norms[s] = exact
+    return norms
 
 
 def _per_seed_norm(t: torch.Tensor) -> torch.Tensor:  # (S, ...) -> (S,)

@@ -58,11 +58,18 @@ def prepare_seed(cfg: Config, seed: int, device: torch.device):
 
 
 def measure_seed(cfg: Config, seed: int, device: torch.device) -> Record:
-    """One seed at initialisation: build, forward, backward, record."""
+    """One seed at initialisation: build, forward, backward, record. If a norm may have under- or
+    overflowed in the model's dtype (resflow.recorder), the same step again with float64 norms."""
     model, x, loss_fn = prepare_seed(cfg, seed, device)
-    with Recorder(model) as rec:
-        loss_fn(model(x)).backward()
-        return rec.collect()
+    for exact in (False, True):
+        model.zero_grad(set_to_none=True)
+        x.grad = None
+        with Recorder(model, exact=exact) as rec:
+            loss_fn(model(x)).backward()
+            record = rec.collect()
+        if record.norms_exact:
+            return record
+    return record  # (unreachable: an exact Recorder's Record is exact)
 
 
 def measure_all(cfg: Config, device: torch.device):
@@ -74,7 +81,9 @@ def measure_all(cfg: Config, device: torch.device):
             yield seed, measure_seed(cfg, seed, device)
         return
     for chunk in batched.chunks(cfg, cfg.seed_list):
-        yield from zip(chunk, batched.measure_seeds(cfg, chunk, device, DTYPES[cfg.dtype]))
+        for seed, record in zip(chunk, batched.measure_seeds(cfg, chunk, device, DTYPES[cfg.dtype])):
+            # a norm that may have under/overflowed: that seed alone again, with float64 norms
+            yield seed, record if record.norms_exact else measure_seed(cfg, seed, device)
 
 
 def run_meta(cfg: Config, device, started: datetime, t0: float, **extra) -> dict:

@@ -11,6 +11,14 @@ Quantities (one small function each, or one fused norm call):
     activation_rms   sqrt(mean(x_l^2))
     param_grad_norm  ||dloss/dtheta_l||_2 over the site's parameters (a shared parameter: its total grad)
     grad_norm / value_norm per named parameter
+
+Norms are summed in the tensors' own dtype (fast). In float32 the squares of entries below ~1e-19
+underflow and the sum of squares above ~3e38 overflows, so a norm below sqrt(numel·tiny/eps) or an
+infinite one may be wrong (a finite gradient reported as 0 or inf; `inexact_norm`). Such a norm is
+taken again with its squares summed in float64 (`exact_norms`): on the CPU in the hook itself, where
+reading the norm costs ~0.1 µs; a parameter's in `collect()`. Elsewhere (CUDA, where reading it would
+wait for the device) `collect()` marks the Record `norms_exact = False`, and the caller repeats the
+step with `Recorder(model, exact=True)`, whose norms are all summed in float64.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from __future__ import annotations
 import math
 import weakref
 from dataclasses import dataclass, field
+import functools
 from functools import partial
 
 import torch
@@ -38,6 +47,7 @@ class Record:
     param_name: list[str] = field(default_factory=list)
     param_grad: list[float] = field(default_factory=list)
     param_value: list[float] = field(default_factory=list)
+    norms_exact: bool = True  # False: a norm may have under/overflowed in the tensors' dtype (see the module doc)
 
     def add_rows(self, grads: dict[str, list], params: dict[str, list], variant: str, seed: int, step: int) -> None:
         """Append this record as rows of grads.csv and params.csv, kept as {column: values}."""
@@ -60,6 +70,67 @@ def activation_rms(norm: float, numel: int) -> float:
     return norm / math.sqrt(numel) if numel else math.nan
 
 
+def inexact_norm(norm: float, numel: int, dtype: torch.dtype) -> bool:
+    """True if ||x|| of `numel` entries summed in `dtype` may be wrong: squares below the smallest
+    normal number lost (the norm reads too small: anything under sqrt(numel·tiny/eps), where that
+    loss could exceed `dtype`'s rounding) or a sum of squares that overflowed (inf)."""
+    return norm == math.inf or norm < norm_floor(numel, dtype)
+
+
+def norm_floor(numel: int, dtype: torch.dtype) -> float:
+    """sqrt(numel·tiny/eps): below it, ||x|| of `numel` entries summed in `dtype` may be too small."""
+    return math.sqrt(numel * _tiny_over_eps(dtype))
+
+
+@functools.cache
+def _tiny_over_eps(dtype: torch.dtype) -> float:
+    info = torch.finfo(dtype)
+    return info.tiny / info.eps
+
+
+def reads_cheaply(tensor: torch.Tensor) -> bool:
+    """Whether reading a value of `tensor` in a hook is cheap (the CPU: no device to wait for)."""
+    return tensor.device.type == "cpu"
+
+
+def _checked(norm: torch.Tensor, tensor: torch.Tensor) -> torch.Tensor:
+    """`norm` (of `tensor`, just taken in its dtype), or on the CPU, if it may be wrong, the norm again
+    summed in float64 (the tensor is still here)."""
+    if reads_cheaply(tensor) and inexact_norm(norm.item(), tensor.numel(), tensor.dtype):
+        return exact_norms([tensor])[0]
+    return norm
+
+
+EXACT_PIECE = 1 << 16  # entries summed in float64 at a time by exact_norms (a 512 KiB copy)
+
+
+def exact_norms(tensors) -> list[torch.Tensor]:
+    """||t|| of each tensor (0-d float64), its squares summed in float64, a piece at a time: torch's
+    own float64 norm of a float32 tensor first copies all of it to float64 (twice its memory)."""
+    out = []
+    for t in tensors:
+        flat = t.detach().reshape(-1)
+        if flat.numel() <= EXACT_PIECE:
+            out.append(torch.linalg.vector_norm(flat, dtype=torch.float64))
+        else:
+            pieces = [torch.linalg.vector_norm(piece, dtype=torch.float64) for piece in flat.split(EXACT_PIECE)]
+            out.append(torch.linalg.vector_norm(torch.stack(pieces)))
+    return out
+
+
+def norms_as_floats(tensors: list[torch.Tensor]) -> list[float]:
+    """||t|| of each tensor as a float: summed in the tensor's dtype (fast), and again in float64 where
+    that may have under/overflowed (inexact_norm)."""
+    if not tensors:
+        return []
+    values = torch.stack([n.double() for n in torch._foreach_norm(tensors)]).tolist()
+    redo = [i for i, (v, t) in enumerate(zip(values, tensors)) if inexact_norm(v, t.numel(), t.dtype)]
+    if redo:
+        for i, v in zip(redo, torch.stack(exact_norms([tensors[i] for i in redo])).tolist()):
+            values[i] = v
+    return values
+
+
 def group_norm(norms: list[float]) -> float:
     """||concatenation of some tensors|| from their norms: sqrt(sum of squares), without overflow."""
     return math.hypot(*norms)
@@ -80,7 +151,9 @@ class Recorder:
     (Changes made through `.data` bypass the version counter, as they bypass autograd.)
     """
 
-    def __init__(self, model):
+    def __init__(self, model, exact: bool = False):
+        self.exact = exact  # every norm summed in float64 (see the module doc)
+        self._foreach_norm = exact_norms if exact else torch._foreach_norm
         self.sites: list[Site] = model.sites()
         # parameters outside every site (a transformer's final norm): params.csv rows only
         self.extra_params = list(model.extra_params()) if hasattr(model, "extra_params") else []
@@ -102,6 +175,7 @@ class Recorder:
         self._param_rows += [(layer, name, index(p)) for layer, name, p in self.extra_params]
         # per site call, its parameters (index, parameter), each once
         self._site_params = [tuple((i, self._params[i]) for i in dict.fromkeys(g)) for g in self._groups]
+        self._param_floors = [norm_floor(p.numel(), p.dtype) for p in self._params]  # (inexact_norm's, per parameter)
         self.reset()
 
     # -- hooks ------------------------------------------------------------------------------
@@ -124,6 +198,7 @@ class Recorder:
         n_params = len(self._params)
         self._input_norms: list[torch.Tensor] = []  # ||x_l||, one per site call
         self._numels: list[int] = []
+        self._x_dtype, self._x_on_cpu = None, True  # the sites' inputs' dtype and device, once seen
         self._grad_norms: dict[int, torch.Tensor] = {}  # site -> ||dloss/dx_l||
         # per unique parameter: ||p|| and p._version when measured; ||p.grad||, a weak reference to
         # that p.grad (the recorder keeps no gradient alive) and its _version
@@ -137,12 +212,13 @@ class Recorder:
         x = args[0]
         index = len(self._input_norms)
         if index >= len(self._site_params):  # a second forward before collect(): collect() says so
-            self._input_norms.append(x.new_zeros(()))
+            self._input_norms.append(x.new_zeros((), dtype=torch.float64 if self.exact else x.dtype))
             self._numels.append(x.numel())
             return None
         todo = [(i, p) for i, p in self._site_params[index] if self._value_versions[i] is None]
-        norms = torch._foreach_norm([x.detach(), *(p.detach() for _, p in todo)])
-        self._input_norms.append(norms[0])
+        norms = self._foreach_norm([x.detach(), *(p.detach() for _, p in todo)])
+        self._x_dtype, self._x_on_cpu = x.dtype, reads_cheaply(x)
+        self._input_norms.append(norms[0] if self.exact else _checked(norms[0], x.detach()))
         self._numels.append(x.numel())
         for (i, p), norm in zip(todo, norms[1:]):
             self._value_norms[i] = norm
@@ -156,8 +232,8 @@ class Recorder:
         # accumulated by now and not measured yet) while they are in the cache.
         measured = self._p_grads
         todo = [(i, p.grad) for i, p in self._site_params[index] if measured[i] is None and p.grad is not None]
-        norms = torch._foreach_norm([grad, *(g for _, g in todo)])
-        self._grad_norms[index] = norms[0]
+        norms = self._foreach_norm([grad, *(g for _, g in todo)])
+        self._grad_norms[index] = norms[0] if self.exact else _checked(norms[0], grad)
         for (i, g), norm in zip(todo, norms[1:]):
             self._p_grad_norms[i] = norm
             measured[i] = weakref.ref(g)
@@ -180,10 +256,10 @@ class Recorder:
         params = self._params
         if stale_grads:
             tensors = [params[i].grad if params[i].grad is not None else torch.zeros_like(params[i]) for i in stale_grads]
-            for i, norm in zip(stale_grads, torch._foreach_norm(tensors)):
+            for i, norm in zip(stale_grads, self._foreach_norm(tensors)):
                 grad_norms[i] = norm
         if stale_values:
-            for i, norm in zip(stale_values, torch._foreach_norm([params[i].detach() for i in stale_values])):
+            for i, norm in zip(stale_values, self._foreach_norm([params[i].detach() for i in stale_values])):
                 value_norms[i] = norm
         return grad_norms, value_norms
 
@@ -198,6 +274,7 @@ class Recorder:
         vals = torch.stack(g_norms + self._input_norms + p_grad_norms + p_value_norms).double().tolist()
         n_params = len(self._params)
         p_grad, p_value = vals[2 * n : 2 * n + n_params], vals[2 * n + n_params :]
+        exact = self.exact or self._check_norms(vals[:n], vals[n : 2 * n], p_grad, p_value)
 
         rec = Record()
         rec.layer = [s.layer for s in self.sites]
@@ -209,4 +286,21 @@ class Recorder:
         rec.param_name = [name for _, name, _ in self._param_rows]
         rec.param_grad = [p_grad[i] for _, _, i in self._param_rows]
         rec.param_value = [p_value[i] for _, _, i in self._param_rows]
+        rec.norms_exact = exact
         return rec
+
+    def _check_norms(self, grad_norms: list[float], x_norms: list[float], p_grad: list[float], p_value: list[float]) -> bool:
+        """Re-measure in float64, in place, the parameter norms that may have under/overflowed (their
+        tensors are still here); False if a site's norm may have (its tensors are gone)."""
+        params, inf = self._params, math.inf
+        for values, tensor_of in ((p_grad, lambda p: p.grad), (p_value, lambda p: p.detach())):
+            todo = [i for i, (v, floor) in enumerate(zip(values, self._param_floors)) if v < floor or v == inf]
+            todo = [i for i in todo if tensor_of(params[i]) is not None]
+            if todo:
+                for i, norm in zip(todo, torch.stack(exact_norms([tensor_of(params[i]) for i in todo])).tolist()):
+                    values[i] = norm
+        dtype = self._x_dtype
+        if dtype is None or self._x_on_cpu:  # (on the CPU the hooks took any such norm again already)
+            return True
+        measured = [(grad_norms[i], self._numels[i]) for i in self._grad_norms]  # (not the sites given no gradient)
+        return not any(inexact_norm(v, numel, dtype) for v, numel in [*measured, *zip(x_norms, self._numels)])

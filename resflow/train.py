@@ -27,7 +27,7 @@ from resflow.config import record_steps
 from resflow.data import data_generator
 from resflow.models import build_model
 from resflow.models.init import seed_rng
-from resflow.recorder import Record, Recorder
+from resflow.recorder import Record, Recorder, group_norm, norms_as_floats
 from resflow.results import (
     CONFIG_COLUMNS, PARAMS_COLUMNS, TRAIN_PARAMS_COLUMNS, RunResult, config_columns, grads_frame, params_frame, summary_frame, train_frame,
 )
@@ -81,10 +81,8 @@ class SeedRun:
     baseline: float = math.nan  # the loss of the task's best constant prediction
 
 
-def _ratios(num: list[torch.Tensor], den: list[torch.Tensor]) -> list[float]:
-    vals = torch.stack(num + den).double().tolist() if num else []
-    n = len(num)
-    return [a / b if b > 0 else math.nan for a, b in zip(vals[:n], vals[n:])]
+def _ratios(num: list[float], den: list[float]) -> list[float]:
+    return [a / b if b > 0 else math.nan for a, b in zip(num, den)]
 
 
 def train_seed(cfg, seed: int, device: torch.device, on_step=None) -> SeedRun:
@@ -125,15 +123,21 @@ def train_seed(cfg, seed: int, device: torch.device, on_step=None) -> SeedRun:
             loss = task.loss(model(x), y)
             loss.backward()
             rec = recorder.collect() if record else None
+        if rec is not None and not rec.norms_exact:  # a norm may have under/overflowed: the step again, float64 norms
+            optimizer.zero_grad(set_to_none=True)
+            x.grad = None
+            with Recorder(stack, exact=True) as exact:
+                loss = task.loss(model(x), y)
+                loss.backward()
+                rec = exact.collect()
         grads = [p.grad for p in trainable if p.grad is not None]
-        total = torch.stack(list(torch._foreach_norm(grads))).square().sum().sqrt() if grads else loss.new_zeros(())
-        loss_val, total_val = torch.stack([loss.detach(), total.to(loss.dtype)]).double().tolist()
+        total_val = group_norm(norms_as_floats(grads))  # (norms_as_floats: float32 squares can under/overflow)
+        loss_val = float(loss.detach().double())
 
         eval_loss = _evaluate(model, task, eval_set) if record and eval_set else math.nan
         if record:  # ||W_s - W_0||, before this step's update
             with torch.no_grad():
-                moved = list(torch._foreach_norm(torch._foreach_sub([p.detach() for p in tracked], initial)))
-                moved = torch.stack(moved).double().tolist() if moved else []
+                moved = norms_as_floats(list(torch._foreach_sub([p.detach() for p in tracked], initial)))
         update_ratio = [math.nan] * len(row_param)
         if step < t.steps:
             before = [p.detach().clone() for p in tracked] if record else None
@@ -142,8 +146,8 @@ def train_seed(cfg, seed: int, device: torch.device, on_step=None) -> SeedRun:
             optimizer.step()
             if record:
                 with torch.no_grad():
-                    per_param = _ratios(list(torch._foreach_norm(torch._foreach_sub([p.detach() for p in tracked], before))),
-                                        list(torch._foreach_norm(before)))
+                    per_param = _ratios(norms_as_floats(list(torch._foreach_sub([p.detach() for p in tracked], before))),
+                                        norms_as_floats(before))
                 update_ratio = [per_param[i] for i in row_param]
         if record:
             out.records.append((step, rec, update_ratio, [moved[i] for i in row_param]))

@@ -171,3 +171,82 @@ def test_site_norm_from_parameter_norms_does_not_overflow():
     assert group_norm([1e200, 1e200]) == pytest.approx(2**0.5 * 1e200, rel=1e-15)  # sum of squares would be inf
     assert group_norm([]) == 0.0
     assert activation_rms(6.0, 4) == 3.0
+
+
+def _float32_case(**model):
+    """A float32 stack and an independent reference: every site input's gradient from
+    torch.autograd.grad, and the site inputs, as float32 tensors."""
+    from resflow.experiment import prepare_seed
+
+    cfg = load_config(dict(dtype="float32", data=dict(batch_size=4), model=dict(width=16, **model)))
+    stack, x, loss_fn = prepare_seed(cfg, 0, torch.device("cpu"))
+    inputs = []
+    handles = [s.module.register_forward_pre_hook(lambda m, a: inputs.append(a[0])) for s in stack.sites()]
+    try:
+        grads = torch.autograd.grad(loss_fn(stack(x)), inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return cfg, list(grads), [t.detach() for t in inputs]
+
+
+CASES_32 = [
+    (dict(depth=40, activation="tanh", init=dict(scale=0.3)), "underflow"),  # gradients ~1e-24 at layer 0
+    (dict(depth=18, activation="relu", init=dict(scheme="normal", scale=30.0)), "overflow"),  # entries up to ~1e24
+]
+
+
+@pytest.mark.parametrize("model, what", CASES_32)
+def test_float32_norms_that_under_or_overflow_are_taken_in_float64(model, what, monkeypatch):
+    import math
+
+    from resflow import recorder as recorder_module
+    from resflow.experiment import measure_seed
+
+    cfg, grads, inputs = _float32_case(**model)
+    ref_grad = [g.double().norm().item() for g in grads]  # float64 sums of the same float32 tensors
+    ref_x = [t.double().norm().item() for t in inputs]
+    # the case is what it says: torch's float32 norm of some of these finite tensors is 0 or inf
+    f32 = [t.norm().item() for t in grads + inputs]
+    assert all(torch.isfinite(t).all() for t in grads + inputs)
+    assert (0.0 in f32) if what == "underflow" else (math.inf in f32)
+    for cheap in (True, False):  # in the hooks (the CPU), and by repeating the step (other devices)
+        monkeypatch.setattr(recorder_module, "reads_cheaply", lambda t, cheap=cheap: cheap)
+        rec = measure_seed(cfg, 0, torch.device("cpu"))
+        assert all(math.isfinite(v) and v > 0 for v in rec.input_grad_norm + rec.activation_rms)
+        assert rec.input_grad_norm == pytest.approx(ref_grad, rel=1e-6)
+        numel = inputs[0].numel()
+        assert [v * numel ** 0.5 for v in rec.activation_rms] == pytest.approx(ref_x, rel=1e-6)
+        assert rec.norms_exact
+
+
+def test_exact_norms_match_float64_and_keep_pieces_small():
+    from resflow.recorder import EXACT_PIECE, exact_norms, norms_as_floats
+
+    t = torch.randn(3 * EXACT_PIECE + 5) * 1e-24
+    (n,) = exact_norms([t])
+    assert n.dtype == torch.float64 and n.item() == pytest.approx(t.double().norm().item(), rel=1e-12)
+    assert t.norm().item() == 0.0  # (torch's float32 norm of it)
+    assert norms_as_floats([t, torch.ones(4)]) == pytest.approx([t.double().norm().item(), 2.0], rel=1e-12)
+
+
+@pytest.mark.parametrize("cheap", [True, False])
+def test_batched_seeds_under_or_overflowing_in_float32_match_the_sequential_path(cheap, monkeypatch):
+    import math
+
+    from resflow import batched, recorder as recorder_module
+    from resflow.experiment import measure_all, measure_seed
+
+    monkeypatch.setattr(recorder_module, "reads_cheaply", lambda t: cheap)
+    monkeypatch.setattr(batched, "reads_cheaply", lambda t: cheap)
+    for model, _ in CASES_32:
+        cfg = load_config(dict(dtype="float32", seeds=3, data=dict(batch_size=4), model=dict(width=16, **model)))
+        assert batched.supports(cfg)
+        together = dict(measure_all(cfg, torch.device("cpu")))
+        for seed in cfg.seed_list:
+            alone = measure_seed(cfg, seed, torch.device("cpu"))
+            got = together[seed]
+            assert all(math.isfinite(v) and v > 0 for v in got.input_grad_norm + got.activation_rms)
+            assert got.input_grad_norm == pytest.approx(alone.input_grad_norm, rel=1e-5)
+            assert got.activation_rms == pytest.approx(alone.activation_rms, rel=1e-5)
+            assert got.param_grad == pytest.approx(alone.param_grad, rel=1e-5)
