@@ -151,6 +151,15 @@ def merge_axes(base: Config, yaml_items: list[tuple[str, list]], cli_items: list
     axes = [validate_axis(base, key, values, origin) for key, (values, origin) in merged.items()]
     if "model.depth" not in merged:
         axes.append(Axis("model.depth", tuple(default_depths(base.model.depth)), "default"))
+    seed_axis = next((a for a in axes if a.key == "seed"), None)
+    seeds_axis = next((a for a in axes if a.key == "seeds"), None)
+    most_seeds = max(seeds_axis.values) if seeds_axis else base.seeds
+    if seed_axis is not None and most_seeds > 1:
+        where = "--over seed" if seed_axis.origin == "--over" else "sweep: seed"
+        raise ConfigError(
+            f"{where}: a point runs seeds seed … seed+seeds−1 (seeds: {most_seeds}), so the points would share seeds and "
+            f"each row would carry the swept value as its seed; for several seeds use --seeds N (or seeds: N) alone, "
+            f"or sweep seed with --seeds 1")
     columns = [a.column for a in axes]
     for col in set(columns):
         if columns.count(col) > 1:

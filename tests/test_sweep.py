@@ -289,3 +289,17 @@ def test_point_payload_keeps_what_only_looks_constant():
     part = {"n": 2, "order": ["a", "b"], "const": {"b": "x"}, "cols": {"a": [1, 2]}}
     assert _columns(part) == {"a": [1, 2], "b": ["x", "x"]}
     assert _columns({"a": [1, 2]}) == {"a": [1, 2]}  # a point file from before the compact form
+
+
+def test_a_seed_axis_with_several_seeds_per_point_is_refused(tmp_path):
+    """seed=0 with seeds 5 runs seeds 0-4 and seed=1 runs 1-5: overlapping seeds, rows mislabelled."""
+    out = tmp_path / "s"
+    result = invoke("sweep", "deep50", *SMALL, "--over", "seed=0,1,2", "--seeds", 5, "--workers", 1, "--out", out)
+    assert result.exit_code == 2 and "--over seed" in result.output and "--seeds" in result.output
+    assert not out.exists()
+    ok = invoke("sweep", "deep50", *SMALL, "--over", "seed=0,1,2", "--over", "model.depth=2", "--seeds", 1, "--workers", 1,
+                "--out", out)
+    assert ok.exit_code == 0
+    grads = pd.read_csv(out / "grads.csv")
+    assert sorted(grads["seed"].unique()) == [0, 1, 2]
+    assert not grads.duplicated(["variant", "seed", "step", "layer", "sublayer"]).any()
