@@ -16,7 +16,7 @@ import pandas as pd
 from rich.table import Table
 from rich.text import Text
 
-from resflow.analysis import flag
+from resflow.analysis import EXPLODING, VANISHING, flag
 from resflow.report import (
     BAR_HI, BAR_LO, SPARK_WIDTH, fmt, headline, log_bar, natural_width, run_table, shown_rows, site_stats, sparkline,
 )
@@ -171,18 +171,17 @@ def depth_story(summary: pd.DataFrame, columns: list[str]) -> list[str]:
 
 
 def _trend(per_layer: float, span: float) -> str:
-    """How a factor per added layer compounds over the `span` of depths swept: level only if the
-    ratio changes less than 2x across it (x1.03 a layer is x14 over 90 layers: not level); < 0.8
-    or > 1.25 a layer is exponential over a few tens of layers."""
-    if 0.5 <= per_layer ** span <= 2:
+    """What a factor per added layer does over the `span` of depths swept, in the flags' terms: level
+    if the ratio changes less than 2x across it; exponential if it changes more than the
+    vanishing/exploding thresholds (1000x); otherwise it shrinks or grows."""
+    total = per_layer ** span
+    if 0.5 <= total <= 2:
         return "stays level"
-    if per_layer < 0.8:
+    if total < VANISHING:
         return "vanishes exponentially"
-    if per_layer < 1:
-        return "shrinks slowly"
-    if per_layer <= 1.25:
-        return "grows slowly"
-    return "explodes exponentially"
+    if total > EXPLODING:
+        return "explodes exponentially"
+    return "shrinks" if total < 1 else "grows"
 
 
 def _extremes(stats: pd.DataFrame, columns: list[str]) -> str:
