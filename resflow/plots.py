@@ -704,9 +704,12 @@ def save_figure(fig: Figure, path: Path) -> None:
     """Save atomically (temp file + rename): a reader never sees half a PNG."""
     path = Path(path)
     fmt = path.suffix.lstrip(".")
+    from resflow.results import shareable
+
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp.{fmt}", dir=path.parent)
     os.close(fd)
     try:
+        shareable(tmp)
         fig.savefig(tmp, format=fmt, dpi=DPI)
         os.replace(tmp, path)
     except BaseException:

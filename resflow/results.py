@@ -132,8 +132,8 @@ def foreign_entries(path: Path) -> list[str]:
 
 def _written_by_resflow(entry: Path) -> bool:
     name = entry.name
-    if name.startswith("."):  # only write_text_atomic's temp files (a stopped write's): never .git and the like
-        return name.endswith(".tmp") and entry.is_file()
+    if name.startswith("."):  # only the temp files of a stopped write (".grads.csv.x1y2.tmp", ".profile.png.x1y2.tmp.png")
+        return ".tmp" in name and entry.is_file()
     if name == "points":
         return entry.is_dir()
     return entry.is_file() and (name in WRITTEN_NAMES or name.endswith(FIGURE_SUFFIXES))
@@ -158,11 +158,32 @@ def write_csv(df: pd.DataFrame, path: Path) -> None:
     write_text_atomic(path, to_csv_text(df))  # = df.to_csv(index=False), faster (resflow/csvtext.py)
 
 
+def umask() -> int:
+    """This process's umask, read without changing it (Linux); else set and restored at once."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def shareable(path, directory: bool = False) -> None:
+    """Give a temp file or dir (mkstemp's 0600, mkdtemp's 0700) the mode a plain open()/mkdir() would
+    have had under the umask, so results are as readable as the user's other files."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~umask())
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
+        shareable(tmp)
         _fsync_write(Path(tmp), text)
         os.replace(tmp, path)
     except BaseException:
@@ -268,6 +289,7 @@ def write_run(result: RunResult, path: Path, force: bool = False, extra=None) ->
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.staging-", dir=path.parent))
+        shareable(staging, directory=True)
     except OSError as err:
         raise ResflowError(f"cannot create the results dir {str(path)!r}: {err.strerror or err}") from None
     old = None

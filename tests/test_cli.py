@@ -165,3 +165,23 @@ def test_force_never_deletes_files_resflow_did_not_write(tmp_path, monkeypatch):
         result = invoke("run", "deep50", "--out", target, *SMALL, "--force")
         assert result.exit_code == 2 and "current directory" in result.output
     assert (out / "notes.md").read_text() == "mine"
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_results_have_the_modes_the_umask_gives(tmp_path, mask):
+    import os
+    import stat
+
+    old = os.umask(mask)
+    try:
+        out = tmp_path / "r"
+        assert invoke("run", "deep50", "--out", out, *SMALL).exit_code == 0
+        sweep = tmp_path / "s"
+        assert invoke("sweep", "deep50", "--over", "model.depth=1,2", *SMALL, "--workers", 1, "--out", sweep).exit_code == 0
+    finally:
+        os.umask(old)
+    for directory in (out, sweep):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o777 & ~mask
+        files = [p for p in directory.rglob("*") if p.is_file()]
+        assert any(p.suffix == ".png" for p in files) and any(p.name == "grads.csv" for p in files)
+        assert {stat.S_IMODE(p.stat().st_mode) for p in files} == {0o666 & ~mask}, directory
