@@ -31,6 +31,24 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
+def check_backend(points: list, backend: str) -> None:
+    """Refuse, before anything is written, what `execute` would only find out in its workers: Ray not
+    installed; with local workers, a point on CUDA where there is none (as `resflow run` refuses it)."""
+    if backend == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise ConfigError('--backend ray needs Ray: pip install "resflow[ray]" (or pip install ray)')
+        return  # (a cluster's nodes may have GPUs this machine lacks)
+    if backend != "local":
+        raise ConfigError(f"--backend {backend!r}: unknown backend (allowed: {', '.join(BACKENDS)})")
+    if any(p.config.get("device") == "cuda" for p in points):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("device: 'cuda' was asked for but no CUDA device is available; use device: auto or cpu")
+
+
 def execute(points: list, save: Callable, workers: int = 1, backend: str = "local", ray_address: str | None = None,
             fail: Callable | None = None) -> None:
     """`fail(point, error_text)`, if given, records a point that raised and the others go on."""

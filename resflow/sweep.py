@@ -486,6 +486,7 @@ def run_sweep(
     out = Path(out)
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
+    backends.check_backend(plan.points, backend)  # before the dir is made
     prepare_out(out, plan, resume, force)
     done = finished(out, plan) if resume else set()
     todo = [p for p in plan.points if p.index not in done]

@@ -303,3 +303,20 @@ def test_a_seed_axis_with_several_seeds_per_point_is_refused(tmp_path):
     grads = pd.read_csv(out / "grads.csv")
     assert sorted(grads["seed"].unique()) == [0, 1, 2]
     assert not grads.duplicated(["variant", "seed", "step", "layer", "sublayer"]).any()
+
+
+def test_backend_problems_are_refused_before_the_dir_is_made(tmp_path, monkeypatch):
+    import importlib.util
+
+    import torch
+
+    if not torch.cuda.is_available():
+        out = tmp_path / "cuda"
+        result = invoke("sweep", "deep50", *SMALL, "--over", "model.depth=1,2", "--set", "device=cuda", "--workers", 2,
+                        "--out", out)
+        assert result.exit_code == 2 and "no CUDA device" in result.output and not out.exists()
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    out = tmp_path / "ray"
+    result = invoke("sweep", "deep50", *SMALL, "--over", "model.depth=1,2", "--backend", "ray", "--out", out)
+    assert result.exit_code == 2 and "needs Ray" in result.output and not out.exists()
