@@ -447,11 +447,50 @@ def validate(
 
 def _format_errors(err: ValidationError, source: str, overridden: set[str]) -> str:
     errors = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")  # a typo explains a "missing"
-    parts = [_format_one(e, overridden) for e in errors]
+    groups: dict[tuple, list] = {}  # a value that fits none of a field's types errs once per type: one message
+    for e in errors:
+        groups.setdefault(tuple(_field_loc(e["loc"])), []).append(e)
+    parts = [_format_one(dict(g[0], loc=loc), overridden) if len(g) == 1 else _format_union(list(loc), g)
+             for loc, g in groups.items()]
     first = parts[0]
     origin = "--set " if first.split(":")[0] in overridden else f"{source}: "
-    more = f" (and {len(parts) - 1} more: {'; '.join(parts[1:3])})" if len(parts) > 1 else ""
+    shown = "; ".join(parts[1:4]) + ("; …" if len(parts) > 4 else "")
+    more = f" (and {len(parts) - 1} more: {shown})" if len(parts) > 1 else ""
     return " ".join((origin + first + more).splitlines())  # one line, whatever a key contains
+
+
+def _field_loc(loc) -> list[str]:
+    """An error's location as the config's keys: without the tags pydantic adds for each type a
+    field allows (model.residual_scale.float, model.residual_scale.literal['deepnorm'])."""
+    out, model = [], Config
+    for part in loc:
+        if model is None:  # below a plain field: a union member's tag, or an item of a list
+            if isinstance(part, int):
+                out.append(str(part))
+            continue
+        out.append(str(part))
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        annotation = getattr(field, "annotation", None)
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        if field is None:  # an unknown key: nothing below it to strip
+            model = None
+    return out
+
+
+def _format_union(loc: list[str], group: list[dict[str, Any]]) -> str:
+    """One message for a value that fits none of a field's types: what each would take."""
+    wanted = []
+    for e in group:
+        kind = e["type"]
+        if kind == "literal_error":
+            wanted.append(str((e.get("ctx") or {}).get("expected", "")))
+        elif kind == "finite_number" or kind.startswith("float"):
+            wanted.append("a finite number")
+        elif kind.startswith("int"):
+            wanted.append("an integer")
+        else:
+            wanted.append(str(e["msg"]).replace("Input should be ", ""))
+    return f"{'.'.join(loc)}: must be {' or '.join(dict.fromkeys(wanted))}, got {_show(group[0].get('input'))}"
 
 
 def _format_one(e: dict[str, Any], overridden: set[str]) -> str:
@@ -459,6 +498,9 @@ def _format_one(e: dict[str, Any], overridden: set[str]) -> str:
     key = ".".join(loc)
     kind = e["type"]
     value = e.get("input")
+    if kind == "extra_forbidden" and loc == ["sweep"]:  # a sweep's config.yaml given to run/compare/theory
+        return ("sweep: this config has a sweep: section, so it describes a sweep: run it with `resflow sweep`, "
+                "or delete the section to use its base config")
     if kind == "extra_forbidden":
         allowed = _fields_at(loc[:-1])
         hint = difflib.get_close_matches(loc[-1], allowed, n=1)
