@@ -440,7 +440,9 @@ def main(argv: list[str] | None = None) -> int:
     from resflow.allocator import settle_process
 
     if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device is available here; use --device auto or cpu")
+        print("python -m benchmarks: error: --device cuda: no CUDA device is available here; use --device auto or cpu",
+              file=sys.stderr)
+        return 2
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
 
     torch.set_num_threads(1)  # one core per process, as the sweep's workers use; the other core is for the noise
