@@ -257,8 +257,13 @@ def compare_headline(summary: pd.DataFrame) -> str:
         return abs(math.log10(r)) if r > 0 and math.isfinite(r) else math.inf
     best = min(rows, key=distance)
     others = ", ".join(f"{fmt(r)} × in {v}" for v, r in rows if v != best[0])
-    return (f"{best[0]} keeps the first-layer gradient closest to the last-layer one: its first layer receives "
+    text = (f"{best[0]} keeps the first-layer gradient closest to the last-layer one: its first layer receives "
             f"{fmt(best[1])} × the last layer's gradient, against {others} (median over seeds)")
+    at_init = "step" not in summary or (summary["step"] == 0).all()
+    if at_init and "norm" in summary and summary["norm"].nunique() > 1:  # the reading people take wrongly
+        text += ("; that is at initialisation: whether a norm placement trains is another question "
+                 "(post-norm's trouble shows in training: `resflow compare train-postln train-preln`)")
+    return text
 
 
 # ---------------------------------------------------------------------------------------------

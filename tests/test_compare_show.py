@@ -171,3 +171,14 @@ def test_headline_says_an_exact_zero_in_float32_may_be_underflow():
     assert "dtype=float64" not in headline(grads, dtype="float64")  # a true zero there: nothing to suggest
     grads["input_grad_norm"] = [1e-3, 0.1, 0.5]
     assert "dtype=float64" not in headline(grads, dtype="float32")
+
+
+def test_compare_headline_says_a_norm_placement_comparison_at_init_is_not_about_training():
+    from resflow.sweep_report import compare_headline
+
+    summary = pd.DataFrame({"variant": ["pre", "post"], "seed": 0, "step": 0, "grad_ratio": [3.4, 1.05],
+                            "norm": ["pre", "post"]})
+    text = compare_headline(summary)
+    assert text.startswith("post keeps") and "at initialisation" in text and "train-postln" in text
+    assert "at initialisation" not in compare_headline(summary.assign(norm="pre"))  # no norm placement compared
+    assert "at initialisation" not in compare_headline(summary.assign(step=100))  # trained: the last step
