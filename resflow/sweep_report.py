@@ -48,13 +48,19 @@ def last_step(df: pd.DataFrame) -> pd.DataFrame:
 
 def point_stats(summary: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """One row per point (variant), in order: swept values, median/min/max ratio, median gain, seeds;
-    at each point's last step (the step the tables show)."""
+    at each point's last step (the step the tables show). Seeds whose gradients are all finite but
+    whose ratio is 0/0 (no gradient at the first nor the last layer) are left out of the ratio's
+    statistics; `no_gradient` when that is every seed."""
     rows = []
     for variant, g in last_step(summary).groupby("variant", sort=False):
         ratio = g["grad_ratio"].to_numpy(dtype=float)
+        finite = bool(g["finite"].all())
+        if finite:
+            ratio = ratio[~np.isnan(ratio)]
+        stats = (_median(ratio), float(np.min(ratio)), float(np.max(ratio))) if len(ratio) else (math.nan,) * 3
         row = {c: g[c].iloc[0] for c in columns if c in g}
-        row.update(variant=variant, ratio=_median(ratio), ratio_min=float(np.min(ratio)), ratio_max=float(np.max(ratio)),
-                   gain=_median(g["gain_per_layer"]), seeds=len(g), finite=bool(g["finite"].all()),
+        row.update(variant=variant, ratio=stats[0], ratio_min=stats[1], ratio_max=stats[2], no_gradient=finite and not len(ratio),
+                   gain=_median(g["gain_per_layer"]), seeds=len(g), finite=finite,
                    predicted=_median(g["predicted_grad_ratio"]) if "predicted_grad_ratio" in g else float("nan"))
         rows.append(row)
     return pd.DataFrame(rows)
@@ -114,7 +120,7 @@ def _sweep_table(stats: pd.DataFrame, columns: list[str], title: str, spread: bo
             table.add_section()
         previous = group
         ratio = float(r["ratio"])
-        no_gradient = bool(r["finite"]) and math.isnan(ratio)  # 0/0: no gradient at the first nor the last layer
+        no_gradient = bool(r["no_gradient"])  # 0/0 in every seed: no gradient at the first nor the last layer
         cells = [_cell(r[c]) for c in columns]
         cells.append("0/0" if no_gradient else fmt(ratio))
         if spread:
@@ -174,14 +180,14 @@ def _trend(per_layer: float, span: float) -> str:
     """What a factor per added layer does over the `span` of depths swept, in the flags' terms: level
     if the ratio changes less than 2x across it; exponential if it changes more than the
     vanishing/exploding thresholds (1000x); otherwise it shrinks or grows."""
-    total = per_layer ** span
-    if 0.5 <= total <= 2:
+    log_total = span * math.log(per_layer)  # (per_layer ** span can overflow a float)
+    if math.log(0.5) <= log_total <= math.log(2):
         return "stays level"
-    if total < VANISHING:
+    if log_total < math.log(VANISHING):
         return "vanishes exponentially"
-    if total > EXPLODING:
+    if log_total > math.log(EXPLODING):
         return "explodes exponentially"
-    return "shrinks" if total < 1 else "grows"
+    return "shrinks" if log_total < 0 else "grows"
 
 
 def _extremes(stats: pd.DataFrame, columns: list[str]) -> str:

@@ -160,6 +160,22 @@ def test_sweep_table_says_no_gradient_for_all_zero_gradients_not_non_finite():
     rows = [line for line in console.export_text().splitlines() if line.startswith("│")]
     assert "no gradient" in rows[0] and "0/0" in rows[0] and "non-finite" not in rows[0] and "nan" not in rows[0]
     assert "no gradient" not in rows[1]
+    # one seed of three with no gradient: the others' median, no flag for it
+    summary = pd.DataFrame({"variant": "s", "init_scale": 1.0, "seed": [0, 1, 2], "step": 0,
+                            "grad_ratio": [float("nan"), 0.5, 0.7], "gain_per_layer": 0.99, "finite": True})
+    console = Console(width=200, record=True)
+    console.print(sweep_table(summary, ["init_scale"]))
+    (row,) = [line for line in console.export_text().splitlines() if line.startswith("│")]
+    assert "0.6" in row and "0.5 – 0.7" in row and "no gradient" not in row and "nan" not in row
+
+
+def test_depth_story_survives_ratios_spanning_more_than_a_float():
+    from resflow.sweep_report import depth_story
+
+    summary = pd.DataFrame({"variant": ["a", "b", "c"], "depth": [1, 100, 200], "seed": 0,
+                            "grad_ratio": [1e-300, 1e-10, 1e300], "gain_per_layer": 1.0, "finite": True})
+    (line,) = depth_story(summary, ["depth"])
+    assert "explodes exponentially" in line
 
 
 def test_headline_says_an_exact_zero_in_float32_may_be_underflow():
