@@ -126,8 +126,21 @@ def check_out_dir(path: Path, force: bool = False) -> None:
 
 
 def foreign_entries(path: Path) -> list[str]:
-    """The names in dir `path` that resflow does not write (sorted): the user's own files."""
-    return sorted(e.name for e in Path(path).iterdir() if not _written_by_resflow(e))
+    """The names in dir `path` that resflow does not write (sorted): the user's own files; inside a
+    sweep's points/ only point files (`points/notes.txt` is foreign)."""
+    out = []
+    for entry in Path(path).iterdir():
+        if not _written_by_resflow(entry):
+            out.append(entry.name)
+        elif entry.is_dir():  # points/
+            out += [f"{entry.name}/{e.name}" for e in entry.iterdir() if not _point_file(e)]
+    return sorted(out)
+
+
+def _point_file(entry: Path) -> bool:
+    """What a sweep writes into points/: <index>-<hash>.json, <index>-<hash>.failed.txt, temp files."""
+    name = entry.name
+    return entry.is_file() and (name.endswith((".json", ".failed.txt")) or (name.startswith(".") and ".tmp" in name))
 
 
 def _written_by_resflow(entry: Path) -> bool:
@@ -175,7 +188,10 @@ def umask() -> int:
 def shareable(path, directory: bool = False) -> None:
     """Give a temp file or dir (mkstemp's 0600, mkdtemp's 0700) the mode a plain open()/mkdir() would
     have had under the umask, so results are as readable as the user's other files."""
-    os.chmod(path, (0o777 if directory else 0o666) & ~umask())
+    try:
+        os.chmod(path, (0o777 if directory else 0o666) & ~umask())
+    except OSError:  # a file system without modes (vfat, some network mounts): the mode is a nicety
+        pass
 
 
 def write_text_atomic(path: Path, text: str) -> None:

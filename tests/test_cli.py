@@ -159,6 +159,16 @@ def test_force_never_deletes_files_resflow_did_not_write(tmp_path, monkeypatch):
     assert (out / "notes.md").read_text() == "mine" and (out / "grads.csv").read_bytes() == before
     sweep = invoke("sweep", "deep50", "--over", "model.depth=1,2", *SMALL, "--workers", 1, "--out", out, "--force")
     assert sweep.exit_code == 2 and (out / "notes.md").read_text() == "mine"
+    # inside a sweep's points/ too
+    swept = tmp_path / "s"
+    args = ["sweep", "deep50", "--over", "model.depth=1,2", *SMALL, "--workers", 1, "--out", swept]
+    assert invoke(*args).exit_code == 0
+    (swept / "points" / "notes.txt").write_text("mine")
+    again = invoke(*args, "--force")
+    assert again.exit_code == 2 and "points/notes.txt" in again.output
+    assert (swept / "points" / "notes.txt").read_text() == "mine"
+    (swept / "points" / "notes.txt").unlink()
+    assert invoke(*args, "--force").exit_code == 0  # only resflow's files: replaced
     # the current directory (or one that holds it) is never the results dir
     monkeypatch.chdir(out)
     for target in (".", tmp_path):
@@ -185,3 +195,15 @@ def test_results_have_the_modes_the_umask_gives(tmp_path, mask):
         files = [p for p in directory.rglob("*") if p.is_file()]
         assert any(p.suffix == ".png" for p in files) and any(p.name == "grads.csv" for p in files)
         assert {stat.S_IMODE(p.stat().st_mode) for p in files} == {0o666 & ~mask}, directory
+
+
+def test_a_file_system_without_modes_still_gets_results(tmp_path, monkeypatch):
+    import os
+
+    def no_chmod(*args, **kwargs):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "chmod", no_chmod)
+    out = tmp_path / "r"
+    assert invoke("run", "deep50", "--out", out, *SMALL).exit_code == 0
+    assert (out / "grads.csv").is_file()
