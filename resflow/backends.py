@@ -43,10 +43,9 @@ def check_backend(points: list, backend: str) -> None:
     if backend != "local":
         raise ConfigError(f"--backend {backend!r}: unknown backend (allowed: {', '.join(BACKENDS)})")
     if any(p.config.get("device") == "cuda" for p in points):
-        import torch
+        from resflow.experiment import resolve_device
 
-        if not torch.cuda.is_available():
-            raise ConfigError("device: 'cuda' was asked for but no CUDA device is available; use device: auto or cpu")
+        resolve_device("cuda")  # ConfigError where there is none, as for `resflow run`
 
 
 def execute(points: list, save: Callable, workers: int = 1, backend: str = "local", ray_address: str | None = None,

@@ -57,11 +57,12 @@ def prepare_seed(cfg: Config, seed: int, device: torch.device):
     return model, x, loss_fn
 
 
-def measure_seed(cfg: Config, seed: int, device: torch.device) -> Record:
+def measure_seed(cfg: Config, seed: int, device: torch.device, exact: bool = False) -> Record:
     """One seed at initialisation: build, forward, backward, record. If a norm may have under- or
-    overflowed in the model's dtype (resflow.recorder), the same step again with float64 norms."""
+    overflowed in the model's dtype (resflow.recorder), the same step again with float64 norms
+    (`exact`: only that)."""
     model, x, loss_fn = prepare_seed(cfg, seed, device)
-    for exact in (False, True):
+    for exact in (True,) if exact else (False, True):
         model.zero_grad(set_to_none=True)
         x.grad = None
         with Recorder(model, exact=exact) as rec:
@@ -83,7 +84,7 @@ def measure_all(cfg: Config, device: torch.device):
     for chunk in batched.chunks(cfg, cfg.seed_list):
         for seed, record in zip(chunk, batched.measure_seeds(cfg, chunk, device, DTYPES[cfg.dtype])):
             # a norm that may have under/overflowed: that seed alone again, with float64 norms
-            yield seed, record if record.norms_exact else measure_seed(cfg, seed, device)
+            yield seed, record if record.norms_exact else measure_seed(cfg, seed, device, exact=True)
 
 
 def run_meta(cfg: Config, device, started: datetime, t0: float, **extra) -> dict:

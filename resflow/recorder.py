@@ -71,10 +71,17 @@ def activation_rms(norm: float, numel: int) -> float:
 
 
 def inexact_norm(norm: float, numel: int, dtype: torch.dtype) -> bool:
-    """True if ||x|| of `numel` entries summed in `dtype` may be wrong: squares below the smallest
-    normal number lost (the norm reads too small: anything under sqrt(numel·tiny/eps), where that
-    loss could exceed `dtype`'s rounding) or a sum of squares that overflowed (inf)."""
+    """True if ||x|| of `numel` entries summed in `dtype` may be wrong and float64 sums would do better:
+    squares below the smallest normal number lost (the norm reads too small: anything under
+    sqrt(numel·tiny/eps), where that loss could exceed `dtype`'s rounding) or a sum of squares that
+    overflowed (inf). Never for float64 itself, whose sums are those float64 sums (its own limits,
+    entries below ~1e-154 or above ~1e154, are not handled)."""
+    if dtype == torch.float64 or (FAST_OK <= norm < math.inf):
+        return False
     return norm == math.inf or norm < norm_floor(numel, dtype)
+
+
+FAST_OK = 1e-9  # above every norm_floor of a tensor under 1e12 entries: no need to work the floor out
 
 
 def norm_floor(numel: int, dtype: torch.dtype) -> float:
@@ -90,15 +97,18 @@ def _tiny_over_eps(dtype: torch.dtype) -> float:
 
 def reads_cheaply(tensor: torch.Tensor) -> bool:
     """Whether reading a value of `tensor` in a hook is cheap (the CPU: no device to wait for)."""
-    return tensor.device.type == "cpu"
+    return tensor.is_cpu
 
 
 def _checked(norm: torch.Tensor, tensor: torch.Tensor) -> torch.Tensor:
     """`norm` (of `tensor`, just taken in its dtype), or on the CPU, if it may be wrong, the norm again
     summed in float64 (the tensor is still here)."""
-    if reads_cheaply(tensor) and inexact_norm(norm.item(), tensor.numel(), tensor.dtype):
-        return exact_norms([tensor])[0]
-    return norm
+    if not reads_cheaply(tensor):
+        return norm
+    v = norm.item()
+    if FAST_OK <= v < math.inf or not inexact_norm(v, tensor.numel(), tensor.dtype):  # (the first test: nearly always)
+        return norm
+    return exact_norms([tensor])[0]
 
 
 EXACT_PIECE = 1 << 16  # entries summed in float64 at a time by exact_norms (a 512 KiB copy)
@@ -106,16 +116,29 @@ EXACT_PIECE = 1 << 16  # entries summed in float64 at a time by exact_norms (a 5
 
 def exact_norms(tensors) -> list[torch.Tensor]:
     """||t|| of each tensor (0-d float64), its squares summed in float64, a piece at a time: torch's
-    own float64 norm of a float32 tensor first copies all of it to float64 (twice its memory)."""
-    out = []
-    for t in tensors:
-        flat = t.detach().reshape(-1)
-        if flat.numel() <= EXACT_PIECE:
-            out.append(torch.linalg.vector_norm(flat, dtype=torch.float64))
-        else:
-            pieces = [torch.linalg.vector_norm(piece, dtype=torch.float64) for piece in flat.split(EXACT_PIECE)]
-            out.append(torch.linalg.vector_norm(torch.stack(pieces)))
+    own float64 norm of a float32 tensor first copies all of it to float64 (twice its memory). The
+    small ones in one fused call."""
+    flats = [t.detach().reshape(-1) for t in tensors]
+    small = [i for i, f in enumerate(flats) if f.numel() <= EXACT_PIECE]
+    out: list = [None] * len(flats)
+    if small:
+        for i, norm in zip(small, torch._foreach_norm([flats[i] for i in small], dtype=torch.float64)):
+            out[i] = norm
+    for i, flat in enumerate(flats):
+        if out[i] is None:
+            pieces = torch._foreach_norm(list(flat.split(EXACT_PIECE)), dtype=torch.float64)
+            out[i] = torch.linalg.vector_norm(torch.stack(pieces))
     return out
+
+
+def remeasure_inexact(values: list[float], tensors: list[torch.Tensor]) -> list[float]:
+    """`values` (the norms of `tensors`, summed in their dtypes), with those that may have under- or
+    overflowed (inexact_norm) taken again in float64; in place, and returned."""
+    redo = [i for i, (v, t) in enumerate(zip(values, tensors)) if inexact_norm(v, t.numel(), t.dtype)]
+    if redo:
+        for i, v in zip(redo, torch.stack(exact_norms([tensors[i] for i in redo])).tolist()):
+            values[i] = v
+    return values
 
 
 def norms_as_floats(tensors: list[torch.Tensor]) -> list[float]:
@@ -123,12 +146,7 @@ def norms_as_floats(tensors: list[torch.Tensor]) -> list[float]:
     that may have under/overflowed (inexact_norm)."""
     if not tensors:
         return []
-    values = torch.stack([n.double() for n in torch._foreach_norm(tensors)]).tolist()
-    redo = [i for i, (v, t) in enumerate(zip(values, tensors)) if inexact_norm(v, t.numel(), t.dtype)]
-    if redo:
-        for i, v in zip(redo, torch.stack(exact_norms([tensors[i] for i in redo])).tolist()):
-            values[i] = v
-    return values
+    return remeasure_inexact(torch.stack([n.double() for n in torch._foreach_norm(tensors)]).tolist(), tensors)
 
 
 def group_norm(norms: list[float]) -> float:
@@ -175,7 +193,7 @@ class Recorder:
         self._param_rows += [(layer, name, index(p)) for layer, name, p in self.extra_params]
         # per site call, its parameters (index, parameter), each once
         self._site_params = [tuple((i, self._params[i]) for i in dict.fromkeys(g)) for g in self._groups]
-        self._param_floors = [norm_floor(p.numel(), p.dtype) for p in self._params]  # (inexact_norm's, per parameter)
+        self._param_sizes = [(p.numel(), p.dtype) for p in self._params]  # (for inexact_norm)
         self.reset()
 
     # -- hooks ------------------------------------------------------------------------------
@@ -292,9 +310,11 @@ class Recorder:
     def _check_norms(self, grad_norms: list[float], x_norms: list[float], p_grad: list[float], p_value: list[float]) -> bool:
         """Re-measure in float64, in place, the parameter norms that may have under/overflowed (their
         tensors are still here); False if a site's norm may have (its tensors are gone)."""
-        params, inf = self._params, math.inf
+        params = self._params
         for values, tensor_of in ((p_grad, lambda p: p.grad), (p_value, lambda p: p.detach())):
-            todo = [i for i, (v, floor) in enumerate(zip(values, self._param_floors)) if v < floor or v == inf]
+            if not values or FAST_OK <= min(values) and max(values) < math.inf:  # nearly always: nothing to look at
+                continue
+            todo = [i for i, (v, (numel, dtype)) in enumerate(zip(values, self._param_sizes)) if inexact_norm(v, numel, dtype)]
             todo = [i for i in todo if tensor_of(params[i]) is not None]
             if todo:
                 for i, norm in zip(todo, torch.stack(exact_norms([tensor_of(params[i]) for i in todo])).tolist()):

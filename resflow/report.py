@@ -182,8 +182,8 @@ def headline(grads: pd.DataFrame, dtype: str | None = None) -> str:
     seeds = int(grads["seed"].nunique())
     over = f" (median over {seeds} seeds)" if seeds > 1 else ""
     verdict = {"vanishing": ": the gradient vanishes", "exploding": ": the gradient explodes"}.get(flag(ratio), "")
-    underflow = (" (exactly 0 in float32, whose smallest number is ~1e-45: rerun with --set dtype=float64 to see how small)"
-                 if g0 == 0 and dtype == "float32" else "")
+    underflow = (" (exactly 0 in float32, whose smallest number is ~1e-45: if the gradient underflowed, "
+                 "--set dtype=float64 shows how small it is)" if g0 == 0 and dtype == "float32" else "")
     return f"{name0} receives {fmt(ratio)} × the gradient of {namel}{over}{verdict}{underflow}"
 
 

@@ -27,7 +27,7 @@ from resflow.config import record_steps
 from resflow.data import data_generator
 from resflow.models import build_model
 from resflow.models.init import seed_rng
-from resflow.recorder import Record, Recorder, group_norm, norms_as_floats
+from resflow.recorder import Record, Recorder, group_norm, norms_as_floats, remeasure_inexact
 from resflow.results import (
     CONFIG_COLUMNS, PARAMS_COLUMNS, TRAIN_PARAMS_COLUMNS, RunResult, config_columns, grads_frame, params_frame, summary_frame, train_frame,
 )
@@ -131,8 +131,9 @@ def train_seed(cfg, seed: int, device: torch.device, on_step=None) -> SeedRun:
                 loss.backward()
                 rec = exact.collect()
         grads = [p.grad for p in trainable if p.grad is not None]
-        total_val = group_norm(norms_as_floats(grads))  # (norms_as_floats: float32 squares can under/overflow)
-        loss_val = float(loss.detach().double())
+        # the loss and the gradient norms in one transfer; norms that may have under/overflowed in float32 again in float64
+        values = torch.stack([loss.detach().double(), *(n.double() for n in torch._foreach_norm(grads))]).tolist()
+        loss_val, total_val = values[0], group_norm(remeasure_inexact(values[1:], grads))
 
         eval_loss = _evaluate(model, task, eval_set) if record and eval_set else math.nan
         if record:  # ||W_s - W_0||, before this step's update

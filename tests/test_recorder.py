@@ -250,3 +250,25 @@ def test_batched_seeds_under_or_overflowing_in_float32_match_the_sequential_path
             assert got.input_grad_norm == pytest.approx(alone.input_grad_norm, rel=1e-5)
             assert got.activation_rms == pytest.approx(alone.activation_rms, rel=1e-5)
             assert got.param_grad == pytest.approx(alone.param_grad, rel=1e-5)
+
+
+def test_batched_parameter_norms_that_underflow_are_taken_in_float64_on_any_device(monkeypatch):
+    """Weights ~1e-25 (their float32 squares are 0): batched.measure_seeds re-measures those parameter
+    norms itself, also where it cannot read site norms cheaply (the per-seed, non-CPU path)."""
+    from resflow import batched, recorder as recorder_module
+    from resflow.experiment import prepare_seed
+
+    cfg = load_config(dict(dtype="float32", seeds=2, data=dict(batch_size=4),
+                           model=dict(depth=3, width=16, init=dict(scheme="normal", scale=1e-24))))
+    for cheap in (True, False):
+        monkeypatch.setattr(recorder_module, "reads_cheaply", lambda t: cheap)
+        monkeypatch.setattr(batched, "reads_cheaply", lambda t: cheap)
+        records = batched.measure_seeds(cfg, cfg.seed_list, torch.device("cpu"), torch.float32)
+        for seed, rec in zip(cfg.seed_list, records):
+            stack, _, _ = prepare_seed(cfg, seed, torch.device("cpu"))  # the same draws, one seed
+            params = [(name, p) for s in stack.sites() for name, p in s.params]
+            weights = [p for name, p in params if name.endswith("weight")]  # (the biases are exactly 0 here)
+            assert max(p.detach().norm().item() for p in weights) == 0.0  # (torch's float32 norm: underflowed)
+            expected = [p.detach().double().norm().item() for _, p in params]
+            assert rec.param_value == pytest.approx(expected, rel=1e-6)
+            assert all(v > 0 for (name, _), v in zip(params, rec.param_value) if name.endswith("weight"))

@@ -133,10 +133,11 @@ def test_a_ray_task_returns_each_points_error_beside_the_others_results(monkeypa
         assert error is None and text == real(point)  # the same text the local backend would save
 
 
-def test_a_failing_point_on_ray_is_recorded_like_local(tmp_path):
+def test_a_failing_point_on_ray_is_recorded_and_the_others_equal_local(tmp_path):
     """A point that raises inside a Ray task is a failed point (recorded, the others complete, exit 1),
-    exactly as with the local pool; not a traceback that loses the task's other points. The failing
-    points ask for CUDA; on a machine that has it they run, and Ray must then equal local throughout."""
+    not a traceback that loses the task's other points; the points that ran equal the local backend's.
+    The failing points ask for CUDA (which local workers refuse up front, before any work, as `run`
+    does); on a machine that has it they run, and Ray must then equal local throughout."""
     pytest.importorskip("ray")
     import torch
 
