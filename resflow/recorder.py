@@ -119,11 +119,16 @@ def exact_norms(tensors) -> list[torch.Tensor]:
     own float64 norm of a float32 tensor first copies all of it to float64 (twice its memory). The
     small ones in one fused call."""
     flats = [t.detach().reshape(-1) for t in tensors]
-    small = [i for i, f in enumerate(flats) if f.numel() <= EXACT_PIECE]
     out: list = [None] * len(flats)
-    if small:
-        for i, norm in zip(small, torch._foreach_norm([flats[i] for i in small], dtype=torch.float64)):
-            out[i] = norm
+    batch, size = [], 0  # small tensors, measured together up to EXACT_PIECE entries (the fused call copies them all)
+    for i, flat in enumerate(flats + [None]):
+        if batch and (flat is None or size + flat.numel() > EXACT_PIECE):
+            for j, norm in zip(batch, torch._foreach_norm([flats[j] for j in batch], dtype=torch.float64)):
+                out[j] = norm
+            batch, size = [], 0
+        if flat is not None and flat.numel() <= EXACT_PIECE:
+            batch.append(i)
+            size += flat.numel()
     for i, flat in enumerate(flats):
         if out[i] is None:
             pieces = torch._foreach_norm(list(flat.split(EXACT_PIECE)), dtype=torch.float64)
