@@ -108,6 +108,8 @@ def _checked(norm: torch.Tensor, tensor: torch.Tensor) -> torch.Tensor:
     v = norm.item()
     if FAST_OK <= v < math.inf or not inexact_norm(v, tensor.numel(), tensor.dtype):  # (the first test: nearly always)
         return norm
+    if v == 0 and not tensor.any():  # truly zero (as deep float32 stacks' gradients become): nothing to sum again
+        return norm
     return exact_norms([tensor])[0]
 
 
