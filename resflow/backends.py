@@ -31,6 +31,13 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
+NEEDS_RAY = '--backend ray needs Ray: pip install "resflow[ray]" (or pip install ray)'
+
+
+def _unknown_backend(backend: str) -> ConfigError:
+    return ConfigError(f"--backend {backend!r}: unknown backend (allowed: {', '.join(BACKENDS)})")
+
+
 def check_backend(points: list, backend: str) -> None:
     """Refuse, before anything is written, what `execute` would only find out in its workers: Ray not
     installed; with local workers, a point on CUDA where there is none (as `resflow run` refuses it)."""
@@ -38,10 +45,10 @@ def check_backend(points: list, backend: str) -> None:
         import importlib.util
 
         if importlib.util.find_spec("ray") is None:
-            raise ConfigError('--backend ray needs Ray: pip install "resflow[ray]" (or pip install ray)')
+            raise ConfigError(NEEDS_RAY)
         return  # (a cluster's nodes may have GPUs this machine lacks)
     if backend != "local":
-        raise ConfigError(f"--backend {backend!r}: unknown backend (allowed: {', '.join(BACKENDS)})")
+        raise _unknown_backend(backend)
     if any(p.config.get("device") == "cuda" for p in points):
         from resflow.experiment import resolve_device
 
@@ -56,7 +63,7 @@ def execute(points: list, save: Callable, workers: int = 1, backend: str = "loca
     if backend == "ray":
         return _ray(points, save, workers, ray_address, fail)
     if backend != "local":
-        raise ConfigError(f"--backend {backend!r}: unknown backend (allowed: {', '.join(BACKENDS)})")
+        raise _unknown_backend(backend)
     if workers == 1 or len(points) == 1:
         return _in_process(points, save, fail)
     return _pool(points, save, min(workers, len(points)), fail)
@@ -192,7 +199,7 @@ def _ray(points, save, workers: int, ray_address: str | None, fail: Callable | N
     try:
         import ray
     except ImportError:
-        raise ConfigError('--backend ray needs Ray: pip install "resflow[ray]" (or pip install ray)') from None
+        raise ConfigError(NEEDS_RAY) from None
 
     address = ray_address or os.environ.get("RAY_ADDRESS")
     started_here = False

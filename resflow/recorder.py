@@ -23,10 +23,10 @@ step with `Recorder(model, exact=True)`, whose norms are all summed in float64.
 
 from __future__ import annotations
 
+import functools
 import math
 import weakref
 from dataclasses import dataclass, field
-import functools
 from functools import partial
 
 import torch
@@ -106,7 +106,7 @@ def _checked(norm: torch.Tensor, tensor: torch.Tensor) -> torch.Tensor:
     if not reads_cheaply(tensor):
         return norm
     v = norm.item()
-    if FAST_OK <= v < math.inf or not inexact_norm(v, tensor.numel(), tensor.dtype):  # (the first test: nearly always)
+    if not inexact_norm(v, tensor.numel(), tensor.dtype):
         return norm
     if v == 0 and not tensor.any():  # truly zero (as deep float32 stacks' gradients become): nothing to sum again
         return norm
@@ -141,11 +141,18 @@ def exact_norms(tensors) -> list[torch.Tensor]:
 def remeasure_inexact(values: list[float], tensors: list[torch.Tensor]) -> list[float]:
     """`values` (the norms of `tensors`, summed in their dtypes), with those that may have under- or
     overflowed (inexact_norm) taken again in float64; in place, and returned."""
+    if plainly_exact(values):
+        return values
     redo = [i for i, (v, t) in enumerate(zip(values, tensors)) if inexact_norm(v, t.numel(), t.dtype)]
     if redo:
         for i, v in zip(redo, torch.stack(exact_norms([tensors[i] for i in redo])).tolist()):
             values[i] = v
     return values
+
+
+def plainly_exact(values: list[float]) -> bool:
+    """Every norm in `values` finite and above FAST_OK (nearly always): none to look at more closely."""
+    return not values or (FAST_OK <= min(values) and max(values) < math.inf)
 
 
 def norms_as_floats(tensors: list[torch.Tensor]) -> list[float]:
@@ -200,7 +207,6 @@ class Recorder:
         self._param_rows += [(layer, name, index(p)) for layer, name, p in self.extra_params]
         # per site call, its parameters (index, parameter), each once
         self._site_params = [tuple((i, self._params[i]) for i in dict.fromkeys(g)) for g in self._groups]
-        self._param_sizes = [(p.numel(), p.dtype) for p in self._params]  # (for inexact_norm)
         self.reset()
 
     # -- hooks ------------------------------------------------------------------------------
@@ -317,15 +323,13 @@ class Recorder:
     def _check_norms(self, grad_norms: list[float], x_norms: list[float], p_grad: list[float], p_value: list[float]) -> bool:
         """Re-measure in float64, in place, the parameter norms that may have under/overflowed (their
         tensors are still here); False if a site's norm may have (its tensors are gone)."""
-        params = self._params
         for values, tensor_of in ((p_grad, lambda p: p.grad), (p_value, lambda p: p.detach())):
-            if not values or FAST_OK <= min(values) and max(values) < math.inf:  # nearly always: nothing to look at
+            if plainly_exact(values):
                 continue
-            todo = [i for i, (v, (numel, dtype)) in enumerate(zip(values, self._param_sizes)) if inexact_norm(v, numel, dtype)]
-            todo = [i for i in todo if tensor_of(params[i]) is not None]
-            if todo:
-                for i, norm in zip(todo, torch.stack(exact_norms([tensor_of(params[i]) for i in todo])).tolist()):
-                    values[i] = norm
+            tensors = [tensor_of(p) for p in self._params]
+            present = [i for i, t in enumerate(tensors) if t is not None]  # (a parameter given no gradient: 0, exactly)
+            for i, norm in zip(present, remeasure_inexact([values[i] for i in present], [tensors[i] for i in present])):
+                values[i] = norm
         dtype = self._x_dtype
         if dtype is None or self._x_on_cpu:  # (on the CPU the hooks took any such norm again already)
             return True

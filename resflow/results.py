@@ -139,14 +139,18 @@ def foreign_entries(path: Path) -> list[str]:
 
 def _point_file(entry: Path) -> bool:
     """What a sweep writes into points/: <index>-<hash>.json, <index>-<hash>.failed.txt, temp files."""
-    name = entry.name
-    return entry.is_file() and (name.endswith((".json", ".failed.txt")) or (name.startswith(".") and ".tmp" in name))
+    return entry.is_file() and (entry.name.endswith((".json", ".failed.txt")) or _temp_name(entry.name))
+
+
+def _temp_name(name: str) -> bool:
+    """A stopped atomic write's temp file: ".grads.csv.x1y2.tmp", ".profile.png.x1y2.tmp.png"."""
+    return name.startswith(".") and ".tmp" in name
 
 
 def _written_by_resflow(entry: Path) -> bool:
     name = entry.name
-    if name.startswith("."):  # only the temp files of a stopped write (".grads.csv.x1y2.tmp", ".profile.png.x1y2.tmp.png")
-        return ".tmp" in name and entry.is_file()
+    if name.startswith("."):  # only those temp files: never .git and the like
+        return _temp_name(name) and entry.is_file()
     if name == "points":
         return entry.is_dir()
     return entry.is_file() and (name in WRITTEN_NAMES or name.endswith(FIGURE_SUFFIXES))
