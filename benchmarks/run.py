@@ -95,7 +95,7 @@ def _mlp_steps(depth: int, width: int, batch: int, device):
     import torch
 
     from benchmarks.transformer_overhead import step_pair
-    from resflow.config import load_config
+    from resflow.config.loading import load_config
     from resflow.experiment import prepare_seed
 
     cfg = load_config({"device": device.type, "model": {"depth": depth, "width": width}, "data": {"batch_size": batch}})
@@ -183,9 +183,9 @@ def bench_recording(quick: bool, device) -> list[Row]:
 def bench_seeds(quick: bool, device) -> list[Row]:
     import torch
 
-    from resflow import batched
-    from resflow.config import load_config
+    from resflow.config.loading import load_config
     from resflow.experiment import measure_seed
+    from resflow.measure import batched
 
     depth, seeds = (10, 4) if quick else (50, 16)
     cfg = load_config({"device": device.type, "seeds": seeds, "model": {"depth": depth, "width": 64}, "data": {"batch_size": 32}})
@@ -212,7 +212,7 @@ def _batched_floor(cfg, dtype):
     one forward+backward of the stacked weights, without recording."""
     import torch
 
-    from resflow import batched
+    from resflow.measure import batched
 
     assert cfg.model.init.scheme == "default"  # (whose weights and biases take one draw per element, as counted below)
     seeds = cfg.seed_list
@@ -240,8 +240,9 @@ def _batched_floor(cfg, dtype):
 
 
 def _sweep(points_axes: list[str], seeds: int, workers: int, depth: int = 10) -> float:
-    from resflow.config import load_config
-    from resflow.sweep import make_plan, run_sweep
+    from resflow.config.loading import load_config
+    from resflow.sweep.plan import make_plan
+    from resflow.sweep.runner import run_sweep
 
     base = load_config({"name": "bench", "device": "cpu", "seeds": seeds, "model": {"depth": depth, "width": 64}})
     plan = make_plan(base, cli_axes=points_axes)
@@ -319,9 +320,9 @@ def bench_cli(quick: bool, device=None) -> list[Row]:  # process launches: no de
         rows.append(Row(f"resflow {' '.join(args)}", t, "s", "<= 0.3", t <= 0.3,
                         f"{t / typer_t:.2f}x `python -c 'import typer'` ({typer_t:.3f} s)"))
     heavy = subprocess.run(
-        [py, "-c", "import sys, resflow.cli; print(','.join(m for m in ('torch', 'pandas', 'matplotlib', 'ray', 'pydantic', 'numpy') if m in sys.modules))"],
+        [py, "-c", "import sys, resflow.cli.app; print(','.join(m for m in ('torch', 'pandas', 'matplotlib', 'ray', 'pydantic', 'numpy') if m in sys.modules))"],
         env=env(), check=True, capture_output=True, text=True).stdout.strip()
-    rows.append(Row("heavy modules imported by resflow.cli", float(len(heavy.split(",")) if heavy else 0), "modules", "== 0",
+    rows.append(Row("heavy modules imported by resflow.cli.app", float(len(heavy.split(",")) if heavy else 0), "modules", "== 0",
                     not heavy, heavy or "none of torch, pandas, matplotlib, ray, pydantic, numpy"))
     return rows
 
@@ -331,9 +332,9 @@ def bench_cli(quick: bool, device=None) -> list[Row]:  # process launches: no de
 
 DEPTH_PROBE = """
 import os, statistics, sys, time, torch
-from resflow.allocator import settle_process
-settle_process(retain_memory=not os.environ.get("RESFLOW_BENCH_GLIBC_MALLOC"))  # as the CLI does
-from resflow.config import load_config
+from resflow._sys.allocator import settle_process
+settle_process("resflow.experiment", retain_memory=not os.environ.get("RESFLOW_BENCH_GLIBC_MALLOC"))  # as the CLI does
+from resflow.config.loading import load_config
 from resflow.experiment import measure_seed
 depth, device = int(sys.argv[1]), torch.device(sys.argv[2])
 torch.set_num_threads(1)
@@ -382,7 +383,8 @@ def bench_large_csv(quick: bool, device=None) -> list[Row]:  # CSV writing: no d
     import numpy as np
     import pandas as pd
 
-    from resflow.results import GRADS_COLUMNS, write_csv
+    from resflow.results.files import write_csv
+    from resflow.results.tables import GRADS_COLUMNS
 
     n = 20_000 if quick else 1_000_000
     rng = np.random.default_rng(0)
@@ -404,7 +406,7 @@ def bench_large_csv(quick: bool, device=None) -> list[Row]:  # CSV writing: no d
         same = pandas_text == path.read_text()
         back = pd.read_csv(path)
     exact = all(np.array_equal(back[c].to_numpy(), df[c].to_numpy()) for c in ("input_grad_norm", "activation_rms", "param_grad_norm"))
-    return [Row(f"write {n:,} grads.csv rows (resflow.csvtext, shortest repr)", elapsed, "s", "< 60 (seconds, not minutes)",
+    return [Row(f"write {n:,} grads.csv rows (resflow.results.csvtext, shortest repr)", elapsed, "s", "< 60 (seconds, not minutes)",
                 elapsed < 60 and exact and same,
                 f"floats round-trip exactly: {exact}; the same bytes as pandas' to_csv: {same} (which alone takes {pandas_s:.2f} s)")]
 
@@ -437,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from resflow.allocator import settle_process
+    from resflow._sys.allocator import settle_process
 
     if args.device == "cuda" and not torch.cuda.is_available():
         print("python -m benchmarks: error: --device cuda: no CUDA device is available here; use --device auto or cpu",
@@ -446,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
 
     torch.set_num_threads(1)  # one core per process, as the sweep's workers use; the other core is for the noise
-    tuned = settle_process(retain_memory=not args.glibc_malloc)  # as the CLI does (resflow/allocator.py)
+    tuned = settle_process("resflow.experiment", retain_memory=not args.glibc_malloc)  # as the CLI does (resflow/allocator.py)
     os.environ["RESFLOW_BENCH_GLIBC_MALLOC"] = "1" if args.glibc_malloc else ""  # for the depth probes
     rows: list[Row] = []
     for name in names:
@@ -457,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{name} {time.perf_counter() - t0:.0f}s] {r.target}: {r.measured:.3g} {r.unit} ({r.threshold}) {r.detail}", file=sys.stderr)
     print_table(rows)
     args.out.mkdir(parents=True, exist_ok=True)
-    meta = dict(quick=args.quick, device=str(device), malloc="glibc defaults" if not tuned else "resflow.allocator.retain_freed_memory", python=platform.python_version(), torch=torch.__version__, cpus=os.cpu_count(),
+    meta = dict(quick=args.quick, device=str(device), malloc="glibc defaults" if not tuned else "resflow._sys.allocator.retain_freed_memory", python=platform.python_version(), torch=torch.__version__, cpus=os.cpu_count(),
                 platform=platform.platform(), when=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     (args.out / "results.json").write_text(json.dumps({"meta": meta, "rows": [asdict(r) for r in rows]}, indent=2) + "\n")
     with open(args.out / "results.csv", "w", newline="") as fh:

@@ -16,9 +16,10 @@ import time
 
 import torch
 
-from resflow.config import load_config
-from resflow.experiment import prepare_seed, resolve_device
-from resflow.recorder import Recorder
+from resflow.config.loading import load_config
+from resflow.experiment import prepare_seed
+from resflow.measure.device import resolve_device
+from resflow.measure.recorder import Recorder
 
 
 def reference_config(name: str = "pre-norm", overrides: list[str] | None = None):

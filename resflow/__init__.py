@@ -1,29 +1,35 @@
 """resflow: measure the gradient that reaches each layer of a deep network.
 
-    from resflow import load_config, run
-    result = run(load_config("deep50"))
+    import resflow
+    result = resflow.run(resflow.load_config("deep50"))
     result.grads  # one row per (seed, step, layer, sublayer)
 
 Heavy imports (torch, pandas) happen on first use, so `resflow --help` stays instant.
 """
 
-__version__ = "0.1.0"
-MAX_SEEDS = 1_000_000  # the most seeds one run takes (config's `seeds`, the CLI's --seeds: both check it)
+from resflow._version import __version__
 
-__all__ = ["__version__", "load_config", "run", "ResflowError", "ConfigError"]
+# public name -> the module that defines it (imported on first use, PEP 562)
+_API = {
+    "load_config": "resflow.config.loading",
+    "run": "resflow.experiment",
+    "RunResult": "resflow.results.tables",
+    "write_run": "resflow.results.files",
+    "read_run": "resflow.results.files",
+    "ResflowError": "resflow.errors",
+    "ConfigError": "resflow.errors",
+}
+
+__all__ = ["__version__", *_API]
 
 
-def __getattr__(name):  # lazy public API (PEP 562)
-    if name == "load_config":
-        from resflow.config import load_config
+def __getattr__(name):
+    if name in _API:
+        import importlib
 
-        return load_config
-    if name == "run":
-        from resflow.experiment import run
-
-        return run
-    if name in ("ResflowError", "ConfigError"):
-        from resflow import errors
-
-        return getattr(errors, name)
+        return getattr(importlib.import_module(_API[name]), name)
     raise AttributeError(f"module 'resflow' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

@@ -1,5 +1,5 @@
 """`python -m resflow` is the same as the `resflow` command."""
 
-from resflow.cli import main
+from resflow.cli.app import main
 
 main()

@@ -7,14 +7,13 @@ through the sweep's backends (in parallel when there are several cores) and come
 
 from __future__ import annotations
 
-import platform
-import sys
 import time
 from datetime import datetime, timezone
 
-from resflow import __version__
-from resflow.config import Config, load_config
+from resflow.config.loading import load_config
+from resflow.config.schema import Config
 from resflow.errors import ConfigError
+
 
 def load_refs(refs: list[str], overrides: list[str]) -> dict[str, Config]:
     """name -> config, in REF order (a repeated name gets -2, -3, ...)."""
@@ -32,9 +31,11 @@ def load_refs(refs: list[str], overrides: list[str]) -> dict[str, Config]:
 
 def run_compare(configs: dict[str, Config], workers: int | None = None):
     """Run each config (one sweep point each) and return one RunResult holding all of them."""
-    from resflow import backends
-    from resflow.results import RunResult
-    from resflow.sweep import Point, point_hash, tables
+    from resflow._sys import workers as backends
+    from resflow.results.meta import run_meta
+    from resflow.results.tables import RunResult
+    from resflow.sweep.plan import Point, point_hash
+    from resflow.sweep.runner import run_point, tables
 
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
@@ -44,20 +45,11 @@ def run_compare(configs: dict[str, Config], workers: int | None = None):
         points.append(Point(index, name, {}, config, point_hash(config, name, {})))
     texts: dict[int, str] = {}
     workers = backends.default_workers() if workers is None else workers
-    backends.execute(points, lambda p, text: texts.__setitem__(p.index, text), workers=workers)
+    backends.execute(points, run_point, lambda p, text: texts.__setitem__(p.index, text), workers=workers)
     import json
 
     frames = tables([json.loads(texts[p.index]) for p in points], [])
-    meta = dict(
-        kind="compare",
-        refs=list(configs),
-        resflow=__version__,
-        python=platform.python_version(),
-        platform=platform.platform(),
-        started=started.isoformat(timespec="seconds"),
-        wall_time_s=round(time.perf_counter() - t0, 6),
-        command=" ".join(sys.argv),
-    )
+    meta = run_meta(started, t0, kind="compare", refs=list(configs))
     config = {"compare": {name: cfg.to_dict() for name, cfg in configs.items()}}
     return RunResult(grads=frames["grads"], params=frames["params"], summary=frames["summary"], config=config, meta=meta,
                      train=frames["train"])

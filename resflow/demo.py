@@ -20,7 +20,7 @@ SEEDS_TEXT_0_5_POW_99 = "0.00000000000000000000000000000016"  # as printed in th
 
 def chain_config(depth: int, weight: float, dtype: str = "float64"):
     """A width-1, bias-free, identity-activation chain whose every weight is `weight`."""
-    from resflow.config import load_config
+    from resflow.config.loading import load_config
 
     return load_config(
         dict(
@@ -60,6 +60,28 @@ def chain(depth: int = 50, weight: float = 0.9) -> ChainResult:
     exact = [exact_power(weight, depth - layer) for layer in grads["layer"]]
     per_layer = pd.DataFrame({"layer": grads["layer"], "measured": grads["input_grad_norm"], "exact": exact})
     return ChainResult(depth, weight, float(grads["input_grad_norm"].iloc[0]), exact_power(weight, depth), per_layer)
+
+
+@dataclass
+class ChainDemo:
+    """What `resflow demo chain` shows: the two chains, their closed forms written out, and the
+    seed document's printed value of 0.5^99 beside the true one."""
+
+    results: list[ChainResult]
+    written: list[str]  # each closed form as 0.000…ddd
+    zeros: int  # zeros after the point in 0.5^99
+    seeds_text: str = SEEDS_TEXT_0_5_POW_99
+    seeds_zeros: int = 0
+
+
+def chain_demo() -> ChainDemo:
+    results = [chain(50, 0.9), chain(99, 0.5)]
+    return ChainDemo(
+        results=results,
+        written=[decimal_expansion(r.weight, r.depth) for r in results],
+        zeros=leading_zeros(decimal_expansion(0.5, 99)),
+        seeds_zeros=leading_zeros(SEEDS_TEXT_0_5_POW_99),
+    )
 
 
 def decimal_expansion(weight: float, exponent: int, digits: int = 4) -> str:

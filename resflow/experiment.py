@@ -7,42 +7,29 @@ and backward under the recorder, and add its floats to the tidy tables.
 
 from __future__ import annotations
 
-import platform
-import sys
 import time
 from datetime import datetime, timezone
 
 import torch
 
-from resflow import __version__
-from resflow.analysis import summarize
-from resflow.config import Config
-from resflow.data import data_generator, make_input, make_loss
-from resflow.errors import ConfigError
-from resflow.memory import check_memory
+from resflow.config.memory import check_memory
+from resflow.config.schema import Config
+from resflow.measure.data import data_generator, make_input, make_loss
+from resflow.measure.device import DTYPES, input_shape, resolve_device
+from resflow.measure.recorder import Record, Recorder
 from resflow.models import build_model
 from resflow.models.init import seed_rng
-from resflow.recorder import Record, Recorder
-from resflow.theory_overlay import overlay
-from resflow.results import (
-    CONFIG_COLUMNS, RunResult, config_columns, grads_frame, params_frame, summary_frame,
+from resflow.results.meta import run_meta
+from resflow.results.stats import summarize
+from resflow.results.tables import (
+    CONFIG_COLUMNS,
+    RunResult,
+    config_columns,
+    grads_frame,
+    params_frame,
+    summary_frame,
 )
-
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: 'cuda' was asked for but no CUDA device is available; use device: auto or cpu")
-    return torch.device(name)
-
-
-def input_shape(cfg: Config) -> tuple[int, ...]:
-    if cfg.model.block == "transformer":
-        return (cfg.data.batch_size, cfg.data.seq_len, cfg.model.width)  # (B, T, C)
-    return (cfg.data.batch_size, cfg.model.width)  # (B, W)
+from resflow.theory.overlay import overlay
 
 
 def prepare_seed(cfg: Config, seed: int, device: torch.device):
@@ -59,7 +46,7 @@ def prepare_seed(cfg: Config, seed: int, device: torch.device):
 
 def measure_seed(cfg: Config, seed: int, device: torch.device, exact: bool = False) -> Record:
     """One seed at initialisation: build, forward, backward, record. If a norm may have under- or
-    overflowed in the model's dtype (resflow.recorder), the same step again with float64 norms
+    overflowed in the model's dtype (resflow.measure.recorder), the same step again with float64 norms
     (`exact`: only that)."""
     model, x, loss_fn = prepare_seed(cfg, seed, device)
     for exact in (True,) if exact else (False, True):
@@ -75,7 +62,7 @@ def measure_seed(cfg: Config, seed: int, device: torch.device, exact: bool = Fal
 
 def measure_all(cfg: Config, device: torch.device):
     """(seed, Record) for every seed: all seeds in one batched pass where the model allows it."""
-    from resflow import batched
+    from resflow.measure import batched
 
     if not batched.supports(cfg):
         for seed in cfg.seed_list:
@@ -87,31 +74,14 @@ def measure_all(cfg: Config, device: torch.device):
             yield seed, record if record.norms_exact else measure_seed(cfg, seed, device, exact=True)
 
 
-def run_meta(cfg: Config, device, started: datetime, t0: float, **extra) -> dict:
-    """meta.json's fields: versions, device, dtype, seeds, start and wall time, command line, extras."""
-    return dict(
-        resflow=__version__,
-        torch=torch.__version__,
-        python=platform.python_version(),
-        platform=platform.platform(),
-        device=str(device),
-        dtype=cfg.dtype,
-        seeds=cfg.seed_list,
-        started=started.isoformat(timespec="seconds"),
-        wall_time_s=round(time.perf_counter() - t0, 6),
-        command=" ".join(sys.argv),
-        **extra,
-    )
-
-
 def run(cfg: Config, on_seed=None, on_step=None) -> RunResult:
     """Measure every seed of `cfg`; returns the tables that the CSVs hold (nothing is written).
 
-    With `train.steps` > 0 the seeds are trained instead (resflow.train); `on_step` sees each step.
+    With `train.steps` > 0 the seeds are trained instead (resflow.train.loop); `on_step` sees each step.
     """
     check_memory(cfg)  # refuse up front what the machine cannot hold
     if cfg.train.steps > 0:
-        from resflow.train import train
+        from resflow.train.loop import train
 
         return train(cfg, on_seed=on_seed, on_step=on_step)
     device = resolve_device(cfg.device)
@@ -131,7 +101,7 @@ def run(cfg: Config, on_seed=None, on_step=None) -> RunResult:
     summary_df = summary_frame(summarize(grads_df, CONFIG_COLUMNS))
     grads_df, summary_df, prediction = overlay(grads_df, summary_df, cfg)  # theory beside measurement
     meta = run_meta(
-        cfg, device, started, t0,
+        started, t0, device=str(device), dtype=cfg.dtype, seeds=cfg.seed_list,
         theory=prediction.model if prediction else f"no prediction: {prediction.reason}",
     )
     return RunResult(

@@ -1,4 +1,4 @@
-"""resflow.allocator: with its settings, the memory a training step frees is reused by the next step
+"""resflow._sys.allocator: with its settings, the memory a training step frees is reused by the next step
 without page faults, even in a process whose allocator was told to give freed memory back (the
 control: there the same steps fault every gradient's pages in again)."""
 
@@ -8,11 +8,11 @@ import sys
 
 import pytest
 
-from resflow.allocator import retain_freed_memory
+from resflow._sys.allocator import retain_freed_memory
 
 PROBE = """
 import resource, sys, torch
-from resflow.allocator import retain_freed_memory
+from resflow._sys.allocator import retain_freed_memory
 tuned = retain_freed_memory() if sys.argv[1] == "tuned" else False
 torch.set_num_threads(1)
 layers = [torch.nn.Linear(256, 256) for _ in range(10)]  # 256 KiB weight gradients, freed every step

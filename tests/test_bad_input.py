@@ -6,7 +6,7 @@ import os
 import pytest
 from typer.testing import CliRunner
 
-from resflow.cli import app
+from resflow.cli.app import app
 
 runner = CliRunner()
 OK = "model: {depth: 3, width: 4}\n"

@@ -1,12 +1,12 @@
-"""Batched seeds (resflow.batched) against the sequential path (experiment.measure_seed): same
+"""Batched seeds (resflow.measure.batched) against the sequential path (experiment.measure_seed): same
 initialisation bit for bit, same numbers to rounding (float64 1e-12 relative, float32 1e-5)."""
 
 import pytest
 import torch
 
-from resflow import batched
-from resflow.config import load_config
+from resflow.config.loading import load_config
 from resflow.experiment import measure_seed, run
+from resflow.measure import batched
 from resflow.models import build_model
 
 CPU = torch.device("cpu")

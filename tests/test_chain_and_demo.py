@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from resflow import demo
-from resflow.analysis import fitted_gain
+from resflow.results.stats import fitted_gain
 
 
 @pytest.mark.parametrize("depth,weight", [(50, 0.9), (99, 0.5), (10, 1.7), (1, 0.3)])

@@ -8,8 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from resflow import __version__
-from resflow.cli import app
-from resflow.results import GRADS_COLUMNS, PARAMS_COLUMNS, SUMMARY_COLUMNS
+from resflow.cli.app import app
+from resflow.results.tables import GRADS_COLUMNS, PARAMS_COLUMNS, SUMMARY_COLUMNS
 
 runner = CliRunner()
 SMALL = ["--set", "model.depth=6", "--set", "model.width=8", "--set", "data.batch_size=4"]
@@ -74,7 +74,7 @@ def test_rerun_from_config_yaml_is_bit_for_bit(tmp_path):
 
 
 def test_csv_floats_round_trip_exactly(tmp_path):
-    from resflow.config import load_config
+    from resflow.config.loading import load_config
     from resflow.experiment import run
 
     out = tmp_path / "r"

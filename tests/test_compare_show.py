@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from resflow.cli import app
+from resflow.cli.app import app
 from resflow.compare import load_refs
-from resflow.config import load_config
+from resflow.config.loading import load_config
 from resflow.experiment import run
 
 runner = CliRunner()
@@ -106,8 +106,8 @@ def test_show_on_an_unfinished_sweep_says_how_to_finish(tmp_path):
 def test_tables_fit_an_80_column_terminal(tmp_path):
     from rich.console import Console
 
-    from resflow.results import read_run
-    from resflow.sweep_report import renderables
+    from resflow.report.terminal.sweep import renderables
+    from resflow.results.files import read_run
 
     out = tmp_path / "s"
     assert invoke("sweep", "deep50", "--over", "model.residual=false,true", *SMALL, "--workers", 1, "--out", out).exit_code == 0
@@ -124,7 +124,7 @@ def test_tables_fit_an_80_column_terminal(tmp_path):
 @pytest.mark.parametrize("factor, words", [(0.5, "vanishes exponentially"), (0.9, "shrinks"), (1.0, "stays level"),
                                            (1.05, "grows"), (1.5, "grows"), (2.0, "explodes exponentially")])
 def test_depth_story_words_follow_the_fitted_factor(factor, words):
-    from resflow.sweep_report import depth_story
+    from resflow.report.terminal.sweep import depth_story
 
     depths = [1, 2, 4, 8, 16]
     summary = pd.DataFrame({"variant": [f"p{d}" for d in depths], "depth": depths, "seed": 0,
@@ -139,7 +139,7 @@ def test_depth_story_words_follow_the_fitted_factor(factor, words):
                                                    (1.11, [1, 10, 25, 50], "grows"),  # x166: flagged points, yet under 1000x
                                                    (1.2, [1, 10, 25, 50], "explodes exponentially")])  # x7,600
 def test_depth_story_level_means_within_2x_over_the_depths_swept(factor, depths, words):
-    from resflow.sweep_report import depth_story
+    from resflow.report.terminal.sweep import depth_story
 
     summary = pd.DataFrame({"variant": [f"p{d}" for d in depths], "depth": depths, "seed": 0,
                             "grad_ratio": [factor ** d for d in depths], "gain_per_layer": factor, "finite": True})
@@ -150,7 +150,7 @@ def test_depth_story_level_means_within_2x_over_the_depths_swept(factor, depths,
 def test_sweep_table_says_no_gradient_for_all_zero_gradients_not_non_finite():
     from rich.console import Console
 
-    from resflow.sweep_report import sweep_table
+    from resflow.report.terminal.sweep import sweep_table
 
     summary = pd.DataFrame({"variant": ["s0", "s1"], "init_scale": [0.0, 1.0], "seed": 0, "step": 0,
                             "grad_ratio": [float("nan"), 0.5], "gain_per_layer": [float("nan"), 0.99],
@@ -170,7 +170,7 @@ def test_sweep_table_says_no_gradient_for_all_zero_gradients_not_non_finite():
 
 
 def test_depth_story_survives_ratios_spanning_more_than_a_float():
-    from resflow.sweep_report import depth_story
+    from resflow.report.terminal.sweep import depth_story
 
     summary = pd.DataFrame({"variant": ["a", "b", "c"], "depth": [1, 100, 200], "seed": 0,
                             "grad_ratio": [1e-300, 1e-10, 1e300], "gain_per_layer": 1.0, "finite": True})
@@ -179,7 +179,7 @@ def test_depth_story_survives_ratios_spanning_more_than_a_float():
 
 
 def test_headline_says_an_exact_zero_in_float32_may_be_underflow():
-    from resflow.report import headline
+    from resflow.report.terminal.run import headline
 
     grads = pd.DataFrame({"variant": "v", "seed": 0, "step": 0, "layer": [0, 1, 2], "sublayer": "mlp",
                           "input_grad_norm": [0.0, 1e-30, 0.5]})
@@ -190,7 +190,7 @@ def test_headline_says_an_exact_zero_in_float32_may_be_underflow():
 
 
 def test_compare_headline_says_a_norm_placement_comparison_at_init_is_not_about_training():
-    from resflow.sweep_report import compare_headline
+    from resflow.report.terminal.sweep import compare_headline
 
     summary = pd.DataFrame({"variant": ["pre", "post"], "seed": 0, "step": 0, "grad_ratio": [3.4, 1.05],
                             "norm": ["pre", "post"]})

@@ -3,9 +3,8 @@
 
 import pytest
 
-from resflow.config import (
-    ACTIVATION_NAMES, ConfigError, bundled_config_names, load_config, parse_override, resolve_config_path,
-)
+from resflow.config.loading import bundled_config_names, load_config, resolve_config_path
+from resflow.config.schema import ACTIVATION_NAMES, ConfigError, parse_override
 from resflow.models.activations import ACTIVATIONS
 
 

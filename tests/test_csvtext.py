@@ -1,4 +1,4 @@
-"""resflow.csvtext.to_csv_text against pandas' own df.to_csv(index=False): the same text, byte for
+"""resflow.results.csvtext.to_csv_text against pandas' own df.to_csv(index=False): the same text, byte for
 byte, on resflow's tables and on generated frames with the awkward values (NaN, inf, -0.0, None,
 text with commas, quotes and newlines, mixed objects)."""
 
@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resflow.config import load_config
-from resflow.csvtext import to_csv_text
+from resflow.config.loading import load_config
 from resflow.experiment import run
+from resflow.results.csvtext import to_csv_text
 
 
 def same(df: pd.DataFrame) -> None:

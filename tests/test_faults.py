@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from resflow.cli import app
-from resflow.locks import lock_path, results_lock
-from resflow.signals import Terminated, deferred, stop_on_signals
+from resflow._sys.locks import lock_path, results_lock
+from resflow._sys.signals import Terminated, deferred, stop_on_signals
+from resflow.cli.app import app
 
 runner = CliRunner()
 OK = "model: {depth: 3, width: 4}\n"
@@ -38,7 +38,7 @@ def _wait_for(path: Path, proc, timeout=60.0):
 
 HOLDER = """
 import sys, time
-from resflow.locks import results_lock
+from resflow._sys.locks import results_lock
 with results_lock(sys.argv[1]):
     print("locked", flush=True)
     time.sleep(600)
@@ -112,7 +112,7 @@ def test_signal_during_run_stops_cleanly_and_writes_nothing(tmp_path, resflow_cm
 
 
 def test_interrupted_force_keeps_the_old_result(tmp_path, monkeypatch):
-    import resflow.results as results
+    import resflow.results.files as results
 
     config = tmp_path / "c.yaml"
     config.write_text(OK)
@@ -156,8 +156,8 @@ def test_unknown_memory_limit_value_is_a_clean_error(tmp_path, monkeypatch):
 
 
 def test_memory_limit_refuses_what_does_not_fit(tmp_path, monkeypatch):
-    from resflow.config import load_config
-    from resflow.memory import estimate
+    from resflow.config.loading import load_config
+    from resflow.config.memory import estimate
 
     cfg = load_config({"model": {"depth": 100, "width": 256}, "data": {"batch_size": 64}})
     est = estimate(cfg)
@@ -175,9 +175,9 @@ def test_memory_limit_refuses_what_does_not_fit(tmp_path, monkeypatch):
 MEASURE = """
 import json, resource, sys
 import torch
-from resflow.config import load_config
+from resflow.config.loading import load_config
 from resflow.experiment import run
-from resflow.memory import estimate
+from resflow.config.memory import estimate
 torch.set_num_threads(1)
 cfg = load_config(json.loads(sys.argv[1]))
 import os
@@ -185,7 +185,7 @@ run(load_config({"model": {"depth": 2, "width": 4}}))
 # the resident size now (not the peak so far: importing torch can peak above the steady state)
 base = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 if cfg.train.steps:
-    from resflow.train import train
+    from resflow.train.loop import train
     train(cfg)
 else:
     run(cfg)
@@ -209,8 +209,8 @@ def test_training_memory_estimate_counts_optimizer_state_and_train_batch(cli_env
     """Adam training keeps ~8 copies of the weights (weights, grads, W_0, previous W, the differences,
     two moments):
     the estimate against the peak RSS, and train.batch_size (not data.batch_size) sizes activations."""
-    from resflow.config import load_config
-    from resflow.memory import estimate
+    from resflow.config.loading import load_config
+    from resflow.config.memory import estimate
 
     cfg = {"model": {"depth": 40, "width": 512}, "data": {"batch_size": 4},
            "train": {"steps": 2, "optimizer": "adam", "batch_size": 16, "eval_batches": 1}}

@@ -6,7 +6,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from resflow.config import Config, load_config, parse_override, parse_yaml, validate
+from resflow.config.loading import load_config, parse_yaml
+from resflow.config.schema import Config, parse_override, validate
 from resflow.errors import ConfigError
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -6,9 +6,10 @@ import math
 import pytest
 import torch
 
-from resflow.config import load_config
-from resflow.data import data_generator, make_input, make_loss
-from resflow.experiment import input_shape, measure_seed, run
+from resflow.config.loading import load_config
+from resflow.experiment import measure_seed, run
+from resflow.measure.data import data_generator, make_input, make_loss
+from resflow.measure.device import input_shape
 from resflow.models import build_model
 
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from resflow.config import load_config
+from resflow.config.loading import load_config
 from resflow.models import build_model
 from resflow.models.init import init_linears
 

@@ -12,12 +12,21 @@ import pytest
 from typer.testing import CliRunner
 
 from resflow import load_config, run
-from resflow.analysis import EXPLODING, VANISHING
-from resflow.cli import app
-from resflow.plots import (
-    DPI, FIGSIZE, depth_figure, figures, heatmap_figure, log_limits, loss_figure, params_figure, profile_figure,
+from resflow.cli.app import app
+from resflow.report.figures.plots import (
+    DPI,
+    FIGSIZE,
+    depth_figure,
+    figures,
+    heatmap_figure,
+    log_limits,
+    loss_figure,
+    params_figure,
+    profile_figure,
 )
-from resflow.results import RunResult, read_run, write_run
+from resflow.results.files import read_run, write_run
+from resflow.results.stats import EXPLODING, VANISHING
+from resflow.results.tables import RunResult
 
 runner = CliRunner()
 SMALL = ["model.depth=6", "model.width=8", "data.batch_size=4"]
@@ -250,13 +259,13 @@ def test_plots_never_import_torch(cli_env):
     import subprocess
     import sys
 
-    code = "import sys, resflow.plots, resflow.report; print('torch' in sys.modules)"
+    code = "import sys, resflow.report.figures.plots, resflow.report.terminal.run; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=cli_env)
     assert out.stdout.strip() == "False"
 
 
 def test_sparkline_is_log10_on_the_fixed_scale():
-    from resflow.report import BAR_HI, BAR_LO, SPARK_LEVELS, sparkline
+    from resflow.report.terminal.run import BAR_HI, BAR_LO, SPARK_LEVELS, sparkline
 
     # levels: 8 equal slices of [BAR_LO, BAR_HI] = [-16, 4], 2.5 decades each
     assert sparkline([1e-15, 1e-12, 1e-9, 1e-7, 1e-4, 1e-2, 1e1, 10**3.5]) == SPARK_LEVELS
@@ -283,7 +292,7 @@ def test_loss_curve_is_train_csv_median_per_step():
 
 
 def test_layer_by_step_heatmap_is_log10_of_the_median():
-    from resflow.plots import steps_heatmap_figure
+    from resflow.report.figures.plots import steps_heatmap_figure
 
     base = small_run(seeds=2).grads
     grads = pd.concat([base.assign(step=t, input_grad_norm=base["input_grad_norm"] * 10.0 ** (t / 10)) for t in (0, 10, 20)],
@@ -307,8 +316,8 @@ def test_legend_ratio_is_the_summary_median_ratio():
 def test_sweep_and_compare_tables_carry_sparklines(sweep_dir):
     from rich.console import Console
 
-    from resflow.report import site_stats, sparkline
-    from resflow.sweep_report import compare_profiles, sweep_table
+    from resflow.report.terminal.run import site_stats, sparkline
+    from resflow.report.terminal.sweep import compare_profiles, sweep_table
 
     result = read_run(sweep_dir)
     console = Console(width=200, record=True)

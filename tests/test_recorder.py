@@ -7,11 +7,11 @@ backward passes, or updated by an optimizer between recorded steps; and that no 
 import pytest
 import torch
 
-from resflow.config import load_config
-from resflow.data import data_generator, make_input, make_loss
-from resflow.experiment import input_shape
+from resflow.config.loading import load_config
+from resflow.measure.data import data_generator, make_input, make_loss
+from resflow.measure.device import input_shape
+from resflow.measure.recorder import Recorder
 from resflow.models import build_model
-from resflow.recorder import Recorder
 
 
 def setup(seed=0, **model):
@@ -91,7 +91,7 @@ def test_two_backward_passes_report_the_accumulated_gradient():
 
 
 def test_training_steps_with_one_recorder_measure_each_steps_weights():
-    # as resflow.train does: one Recorder, reset per step, weights updated by the optimizer in place
+    # as resflow.train.loop does: one Recorder, reset per step, weights updated by the optimizer in place
     stack, x, loss_fn = setup(seed=1, norm="pre")
     opt = torch.optim.Adam(stack.parameters(), lr=0.1)
     recorder = Recorder(stack)
@@ -165,7 +165,7 @@ def test_two_forwards_before_collect_is_a_clear_error():
 
 
 def test_site_norm_from_parameter_norms_does_not_overflow():
-    from resflow.recorder import activation_rms, group_norm
+    from resflow.measure.recorder import activation_rms, group_norm
 
     assert group_norm([3.0, 4.0]) == 5.0
     assert group_norm([1e200, 1e200]) == pytest.approx(2**0.5 * 1e200, rel=1e-15)  # sum of squares would be inf
@@ -200,8 +200,8 @@ CASES_32 = [
 def test_float32_norms_that_under_or_overflow_are_taken_in_float64(model, what, monkeypatch):
     import math
 
-    from resflow import recorder as recorder_module
     from resflow.experiment import measure_seed
+    from resflow.measure import recorder as recorder_module
 
     cfg, grads, inputs = _float32_case(**model)
     ref_grad = [g.double().norm().item() for g in grads]  # float64 sums of the same float32 tensors
@@ -221,7 +221,7 @@ def test_float32_norms_that_under_or_overflow_are_taken_in_float64(model, what, 
 
 
 def test_exact_norms_match_float64_and_keep_pieces_small():
-    from resflow.recorder import EXACT_PIECE, exact_norms, norms_as_floats
+    from resflow.measure.recorder import EXACT_PIECE, exact_norms, norms_as_floats
 
     t = torch.randn(3 * EXACT_PIECE + 5) * 1e-24
     (n,) = exact_norms([t])
@@ -234,8 +234,9 @@ def test_exact_norms_match_float64_and_keep_pieces_small():
 def test_batched_seeds_under_or_overflowing_in_float32_match_the_sequential_path(cheap, monkeypatch):
     import math
 
-    from resflow import batched, recorder as recorder_module
     from resflow.experiment import measure_all, measure_seed
+    from resflow.measure import batched
+    from resflow.measure import recorder as recorder_module
 
     monkeypatch.setattr(recorder_module, "reads_cheaply", lambda t: cheap)
     monkeypatch.setattr(batched, "reads_cheaply", lambda t: cheap)
@@ -255,8 +256,9 @@ def test_batched_seeds_under_or_overflowing_in_float32_match_the_sequential_path
 def test_batched_parameter_norms_that_underflow_are_taken_in_float64_on_any_device(monkeypatch):
     """Weights ~1e-25 (their float32 squares are 0): batched.measure_seeds re-measures those parameter
     norms itself, also where it cannot read site norms cheaply (the per-seed, non-CPU path)."""
-    from resflow import batched, recorder as recorder_module
     from resflow.experiment import prepare_seed
+    from resflow.measure import batched
+    from resflow.measure import recorder as recorder_module
 
     cfg = load_config(dict(dtype="float32", seeds=2, data=dict(batch_size=4),
                            model=dict(depth=3, width=16, init=dict(scheme="normal", scale=1e-24))))

@@ -12,10 +12,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from resflow.cli import app
-from resflow.config import load_config
+from resflow.cli.app import app
+from resflow.config.loading import load_config
 from resflow.experiment import run
-from resflow.sweep import default_depths, load_base, make_plan, parse_over, short_key
+from resflow.sweep.plan import default_depths, load_base, make_plan, parse_over, short_key
+from resflow.sweep.runner import run_point
 
 runner = CliRunner()
 SMALL = ["--set", "model.width=8", "--set", "data.batch_size=4", "--seeds", "2"]
@@ -85,7 +86,7 @@ def test_no_depth_axis_adds_the_default_depths_last():
 
 
 def test_default_out_names_the_given_axes():
-    from resflow.sweep import default_out
+    from resflow.sweep.runner import default_out
 
     base = load_config("deep50", ["model.depth=4"])
     assert str(default_out(make_plan(base))) == "results/deep50-sweep"
@@ -238,7 +239,7 @@ def test_ray_backend_equals_local(tmp_path):
 
 
 def test_ray_is_not_imported_by_the_cli(cli_env):
-    code = "import sys, resflow.cli, resflow.sweep, resflow.backends; print('ray' in sys.modules, 'torch' in sys.modules)"
+    code = "import sys, resflow.cli.app, resflow.sweep.runner, resflow._sys.workers; print('ray' in sys.modules, 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], env=cli_env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
 
@@ -248,9 +249,9 @@ def test_the_pool_starts_the_biggest_points_first(monkeypatch):
     seeds), so the last points to start are the small ones."""
     import concurrent.futures
 
-    from resflow import backends
-    from resflow.config import load_config
-    from resflow.sweep import make_plan
+    from resflow._sys import workers as backends
+    from resflow.config.loading import load_config
+    from resflow.sweep.plan import make_plan
 
     submitted = []
 
@@ -271,7 +272,7 @@ def test_the_pool_starts_the_biggest_points_first(monkeypatch):
     base = load_config({"name": "t", "seeds": 1, "model": {"depth": 2, "width": 8}})
     plan = make_plan(base, cli_axes=["model.depth=10,40,20", "model.width=8,16"])
     by_index = {p.index: p for p in plan.points}
-    backends.execute(plan.points, lambda point, text: None, workers=2)
+    backends.execute(plan.points, run_point, lambda point, text: None, workers=2)
     dims = [(by_index[i].config["model"]["depth"], by_index[i].config["model"]["width"]) for i in submitted]
     work = [d * w * w for d, w in dims]
     assert sorted(submitted) == list(range(6)) and work == sorted(work, reverse=True)
@@ -279,7 +280,7 @@ def test_the_pool_starts_the_biggest_points_first(monkeypatch):
 
 
 def test_point_payload_keeps_what_only_looks_constant():
-    from resflow.sweep import _columns, _constant
+    from resflow.sweep.runner import _columns, _constant
 
     assert _constant([0.5, 0.5], "f") and _constant(["a", "a"], "O") and _constant([3, 3], "i")
     assert not _constant([0.0, -0.0], "f")  # equal, but printed differently

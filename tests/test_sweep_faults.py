@@ -8,9 +8,9 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-import resflow.sweep
-from resflow.cli import app
-from resflow.locks import lock_path, results_lock
+import resflow.sweep.runner
+from resflow._sys.locks import lock_path, results_lock
+from resflow.cli.app import app
 
 runner = CliRunner()
 SMALL = ["--over", "model.depth=1,2,3", "--set", "model.width=8", "--set", "data.batch_size=4", "--seeds", "2",
@@ -27,14 +27,14 @@ def _lines(text):
 
 
 def test_a_failing_point_is_recorded_and_resume_retries_it(tmp_path, monkeypatch):
-    real = resflow.sweep.run_point
+    real = resflow.sweep.runner.run_point
 
     def flaky(point):
         if point.index == 1:
             raise FloatingPointError("simulated failure in one point")
         return real(point)
 
-    monkeypatch.setattr(resflow.sweep, "run_point", flaky)
+    monkeypatch.setattr(resflow.sweep.runner, "run_point", flaky)
     out = tmp_path / "s"
     result = invoke("sweep", "deep50", *SMALL, "--out", out)
     assert result.exit_code == 1, result.output
@@ -48,7 +48,7 @@ def test_a_failing_point_is_recorded_and_resume_retries_it(tmp_path, monkeypatch
     assert not (out / "grads.csv").exists()
     assert not lock_path(out).exists()
 
-    monkeypatch.setattr(resflow.sweep, "run_point", real)  # the cause is fixed: --resume retries
+    monkeypatch.setattr(resflow.sweep.runner, "run_point", real)  # the cause is fixed: --resume retries
     resumed = invoke("sweep", "deep50", *SMALL, "--out", out, "--resume")
     assert resumed.exit_code == 0, resumed.output
     assert not list((out / "points").glob("*.failed.txt"))
@@ -113,20 +113,20 @@ def test_show_and_plot_refuse_what_is_not_a_results_dir(tmp_path, command, what)
 def test_a_ray_task_returns_each_points_error_beside_the_others_results(monkeypatch):
     """The function a Ray task runs (called here in-process): a point that raises comes back as
     (point, None, error) and the task's other points still run and come back with their text."""
-    from resflow import backends
-    from resflow.config import load_config
-    from resflow.sweep import make_plan
+    from resflow._sys import workers as backends
+    from resflow.config.loading import load_config
+    from resflow.sweep.plan import make_plan
 
-    real = resflow.sweep.run_point
+    real = resflow.sweep.runner.run_point
 
     def flaky(point):
         if point.index == 1:
             raise FloatingPointError("simulated failure in one point")
         return real(point)
 
-    monkeypatch.setattr(resflow.sweep, "run_point", flaky)
+    monkeypatch.setattr(resflow.sweep.runner, "run_point", flaky)
     plan = make_plan(load_config({"name": "t", "model": {"depth": 2, "width": 4}}), cli_axes=["model.depth=1,2,3"])
-    out = backends._ray_task(plan.points)
+    out = backends._ray_task(flaky, plan.points)
     assert [point.index for point, _, _ in out] == [0, 1, 2]
     assert out[1][1:] == (None, "FloatingPointError: simulated failure in one point")
     for point, text, error in (out[0], out[2]):

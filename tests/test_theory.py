@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from resflow import theory as T
-from resflow.config import ACTIVATION_NAMES, load_config
+from resflow.config.loading import load_config
+from resflow.config.schema import ACTIVATION_NAMES
 from resflow.experiment import run
 from resflow.models.activations import ACTIVATIONS as TORCH_ACTIVATIONS
-from resflow.theory_overlay import log_ratio_error
+from resflow.theory import predict as T
+from resflow.theory.overlay import log_ratio_error
 
 
 def cfg(model=None, **top):
@@ -181,7 +182,7 @@ def test_log_ratio_error():
 
 
 def test_theory_command_prints_without_importing_torch(tmp_path):
-    code = ("import sys; from typer.testing import CliRunner; from resflow.cli import app; "
+    code = ("import sys; from typer.testing import CliRunner; from resflow.cli.app import app; "
             "r = CliRunner().invoke(app, ['theory', 'deep50', '--set', 'model.init.scheme=normal', "
             "'--set', 'model.init.scale=1.4142135623730951', '--set', 'model.bias=false']); "
             "print(r.output); print('torch' in sys.modules); sys.exit(r.exit_code)")
@@ -198,7 +199,7 @@ def test_theory_command_prints_without_importing_torch(tmp_path):
 def test_theory_command_bad_key_is_one_line_error():
     from typer.testing import CliRunner
 
-    from resflow.cli import app
+    from resflow.cli.app import app
 
     r = CliRunner().invoke(app, ["theory", "deep50", "--set", "model.depht=3"])
     assert r.exit_code == 2 and "model.depht" in r.output and "Traceback" not in r.output
@@ -207,7 +208,7 @@ def test_theory_command_bad_key_is_one_line_error():
 def test_overlay_only_at_initialisation():
     import pandas as pd
 
-    from resflow.theory_overlay import add_prediction
+    from resflow.theory.overlay import add_prediction
 
     pred = T.predict(cfg(model=dict(depth=3, width=64)))
     grads = pd.DataFrame(dict(variant="v", seed=0, step=[0, 0, 0, 5, 5, 5], layer=[0, 1, 2] * 2,
@@ -224,8 +225,8 @@ def test_a_prediction_deep_enough_to_underflow_stays_in_log_space():
     fitted gain do not, and no numpy warning leaks to the user's terminal."""
     import warnings
 
-    from resflow.config import validate
-    from resflow.theory import predict
+    from resflow.config.schema import validate
+    from resflow.theory.predict import predict
 
     cfg = validate({"model": {"depth": 2000, "width": 64}})
     with warnings.catch_warnings():

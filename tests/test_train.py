@@ -9,14 +9,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from resflow.cli import app
-from resflow.config import load_config
-from resflow.data import data_generator
+from resflow.cli.app import app
+from resflow.config.loading import load_config
 from resflow.experiment import run
+from resflow.measure.data import data_generator
 from resflow.models import build_model
-from resflow.results import PARAMS_COLUMNS, TRAIN_COLUMNS, read_run, write_run
-from resflow.tasks import TeacherTask
-from resflow.train import record_steps, warmup_factor
+from resflow.results.files import read_run, write_run
+from resflow.results.tables import PARAMS_COLUMNS, TRAIN_COLUMNS
+from resflow.train.loop import record_steps, warmup_factor
+from resflow.train.tasks import TeacherTask
 
 runner = CliRunner()
 
@@ -165,7 +166,7 @@ def test_bad_train_settings_are_one_line_errors(tmp_path, setting, needle):
 
 
 def test_training_run_gets_loss_and_step_figures():
-    from resflow.plots import figures
+    from resflow.report.figures.plots import figures
 
     result = run(small("seeds=2", "train.steps=8", "train.record_every=4"))
     figs = figures(result)

@@ -11,12 +11,13 @@ import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
-from resflow.cli import app
-from resflow.config import TASK_NAMES, load_config
-from resflow.data import data_generator
+from resflow.cli.app import app
+from resflow.config.loading import load_config
+from resflow.config.schema import TASK_NAMES
 from resflow.experiment import run
+from resflow.measure.data import data_generator
 from resflow.models import build_model
-from resflow.tasks import TASKS, SequenceTask, entropy, entropy_rate, stationary
+from resflow.train.tasks import TASKS, SequenceTask, entropy, entropy_rate, stationary
 
 runner = CliRunner()
 
@@ -197,7 +198,7 @@ def test_compare_of_training_configs_writes_train_csv_table_and_loss_plot(tmp_pa
 
 
 def test_loss_figure_has_one_line_per_variant_and_the_floor():
-    from resflow.plots import loss_figure
+    from resflow.report.figures.plots import loss_figure
 
     rows = [dict(variant=v, seed=s, step=t, loss=2.8 - t / 100 * (1 if v == "a" else 0.5), eval_loss=np.nan,
                  task_floor=1.6 + 0.01 * s, task_baseline=2.6) for v in ("a", "b") for s in range(2) for t in range(0, 101, 10)]
@@ -210,7 +211,8 @@ def test_loss_figure_has_one_line_per_variant_and_the_floor():
 
 
 def test_sweep_of_a_training_config_writes_train_csv(tmp_path):
-    from resflow.sweep import make_plan, run_sweep
+    from resflow.sweep.plan import make_plan
+    from resflow.sweep.runner import run_sweep
 
     plan = make_plan(tiny("train.steps=3", "train.eval_batches=1"), (), ["model.norm=pre,post", "model.depth=1"])
     result = run_sweep(plan, tmp_path / "s", workers=1).result
@@ -223,8 +225,8 @@ def test_sweep_of_a_training_config_writes_train_csv(tmp_path):
 def test_loss_table_fits_the_terminal_without_cutting_names():
     from rich.console import Console
 
-    from resflow.results import RunResult
-    from resflow.train_report import loss_table
+    from resflow.report.terminal.train import loss_table
+    from resflow.results.tables import RunResult
 
     rows = [dict(variant=v, seed=s, step=t, loss=2.0 - t, eval_loss=1.9 - t, task_floor=0.5, task_baseline=1.5)
             for v in ("a-rather-long-variant-name", "b") for s in (0, 1) for t in (0, 1)]

@@ -8,12 +8,12 @@ import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
-from resflow.cli import app
-from resflow.config import load_config
+from resflow.cli.app import app
+from resflow.config.loading import load_config
 from resflow.experiment import run
+from resflow.measure.recorder import Recorder
 from resflow.models import build_model
 from resflow.models.transformer import deepnorm_alpha, deepnorm_beta
-from resflow.recorder import Recorder
 
 B, T, C, H, DEPTH = 2, 5, 8, 2, 3
 
@@ -240,7 +240,7 @@ def test_shared_weights_apply_deepnorm_beta_once():
 def test_token_input_repeats_embedding_rows():
     cfg = tiny()
     cfg = cfg.replace({"data.input": "tokens", "data.vocab": 3})
-    from resflow.data import data_generator, make_input
+    from resflow.measure.data import data_generator, make_input
     x = make_input(cfg.data, (B, T, C), data_generator(0))
     rows = {tuple(r.tolist()) for r in x.reshape(-1, C)}
     assert x.shape == (B, T, C) and len(rows) <= 3

@@ -14,7 +14,7 @@ BLOCKS = {
 def build_model(cfg, device=None, dtype=None, init: bool = True) -> Stack:
     """A `Stack` of `cfg.depth` blocks, initialised per `cfg.init` (seed torch's RNG first).
 
-    `init=False` skips `initialize` (a template whose weights are overwritten, as in resflow.batched).
+    `init=False` skips `initialize` (a template whose weights are overwritten, as in resflow.measure.batched).
     """
     make = BLOCKS[cfg.block]
     if cfg.share_weights:

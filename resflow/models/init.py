@@ -8,14 +8,13 @@ import math
 import torch
 from torch import nn
 
-
 # nn.init.kaiming_uniform_(w, a=sqrt(5))'s gain, as it computes it (tests: bit for bit the same draws)
 _DEFAULT_GAIN = math.sqrt(2.0 / (1 + math.sqrt(5) ** 2))
 
 
 def _default(w, scale):  # PyTorch's own nn.Linear init (kaiming_uniform, a=sqrt(5)), times scale
     # kaiming_uniform_'s arithmetic (std, then bound) without its per-call checks: one call per layer
-    # per seed adds up in resflow.batched
+    # per seed adds up in resflow.measure.batched
     bound = math.sqrt(3.0) * (_DEFAULT_GAIN / math.sqrt(w.shape[1]))
     w.uniform_(-bound, bound)
     if scale != 1:  # x * 1.0 == x: skipped, bit for bit the same
@@ -77,7 +76,7 @@ def initialize(model: nn.Module, init) -> None:
 def init_linears(linears: list[tuple[torch.Tensor, torch.Tensor | None]], init) -> None:
     """`initialize` on (weight (out, in), bias or None) pairs, in order: the same draws, the same values.
 
-    resflow.batched passes slices of its stacked per-seed tensors here.
+    resflow.measure.batched passes slices of its stacked per-seed tensors here.
     """
     weight_init = WEIGHT_INITS[init.scheme]
     for weight, bias in linears:

@@ -1,0 +1,237 @@
+"""Where sweep points run: in this process, in a pool of local worker processes, or as Ray tasks.
+
+`execute(points, task, save, workers=N, backend="local"|"ray")` runs `task(point) -> text` for every
+point (the executor is given its task, it imports none) and calls `save(point, text)` in this process as
+each point finishes, in completion order (the sweep sorts by point index when it assembles the CSVs).
+
+local  workers == 1: in this process. workers > 1: a `ProcessPoolExecutor` of persistent workers
+       (forked where the platform allows, so torch is already imported), each with one torch thread and
+       SIGINT ignored, so Ctrl-C reaches only this process, which stops the pool and loses only the
+       points in flight.
+ray    Ray tasks (imported only here, only when asked for): an existing cluster when `ray_address` or
+       RAY_ADDRESS is given, else a local one with `workers` CPUs. A point that raises is a failed point
+       there too (its error comes back with the task's other points).
+Every point runs with one torch thread, so its numbers are the same whichever backend ran it.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import Callable
+
+from resflow.errors import ConfigError, ResflowError
+
+BACKENDS = ("local", "ray")
+
+
+def default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+NEEDS_RAY = '--backend ray needs Ray: pip install "resflow[ray]" (or pip install ray)'
+
+
+def _unknown_backend(backend: str) -> ConfigError:
+    return ConfigError(f"--backend {backend!r}: unknown backend (allowed: {', '.join(BACKENDS)})")
+
+
+def check_backend(points: list, backend: str) -> None:
+    """Refuse, before anything is written, what `execute` would only find out later: Ray not installed,
+    an unknown backend."""
+    if backend == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise ConfigError(NEEDS_RAY)
+        return
+    if backend != "local":
+        raise _unknown_backend(backend)
+
+
+def execute(points: list, task: Callable, save: Callable, workers: int = 1, backend: str = "local", ray_address: str | None = None,
+            fail: Callable | None = None) -> None:
+    """`fail(point, error_text)`, if given, records a point that raised and the others go on."""
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    if backend == "ray":
+        return _ray(points, task, save, workers, ray_address, fail)
+    if backend != "local":
+        raise _unknown_backend(backend)
+    if workers == 1 or len(points) == 1:
+        return _in_process(points, task, save, fail)
+    return _pool(points, task, save, min(workers, len(points)), fail)
+
+
+@contextmanager
+def one_torch_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _in_process(points, task, save, fail=None) -> None:
+    with one_torch_thread():
+        for point in points:
+            try:
+                text = task(point)
+            except Exception as err:  # noqa: BLE001 - one bad point must not sink the sweep
+                if fail is None:
+                    raise
+                fail(point, _error_text(err))
+                continue
+            save(point, text)
+
+
+def _error_text(err: BaseException) -> str:
+    first = (str(err).strip().splitlines() or [""])[0]
+    return f"{type(err).__name__}: {first}"
+
+
+def _worker_process() -> None:
+    """What every worker process (the local pool's or a Ray task's) runs on: one torch thread, and
+    glibc's malloc keeping freed memory (resflow._sys.allocator; inherited with fork, set here otherwise)."""
+    import torch
+
+    from resflow._sys.allocator import retain_freed_memory
+
+    torch.set_num_threads(1)
+    retain_freed_memory()
+
+
+def _init_worker() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
+    for name in ("SIGTERM", "SIGHUP"):  # not the parent's handler (inherited by fork): terminate() must end us
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
+    _worker_process()
+
+
+def _pool(points, task, save, workers: int, fail=None) -> None:
+    import gc
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    from resflow._sys.allocator import release_free_memory
+
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    ours_before = {child.pid for child in multiprocessing.active_children()}  # the pool's are the others
+    executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method), initializer=_init_worker)
+    frozen = gc.get_freeze_count()
+    try:
+        # Longest first: the big points start early and the small ones fill the gaps at the end,
+        # so no worker sits idle while another finishes a big point it took last (LPT scheduling).
+        by_cost = sorted(points, key=lambda p: getattr(p, "cost", 0.0), reverse=True)
+        gc.freeze()  # the workers, forked at the first submit, leave the parent's objects alone (resflow._sys.allocator)
+        release_free_memory()  # ... and start from fresh pages, not copies of the parent's free ones
+        try:
+            pending = {executor.submit(task, p): p for p in by_cost}
+        finally:
+            if not frozen:  # (the CLI froze its imports itself and keeps them so)
+                gc.unfreeze()  # the parent's own collector as it was
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                point = pending.pop(future)
+                err = future.exception()
+                if err is None:
+                    save(point, future.result())
+                elif fail is not None and isinstance(err, Exception) and not isinstance(err, BrokenProcessPool):
+                    fail(point, _error_text(err))
+                else:
+                    raise err
+    except BrokenProcessPool:
+        _stop(executor, ours_before)
+        raise ResflowError("a sweep worker process died (killed, or out of memory?); finished points are saved: rerun with --resume") from None
+    except BaseException:
+        _stop(executor, ours_before)
+        raise
+    executor.shutdown(wait=True)
+
+
+def _stop(executor, ours_before: set[int]) -> None:
+    """Cancel what has not started and end the workers now (in-flight points are lost): the pool's
+    processes are this process's children that were not there before it (multiprocessing's public
+    `active_children`; the executor has no public terminate before Python 3.14)."""
+    import multiprocessing
+
+    for proc in multiprocessing.active_children():
+        if proc.pid not in ours_before and proc.is_alive():
+            proc.terminate()
+    executor.shutdown(wait=True, cancel_futures=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ray
+
+
+def _ray_task(task, points):
+    """(point, text, None) for each point that ran, (point, None, error) for one that raised."""
+    _worker_process()
+    out = []
+    for point in points:
+        try:
+            out.append((point, task(point), None))
+        except Exception as err:  # noqa: BLE001 - recorded as a failed point, as the local pool does
+            out.append((point, None, _error_text(err)))
+    return out
+
+
+def _ray(points, task, save, workers: int, ray_address: str | None, fail: Callable | None = None) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError(NEEDS_RAY) from None
+
+    address = ray_address or os.environ.get("RAY_ADDRESS")
+    started_here = False
+    if not ray.is_initialized():
+        kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR", configure_logging=True)
+        try:
+            if address:
+                ray.init(address=address, **kwargs)
+            else:
+                ray.init(num_cpus=workers, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
+            raise ResflowError(f"cannot start or reach {where}: {str(err).splitlines()[0] if str(err) else err}") from None
+        started_here = True
+    remote = ray.remote(num_cpus=1)(_ray_task)
+    size = max(1, min(16, len(points) // (4 * workers)))  # a few points per task: fewer round trips
+    refs = {}
+    try:
+        for i in range(0, len(points), size):
+            refs[remote.remote(task, points[i : i + size])] = True
+        while refs:
+            ready, _ = ray.wait(list(refs), num_returns=1)
+            for ref in ready:
+                refs.pop(ref)
+                for point, text, error in ray.get(ref):
+                    if error is None:
+                        save(point, text)
+                    elif fail is not None:
+                        fail(point, error)
+                    else:
+                        raise ResflowError(f"sweep point {point.variant} failed: {error}")
+    except BaseException as err:
+        for ref in refs:
+            ray.cancel(ref, force=True)
+        if isinstance(err, ray.exceptions.RayError):  # a worker died or the cluster went away, not a point's own error
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            raise ResflowError(f"a Ray task failed ({type(err).__name__}: {first}); finished points are saved: "
+                               "rerun with --resume") from None
+        raise
+    finally:
+        if started_here:
+            ray.shutdown()

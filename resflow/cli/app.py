@@ -1,0 +1,455 @@
+"""The `resflow` command: one short function per command over the library.
+
+Heavy libraries (torch, pandas) are imported inside the commands, so `--help` is instant.
+`ResflowError` becomes a one-line message on stderr and its exit code, in one place: `_command`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from typer.core import TyperGroup
+
+from resflow._version import __version__
+from resflow.config.limits import MAX_SEEDS
+from resflow.errors import ResflowError
+
+try:  # the base of click's usage errors; recent Typer vendors click and exposes it as TyperException
+    _ClickError = typer.TyperException
+except AttributeError:  # pragma: no cover - older Typer on top of click
+    from click import ClickException as _ClickError
+_PASS_THROUGH = (typer.Exit, typer.Abort, _ClickError)  # Typer's own control flow
+
+class _OneLineErrors(TyperGroup):
+    """Usage errors (a missing argument, `--seeds abc`, an unknown option) as one line on stderr,
+    like every other error, instead of a boxed panel; exit code 2."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except _ClickError as err:
+            ctx = getattr(err, "ctx", None)
+            if type(err).__name__ == "NoArgsIsHelpError":  # bare `resflow`: the help, as usual
+                typer.echo(ctx.get_help(), err=True)
+                sys.exit(err.exit_code)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            message = " ".join(err.format_message().split())
+            stderr().print(f"error: {message}{hint}", markup=False)
+            sys.exit(err.exit_code)
+        except typer.Abort:
+            stderr().print("aborted", markup=False)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(
+    cls=_OneLineErrors,
+    name="resflow",
+    help="Gradient-flow experiments: what residuals, norm placement, activations and init do to "
+    "the gradient that reaches each layer.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click help: `run --help` skips typer.rich_utils (~0.1 s of a 0.3 s budget)
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def stdout() -> Console:
+    console = Console()
+    return console if console.is_terminal else Console(width=120)
+
+
+def stderr() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _command(fn):
+    """Map errors to a one-line message on stderr and an exit code; the one place that does.
+
+    ResflowError: its message and code (2 usage/config, 1 runtime). Ctrl-C / SIGTERM: a clean stop,
+    128 + the signal (130, 143). Anything else is a bug: one line, the traceback saved to a file
+    (RESFLOW_DEBUG=1 shows it instead), exit 1.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from resflow._sys.signals import exit_code, signal_name, stop_on_signals
+
+        try:
+            with stop_on_signals():
+                return fn(*args, **kwargs)
+        except ResflowError as err:
+            prefix = "" if err.exit_code >= 128 else "error: "  # an interrupt is not an error
+            stderr().print(f"{prefix}{err}", markup=False)
+            raise typer.Exit(err.exit_code) from None
+        except KeyboardInterrupt as err:
+            stderr().print(f"interrupted ({signal_name(err)}): stopped cleanly; nothing was written", markup=False)
+            raise typer.Exit(exit_code(err)) from None
+        except _PASS_THROUGH:
+            raise
+        except BrokenPipeError:  # `resflow ... | head`: the reader left; results are already written
+            _silence_stdout()
+            raise typer.Exit(1) from None  # quietly, with Rich's (and Python's docs') exit code for this
+        except MemoryError:
+            stderr().print("error: out of memory; reduce model.width, model.depth, data.batch_size or seeds", markup=False)
+            raise typer.Exit(1) from None
+        except Exception as err:  # noqa: BLE001 - the last line of defence: report, never a traceback
+            if os.environ.get("RESFLOW_DEBUG"):
+                raise
+            if isinstance(err, RuntimeError) and "alloc" in str(err).lower() and "memory" in str(err).lower():
+                stderr().print("error: out of memory; reduce model.width, model.depth, data.batch_size or seeds", markup=False)
+                raise typer.Exit(1) from None
+            report = _crash_report(err)
+            first = (str(err).strip().splitlines() or [""])[0][:200]
+            stderr().print(f"error: internal error, a bug in resflow: {type(err).__name__}: {first} "
+                           f"(traceback in {report}; RESFLOW_DEBUG=1 shows it)", markup=False)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's final flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def _with_seeds(set_: list[str], seeds: int | None) -> list[str]:
+    """The --set overrides, then `--seeds N` as the override it stands for (seeds=N)."""
+    return list(set_) + ([f"seeds={seeds}"] if seeds is not None else [])
+
+
+def _load_torch() -> None:
+    """Set the process up (resflow._sys.allocator.settle_process: malloc settings, torch imported, imports
+    frozen) with Ctrl-C/SIGTERM held back until it is done: an interrupt in the middle of torch's
+    import leaves it half-initialised, and the interpreter can then abort (SIGABRT) on its way out
+    instead of exiting 130. The signal acts as soon as the import is complete."""
+    from resflow._sys.allocator import settle_process
+    from resflow._sys.signals import deferred
+
+    with deferred():
+        settle_process("resflow.experiment")  # malloc settings; torch, pandas, resflow imported and frozen
+
+
+@contextmanager
+def _writing(out: Path, force: bool):
+    """Hold the results-dir lock of `out` for the block (refused if another live resflow holds it),
+    check `out` again under it, and import torch there, with signals held back over the import."""
+    from resflow._sys.locks import results_lock
+    from resflow.results.files import check_out_dir
+
+    with results_lock(out, note=lambda text: stderr().print(text, markup=False)):
+        check_out_dir(out, force)  # again, now that no other resflow can be writing it
+        _load_torch()
+        yield
+
+
+def _crash_report(err: BaseException) -> str:
+    """Write the traceback (and the command) to a file in the temp dir; return its path."""
+    import tempfile
+    import time
+    import traceback
+
+    text = f"resflow {__version__}: {' '.join(sys.argv)}\n\n" + "".join(traceback.format_exception(err))
+    try:
+        fd, path = tempfile.mkstemp(prefix=f"resflow-crash-{time.strftime('%Y%m%d-%H%M%S')}-", suffix=".txt")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        return path
+    except OSError:
+        return "(could not be saved)"
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"resflow {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+):
+    """Run `resflow COMMAND --help` for a command's options."""
+
+
+SET_HELP = "Override a config key, e.g. --set model.depth=100 (repeatable; values read as YAML)."
+
+
+@app.command()
+@_command
+def run(
+    config: str = typer.Argument(..., metavar="CONFIG", help="A YAML path, or the name of a bundled config (e.g. deep50)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="DIR", help="Results dir [default: results/<name>]."),
+    set_: List[str] = typer.Option([], "--set", metavar="KEY=VALUE", help=SET_HELP),
+    seeds: Optional[int] = typer.Option(None, "--seeds", min=1, max=MAX_SEEDS, metavar="N", help="Number of seeds (overrides the config's `seeds`)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing results dir."),
+    no_plots: bool = typer.Option(False, "--no-plots", help="Write no figures (profile.png, params.png)."),
+):
+    """Measure per-layer gradient norms at initialisation (or train, with train.steps > 0); write CSVs and figures, print the table."""
+    from resflow.config.loading import load_config
+    from resflow.config.memory import check_memory
+    from resflow.results.files import check_out_dir, write_run
+    from resflow.theory.overlay import comparison_line
+
+    overrides = _with_seeds(set_, seeds)
+    cfg = load_config(config, overrides)
+    out = out or Path("results") / cfg.name
+    check_out_dir(out, force)
+    check_memory(cfg)
+    with _writing(out, force):
+        if cfg.train.steps:
+            return _train(cfg, out, force, no_plots)
+
+        from resflow.experiment import run as run_experiment
+        from resflow.report.terminal.run import headline, run_table, run_title
+
+        result = run_experiment(cfg)
+        write_run(result, out, force, extra=None if no_plots else _figure_writer(result))
+    console = stdout()
+    console.print(run_table(result.grads, title=run_title(cfg)))
+    console.print(headline(result.grads, dtype=cfg.dtype), markup=False)
+    console.print(comparison_line(result.summary, result.meta.get("theory", "")), markup=False)
+    _print_wrote(console, out, "", no_plots)
+
+
+def _print_wrote(console, out: Path, train: str, no_plots: bool) -> None:
+    """The last line of run and compare: what the results dir holds (`train`: "train.csv, " or "")."""
+    figs = "" if no_plots else "".join(", " + p.name for p in sorted(out.glob("*.png")))
+    console.print(f"wrote {out}/ ({train}grads.csv, params.csv, summary.csv, config.yaml, meta.json{figs})", markup=False)
+
+
+def _figure_writer(result):
+    """The `extra` hook of write_run: draw the figures into the staging dir before it is renamed."""
+
+    def write(staging: Path) -> None:
+        from resflow.report.figures.plots import write_figures
+
+        write_figures(result, staging)
+
+    return write
+
+
+class PlotFormat(str, Enum):
+    png = "png"
+    svg = "svg"
+    pdf = "pdf"
+
+
+@app.command()
+@_command
+def plot(
+    directory: Path = typer.Argument(..., metavar="DIR", help="A results dir written by run, sweep or compare."),
+    format_: PlotFormat = typer.Option(PlotFormat.png, "--format", metavar="FORMAT", help="png, or a vector format: svg, pdf."),
+):
+    """Redraw a results dir's figures from its CSVs alone (nothing is recomputed)."""
+    from resflow.report.figures.plots import write_figures
+    from resflow.results.files import read_run
+
+    paths = write_figures(read_run(directory), directory, fmt=format_.value)
+    stdout().print(f"wrote {', '.join(str(p) for p in paths)}", markup=False)
+
+
+def _train(cfg, out: Path, force: bool, no_plots: bool) -> None:
+    """`run` with train.steps > 0: a live view while training, then the loss and per-layer tables."""
+    from resflow.experiment import run as run_experiment
+    from resflow.report.terminal.run import run_title
+    from resflow.report.terminal.train import LiveView, loss_table, train_headline, train_table
+    from resflow.results.files import write_run
+
+    console = stdout()
+    with LiveView(console, cfg.name) as view:
+        result = run_experiment(cfg, on_step=view.update)
+    write_run(result, out, force, extra=None if no_plots else _figure_writer(result))
+    console.print(loss_table(result, width=console.width))
+    console.print(train_table(result, title=run_title(cfg)))
+    console.print(train_headline(result), markup=False)
+    _print_wrote(console, out, "train.csv, ", no_plots)
+
+
+class DemoName(str, Enum):
+    all = "all"
+    chain = "chain"
+    tanh50 = "tanh50"
+
+
+@app.command()
+@_command
+def demo(
+    which: DemoName = typer.Argument(DemoName.all, help="chain: 0.9^50 and 0.5^99; tanh50: the seeds' scalar experiment."),
+    seeds: int = typer.Option(1000, "--seeds", metavar="N", min=1, max=MAX_SEEDS, help="tanh50: number of seeds."),
+    out: Path = typer.Option(Path("results") / "demo-tanh50", "--out", "-o", metavar="DIR", help="tanh50: where demo.csv goes."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing demo.csv."),
+):
+    """Reproduce the seed documents' demonstrations, and say what the evidence supports."""
+    from resflow import demo as demos
+    from resflow.report.terminal.demo import print_chain, print_tanh50
+    from resflow.results.files import check_out_dir, write_csv
+
+    console = stdout()
+    if which in (DemoName.all, DemoName.chain):
+        print_chain(console, demos.chain_demo())
+    if which in (DemoName.all, DemoName.tanh50):
+        check_out_dir(out, force)
+        with _writing(out, force):  # two demos into one dir: the second is refused, as for run
+            df = demos.tanh50(seeds=seeds)
+            out.mkdir(parents=True, exist_ok=True)
+            write_csv(df, out / "demo.csv")
+            print_tanh50(console, demos.tanh50_stats(df), demos.tanh50_conclusion(df), seeds=seeds, out=out)
+
+
+class Backend(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+@app.command()
+@_command
+def sweep(
+    config: str = typer.Argument(..., metavar="CONFIG", help="A YAML path (may hold a `sweep:` section), or a bundled config name."),
+    over: List[str] = typer.Option([], "--over", metavar="KEY=V1,V2,...", help="An axis: KEY=V1,V2,... e.g. --over model.residual=false,true (repeatable: a grid)."),
+    set_: List[str] = typer.Option([], "--set", metavar="KEY=VALUE", help=SET_HELP),
+    seeds: Optional[int] = typer.Option(None, "--seeds", min=1, max=MAX_SEEDS, metavar="N", help="Seeds per point (overrides the config's `seeds`)."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", metavar="N", min=1, help="Worker processes [default: the number of cores]."),
+    backend: Backend = typer.Option(Backend.local, "--backend", metavar="BACKEND", help="local processes, or Ray tasks (pip install \"resflow[ray]\")."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", metavar="ADDRESS", help="An existing Ray cluster [default: $RAY_ADDRESS, else a local one]."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="DIR", help="Results dir [default: results/<name>-sweep, plus -<key> per --over axis]."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted sweep in --out: finished points are kept."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing results dir."),
+    no_plots: bool = typer.Option(False, "--no-plots", help="Write no figures (profile, params, depth, heatmap .png)."),
+):
+    """Run a grid of configs (default: over depth); every point's rows in one set of CSVs, and figures."""
+    from resflow._sys.locks import results_lock
+    from resflow.config.memory import check_plan_memory
+    from resflow.report.terminal.progress import SweepProgress
+    from resflow.report.terminal.sweep import depth_story, sweep_table
+    from resflow.sweep.plan import load_base, make_plan
+    from resflow.sweep.runner import default_out, run_sweep
+
+    overrides = _with_seeds(set_, seeds)
+    base, yaml_axes = load_base(config, overrides)
+    plan = make_plan(base, yaml_axes, over)
+    out = out or default_out(plan)
+    hint = _resume_command(config, over, overrides, workers, backend.value, out)
+    err = stderr()
+    err.print(f"sweep {base.name}: {len(plan.points)} points × {base.seeds} seeds; {plan.describe()}", markup=False)
+    check_plan_memory(plan, workers)
+    if backend == Backend.local:
+        _load_torch()
+    with results_lock(out, note=lambda text: err.print(text, markup=False)), SweepProgress(err) as progress:
+        done = run_sweep(plan, out, workers=workers, backend=backend.value, ray_address=ray_address, resume=resume,
+                         force=force, on_start=progress.start, on_point=progress.advance, resume_hint=hint)
+    console = stdout()
+    figs = "" if no_plots else _write_figures(done.result, out)
+    title = f"{base.name} sweep: {len(plan.points)} points"
+    console.print(sweep_table(done.result.summary, plan.columns, title=title, grads=done.result.grads, width=console.width))
+    for line in depth_story(done.result.summary, plan.columns):
+        console.print(line, markup=False)
+    train = "train.csv, " if done.result.train is not None else ""
+    console.print(f"wrote {out}/ ({train}grads.csv, params.csv, summary.csv, config.yaml, meta.json{figs}; points/ per point)", markup=False)
+
+
+def _write_figures(result, directory: Path) -> str:
+    """Figures for a results dir written in place (sweep); returns ', a.png, b.png' for the 'wrote' line."""
+    from resflow.report.figures.plots import write_figures
+
+    return "".join(", " + p.name for p in write_figures(result, directory))
+
+
+def _resume_command(config, over, overrides, workers, backend, out) -> str:
+    import shlex
+
+    args = ["resflow", "sweep", str(config)]
+    args += [a for o in over for a in ("--over", o)] + [a for o in overrides for a in ("--set", o)]
+    args += (["--workers", str(workers)] if workers else []) + (["--backend", backend] if backend != "local" else [])
+    return shlex.join(args + ["--out", str(out), "--resume"])
+
+
+@app.command()
+@_command
+def compare(
+    refs: List[str] = typer.Argument(..., help="Two or more YAML paths or bundled config names."),
+    set_: List[str] = typer.Option([], "--set", help=SET_HELP + " Applies to every config."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", min=1, max=MAX_SEEDS, metavar="N", help="Number of seeds (overrides the configs' `seeds`)."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1, help="Worker processes [default: the number of cores]."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results dir [default: results/compare-<a>-vs-<b>]."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing results dir."),
+    no_plots: bool = typer.Option(False, "--no-plots", help="Write no figures (profile.png, params.png)."),
+):
+    """Run configs side by side: one row per layer, one gradient column per config."""
+    from resflow.compare import load_refs, run_compare
+    from resflow.report.terminal.sweep import compare_headline, compare_profiles, compare_table, compare_title
+    from resflow.report.terminal.train import loss_table
+    from resflow.results.files import check_out_dir, write_run
+
+    overrides = _with_seeds(set_, seeds)
+    configs = load_refs(refs, overrides)
+    out = out or Path("results") / ("compare-" + "-vs-".join(configs))
+    check_out_dir(out, force)
+    with _writing(out, force):
+        result = run_compare(configs, workers=workers)
+        write_run(result, out, force, extra=None if no_plots else _figure_writer(result))
+    console = stdout()
+    console.print(compare_table(result.grads, title=compare_title(list(configs), result.grads), width=console.width))
+    console.print(compare_profiles(result.grads))
+    console.print(compare_headline(result.summary), markup=False)
+    train = "train.csv, " if result.train is not None else ""
+    if train:
+        console.print(loss_table(result, width=console.width))
+    _print_wrote(console, out, train, no_plots)
+
+
+@app.command()
+@_command
+def show(directory: Path = typer.Argument(..., help="A results dir written by run, sweep or compare.")):
+    """Re-print the table(s) of a results dir from its CSVs, without recomputing."""
+    from resflow.report.terminal.sweep import renderables
+    from resflow.results.files import read_run
+    from resflow.sweep.runner import unfinished_sweep
+
+    partial = unfinished_sweep(directory)
+    if partial is not None:
+        from resflow.errors import ConfigError
+
+        raise ConfigError(f"{str(directory)!r} holds an unfinished sweep ({partial[0]} of {partial[1]} points); "
+                          f"finish it with the same `resflow sweep` command plus --resume")
+    console = stdout()
+    for item in renderables(read_run(directory), width=console.width):
+        console.print(item, markup=False) if isinstance(item, str) else console.print(item)
+
+
+@app.command()
+@_command
+def theory(
+    config: str = typer.Argument(..., metavar="CONFIG", help="A YAML path, or the name of a bundled config."),
+    set_: List[str] = typer.Option([], "--set", metavar="KEY=VALUE", help=SET_HELP),
+):
+    """Print the predicted gradient flow of a config (no network is run; instant)."""
+    from resflow.config.loading import load_config
+    from resflow.theory.text import describe
+
+    cfg = load_config(config, list(set_))
+    for line in describe(cfg):
+        typer.echo(line)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,314 @@
+"""The config schema: typed, validated sections (model, data, train) and the `Config` that holds them.
+
+Strict types, unknown keys rejected, frozen: past `load_config` no raw dicts exist.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from resflow.config.limits import MAX_SEEDS
+from resflow.config.messages import format_errors, show
+from resflow.config.safeyaml import safe_load
+from resflow.errors import ConfigError
+
+ACTIVATION_NAMES = (
+    "identity", "tanh", "relu", "gelu", "sigmoid", "silu", "leaky_relu", "elu", "selu", "softplus",
+)  # the builders live in resflow.models.activations (checked against this list by a test)
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$"
+MAX_SEED = 2**63 - 1  # torch seeds are 64-bit
+
+
+class _Strict(BaseModel):
+    """Strict types (no '5' for 5, no 'yes' for true), unknown keys rejected, NaN/inf rejected."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, frozen=True)
+
+
+class InitConfig(_Strict):
+    scheme: Literal["default", "normal", "xavier", "kaiming", "orthogonal", "constant"] = "default"
+    # normal: std = scale/sqrt(fan_in) (scale is sigma_w); constant: every weight = scale;
+    # default/xavier/kaiming/orthogonal: the scheme's weights multiplied by scale.
+    scale: float = Field(1.0, ge=0)
+    # None: the scheme's own biases (PyTorch's uniform for `default`, zeros otherwise);
+    # a number: biases ~ N(0, bias_std^2), 0 meaning zeros.
+    bias_std: Optional[float] = Field(None, ge=0)
+    zero_out: bool = False  # transformer: zero the attention and FFN output projections (microgpt)
+
+
+class ModelConfig(_Strict):
+    block: Literal["mlp", "transformer"] = "mlp"  # the kind of block stacked `depth` times
+    depth: int = Field(ge=1)  # number of blocks
+    width: int = Field(ge=1)  # features in = features out of every block
+    activation: Optional[Literal[ACTIVATION_NAMES]] = None  # type: ignore[valid-type]  # mlp [tanh]
+    residual: bool = False  # x + alpha*f(x) instead of f(x)
+    # alpha; transformer: 'deepnorm' = DeepNet's norm(a*x + f(x)), a = (2N)^(1/4), post-norm only
+    residual_scale: Union[float, Literal["deepnorm"]] = 1.0
+    norm: Literal["none", "pre", "post"] = "none"  # where the norm sits
+    norm_type: Literal["layernorm", "rmsnorm"] = "layernorm"
+    preactivation: bool = False  # branch W*phi(u)+b instead of phi(W*u+b) (He et al. 2016)
+    bias: bool = True
+    share_weights: bool = False  # one block reused at every depth
+    init: InitConfig = InitConfig()
+    # transformer only (None for mlp blocks; defaults filled in for transformers):
+    heads: Optional[int] = Field(None, ge=1)  # attention heads [4]; must divide width
+    ffn: Optional[Literal["gelu", "relu", "swiglu"]] = None  # FFN kind [gelu]
+    ffn_mult: Optional[float] = Field(None, gt=0)  # FFN hidden size = round(ffn_mult * width) [4]
+    final_norm: Optional[bool] = None  # a norm after the last block [unset: true for pre-norm]
+    rezero: bool = False  # alpha a learnable scalar per sublayer, initialised to 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _block_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if data.get("block", "mlp") == "transformer":
+            for key, value in TRANSFORMER_DEFAULTS.items():
+                if data.get(key) is None:
+                    data[key] = value
+        elif data.get("activation") is None:
+            data["activation"] = "tanh"
+        return data
+
+    @field_validator("residual_scale", mode="before")
+    @classmethod
+    def _number_or_deepnorm(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not (isinstance(value, (int, float)) or value == "deepnorm"):
+            raise ValueError(f"must be a number or 'deepnorm', got {show(value)}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> "ModelConfig":
+        if self.block == "transformer":
+            _check_transformer(self)
+        else:
+            for key in ("heads", "ffn", "ffn_mult", "final_norm"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"model.{key}: only transformer blocks have it (model.block is {self.block!r})")
+            for key, value in (("rezero", self.rezero), ("init.zero_out", self.init.zero_out)):
+                if value:
+                    raise ValueError(f"model.{key}: only for model.block: transformer (model.block is {self.block!r})")
+            if self.residual_scale == "deepnorm":
+                raise ValueError("model.residual_scale: 'deepnorm' is only for model.block: transformer; use a number")
+        return self
+
+    @property
+    def has_final_norm(self) -> bool:
+        return self.final_norm if self.final_norm is not None else self.norm == "pre"
+
+
+TRANSFORMER_DEFAULTS = dict(heads=4, ffn="gelu", ffn_mult=4.0)
+
+
+def _check_transformer(m: ModelConfig) -> None:
+    """Cross-field rules of transformer blocks; each error is one line naming the keys."""
+    if m.width % m.heads:
+        raise ValueError(f"model.heads: {m.heads} heads do not divide model.width {m.width} (each head gets width/heads features)")
+    if m.activation is not None:
+        raise ValueError("model.activation: not used by transformer blocks; the FFN's activation is model.ffn (gelu, relu, swiglu)")
+    if m.preactivation:
+        raise ValueError("model.preactivation: only for mlp blocks")
+    if m.rezero and not m.residual:
+        raise ValueError("model.rezero: ReZero scales the branch of a residual connection; it needs model.residual: true")
+    if m.rezero and m.residual_scale != 1.0:
+        raise ValueError(f"model.rezero: alpha is learnable and starts at 0, so model.residual_scale must stay 1 (got {m.residual_scale!r})")
+    if m.residual_scale == "deepnorm" and (m.norm != "post" or not m.residual):
+        raise ValueError(f"model.residual_scale: 'deepnorm' needs model.norm: post and model.residual: true (got norm {m.norm!r}, residual {m.residual})")
+
+
+class DataConfig(_Strict):
+    batch_size: int = Field(32, ge=1)
+    # normal: x ~ N(0, input_scale^2); ones: x = input_scale; tokens (transformer): random token ids
+    # embedded by a fixed random table with N(0, input_scale^2) entries (data, not a parameter)
+    input: Literal["normal", "ones", "tokens"] = "normal"
+    input_scale: float = Field(1.0, ge=0)
+    seq_len: Optional[int] = Field(None, ge=1)  # transformer: tokens per sequence [32]
+    vocab: Optional[int] = Field(None, ge=1)  # data.input tokens: vocabulary size [256]
+
+
+TASK_NAMES = ("teacher", "sequence")  # the tasks live in resflow.train.tasks (checked against this list by a test)
+TASK_FOR_BLOCK = {"mlp": "teacher", "transformer": "sequence"}  # the task each block can train on
+SEQUENCE_DEFAULTS = dict(vocab=16, chain_temperature=0.5)
+
+
+def record_steps(steps: int, every: int | None) -> list[int]:
+    """The steps a training run records: 0, k, 2k, ... below `steps`, and `steps` itself;
+    k = every (train.record_every) or max(1, steps // 20)."""
+    k = every or max(1, steps // 20)
+    return sorted(set(range(0, steps, k)) | {steps})
+
+
+class TrainConfig(_Strict):
+    steps: int = Field(0, ge=0)  # optimizer steps; 0: measure at initialisation only (no training)
+    optimizer: Literal["sgd", "adam", "adamw"] = "adam"
+    lr: float = Field(1e-3, gt=0)  # peak learning rate
+    weight_decay: float = Field(0.0, ge=0)
+    warmup: int = Field(0, ge=0)  # steps of linear learning-rate warmup from lr/warmup up to lr
+    batch_size: Optional[int] = Field(None, ge=1)  # None: data.batch_size
+    record_every: Optional[int] = Field(None, ge=1)  # None: max(1, steps // 20); the last step is always recorded
+    # teacher (mlp): regress a fixed random network's outputs (MSE); sequence (transformer): next-token
+    # prediction on a fixed random Markov chain (cross-entropy). Unset: the one model.block allows.
+    task: Optional[Literal[TASK_NAMES]] = None  # type: ignore[valid-type]
+    eval_batches: int = Field(4, ge=0)  # held-out batches evaluated at every recorded step
+    vocab: Optional[int] = Field(None, ge=2)  # sequence: tokens (states of the chain) [16]
+    # sequence: each row of the transition matrix is softmax(N(0, 1) / chain_temperature) [0.5];
+    # lower is more predictable (a lower loss floor)
+    chain_temperature: Optional[float] = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.steps and self.warmup > self.steps:
+            raise ValueError(f"train.warmup: must be at most train.steps ({self.steps}), got {self.warmup}")
+        if self.task != "sequence":
+            for key in ("vocab", "chain_temperature"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"train.{key}: only for train.task: sequence (train.task is {self.task!r})")
+        return self
+
+
+class Config(_Strict):
+    name: str = Field("resflow", pattern=NAME_PATTERN)  # default: the config file's stem
+    seed: int = Field(0, ge=0, le=MAX_SEED)  # first seed
+    seeds: int = Field(1, ge=1, le=MAX_SEEDS)  # runs seeds seed, seed+1, ..., seed+seeds-1
+    dtype: Literal["float32", "float64"] = "float32"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # sum: sum of outputs (the seeds' `out.backward()`); mean; mse against a fixed random target;
+    # random: <v, output> for a fixed Gaussian v.
+    loss: Literal["sum", "mean", "mse", "random"] = "sum"
+    model: ModelConfig
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()  # steps: 0 (the default) measures at initialisation only
+
+    @model_validator(mode="before")
+    @classmethod
+    def _data_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+            return data
+        out = dict(data)
+        train = data.get("train", {})
+        if isinstance(train, dict):  # the task the block trains on, and the sequence task's defaults
+            train = dict(train)
+            block = data["model"].get("block", "mlp")
+            if train.get("task") is None:  # an invalid block is reported by model.block's own check
+                train["task"] = TASK_FOR_BLOCK.get(block, "teacher") if isinstance(block, str) else "teacher"
+            if train["task"] == "sequence":
+                for key, value in SEQUENCE_DEFAULTS.items():
+                    if train.get(key) is None:
+                        train[key] = value
+            out["train"] = train
+        section = data.get("data", {})
+        if not isinstance(section, dict):
+            return out
+        section = dict(section)
+        if data["model"].get("block") == "transformer" and section.get("seq_len") is None:
+            section["seq_len"] = 32
+        if section.get("input") == "tokens" and section.get("vocab") is None:
+            section["vocab"] = 256
+        return {**out, "data": section}
+
+    @model_validator(mode="after")
+    def _check_data(self) -> "Config":
+        m, d = self.model, self.data
+        if m.block != "transformer":
+            if d.seq_len is not None:
+                raise ValueError(f"data.seq_len: only for model.block: transformer (model.block is {m.block!r})")
+            if d.input == "tokens":
+                raise ValueError(f"data.input: 'tokens' is only for model.block: transformer (model.block is {m.block!r})")
+        elif not self.train.steps and self.loss in ("sum", "mean") and m.norm_type == "layernorm" and (m.has_final_norm or m.norm == "post"):
+            raise ValueError(
+                f"loss: {self.loss!r} has exactly zero gradient through the LayerNorm at the output "
+                "(its outputs sum to the bias); use loss: random or mse"
+            )
+        if d.vocab is not None and d.input != "tokens":
+            raise ValueError(f"data.vocab: only for data.input: tokens (data.input is {d.input!r})")
+        task = self.train.task
+        if task != TASK_FOR_BLOCK[m.block]:
+            allowed = TASK_FOR_BLOCK[m.block]
+            why = ("regresses vectors of width model.width; transformers take token sequences" if task == "teacher"
+                   else "needs a transformer (token sequences in, next-token logits out)")
+            raise ValueError(f"train.task: {task!r} {why}; with model.block: {m.block} use train.task: {allowed}")
+        if task == "sequence" and self.train.steps and d.input == "tokens":
+            raise ValueError("data.input: 'tokens' is not used by train.task: sequence, which draws its own tokens "
+                             "(train.vocab) and learns their embedding; drop data.input")
+        return self
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(self.seed, self.seed + self.seeds))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fully resolved config, as plain YAML-able data (no `train` section when not training)."""
+        data = self.model_dump(mode="json")
+        if not self.train.steps:
+            del data["train"]  # measuring at initialisation: config.yaml as before training existed
+        return data
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def replace(self, overrides: list[str] | dict[str, Any]) -> "Config":
+        """A copy with dotted-key overrides applied and validated again."""
+        return validate(self.to_dict(), overrides=overrides, source="config")
+
+
+# ---------------------------------------------------------------------------------------------
+# Overrides and validation
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """'model.depth=100' -> ('model.depth', 100); the value is read as YAML (true, 1e-3, [1, 2])."""
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set model.depth=100")
+    if any(not part.strip() for part in key.split(".")):
+        raise ConfigError(f"--set {item!r}: {key!r} is not a dotted key such as model.depth")
+    try:
+        value = safe_load(raw) if raw.strip() else raw
+    except (yaml.YAMLError, RecursionError):
+        raise ConfigError(f"--set {item!r}: cannot read the value {raw!r} (values are read as YAML)") from None
+    return key, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Set dotted keys in a nested dict; unknown keys are caught later by validation.
+
+    Only the sections on an override's path are copied: `data` is never modified, and a huge value
+    elsewhere (YAML aliases can make one) is never walked.
+    """
+    out = dict(data)
+    for key, value in overrides.items():
+        parts = key.split(".")
+        node = out
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = {}
+            elif not isinstance(child, dict):
+                prefix = ".".join(parts[: depth + 1])
+                raise ConfigError(f"--set {key}: {prefix} is a value, not a section, so it has no key {parts[depth + 1]!r}")
+            node[part] = child = dict(child)  # a copy, so the caller's dict is untouched
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def validate(
+    data: dict[str, Any],
+    overrides: list[str] | dict[str, Any] | None = None,
+    source: str = "config",
+) -> Config:
+    if isinstance(overrides, (list, tuple)):
+        overrides = dict(parse_override(item) for item in overrides)
+    overrides = overrides or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of keys to values, got a {type(data).__name__}")
+    data = apply_overrides(data, overrides)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_errors(err, source, set(overrides), Config)) from None

@@ -1,0 +1,211 @@
+"""All seeds of one MLP config in one pass: the seed is a leading dimension of every weight.
+
+A depth-50 width-64 MLP is tiny; run seed by seed, its time goes to Python and op dispatch, not
+arithmetic. Stacking S seeds' weights into (S, ...) tensors and using batched matmuls makes one
+forward/backward do the work of S, for the same per-layer overhead.
+
+Initialisation is the sequential path's, draw for draw: each seed's parameters are those that
+`build_model` gives after `torch.manual_seed(seed)` (its modules' constructors draw, then
+`initialize`): the constructors' draws are replayed (only the RNG's advance matters), then
+`init_linears` draws each layer's weight and bias straight into that seed's slice of the stacked
+tensors. Those draws are most of what is left of the time: torch's CPU generator costs ~2-3 ns
+per 32-bit word, ~0.4 M words per seed at depth 50 width 64, the same in both paths.
+Inputs and losses come from each seed's own data generator, as in `experiment.measure_seed`.
+The numbers equal the sequential path's up to rounding (batched kernels may sum in another
+order): float64 to 1e-12 relative, float32 to 1e-5 (tests: tests/test_batched.py).
+
+Used by `experiment.run` when `supports(cfg)`; every other model runs seed by seed.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from resflow.measure.data import data_generator, make_input, make_loss
+from resflow.measure.recorder import Record, activation_rms, exact_norms, group_norm, inexact_norm, reads_cheaply
+from resflow.models import build_model
+from resflow.models.activations import ACTIVATIONS
+from resflow.models.init import init_linears, seed_rng
+
+ELEMENT_BUDGET = 1 << 24  # stacked activations per chunk of seeds (x depth x batch x width)
+
+
+def supports(cfg) -> bool:
+    """Batched when there is more than one seed of a plain MLP stack (not shared weights)."""
+    m = cfg.model
+    return cfg.seeds > 1 and m.block == "mlp" and not m.share_weights
+
+
+def chunks(cfg, seeds: list[int]) -> list[list[int]]:
+    """Seeds in groups small enough that a group's activations stay within ELEMENT_BUDGET."""
+    per_seed = cfg.model.depth * cfg.data.batch_size * cfg.model.width
+    size = max(1, min(len(seeds), ELEMENT_BUDGET // max(per_seed, 1)))
+    return [seeds[i : i + size] for i in range(0, len(seeds), size)]
+
+
+class StackedMLP:
+    """S seeds' parameters of one MLP config, stacked: every tensor (S, *shape of the parameter)."""
+
+    def __init__(self, cfg, seeds: list[int], device, dtype):
+        self.cfg = cfg.model
+        devices = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # the template's own draws: not the caller's RNG
+            self.template = build_model(cfg.model, device=device, dtype=dtype, init=False)
+        linears = [b.linear for b in self.template.blocks]
+        drawn = {id(t) for lin in linears for t in (lin.weight, lin.bias) if t is not None}
+        self.stacked = {}
+        for p in self.template.parameters():  # weights and biases are all drawn below; norms' copied
+            shape = (len(seeds), *p.shape)
+            self.stacked[id(p)] = p.new_empty(shape) if id(p) in drawn else p.detach().unsqueeze(0).expand(shape).clone()
+        stacked = [(self.stacked[id(lin.weight)], self.stacked[id(lin.bias)] if lin.bias is not None else None) for lin in linears]
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+            for s, seed in enumerate(seeds):  # build_model's draws, seed by seed, in the same order
+                seed_rng(seed, device)
+                _replay_constructor_draws(linears, device, dtype)
+                init_linears([(w[s], b[s] if b is not None else None) for w, b in stacked], cfg.model.init)
+        for t in self.stacked.values():
+            t.requires_grad_(True)
+        self.sites = self.template.sites()
+        self.act = ACTIVATIONS[self.cfg.activation]
+
+    def _linear(self, block, u):  # u: (S, B, W)
+        w = self.stacked[id(block.linear.weight)]  # (S, W, W)
+        if block.linear.bias is None:
+            return torch.bmm(u, w.transpose(1, 2))
+        return torch.baddbmm(self.stacked[id(block.linear.bias)].unsqueeze(1), u, w.transpose(1, 2))
+
+    def _norm(self, module, u):  # the template's LayerNorm / RMSNorm, with per-seed weights
+        if isinstance(module, nn.Identity):
+            return u
+        weight = self.stacked[id(module.weight)].unsqueeze(1)  # (S, 1, W)
+        if isinstance(module, nn.LayerNorm):
+            bias = self.stacked[id(module.bias)].unsqueeze(1)
+            return F.layer_norm(u, module.normalized_shape, eps=module.eps) * weight + bias
+        return u * torch.rsqrt(u.pow(2).mean(-1, keepdim=True) + module.eps) * weight
+
+    def block(self, block, x):  # MLPBlock.forward, seeds batched: x (S, B, W)
+        u = self._norm(block.pre, x)
+        h = self._linear(block, self.act(u)) if block.preactivation else self.act(self._linear(block, u))
+        y = x + block.alpha * h if block.residual else h
+        return self._norm(block.post, y)
+
+
+def measure_seeds(cfg, seeds: list[int], device, dtype) -> list[Record]:
+    """One Record per seed, equal to `experiment.measure_seed`'s, from one batched pass."""
+    from resflow.measure.device import input_shape
+
+    model = StackedMLP(cfg, seeds, device, dtype)
+    xs, losses = [], []
+    for seed in seeds:
+        gen = data_generator(seed)
+        x = make_input(cfg.data, input_shape(cfg), gen).to(device=device, dtype=dtype)
+        xs.append(x)
+        losses.append(make_loss(cfg.loss, tuple(x.shape), gen, device, dtype))
+    x = torch.stack(xs).requires_grad_(True)  # (S, B, W)
+
+    # Norms are taken where the tensors are hot (as resflow.measure.recorder does): ||x_l|| per seed in the
+    # forward pass; when dloss/dx_l arrives, its norm and those of block l's weights and gradients.
+    params = list(model.template.parameters())
+    index = {id(p): i for i, p in enumerate(params)}
+    stacked = [model.stacked[id(p)] for p in params]
+    site_params = [list(dict.fromkeys(index[id(p)] for _, p in s.params)) for s in model.sites]
+    n = len(model.sites)
+    x_norms, g_norms, p_grad, p_value = [None] * n, [None] * n, [None] * len(params), [None] * len(params)
+
+    def on_grad(layer, g):
+        g_norms[layer] = _checked(torch.linalg.vector_norm(g, dim=(1, 2)), g)  # (S,)
+        for i in site_params[layer]:
+            t = stacked[i]
+            if p_grad[i] is None and t.grad is not None:
+                p_grad[i], p_value[i] = _per_seed_norm(t.grad), _per_seed_norm(t.detach())
+
+    numel = x[0].numel()
+    for layer, block in enumerate(model.template.blocks):
+        x_norms[layer] = _checked(torch.linalg.vector_norm(x.detach(), dim=(1, 2)), x.detach())
+        x.register_hook(partial(on_grad, layer))
+        x = model.block(block, x)
+    sum(loss(out) for loss, out in zip(losses, x.unbind(0))).backward()
+
+    zero = x_norms[0].new_zeros(len(seeds))
+    for i, t in enumerate(stacked):  # anything not ready in the backward pass
+        if p_grad[i] is None:
+            p_grad[i] = _per_seed_norm(t.grad) if t.grad is not None else zero
+            p_value[i] = _per_seed_norm(t.detach())
+    grad_norm = torch.stack([g if g is not None else zero for g in g_norms])  # (L, S)
+    site = torch.stack([grad_norm, torch.stack(x_norms)]).double().cpu()  # (2, L, S): one transfer
+    param = torch.stack([torch.stack(p_grad), torch.stack(p_value)]).double().cpu()  # (2, P, S)
+    site_vals, param_vals = site.permute(2, 0, 1).tolist(), param.permute(2, 0, 1).tolist()
+
+    # Norms that may have under/overflowed in `dtype` (resflow.measure.recorder.inexact_norm): a parameter's
+    # are re-measured here in float64 (its tensor is alive); a seed with such a site norm is marked,
+    # and experiment.measure_all runs that seed again on its own, with float64 norms.
+    for kind, tensors in ((0, [t.grad for t in stacked]), (1, [t.detach() for t in stacked])):
+        for i, t in enumerate(tensors):
+            per_seed = t[0].numel() if t is not None else 0
+            if t is not None and any(inexact_norm(vals[kind][i], per_seed, dtype) for vals in param_vals):
+                for vals, norm in zip(param_vals, torch.stack(exact_norms(t.unbind(0))).tolist()):
+                    vals[kind][i] = norm
+    hooked = [layer for layer, g in enumerate(g_norms) if g is not None]
+
+    # derived floats as resflow.measure.recorder derives them (float64 Python, the same functions)
+    groups = [[index[id(p)] for _, p in s.params] for s in model.sites]
+    rows = [(s.layer, name, index[id(p)]) for s in model.sites for name, p in s.params]
+    records = []
+    for s in range(len(seeds)):
+        (gn, xn), (pgrad, pval) = site_vals[s], param_vals[s]
+        records.append(Record(
+            layer=[site.layer for site in model.sites],
+            sublayer=[site.sublayer for site in model.sites],
+            input_grad_norm=gn,
+            activation_rms=[activation_rms(v, numel) for v in xn],
+            param_grad_norm=[group_norm([pgrad[i] for i in group]) for group in groups],
+            param_layer=[r[0] for r in rows], param_name=[r[1] for r in rows],
+            param_grad=[pgrad[r[2]] for r in rows], param_value=[pval[r[2]] for r in rows],
+            norms_exact=reads_cheaply(x)  # (then _checked took any such norm again already)
+            or not any(inexact_norm(v, numel, dtype) for v in [*(gn[layer] for layer in hooked), *xn]),
+        ))
+    return records
+
+
+def _checked(norms: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Per-seed `norms` (S,) of `t` (S, ...), those that may have under/overflowed in t's dtype taken
+    again in float64, on the CPU (where reading them costs no device wait); as resflow.measure.recorder does."""
+    if not reads_cheaply(t):
+        return norms
+    per_seed = t[0].numel()
+    redo = [s for s, v in enumerate(norms.tolist()) if inexact_norm(v, per_seed, t.dtype)]
+    if not redo:
+        return norms
+    norms = norms.double()
+    for s, exact in zip(redo, exact_norms([t[s] for s in redo])):
+        norms[s] = exact
+    return norms
+
+
+def _per_seed_norm(t: torch.Tensor) -> torch.Tensor:  # (S, ...) -> (S,)
+    return torch.linalg.vector_norm(t.reshape(t.shape[0], -1), dim=1)
+
+
+def _replay_constructor_draws(linears, device, dtype) -> None:
+    """Advance torch's RNG exactly as the nn.Linear constructors inside `build_model` do.
+
+    Their values are overwritten by `initialize`, so only the draws matter. Each constructor's
+    reset_parameters draws weight.numel() then bias.numel() uniforms; on the CPU (one Mersenne
+    Twister word per float32 element, two per float64, in order) one call of the total size draws
+    the same stream, and raw integer draws (`random_`: an int64 takes two words) advance it the
+    same way without converting them to floats. Elsewhere (CUDA's Philox advances per call) the
+    constructors are replayed one by one. tests/test_batched.py checks the result bit for bit.
+    """
+    if device.type != "cpu":
+        for linear in linears:
+            nn.Linear.reset_parameters(linear)
+        return
+    total = sum(lin.weight.numel() + (lin.bias.numel() if lin.bias is not None else 0) for lin in linears)
+    words = total * (2 if dtype == torch.float64 else 1)  # 32-bit words of the Mersenne Twister
+    torch.empty(words // 2, dtype=torch.int64, device=device).random_()
+    if words % 2:
+        torch.empty(1, dtype=torch.int32, device=device).random_()

@@ -1,0 +1,25 @@
+"""Devices, dtypes and input shapes, shared by measuring at initialisation, batched seeds and training."""
+
+from __future__ import annotations
+
+import torch
+
+from resflow.errors import ConfigError
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` is CUDA when available, else the CPU; `cuda` without a CUDA device is a ConfigError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: 'cuda' was asked for but no CUDA device is available; use device: auto or cpu")
+    return torch.device(name)
+
+
+def input_shape(cfg) -> tuple[int, ...]:
+    """The input batch's shape for one of resflow's own stacks (`cfg`: a Config)."""
+    if cfg.model.block == "transformer":
+        return (cfg.data.batch_size, cfg.data.seq_len, cfg.model.width)  # (B, T, C)
+    return (cfg.data.batch_size, cfg.model.width)  # (B, W)

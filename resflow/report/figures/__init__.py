@@ -1,0 +1,1 @@
+"""Matplotlib figures of a results dir's tables."""

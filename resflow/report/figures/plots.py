@@ -1,0 +1,727 @@
+"""Figures from the tidy tables: per-layer profiles, depth curves, heatmaps, the parameter view.
+
+matplotlib through its object API only (Figure + FigureCanvasAgg, never pyplot: no global state, no
+backend switching for anyone else in the process); never torch. Each `*_figure` function takes the
+DataFrames of resflow.results.files and returns the Figure; its first Axes holds exactly the plotted
+numbers (tests read them back). `figures(result)` picks the figures a results dir calls for and
+`write_figures` saves them.
+
+Conventions, the same in every figure: log y-axes whose limits come from the true range of every
+line (and band, and threshold guide) drawn, rounded out to whole decades, with decades labelled;
+a line is the median over seeds, the band min-max over seeds; values a log axis cannot show
+(0, nan, inf) are marked, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import textwrap
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import TwoSlopeNorm
+from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, NullFormatter
+
+from resflow.results.stats import EXPLODING, VANISHING, site_position
+from resflow.results.tables import CONFIG_COLUMNS
+
+MAX_GUIDED = 4  # profiles with more lines than this get no per-line threshold guides
+FIGSIZE = (8.0, 4.8)  # inches
+DPI = 150  # so a PNG is 1200 x 720 pixels
+FORMATS = ("png", "svg", "pdf")
+GUIDE_STYLE = dict(color="0.45", linestyle=":", linewidth=1.0)
+BAD_COLOR = "#d62728"
+SUBLAYER_MARKERS = {"attn": "o", "ffn": "^", "mlp": None}
+_MEASURES = {
+    "variant", "seed", "step", "layer", "sublayer", "grad_first", "grad_last", "grad_ratio",
+    "log10_grad_ratio", "gain_per_layer", "finite", "input_grad_norm", "activation_rms",
+    "param_grad_norm", "wall_time_s",
+}
+
+
+def new_figure(figsize: tuple[float, float] = FIGSIZE) -> Figure:
+    fig = Figure(figsize=figsize, dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics over seeds
+
+
+def _finite_stats(values: np.ndarray) -> tuple[float, float, float, int]:
+    """median, min, max over the finite values, and how many were not finite."""
+    ok = np.isfinite(values)
+    if not ok.any():
+        return math.nan, math.nan, math.nan, int(values.size)
+    v = values[ok]
+    return float(np.median(v)), float(v.min()), float(v.max()), int((~ok).sum())
+
+
+def profile_stats(grads: pd.DataFrame, column: str = "input_grad_norm", step: int | None = None) -> pd.DataFrame:
+    """Per (variant, site), in site order: x (fractional layer), sublayer, median/min/max over seeds
+    of `column` (finite values only) and `n_bad`, the seeds whose value is not finite. Uses the last
+    recorded step unless `step` is given."""
+    if "step" in grads.columns:
+        step = grads["step"].max() if step is None else step
+        grads = grads[grads["step"] == step]
+    rows = []
+    for variant, vdf in grads.groupby("variant", sort=False):
+        first_seed = vdf[vdf["seed"] == vdf["seed"].iloc[0]]
+        x = site_position(first_seed)
+        sites = first_seed[["layer", "sublayer"]].reset_index(drop=True)
+        by_site = {k: g[column].to_numpy(dtype=float) for k, g in vdf.groupby(["layer", "sublayer"], sort=False)}
+        for i, (layer, sub) in enumerate(sites.itertuples(index=False)):
+            med, lo, hi, bad = _finite_stats(by_site[(layer, sub)])
+            rows.append(dict(variant=variant, x=float(x[i]), layer=int(layer), sublayer=sub,
+                             median=med, min=lo, max=hi, n_bad=bad, n=len(by_site[(layer, sub)])))
+    return pd.DataFrame(rows, columns=["variant", "x", "layer", "sublayer", "median", "min", "max", "n_bad", "n"])
+
+
+def swept_keys(summary: pd.DataFrame) -> list[str]:
+    """The config columns that vary across the table's variants (what a sweep swept), depth first."""
+    keys = []
+    for col in summary.columns:
+        if col in _MEASURES or col.startswith("predicted_") or col in ("chi1", "depth_scale"):
+            continue
+        if summary[col].nunique(dropna=False) > 1:
+            keys.append(col)
+    return sorted(keys, key=lambda k: (k != "depth", list(summary.columns).index(k)))
+
+
+def point_label(row: pd.Series | dict, keys: list[str]) -> str:
+    return ", ".join(f"{k}={_show(row[k])}" for k in keys)
+
+
+def _show(value) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value)).lower()
+    if isinstance(value, float) and value.is_integer():
+        return f"{value:g}"
+    return str(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Axes helpers
+
+
+def log_limits(*arrays, pad_decades: int = 0) -> tuple[float, float]:
+    """Whole-decade limits covering every finite positive value of every array."""
+    vals = np.concatenate([np.asarray(a, dtype=float).ravel() for a in arrays] or [np.array([])])
+    vals = vals[np.isfinite(vals) & (vals > 0)]
+    if vals.size == 0:
+        return 1e-1, 1e1
+    lo = math.floor(math.log10(vals.min())) - pad_decades
+    hi = math.ceil(math.log10(vals.max())) + pad_decades
+    if hi - lo < 2:  # at least two decades, so a flat line looks flat
+        lo, hi = lo - (2 - (hi - lo)) // 2 - (2 - (hi - lo)) % 2, hi + (2 - (hi - lo)) // 2
+    return 10.0**lo, 10.0**hi
+
+
+def decade_ticks(lo_exp: int, hi_exp: int, max_labels: int = 12) -> list[int]:
+    step = max(1, math.ceil((hi_exp - lo_exp) / max_labels))
+    start = lo_exp + (-lo_exp) % step  # keep 10^0 on the grid when it is in range
+    return list(range(start, hi_exp + 1, step))
+
+
+def set_log_axis(ax, lo: float, hi: float, axis: str = "y") -> None:
+    """A log axis fixed to [lo, hi] (whole decades), every decade ticked, decades labelled 10^k."""
+    lo_e, hi_e = round(math.log10(lo)), round(math.log10(hi))
+    getattr(ax, f"set_{axis}scale")("log")
+    getattr(ax, f"set_{axis}lim")(10.0**lo_e, 10.0**hi_e)
+    major = decade_ticks(lo_e, hi_e)
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    target.set_major_locator(FixedLocator([10.0**k for k in major]))
+    target.set_major_formatter(matplotlib.ticker.FixedFormatter([f"$10^{{{k}}}$" for k in major]))
+    target.set_minor_locator(FixedLocator([10.0**k for k in range(lo_e, hi_e + 1) if k not in major]))
+    target.set_minor_formatter(NullFormatter())
+
+
+def _colors(n: int) -> list:
+    if n <= 10:
+        return [matplotlib.colormaps["tab10"](i) for i in range(n)]
+    cmap = matplotlib.colormaps["viridis"]
+    return [cmap(0.9 * i / (n - 1)) for i in range(n)]
+
+
+def _mark_unplottable(ax, x: np.ndarray, med: np.ndarray, n_bad: np.ndarray, color, first: bool) -> int:
+    """Mark sites a log axis cannot show: non-finite seeds (x at the top), zero medians (v at the bottom)."""
+    from matplotlib.transforms import blended_transform_factory
+
+    trans = blended_transform_factory(ax.transData, ax.transAxes)
+    bad = n_bad > 0
+    zero = np.isfinite(med) & (med <= 0)
+    if bad.any():
+        ax.scatter(x[bad], np.full(bad.sum(), 0.97), transform=trans, marker="x", color=BAD_COLOR, s=30,
+                   zorder=5, clip_on=False, label="non-finite (nan/inf) in some seed" if first else None)
+    if zero.any():
+        ax.scatter(x[zero], np.full(zero.sum(), 0.03), transform=trans, marker="v", color=color, s=30,
+                   zorder=5, clip_on=False, label="exactly 0 (off the log scale)" if first else None)
+    return int(bad.sum() + zero.sum())
+
+
+def _positive(values: np.ndarray) -> np.ndarray:
+    """The values a log axis can draw; others become gaps (and get marked separately)."""
+    v = np.asarray(values, dtype=float).copy()
+    v[~(np.isfinite(v) & (v > 0))] = np.nan
+    return v
+
+
+def _caption(fig, text: str, width: int = 130) -> None:
+    import textwrap
+
+    fig.supxlabel(textwrap.fill(text, width), fontsize=7.5, color="0.35", x=0.01, ha="left")
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-layer profile
+
+
+def chain_reference(config: dict, last_value: float, depth: int):
+    """The closed form of a constant-weight linear chain, anchored on the measured last layer.
+
+    Identity activation, every weight w, no residual, no norm, width n, loss sum/mean: the Jacobian of
+    each layer is w·11ᵀ, so the gradient reaching layer l is (|w|·n)^(L-1-l) times the last layer's
+    (exactly; bias does not enter). Width 1, loss sum: w^(depth-l). Returns (label, function of
+    layer) or None when the config is not such a chain.
+    """
+    m = config.get("model") or {}
+    init = m.get("init") or {}
+    if not (m.get("activation") == "identity" and init.get("scheme") == "constant" and not m.get("residual")
+            and m.get("norm", "none") == "none" and config.get("loss", "sum") in ("sum", "mean")
+            and m.get("block", "mlp") == "mlp"):
+        return None
+    w, n = float(init.get("scale", 1.0)), int(m.get("width", 1))
+    gain = abs(w) * n
+    label = f"closed form {w:g}^(depth−l)" if n == 1 else f"closed form ({w:g}·{n})^(depth−1−l) × last layer"
+    return label, lambda layer: last_value * gain ** (depth - 1 - np.asarray(layer, dtype=float))
+
+
+def profile_figure(
+    grads: pd.DataFrame,
+    column: str = "input_grad_norm",
+    labels: dict[str, str] | None = None,
+    colors: dict[str, tuple] | None = None,
+    title: str = "",
+    subtitle: str = "",
+    caption: str = "",
+    config: dict | None = None,
+    guides: bool = True,
+    ylabel: str = "‖∂loss/∂x_l‖  (gradient reaching layer l)",
+) -> Figure:
+    """Layer on x, `column` on a log y: one line per variant (median over seeds, min–max band),
+    transformer sublayers marked, the prediction dashed when the table has one, the closed form
+    where one exists, dotted guides at the vanishing/exploding thresholds relative to the last layer."""
+    stats = profile_stats(grads, column)
+    variants = list(stats["variant"].unique())
+    labels = labels or {}
+    palette = _colors(len(variants))
+    colors = [(colors or {}).get(v, palette[i]) for i, v in enumerate(variants)]
+    fig = new_figure()
+    ax = fig.add_subplot()
+    drawn = [stats["median"], stats["min"], stats["max"]]
+    multi_seed = bool((stats["n"] > 1).any())
+    many = len(variants) > 1
+    guides = guides and len(variants) <= MAX_GUIDED  # beyond that, guides only clutter
+    shade = []  # (factor, level): the zones a single line's flags mark
+    n_marked = 0
+    for i, (variant, color) in enumerate(zip(variants, colors)):
+        s = stats[stats["variant"] == variant]
+        x = s["x"].to_numpy()
+        med = s["median"].to_numpy()
+        last = med[-1]
+        ratio = _first_last_ratio(grads[grads["variant"] == variant], column)
+        label = labels.get(variant, variant)
+        if len(variants) <= MAX_GUIDED and math.isfinite(ratio):
+            label += f"  (first/last {ratio:.3g})"
+        ax.plot(x, _positive(med), color=color, linewidth=1.8, label=label, gid=f"median:{variant}")
+        if multi_seed:
+            ax.fill_between(x, _positive(s["min"].to_numpy()), _positive(s["max"].to_numpy()), color=color,
+                            alpha=0.2, linewidth=0, gid=f"band:{variant}")
+        for sub, marker in SUBLAYER_MARKERS.items():
+            on = (s["sublayer"] == sub).to_numpy()
+            if marker and on.any() and s["sublayer"].nunique() > 1:
+                ax.scatter(x[on], _positive(med[on]), marker=marker, s=14, color=color, zorder=4,
+                           label=f"{sub} sublayer" if i == 0 else None)
+        n_marked += _mark_unplottable(ax, x, med, s["n_bad"].to_numpy(), color, first=n_marked == 0)
+        ref = chain_reference(config, last, int(s["layer"].max()) + 1) if (
+            config and not many and math.isfinite(last) and last > 0) else None
+        pred_col = "predicted_" + column
+        if ref is not None:  # an exact closed form (the chain) wins over the theory overlay
+            ref_label, fn = ref
+            ref_y = fn(s["layer"].to_numpy())
+            ax.plot(x, ref_y, color="black", linestyle="--", linewidth=1.0, label=ref_label, gid="closed-form")
+            drawn.append(ref_y)
+        elif pred_col in grads.columns:
+            pstats = profile_stats(grads[grads["variant"] == variant].assign(**{column: grads[pred_col]}), column)
+            if pstats["median"].notna().any():
+                ax.plot(pstats["x"], _positive(pstats["median"].to_numpy()), color=color, linestyle="--",
+                        linewidth=1.2, label="predicted (theory)" if i == 0 else None, gid=f"predicted:{variant}")
+                drawn.append(pstats["median"])
+        if guides and math.isfinite(last) and last > 0:
+            for factor, name in ((VANISHING, "vanishing"), (EXPLODING, "exploding")):
+                style = dict(GUIDE_STYLE, color=color if many else GUIDE_STYLE["color"])
+                ax.axhline(last * factor, gid=f"guide-{name}:{variant}", **style)
+                if not many:
+                    shade.append((factor, last * factor))
+                drawn.append([last * factor])
+                if not many:
+                    ax.annotate(f"{name}: {factor:g} × last layer", xy=(1.0, last * factor), xycoords=("axes fraction", "data"),
+                                xytext=(-4, 3 if factor > 1 else -10), textcoords="offset points", ha="right",
+                                fontsize=7.5, color="0.35")
+    lo, hi = log_limits(*drawn)
+    set_log_axis(ax, lo, hi)
+    for factor, level in shade:  # shade the flagged zones, within the fixed limits
+        ax.axhspan(*((lo, level) if factor < 1 else (level, hi)), color="#f2c14e" if factor < 1 else BAD_COLOR,
+                   alpha=0.08, linewidth=0, zorder=0)
+    xmax = stats["x"].max() if len(stats) else 1
+    ax.set_xlim(-0.5, xmax + 0.5)
+    ax.set_xlabel("layer l  (0 = input side; the gradient flows right to left)")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="major", axis="y", alpha=0.25)
+    _titles(fig, ax, title, subtitle)
+    band = " Line: median over seeds; band: min–max." if multi_seed else ""
+    guide = (f" Dotted{' (in each line’s colour)' if many else ''}: the vanishing/exploding thresholds "
+             f"(×{VANISHING:g}, ×{EXPLODING:g} of the last layer's gradient)." if guides else "")
+    _caption(fig, (caption + band + guide).strip())
+    if len(variants) > MAX_GUIDED:
+        fig.legend(fontsize=7, loc="outside right upper", frameon=False)
+    else:
+        ax.legend(fontsize=7.5, loc="best", framealpha=0.85)
+    return fig
+
+
+def _first_last_ratio(vgrads: pd.DataFrame, column: str) -> float:
+    """Median over seeds of first site / last site (as summary.csv's grad_ratio), at the last step."""
+    if "step" in vgrads.columns:
+        vgrads = vgrads[vgrads["step"] == vgrads["step"].max()]
+    ratios = []
+    for _, g in vgrads.groupby("seed", sort=False):
+        v = g[column].to_numpy(dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratios.append(v[0] / v[-1])
+    ratios = np.asarray(ratios)
+    ratios = ratios[np.isfinite(ratios)]
+    return float(np.median(ratios)) if ratios.size else math.nan
+
+
+def _panel_title(ax, variant: str, ncols: int) -> None:
+    """A small panel's title, kept inside its panel: a sweep point `name[a=1,b=2]` is shown by its
+    settings (the figure's title names the config), wrapped at the commas to the panel's width."""
+    label = variant[variant.index("[") + 1 : -1].replace(",", ", ") if "[" in variant and variant.endswith("]") else variant
+    chars = max(12, int(ax.figure.get_figwidth() / ncols * 13))  # ~13 characters an inch at 8 pt
+    ax.set_title(textwrap.fill(label, width=chars, break_on_hyphens=False), fontsize=8, loc="left")
+
+
+def _titles(fig, ax, title: str, subtitle: str) -> None:
+    if title:
+        fig.suptitle(title, fontsize=10, x=0.01, ha="left")
+    if subtitle:
+        ax.set_title(subtitle, fontsize=9, loc="left")
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameter view
+
+
+def params_figure(params: pd.DataFrame, title: str = "", caption: str = "", max_panels: int = 6) -> Figure:
+    """Per-layer `grad_norm` of each named parameter (one line per name), one panel per variant,
+    all panels on the same fixed log y-axis."""
+    variants = list(params["variant"].unique())
+    shown = variants
+    if len(variants) > max_panels:
+        idx = np.unique(np.linspace(0, len(variants) - 1, max_panels).round().astype(int))
+        shown = [variants[i] for i in idx]
+    ncols = min(len(shown), 3)
+    nrows = math.ceil(len(shown) / ncols)
+    fig = new_figure((FIGSIZE[0], FIGSIZE[1] if nrows == 1 else 3.0 * nrows + 0.8))
+    axes = fig.subplots(nrows, ncols, sharey=True, squeeze=False).ravel()
+    names = list(params["param"].unique())
+    # one hue per module (attn.q, ffn.out, linear, ...), solid for its weight, dashed for its bias
+    modules = list(dict.fromkeys(n.rsplit(".", 1)[0] for n in names))
+    hue = dict(zip(modules, _colors(len(modules))))
+    colors = {n: hue[n.rsplit(".", 1)[0]] for n in names}
+    dashes = {n: "--" if n.endswith("bias") else "-" for n in names}
+    last = params[params["step"] == params["step"].max()] if "step" in params.columns else params
+    drawn = []
+    multi_seed = last["seed"].nunique() > 1
+    for ax, variant in zip(axes, shown):
+        vdf = last[last["variant"] == variant]
+        for name in names:
+            p = vdf[vdf["param"] == name]
+            if p.empty:
+                continue
+            g = p.groupby("layer", sort=True)["grad_norm"]
+            layers = np.array(list(g.groups.keys()), dtype=float)
+            st = [(_finite_stats(v.to_numpy(dtype=float))) for _, v in g]
+            med = np.array([s[0] for s in st])
+            ax.plot(layers, _positive(med), color=colors[name], linestyle=dashes[name], linewidth=1.5,
+                    label=name if ax is axes[0] else None, gid=f"median:{variant}:{name}")
+            if multi_seed:
+                ax.fill_between(layers, _positive(np.array([s[1] for s in st])), _positive(np.array([s[2] for s in st])),
+                                color=colors[name], alpha=0.18, linewidth=0)
+            _mark_unplottable(ax, layers, med, np.array([s[3] for s in st]), colors[name], first=False)
+            drawn += [med, [s[1] for s in st], [s[2] for s in st]]
+        if len(shown) > 1:
+            _panel_title(ax, variant, ncols)
+        ax.set_xlabel("layer")
+        ax.grid(True, which="major", axis="y", alpha=0.25)
+    for ax in axes[len(shown):]:
+        ax.set_visible(False)
+    lo, hi = log_limits(*drawn)
+    for ax in axes[: len(shown)]:
+        set_log_axis(ax, lo, hi)
+    axes[0].set_ylabel("‖∂loss/∂θ‖ per parameter")
+    if len(names) > 6:
+        fig.legend(fontsize=7, loc="outside right upper", frameon=False)
+    else:
+        axes[0].legend(fontsize=7, loc="best", framealpha=0.85)
+    if title:
+        fig.suptitle(title, fontsize=10, x=0.01, ha="left")
+    more = f" {len(shown)} of {len(variants)} variants shown." if len(shown) < len(variants) else ""
+    band = " Line: median over seeds; band: min–max." if multi_seed else ""
+    _caption(fig, (caption + band + more).strip())
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Sweeps: depth curve and heatmap
+
+
+def _group_stats(summary: pd.DataFrame, keys: list[str], column: str) -> pd.DataFrame:
+    rows = []
+    for key, g in summary.groupby(keys, sort=True, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        med, lo, hi, bad = _finite_stats(g[column].to_numpy(dtype=float))
+        rows.append(dict(zip(keys, key), median=med, min=lo, max=hi, n_bad=bad, n=len(g)))
+    return pd.DataFrame(rows)
+
+
+def depth_figure(summary: pd.DataFrame, keys: list[str] | None = None, title: str = "", caption: str = "") -> Figure:
+    """First/last-layer gradient ratio against depth, log y: one line per value of the other swept
+    keys (median over seeds, min–max band), guides at the vanishing/exploding thresholds, the
+    predicted ratio dashed when the summary has one."""
+    keys = swept_keys(summary) if keys is None else keys
+    others = [k for k in keys if k != "depth"]
+    fig = new_figure()
+    ax = fig.add_subplot()
+    groups = [((), summary)] if not others else list(summary.groupby(others, sort=True, dropna=False))
+    colors = _colors(len(groups))
+    drawn = [[VANISHING / 10, EXPLODING * 10, 1.0]]  # the guides, with room for their labels
+    multi_seed = False
+    for i, ((key, g), color) in enumerate(zip(groups, colors)):
+        key = key if isinstance(key, tuple) else (key,)
+        st = _group_stats(g, ["depth"], "grad_ratio").sort_values("depth")
+        multi_seed |= bool((st["n"] > 1).any())
+        label = point_label(dict(zip(others, key)), others) if others else "measured"
+        d = st["depth"].to_numpy(dtype=float)
+        ax.plot(d, _positive(st["median"].to_numpy()), color=color, marker="o", markersize=4, linewidth=1.8,
+                label=label, gid=f"median:{label}")
+        if (st["n"] > 1).any():
+            ax.fill_between(d, _positive(st["min"].to_numpy()), _positive(st["max"].to_numpy()), color=color,
+                            alpha=0.2, linewidth=0)
+        _mark_unplottable(ax, d, st["median"].to_numpy(), st["n_bad"].to_numpy(), color, first=i == 0)
+        drawn += [st["median"], st["min"], st["max"]]
+        if "predicted_grad_ratio" in g.columns and g["predicted_grad_ratio"].notna().any():
+            pst = _group_stats(g, ["depth"], "predicted_grad_ratio").sort_values("depth")
+            ax.plot(pst["depth"], _positive(pst["median"].to_numpy()), color=color, linestyle="--", linewidth=1.2,
+                    label="predicted (theory)" if i == 0 else None, gid=f"predicted:{label}")
+            drawn.append(pst["median"])
+    ax.axhline(1.0, color="0.6", linewidth=0.8)
+    for factor, name in ((VANISHING, "vanishing"), (EXPLODING, "exploding")):
+        ax.axhline(factor, gid=f"guide-{name}", **GUIDE_STYLE)
+        ax.annotate(f"{name}: ratio {'<' if factor < 1 else '>'} {factor:g}", xy=(1.0, factor),
+                    xycoords=("axes fraction", "data"), xytext=(-4, 3 if factor > 1 else -10),
+                    textcoords="offset points", ha="right", fontsize=7.5, color="0.35")
+    set_log_axis(ax, *log_limits(*drawn))
+    ax.set_xlabel("depth (number of blocks)")
+    ax.set_ylabel("gradient at first layer / at last layer")
+    ax.grid(True, which="major", axis="y", alpha=0.25)
+    _titles(fig, ax, title, "How much of the last layer's gradient reaches the first layer, by depth")
+    band = " Line: median over seeds; band: min–max." if multi_seed else ""
+    _caption(fig, (caption + band + " A straight falling line = exponential decay with depth; flat = depth-independent.").strip())
+    ax.legend(fontsize=7.5, loc="best", framealpha=0.85)
+    return fig
+
+
+def heatmap_figure(summary: pd.DataFrame, x_key: str, y_key: str, title: str = "", caption: str = "") -> Figure:
+    """log10 of the first/last gradient ratio (median over seeds) over a two-key grid: diverging
+    colormap centred on 0 (= no loss, no gain), colorbar in decades, each cell labelled."""
+    st = _group_stats(summary, [y_key, x_key], "log10_grad_ratio")
+    xs = sorted(st[x_key].unique())
+    ys = sorted(st[y_key].unique())
+    grid = np.full((len(ys), len(xs)), np.nan)
+    bad = np.zeros_like(grid, dtype=bool)
+    for r in st.itertuples(index=False):
+        rd = r._asdict()
+        i, j = ys.index(rd[y_key]), xs.index(rd[x_key])
+        grid[i, j] = rd["median"]
+        bad[i, j] = rd["n_bad"] == rd["n"]
+    fig = new_figure()
+    ax = fig.add_subplot()
+    finite = grid[np.isfinite(grid)]
+    span = max(1.0, float(np.abs(finite).max())) if finite.size else 1.0
+    span = math.ceil(span)
+    cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="0.85")
+    mesh = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, norm=TwoSlopeNorm(0.0, -span, span), aspect="auto",
+                     origin="lower", interpolation="nearest")
+    for i in range(len(ys)):
+        for j in range(len(xs)):
+            v = grid[i, j]
+            text = f"{v:+.1f}" if math.isfinite(v) else "n/a"
+            dark = math.isfinite(v) and abs(v) > 0.6 * span
+            ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "black")
+    ax.set_xticks(range(len(xs)), [_show(v) for v in xs])
+    ax.set_yticks(range(len(ys)), [_show(v) for v in ys])
+    ax.set_xlabel(x_key)
+    ax.set_ylabel(y_key)
+    bar = fig.colorbar(mesh, ax=ax)
+    ticks = decade_ticks(-span, span, max_labels=10)
+    bar.set_ticks(ticks, labels=[f"$10^{{{k}}}$" for k in ticks])
+    bar.set_label("gradient at first layer / at last layer")
+    _titles(fig, ax, title, "log10 of the first/last-layer gradient ratio (0 = no loss; blue: vanishing, red: exploding)")
+    _caption(fig, (caption + " Cells: median over seeds of log10(first/last); grey 'n/a': no finite value.").strip())
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Training: loss curves and the layer x step heatmap
+
+
+def loss_figure(train: pd.DataFrame, title: str = "", caption: str = "") -> Figure:
+    """Training loss against step, one line per variant (median over seeds, min–max band), eval loss
+    dashed with markers where recorded, the task's floor dotted (when positive); log y when every value
+    is positive and they span more than a decade, else linear (a loss going from 2.8 to 1.6 would be a
+    sliver of a two-decade log axis)."""
+    fig = new_figure()
+    ax = fig.add_subplot()
+    variants = list(train["variant"].unique())
+    colors = _colors(len(variants))
+    drawn = []
+    multi_seed = train["seed"].nunique() > 1
+    for i, (variant, color) in enumerate(zip(variants, colors)):
+        v = train[train["variant"] == variant]
+        for column, style in (("loss", dict(linestyle="-", linewidth=1.6)),
+                              ("eval_loss", dict(linestyle="--", linewidth=1.2, marker="o", markersize=3))):
+            if column not in v.columns or v[column].notna().sum() == 0:
+                continue
+            st = _group_stats(v[v[column].notna()], ["step"], column).sort_values("step")
+            steps = st["step"].to_numpy(dtype=float)
+            label = f"{variant}" if column == "loss" else f"{variant} (eval)"
+            ax.plot(steps, st["median"].to_numpy(), color=color, label=label, gid=f"{column}:{variant}", **style)
+            if multi_seed and column == "loss":
+                ax.fill_between(steps, st["min"].to_numpy(), st["max"].to_numpy(), color=color, alpha=0.2, linewidth=0)
+            _mark_unplottable(ax, steps, st["median"].to_numpy(), st["n_bad"].to_numpy(), color, first=i == 0)
+            drawn += [st["median"], st["min"], st["max"]]
+    if "task_floor" in train.columns:  # the lowest achievable loss, dotted (one line per distinct value)
+        floors = train.groupby("variant", sort=False)["task_floor"].median().dropna()
+        for k, floor in enumerate(sorted(set(floors.round(12)))):
+            if floor > 0:  # a floor of 0 (teacher) has no place on a log axis
+                ax.axhline(floor, color="0.35", linestyle=":", linewidth=1.1, gid=f"floor:{floor!r}",
+                           label="task floor (lowest achievable loss)" if k == 0 else None)
+                drawn.append(np.array([floor]))
+    values = np.concatenate([np.asarray(d, dtype=float) for d in drawn]) if drawn else np.array([])
+    finite = values[np.isfinite(values)]
+    if finite.size and (finite > 0).all() and finite.max() > 10 * finite.min():
+        set_log_axis(ax, *log_limits(finite))
+        ax.set_ylabel("loss (log scale)")
+    else:
+        ax.set_ylabel("loss")
+    ax.set_xlabel("training step")
+    ax.grid(True, which="major", axis="y", alpha=0.25)
+    _titles(fig, ax, title, "Does it learn? Training loss by step")
+    band = " Line: median over seeds; band: min–max." if multi_seed else ""
+    _caption(fig, (caption + band).strip())
+    ax.legend(fontsize=7.5, loc="best", framealpha=0.85)
+    return fig
+
+
+def steps_heatmap_figure(grads: pd.DataFrame, title: str = "", caption: str = "", max_panels: int = 4) -> Figure:
+    """Layer (y) x recorded step (x), colour = log10 of the gradient reaching the layer (median over
+    seeds); one panel per variant, one colour scale for all panels, colorbar in decades."""
+    variants = list(grads["variant"].unique())[:max_panels]
+    fig = new_figure()
+    axes = fig.subplots(1, len(variants), sharey=True, squeeze=False).ravel()
+    grids = []
+    for variant in variants:
+        v = grads[grads["variant"] == variant]
+        steps = sorted(v["step"].unique())
+        per_step = [profile_stats(v, step=s) for s in steps]
+        y = per_step[0]["x"].to_numpy()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            grid = np.log10(np.column_stack([ps["median"].to_numpy() for ps in per_step]))
+        grid[~np.isfinite(grid)] = np.nan
+        grids.append((variant, np.asarray(steps, dtype=float), y, grid))
+    finite = np.concatenate([g[np.isfinite(g)] for *_, g in grids]) if grids else np.array([])
+    lo = math.floor(finite.min()) if finite.size else -1
+    hi = math.ceil(finite.max()) if finite.size else 1
+    hi = hi if hi > lo else lo + 1
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="0.85")
+    mesh = None
+    for ax, (variant, steps, y, grid) in zip(axes, grids):
+        mesh = ax.pcolormesh(_edges(steps), _edges(y), np.ma.masked_invalid(grid), cmap=cmap, vmin=lo, vmax=hi,
+                             shading="flat")
+        ax.set_xlabel("training step")
+        if len(variants) > 1:
+            _panel_title(ax, variant, len(variants))
+    axes[0].set_ylabel("layer (0 = input side)")
+    if mesh is not None:
+        bar = fig.colorbar(mesh, ax=list(axes))
+        ticks = decade_ticks(lo, hi, max_labels=10)
+        bar.set_ticks(ticks, labels=[f"$10^{{{k}}}$" for k in ticks])
+        bar.set_label("‖∂loss/∂x_l‖ (median over seeds)")
+    if title:
+        fig.suptitle(title, fontsize=10, x=0.01, ha="left")
+    _caption(fig, (caption + " Each cell: log10 of the gradient reaching layer l at a recorded step; grey: not finite.").strip())
+    return fig
+
+
+def _edges(centres: np.ndarray) -> np.ndarray:
+    """Cell edges around sorted centres (midpoints; the outer cells as wide as their neighbours)."""
+    c = np.asarray(centres, dtype=float)
+    if c.size == 1:
+        return np.array([c[0] - 0.5, c[0] + 0.5])
+    mid = (c[1:] + c[:-1]) / 2
+    return np.concatenate([[c[0] - (mid[0] - c[0])], mid, [c[-1] + (c[-1] - mid[-1])]])
+
+
+# ---------------------------------------------------------------------------------------------
+# Titles from a results dir, and the figures a results dir calls for
+
+
+def describe(result) -> tuple[str, str]:
+    """(title, caption) that say what was run: name, model, dtype, seeds."""
+    grads, config, meta = result.grads, result.config or {}, result.meta or {}
+    variants = list(grads["variant"].unique())
+    name = config.get("name") if isinstance(config.get("name"), str) else None
+    name = name or (variants[0] if len(variants) == 1 else " vs ".join(map(str, variants[:4])))
+    cols = {c: grads[c].unique() for c in CONFIG_COLUMNS if c in grads.columns}
+
+    def one(c, fmt):
+        vals = cols.get(c)
+        if vals is None or len(vals) == 0:
+            return None
+        if len(vals) > 1:
+            return f"{c} varied"
+        return fmt(vals[0])
+
+    parts = [
+        one("depth", lambda v: f"{v} ×") and " ".join(filter(None, [one("depth", lambda v: f"{v} ×").replace(" varied", " varied,"),
+                                                                      one("block", str), one("width", lambda v: f"width {v}")])),
+        one("activation", str),
+        one("residual", lambda v: f"residual α={float(cols['residual_scale'][0]):g}" if _truthy(v) and len(cols.get("residual_scale", [1])) == 1 else ("residual" if _truthy(v) else "no residual")),
+        one("norm", lambda v: "no norm" if v == "none" else f"{v}-{cols['norm_type'][0] if len(cols.get('norm_type', [])) == 1 else 'norm'}"),
+        one("init_scheme", lambda v: f"init {v}×{float(cols['init_scale'][0]):g}" if len(cols.get("init_scale", [])) == 1 else f"init {v}, scale varied"),
+    ]
+    title = f"{name}: " + ", ".join(p for p in parts if p)
+    seeds = sorted(pd.unique(grads["seed"]))
+    seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}…{seeds[-1]} ({len(seeds)})"
+    dtypes = {meta.get("dtype") or config.get("dtype")} - {None}
+    if not dtypes and isinstance(config.get("compare"), dict):  # a compare: one config per variant
+        dtypes = {c.get("dtype") for c in config["compare"].values() if isinstance(c, dict)} - {None}
+    dtype = "/".join(sorted(dtypes)) or "dtype unknown"
+    step = f", step {int(grads['step'].max())}" if "step" in grads.columns and grads["step"].max() > 0 else ""
+    caption = f"{dtype}, {seed_text}{step}, resflow {meta.get('resflow', '')}".rstrip(", ") + "."
+    return title, caption
+
+
+def _truthy(v) -> bool:
+    return str(v).lower() in ("true", "1")
+
+
+def variant_styles(summary: pd.DataFrame, variants: list[str], keys: list[str]) -> tuple[dict, dict]:
+    """Legend labels and colours per variant. A sweep's point is labelled by its swept values; with
+    depth and other keys swept, the other keys pick the hue and depth the shade (light = shallow)."""
+    if not keys or len(variants) < 2:
+        return {}, {}
+    first = summary.drop_duplicates("variant").set_index("variant")
+    labels = {}
+    for v in variants:
+        if v not in first.index:
+            continue
+        keyed = point_label(first.loc[v], keys)
+        labels[v] = keyed if "[" in str(v) else f"{v} ({keyed})"
+    colors = {}
+    others = [k for k in keys if k != "depth"]
+    if "depth" in keys and others and len(variants) > MAX_GUIDED:
+        combos = list(dict.fromkeys(tuple(first.loc[v, k] for k in others) for v in variants if v in first.index))
+        depths = sorted(first["depth"].unique())
+        base = dict(zip(combos, _colors(len(combos))))
+        for v in variants:
+            if v in first.index:
+                rgb = np.array(base[tuple(first.loc[v, k] for k in others)][:3])
+                t = 0.3 + 0.7 * (depths.index(first.loc[v, "depth"]) / max(1, len(depths) - 1))
+                colors[v] = tuple(rgb * t + (1 - t))
+    return labels, colors
+
+
+def figures(result) -> dict[str, Figure]:
+    """The figures a results dir calls for: the profile and the parameter view always; the depth
+    curve when depth varies; the heatmap when exactly two keys vary."""
+    from resflow.report.terminal.run import headline
+
+    title, caption = describe(result)
+    meta = result.meta or {}
+    kind = meta.get("kind")
+    keys = swept_keys(result.summary)
+    if kind == "sweep" and meta.get("axes"):  # the sweep says what it swept
+        columns = [a["column"] for a in meta["axes"] if a.get("column") in result.summary.columns]
+        keys = sorted(columns, key=lambda k: k != "depth")
+    variants = list(result.grads["variant"].unique())
+    single = len(variants) == 1
+    labels, colors = variant_styles(result.summary, variants, keys)
+    out = {
+        "profile": profile_figure(
+            result.grads, labels=labels, colors=colors, title=title, caption=caption,
+            config=result.config if single else None,
+            subtitle=headline(result.grads) if single else "Gradient reaching each layer, per variant",
+        )
+    }
+    if result.params is not None and len(result.params):
+        out["params"] = params_figure(result.params, title=title, caption=caption)
+    train = getattr(result, "train", None)
+    if train is not None and len(train):
+        out["loss"] = loss_figure(train, title=title, caption=caption)
+    if "step" in result.grads.columns and result.grads["step"].nunique() > 1:
+        out["steps"] = steps_heatmap_figure(result.grads, title=title, caption=caption)
+    if kind == "compare":  # configs side by side: the profile and parameters say it all
+        return out
+    if "depth" in keys and result.summary["depth"].nunique() > 1:
+        out["depth"] = depth_figure(result.summary, keys, title=title, caption=caption)
+    if len(keys) == 2:
+        x_key, y_key = keys  # depth (when swept) goes on x
+        out["heatmap"] = heatmap_figure(result.summary, x_key, y_key, title=title, caption=caption)
+    return out
+
+
+def save_figure(fig: Figure, path: Path) -> None:
+    """Save atomically (temp file + rename): a reader never sees half a PNG."""
+    path = Path(path)
+    fmt = path.suffix.lstrip(".")
+    from resflow._sys.files import shareable
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp.{fmt}", dir=path.parent)
+    os.close(fd)
+    try:
+        shareable(tmp)
+        fig.savefig(tmp, format=fmt, dpi=DPI)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_figures(result, directory: Path, fmt: str = "png") -> list[Path]:
+    """Draw and save every figure `figures(result)` calls for into `directory`; returns the paths."""
+    paths = []
+    for name, fig in figures(result).items():
+        path = Path(directory) / f"{name}.{fmt}"
+        save_figure(fig, path)
+        paths.append(path)
+    return paths

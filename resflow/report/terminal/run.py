@@ -1,0 +1,200 @@
+"""Rich tables and headline sentences from the tidy tables (pandas only: never imports torch)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from rich.table import Table
+from rich.text import Text
+
+from resflow.results.stats import EXPLODING, VANISHING, flag
+
+BAR_LO, BAR_HI = -16, 4  # the bar's fixed log10 scale: 1e-16 ... 1e+4, never rescaled to the data
+BAR_WIDTH = 20  # characters: one per decade
+_EIGHTHS = " ▏▎▍▌▋▊▉█"
+MAX_FULL_ROWS = 32  # deeper stacks show first, last and evenly spaced layers
+
+
+def log_bar(value: float, lo: float = BAR_LO, hi: float = BAR_HI, width: int = BAR_WIDTH) -> str:
+    """A bar whose length is log10(value) on the fixed scale [lo, hi]."""
+    if value is None or not math.isfinite(value):
+        return "non-finite".center(width)
+    if value <= 0:
+        return "·" + " " * (width - 1)
+    frac = (math.log10(value) - lo) / (hi - lo)
+    if frac <= 0:
+        return "·" + " " * (width - 1)
+    eighths = round(min(frac, 1.0) * width * 8)
+    bar = "█" * (eighths // 8) + (_EIGHTHS[eighths % 8] if eighths % 8 else "")
+    bar = bar.ljust(width)
+    return bar[:-1] + "▶" if frac > 1 else bar
+
+
+SPARK_LEVELS = "▁▂▃▄▅▆▇█"  # eight levels over [BAR_LO, BAR_HI]: 2.5 decades each
+SPARK_WIDTH = 24  # at most this many characters; deeper profiles are binned (median of each bin's log10)
+
+
+def sparkline(values, lo: float = BAR_LO, hi: float = BAR_HI, width: int = SPARK_WIDTH) -> str:
+    """A per-layer profile in one line: each character is log10 of a value on the fixed scale [lo, hi]
+    (never rescaled to the data, so a flat profile looks flat); '!' marks a non-finite value and ' '
+    a value at or below 10^lo (including 0). More values than `width` are binned in order."""
+    logs = []
+    for v in values:
+        v = float(v)
+        logs.append(math.nan if not math.isfinite(v) else -math.inf if v <= 0 else math.log10(v))
+    if not logs:
+        return ""
+    bins = np.array_split(np.array(logs), min(width, len(logs)))
+    chars = []
+    for b in bins:
+        if np.isnan(b).any():
+            chars.append("!")
+            continue
+        level = (float(np.median(b)) - lo) / (hi - lo)
+        chars.append(" " if level <= 0 else SPARK_LEVELS[min(len(SPARK_LEVELS) - 1, int(level * len(SPARK_LEVELS)))])
+    return "".join(chars)
+
+
+def fmt(value: float) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "nan"
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return f"{value:.3g}" if 1e-3 <= abs(value) < 1e4 else f"{value:.2e}"
+
+
+def site_stats(grads: pd.DataFrame, column: str = "input_grad_norm") -> pd.DataFrame:
+    """Per site (layer, sublayer), in site order: median, min and max of `column` over seeds."""
+    step = grads["step"].max() if "step" in grads else 0
+    df = grads[grads["step"] == step] if "step" in grads else grads
+    order = df.drop_duplicates(["layer", "sublayer"])[["layer", "sublayer"]]
+    stats = df.groupby(["layer", "sublayer"], sort=False)[column].agg(
+        median=lambda s: float(np.median(s.to_numpy(dtype=float))), min="min", max="max", n="size"
+    )
+    return order.merge(stats.reset_index(), on=["layer", "sublayer"], how="left").reset_index(drop=True)
+
+
+def shown_rows(n: int, max_rows: int = MAX_FULL_ROWS) -> list[int | None]:
+    """Indices to show: all when n <= max_rows, else every k-th from the first plus the last;
+    None marks the ellipsis row before a last layer that is off the grid."""
+    if n <= max_rows:
+        return list(range(n))
+    step = -(-n // (max_rows - 2))  # ceil
+    picks: list[int | None] = list(range(0, n, step))
+    if picks[-1] != n - 1:
+        if picks[-1] != n - 2:
+            picks.append(None)
+        picks.append(n - 1)
+    return picks
+
+
+def run_title(cfg) -> str:
+    """The line above a run's table: the config in words (`run` prints it, `show` rebuilds it)."""
+    m = cfg.model
+    if m.block == "transformer":
+        ffn = f"{m.ffn} FFN×{m.ffn_mult:g}"
+        shape = f"{m.depth} × transformer width {m.width}, {m.heads} heads, {ffn}, seq {cfg.data.seq_len}"
+    else:
+        shape = f"{m.depth} × {m.block} width {m.width}, {m.activation}"
+    alpha = m.residual_scale if isinstance(m.residual_scale, str) else f"α={m.residual_scale:g}"
+    res = ("residual ReZero α=0" if m.rezero else f"residual {alpha}") if m.residual else "no residual"
+    norm = f"{m.norm}-{m.norm_type}" if m.norm != "none" else "no norm"
+    if m.block == "transformer" and m.has_final_norm:
+        norm += " + final norm"
+    zero = " zero-out" if m.init.zero_out else ""
+    return f"{cfg.name}: {shape}, {res}, {norm}, init {m.init.scheme}×{m.init.scale:g}{zero}, {cfg.dtype}, seeds {cfg.seed}…{cfg.seed + cfg.seeds - 1}"
+
+
+def run_table(grads: pd.DataFrame, title: str = "") -> Table:
+    stats = site_stats(grads)
+    seeds = int(grads["seed"].nunique())
+    last = float(stats["median"].iloc[-1])
+    multi_sub = stats["sublayer"].nunique() > 1
+    table = Table(title=title, title_justify="left", caption_justify="left")
+    table.add_column("layer", justify="right")
+    if multi_sub:
+        table.add_column("sublayer")
+    table.add_column("‖∂loss/∂x‖" + (" median" if seeds > 1 else ""), justify="right")
+    if seeds > 1:
+        table.add_column(f"min–max ({seeds} seeds)", justify="right")
+    pred = site_stats(grads, "predicted_input_grad_norm") if _has_prediction(grads) else None
+    if pred is not None:
+        table.add_column("predicted", justify="right")
+    table.add_column("log10", justify="right")
+    table.add_column(f"1e{BAR_LO} … 1e+{BAR_HI}", no_wrap=True)
+    table.add_column("flag")
+    rows = shown_rows(len(stats))
+    if len(rows) < len(stats):
+        step = rows[1] - rows[0]
+        table.caption = _caption(f"every {step}{'nd' if step == 2 else 'rd' if step == 3 else 'th'} site of {len(stats)} shown; ")
+    else:
+        table.caption = _caption()
+    for i in rows:
+        if i is None:
+            table.add_row(*["⋮"] * len(table.columns))
+            continue
+        r = stats.iloc[i]
+        med = float(r["median"])
+        ratio = med / last if last not in (0.0,) and math.isfinite(last) else float("nan")
+        cells = [str(int(r["layer"]))]
+        if multi_sub:
+            cells.append(str(r["sublayer"]))
+        cells.append(fmt(med))
+        if seeds > 1:
+            cells.append(f"{fmt(float(r['min']))} – {fmt(float(r['max']))}")
+        if pred is not None:
+            cells.append(fmt(float(pred.iloc[i]["median"])))
+        cells.append(f"{math.log10(med):+.2f}" if med > 0 and math.isfinite(med) else "—")
+        cells.append(log_bar(med))
+        f = flag(ratio) if math.isfinite(med) else "non-finite"
+        cells.append(Text(f, style={"vanishing": "yellow", "exploding": "red", "non-finite": "bold red"}.get(f, "")))
+        table.add_row(*cells)
+    return table
+
+
+def _has_prediction(grads: pd.DataFrame) -> bool:
+    col = "predicted_input_grad_norm"
+    return col in grads and bool(grads[col].notna().any())
+
+
+def _caption(shown: str = "") -> str:
+    return (
+        f"{shown}flags compare each layer with the last: vanishing < {VANISHING:g}×, exploding > {EXPLODING:g}×; "
+        f"bar: log10 of the gradient norm on a fixed scale"
+    )
+
+
+def headline(grads: pd.DataFrame, dtype: str | None = None) -> str:
+    """One sentence: how much of the last layer's gradient reaches the first layer. With `dtype`
+    "float32", a first-layer gradient of exactly 0 under a non-zero last one says it may be underflow."""
+    stats = site_stats(grads)
+    first, last = stats.iloc[0], stats.iloc[-1]
+    g0, gl = float(first["median"]), float(last["median"])
+    name0 = _site_name(first, stats)
+    namel = _site_name(last, stats)
+    if not (math.isfinite(g0) and math.isfinite(gl)):
+        return f"non-finite gradients: {name0} has {fmt(g0)}, {namel} has {fmt(gl)}"
+    if gl == 0:
+        return f"{namel} receives no gradient at all (0.0); {name0} receives {fmt(g0)}"
+    ratio = g0 / gl
+    seeds = int(grads["seed"].nunique())
+    over = f" (median over {seeds} seeds)" if seeds > 1 else ""
+    verdict = {"vanishing": ": the gradient vanishes", "exploding": ": the gradient explodes"}.get(flag(ratio), "")
+    underflow = (" (exactly 0 in float32, whose smallest number is ~1e-45: if the gradient underflowed, "
+                 "--set dtype=float64 shows how small it is)" if g0 == 0 and dtype == "float32" else "")
+    return f"{name0} receives {fmt(ratio)} × the gradient of {namel}{over}{verdict}{underflow}"
+
+
+def _site_name(row, stats) -> str:
+    name = f"layer {int(row['layer'])}"
+    return f"{name} ({row['sublayer']})" if stats["sublayer"].nunique() > 1 else name
+
+
+def natural_width(table: Table) -> int:
+    """The width `table` takes when nothing constrains it (to choose columns that fit a terminal)."""
+    from rich.console import Console
+
+    console = Console(width=10_000)
+    return table.__rich_measure__(console, console.options).maximum

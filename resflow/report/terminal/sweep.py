@@ -1,0 +1,324 @@
+"""Tables and headlines for sweeps and comparisons, and `show` for any results dir (pandas only).
+
+sweep    one row per point: the swept values, the first/last-layer gradient ratio (median over seeds,
+         min-max), its log10 and bar, the fitted gain per layer, the flag; then one sentence per group
+         of the other swept keys telling how the ratio changes with depth.
+compare  one row per layer, one gradient column (and bar) per config, the ratio between them; then which
+         config keeps the first-layer gradient closest to the last-layer one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from rich.table import Table
+from rich.text import Text
+
+from resflow.report.terminal.run import (
+    BAR_HI,
+    BAR_LO,
+    SPARK_WIDTH,
+    fmt,
+    headline,
+    log_bar,
+    natural_width,
+    run_table,
+    shown_rows,
+    site_stats,
+    sparkline,
+)
+from resflow.report.terminal.train import loss_table
+from resflow.results.stats import EXPLODING, VANISHING, flag
+from resflow.theory.overlay import comparison_line, log_ratio_error
+
+FLAG_STYLE = {"vanishing": "yellow", "exploding": "red", "non-finite": "bold red", "no gradient": "yellow"}
+
+
+def _median(values) -> float:
+    arr = np.asarray(values, dtype=float)
+    return float(np.median(arr)) if len(arr) else float("nan")
+
+
+def _cell(value) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def last_step(df: pd.DataFrame) -> pd.DataFrame:
+    """Each variant's rows at its last recorded step (training results have several; measurements: step 0)."""
+    if "step" not in df.columns or df.empty:
+        return df
+    return df[df["step"] == df.groupby("variant", sort=False)["step"].transform("max")]
+
+
+def point_stats(summary: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """One row per point (variant), in order: swept values, median/min/max ratio, median gain, seeds;
+    at each point's last step (the step the tables show). Seeds whose gradients are all finite but
+    whose ratio is 0/0 (no gradient at the first nor the last layer) are left out of the ratio's
+    statistics; `no_gradient` when that is every seed."""
+    rows = []
+    for variant, g in last_step(summary).groupby("variant", sort=False):
+        ratio = g["grad_ratio"].to_numpy(dtype=float)
+        finite = bool(g["finite"].all())
+        if finite:
+            ratio = ratio[~np.isnan(ratio)]
+        stats = (_median(ratio), float(np.min(ratio)), float(np.max(ratio))) if len(ratio) else (math.nan,) * 3
+        row = {c: g[c].iloc[0] for c in columns if c in g}
+        row.update(variant=variant, ratio=stats[0], ratio_min=stats[1], ratio_max=stats[2], no_gradient=finite and not len(ratio),
+                   gain=_median(g["gain_per_layer"]), seeds=len(g), finite=finite,
+                   predicted=_median(g["predicted_grad_ratio"]) if "predicted_grad_ratio" in g else float("nan"))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def profile_sparklines(grads: pd.DataFrame, width: int = 8) -> dict[str, str]:
+    """variant -> its per-layer profile (median over seeds) as a sparkline on the fixed log scale."""
+    return {v: sparkline(site_stats(g)["median"], width=width) for v, g in grads.groupby("variant", sort=False)}
+
+
+def sweep_table(summary: pd.DataFrame, columns: list[str], title: str = "", grads: pd.DataFrame | None = None,
+                width: int | None = None) -> Table:
+    """`width`: the terminal's. Columns are dropped, least useful first (the 0 → L sparkline, min–max,
+    log10, theory), until the table fits without cutting a cell; the CSVs and a wider terminal have them all."""
+    stats = point_stats(summary, columns)
+    sparks = profile_sparklines(grads) if grads is not None else {}
+    has_theory = bool(stats["predicted"].notna().any()) if len(stats) else False
+    options = [(True, True, True, True), (False, True, True, True), (False, False, True, True),
+               (False, False, False, True), (False, False, False, False)]
+    for spark, spread, log10, theory in [(bool(sparks),) + o[:3] for o in options[:1]] + [(False,) + o[:3] for o in options]:
+        table = _sweep_table(stats, columns, title, spread, log10, theory and has_theory, sparks if spark else {})
+        if width is None or natural_width(table) <= width:
+            break
+    dropped = [name for name, kept, wanted in (("0 → L", spark, bool(sparks)), ("min–max", spread, True),
+                                               ("log10", log10, True), ("theory", theory, has_theory))
+               if wanted and not kept]
+    if dropped:
+        table.caption += f"; on a wider terminal also: {', '.join(dropped)}"
+    return table
+
+
+def _sweep_table(stats: pd.DataFrame, columns: list[str], title: str, spread: bool, log10: bool, theory: bool,
+                 sparks: dict) -> Table:
+    seeds = int(stats["seeds"].max()) if len(stats) else 0
+    spread = spread and seeds > 1
+    compact = not log10
+    table = Table(title=title, title_justify="left", caption_justify="left")
+    for c in columns:
+        table.add_column(c, justify="right")
+    table.add_column("grad first/last" + (" median" if seeds > 1 else ""), justify="right")
+    if spread:
+        table.add_column(f"min–max ({seeds} seeds)", justify="right")
+    if log10:
+        table.add_column("log10", justify="right")
+    table.add_column(f"1e{BAR_LO} … 1e+{BAR_HI}", no_wrap=True)
+    table.add_column("gain/layer" if not compact else "gain", justify="right")
+    if theory:
+        table.add_column("predicted", justify="right")
+        table.add_column("log err", justify="right")
+    table.add_column("flag")
+    if sparks:
+        table.add_column("0 → L", no_wrap=True)
+    previous = None
+    for _, r in stats.iterrows():
+        group = tuple(r[c] for c in columns[:-1])  # a rule between groups of the outer axes
+        if previous is not None and group != previous:
+            table.add_section()
+        previous = group
+        ratio = float(r["ratio"])
+        no_gradient = bool(r["no_gradient"])  # 0/0 in every seed: no gradient at the first nor the last layer
+        cells = [_cell(r[c]) for c in columns]
+        cells.append("0/0" if no_gradient else fmt(ratio))
+        if spread:
+            cells.append(f"{fmt(float(r['ratio_min']))} – {fmt(float(r['ratio_max']))}")
+        if log10:
+            cells.append(f"{math.log10(ratio):+.1f}" if ratio > 0 and math.isfinite(ratio) else "—")
+        cells.append("" if no_gradient else log_bar(ratio))
+        gain = float(r["gain"])
+        cells.append(fmt(gain) if math.isfinite(gain) else "—")  # one layer: nothing to fit
+        if theory:
+            pred = float(r["predicted"])
+            err = log_ratio_error(ratio, pred)
+            cells += [fmt(pred) if math.isfinite(pred) else "—", f"{err:.1%}" if math.isfinite(err) else "—"]
+        f = "no gradient" if no_gradient else flag(ratio) if r["finite"] else "non-finite"
+        cells.append(Text(f, style=FLAG_STYLE.get(f, "")))
+        if sparks:
+            cells.append(sparks.get(r["variant"], ""))
+        table.add_row(*cells)
+    table.caption = (
+        "grad first/last = ‖∂loss/∂x‖ at the first layer over the last layer's (1 = no loss on the way back); "
+        "gain(/layer): the fitted factor per layer; bar: log10 of the ratio on a fixed scale"
+        + ("; predicted: the theory's first/last (— outside its domain), log err = |ln measured − ln predicted|/|ln predicted|"
+           if theory else "")
+        + (f"; 0 → L: ‖∂loss/∂x‖ from layer 0 to the last, log10 on the fixed scale 1e{BAR_LO} … 1e+{BAR_HI}"
+           if sparks else "")
+    )
+    return table
+
+
+def depth_story(summary: pd.DataFrame, columns: list[str]) -> list[str]:
+    """One sentence per group of the other swept keys: the ratio at the smallest and largest depth,
+    and the fitted factor per added layer (exp of the slope of ln ratio against depth)."""
+    stats = point_stats(summary, columns)
+    if "depth" not in stats or stats["depth"].nunique() < 2:
+        return [_extremes(stats, columns)] if len(stats) > 1 else []
+    others = [c for c in columns if c != "depth"]
+    lines = []
+    groups = stats.groupby(others, sort=False) if others else [((), stats)]
+    for key, g in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        g = g.sort_values("depth")
+        d = g["depth"].to_numpy(dtype=float)
+        ratio = g["ratio"].to_numpy(dtype=float)
+        ok = np.isfinite(ratio) & (ratio > 0)
+        label = ", ".join(f"{c}={_cell(v)}" for c, v in zip(others, key)) + ": " if others else ""
+        lo, hi = g.iloc[0], g.iloc[-1]
+        text = (f"{label}first/last-layer gradient {fmt(float(lo['ratio']))} at depth {int(lo['depth'])} → "
+                f"{fmt(float(hi['ratio']))} at depth {int(hi['depth'])}")
+        if ok.sum() >= 2:
+            per_layer = float(np.exp(np.polyfit(d[ok], np.log(ratio[ok]), 1)[0]))
+            text += f" (×{per_layer:.3g} per added layer): it {_trend(per_layer, float(np.ptp(d[ok])))} with depth"
+        lines.append(text)
+    return lines
+
+
+def _trend(per_layer: float, span: float) -> str:
+    """What a factor per added layer does over the `span` of depths swept, in the flags' terms: level
+    if the ratio changes less than 2x across it; exponential if it changes more than the
+    vanishing/exploding thresholds (1000x); otherwise it shrinks or grows."""
+    log_total = span * math.log(per_layer)  # (per_layer ** span can overflow a float)
+    if math.log(0.5) <= log_total <= math.log(2):
+        return "stays level"
+    if log_total < math.log(VANISHING):
+        return "vanishes exponentially"
+    if log_total > math.log(EXPLODING):
+        return "explodes exponentially"
+    return "shrinks" if log_total < 0 else "grows"
+
+
+def _extremes(stats: pd.DataFrame, columns: list[str]) -> str:
+    dist = np.abs(np.log10(stats["ratio"].to_numpy(dtype=float)))
+    dist = np.where(np.isfinite(dist), dist, np.inf)
+    best, worst = stats.iloc[int(np.argmin(dist))], stats.iloc[int(np.argmax(dist))]
+    return (f"closest to 1 (the first layer gets the last layer's gradient): {best['variant']} ({fmt(float(best['ratio']))}); "
+            f"furthest: {worst['variant']} ({fmt(float(worst['ratio']))})")
+
+
+# ---------------------------------------------------------------------------------------------
+# compare
+
+
+def compare_table(grads: pd.DataFrame, title: str = "", width: int | None = None) -> Table:
+    """`width`: the terminal's; the bars are shown for two configs on a terminal wide enough."""
+    variants = list(dict.fromkeys(grads["variant"]))
+    stats = {v: site_stats(grads[grads["variant"] == v]) for v in variants}
+    longest = max(variants, key=lambda v: len(stats[v]))
+    sites = stats[longest][["layer", "sublayer"]]
+    multi_sub = sites["sublayer"].nunique() > 1
+    bars = len(variants) == 2 and (width is None or width >= 110)
+    table = Table(title=title, title_justify="left", caption_justify="left")
+    table.add_column("layer", justify="right")
+    if multi_sub:
+        table.add_column("sublayer")
+    for v in variants:
+        table.add_column(f"{v} ‖∂loss/∂x‖", justify="right")
+        if bars:
+            table.add_column(f"1e{BAR_LO} … 1e+{BAR_HI}", no_wrap=True)
+    for v in variants[1:]:
+        table.add_column(f"{v} / {variants[0]}", justify="right")
+    lookup = {v: {(int(r.layer), r.sublayer): float(r.median) for r in s.itertuples()} for v, s in stats.items()}
+    rows = shown_rows(len(sites))
+    for i in rows:
+        if i is None:
+            table.add_row(*["⋮"] * len(table.columns))
+            continue
+        site = (int(sites.iloc[i]["layer"]), sites.iloc[i]["sublayer"])
+        cells = [str(site[0])] + ([str(site[1])] if multi_sub else [])
+        values = [lookup[v].get(site) for v in variants]
+        for value in values:
+            cells.append(fmt(value) if value is not None else "—")
+            if bars:
+                cells.append(log_bar(value) if value is not None else "")
+        base = values[0]
+        for value in values[1:]:
+            ok = value is not None and base not in (None, 0.0)
+            cells.append(fmt(value / base) if ok else "—")
+        table.add_row(*cells)
+    step = rows[1] - rows[0] if len(rows) > 1 else 1
+    nth = {2: "2nd", 3: "3rd"}.get(step, f"{step}th")
+    shown = f"every {nth} layer of {len(sites)} shown; " if len(rows) < len(sites) else ""
+    table.caption = f"{shown}median over seeds" + ("; bar: log10 of the gradient norm on a fixed scale" if bars else "")
+    return table
+
+
+def compare_profiles(grads: pd.DataFrame) -> Table:
+    """One row per config: its per-layer profile as a sparkline on the fixed log scale."""
+    table = Table(title="per-layer profiles", title_justify="left", caption_justify="left")
+    table.add_column("config")
+    table.add_column(f"‖∂loss/∂x‖ median, layer 0 → last, log10 on 1e{BAR_LO} … 1e+{BAR_HI}", no_wrap=True)
+    for variant, line in profile_sparklines(grads, width=SPARK_WIDTH).items():
+        table.add_row(str(variant), line)
+    return table
+
+
+def compare_headline(summary: pd.DataFrame) -> str:
+    """Which config keeps the first-layer gradient closest to the last-layer one (|log10 ratio| least)."""
+    rows = [(v, _median(g["grad_ratio"])) for v, g in last_step(summary).groupby("variant", sort=False)]
+    def distance(item):
+        r = item[1]
+        return abs(math.log10(r)) if r > 0 and math.isfinite(r) else math.inf
+    best = min(rows, key=distance)
+    others = ", ".join(f"{fmt(r)} × in {v}" for v, r in rows if v != best[0])
+    text = (f"{best[0]} keeps the first-layer gradient closest to the last-layer one: its first layer receives "
+            f"{fmt(best[1])} × the last layer's gradient, against {others} (median over seeds)")
+    at_init = "step" not in summary or (summary["step"] == 0).all()
+    if at_init and "norm" in summary and summary["norm"].nunique() > 1:  # the reading people take wrongly
+        text += ("; that is at initialisation: whether a norm placement trains is another question "
+                 "(post-norm's trouble shows in training: `resflow compare train-postln train-preln`)")
+    return text
+
+
+# ---------------------------------------------------------------------------------------------
+# show
+
+
+def renderables(result, width: int | None = None) -> list:
+    """What `resflow show` prints for a results dir of any kind (run, sweep, compare)."""
+    meta = result.meta or {}
+    kind = meta.get("kind") or ("compare" if result.grads["variant"].nunique() > 1 else "run")
+    name = (result.config or {}).get("name") or str(result.path)
+    if kind == "sweep":
+        columns = [a["column"] for a in meta.get("axes", [])]
+        return [sweep_table(result.summary, columns, title=f"{name} sweep: {len(result.summary['variant'].unique())} points",
+                            grads=result.grads, width=width),
+                *depth_story(result.summary, columns)]
+    trained = [loss_table(result, width=width)] if getattr(result, "train", None) is not None and len(result.train) else []
+    if kind == "compare":
+        refs = meta.get("refs") or list(dict.fromkeys(result.grads["variant"]))
+        return [compare_table(result.grads, width=width, title=compare_title(refs, result.grads)), compare_profiles(result.grads),
+                compare_headline(result.summary), *trained]
+    return [run_table(result.grads, title=_stored_title(result)), headline(result.grads, dtype=meta.get("dtype")),
+            comparison_line(result.summary, meta.get("theory", "")), *trained]
+
+
+def _stored_title(result) -> str:
+    """`run`'s title line, rebuilt from the dir's config.yaml (its name alone if that cannot be read)."""
+    from resflow.config.loading import load_config
+    from resflow.errors import ResflowError
+    from resflow.report.terminal.run import run_title
+
+    try:
+        return run_title(load_config(dict(result.config)))
+    except (ResflowError, TypeError, ValueError):
+        return str(result.grads["variant"].iloc[0])
+
+
+def compare_title(refs: list[str], grads: pd.DataFrame) -> str:
+    """'compare: a vs b', and the step the gradients are from when the configs trained."""
+    steps = sorted(set(last_step(grads)["step"])) if "step" in grads.columns else [0]
+    at = f" (‖∂loss/∂x‖ after training: step {', '.join(str(int(s)) for s in steps)})" if steps != [0] else ""
+    return "compare: " + " vs ".join(refs) + at

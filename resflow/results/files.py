@@ -1,0 +1,183 @@
+"""Results dirs on disk: written whole and atomically, read back with a clear error.
+
+A results dir holds grads.csv, params.csv, summary.csv, config.yaml and meta.json (train.csv for
+training runs). It is written into a staging dir next to its destination and renamed into place, so
+a reader never sees a partial result, and an existing result is replaced only when asked (`force`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from resflow._sys.files import shareable, write_text_atomic
+from resflow._sys.signals import deferred
+from resflow.errors import ConfigError, ResflowError
+from resflow.results.csvtext import to_csv_text
+from resflow.results.tables import PARAMS_COLUMNS, RunResult
+
+RESULT_FILES = ("grads.csv", "params.csv", "summary.csv", "config.yaml", "meta.json")
+# Everything resflow writes into a results dir (a run's, a sweep's, the demo's): `--force` replaces
+# a dir holding nothing else, and refuses one holding anything else (the user's own files).
+WRITTEN_NAMES = {*RESULT_FILES, "train.csv", "demo.csv", "plan.json", "points"}  # plan.json, points/: a sweep's
+FIGURE_SUFFIXES = (".png", ".svg", ".pdf")
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+def check_out_dir(path: Path, force: bool = False) -> None:
+    """Fail before any work if `path` cannot become a results dir. An existing dir is replaced only
+    with `force`, and only if it holds nothing but what resflow writes."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"output path {str(path)!r} exists and is a file, not a directory")
+    here = Path.cwd().resolve()
+    if path.exists() and (path.resolve() == here or path.resolve() in here.parents):
+        raise ConfigError(f"output path {str(path)!r} is the current directory or holds it; "
+                          "a results dir is written whole, so choose a new subdirectory with --out")
+    if path.is_dir() and any(path.iterdir()):
+        foreign = foreign_entries(path)
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise ConfigError(f"{str(path)!r} holds files resflow did not write ({shown}); "
+                              "--force replaces only resflow's own results: choose another --out")
+        if not force:
+            raise ConfigError(
+                f"{str(path)!r} already holds results; pass --force to replace them or --out to write elsewhere"
+            )
+    parent = _existing_ancestor(path)
+    if not parent.is_dir():
+        raise ConfigError(f"output path {str(path)!r} cannot be created: {str(parent)!r} is a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"output path {str(path)!r} is not writable (no write permission in {str(parent)!r})")
+
+
+def foreign_entries(path: Path) -> list[str]:
+    """The names in dir `path` that resflow does not write (sorted): the user's own files; inside a
+    sweep's points/ only point files (`points/notes.txt` is foreign)."""
+    out = []
+    for entry in Path(path).iterdir():
+        if not _written_by_resflow(entry):
+            out.append(entry.name)
+        elif entry.is_dir():  # points/
+            out += [f"{entry.name}/{e.name}" for e in entry.iterdir() if not _point_file(e)]
+    return sorted(out)
+
+
+def _point_file(entry: Path) -> bool:
+    """What a sweep writes into points/: <index>-<hash>.json, <index>-<hash>.failed.txt, temp files."""
+    return entry.is_file() and (entry.name.endswith((".json", ".failed.txt")) or _temp_name(entry.name))
+
+
+def _temp_name(name: str) -> bool:
+    """A stopped atomic write's temp file: ".grads.csv.x1y2.tmp", ".profile.png.x1y2.tmp.png"."""
+    return name.startswith(".") and ".tmp" in name
+
+
+def _written_by_resflow(entry: Path) -> bool:
+    name = entry.name
+    if name.startswith("."):  # only those temp files: never .git and the like
+        return _temp_name(name) and entry.is_file()
+    if name == "points":
+        return entry.is_dir()
+    return entry.is_file() and (name in WRITTEN_NAMES or name.endswith(FIGURE_SUFFIXES))
+
+
+def _existing_ancestor(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists():
+        path = path.parent
+    return path
+
+def write_csv(df: pd.DataFrame, path: Path) -> None:
+    """Full precision (floats round-trip exactly), atomically: temp file + fsync + rename."""
+    write_text_atomic(path, to_csv_text(df))  # = df.to_csv(index=False), faster (resflow/csvtext.py)
+
+
+
+
+def write_files(result: RunResult, directory: Path) -> None:
+    """Write the result's files into an existing directory (each file atomically)."""
+    import yaml
+
+    write_csv(result.grads, directory / "grads.csv")
+    write_csv(result.params, directory / "params.csv")
+    write_csv(result.summary, directory / "summary.csv")
+    if result.train is not None:
+        write_csv(result.train, directory / "train.csv")
+    write_text_atomic(directory / "config.yaml", yaml.safe_dump(result.config, sort_keys=False))
+    write_text_atomic(directory / "meta.json", json.dumps(result.meta, indent=2, default=str) + "\n")
+
+
+def write_run(result: RunResult, path: Path, force: bool = False, extra=None) -> Path:
+    """Write a whole results dir atomically: staged beside `path`, then renamed into place.
+
+    `extra(staging_dir)` may add files (figures) before the rename.
+    """
+    path = Path(path)
+    check_out_dir(path, force)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.staging-", dir=path.parent))
+        shareable(staging, directory=True)
+    except OSError as err:
+        raise ResflowError(f"cannot create the results dir {str(path)!r}: {err.strerror or err}") from None
+    old = None
+    try:
+        write_files(result, staging)
+        if extra is not None:
+            extra(staging)
+        with deferred():  # a signal here waits until the swap is whole
+            if path.exists():
+                old = path.parent / f".{path.name}.old-{os.getpid()}"
+                os.replace(path, old)
+            os.replace(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if old is not None and not path.exists():
+            os.replace(old, path)  # put the earlier result back
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    result.path = path
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def is_results_dir(path: Path) -> bool:
+    path = Path(path)
+    return path.is_dir() and (path / "grads.csv").is_file() and (path / "summary.csv").is_file()
+
+
+def read_run(path: Path) -> RunResult:
+    """Read a results dir back (for `show` and `plot`); a clear error if it is not one."""
+    import yaml
+
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{str(path)!r} does not exist")
+    if not is_results_dir(path):
+        raise ConfigError(f"{str(path)!r} is not a resflow results dir (no grads.csv and summary.csv in it)")
+    try:
+        grads = pd.read_csv(path / "grads.csv")
+        summary = pd.read_csv(path / "summary.csv")
+        params = pd.read_csv(path / "params.csv") if (path / "params.csv").is_file() else pd.DataFrame(columns=PARAMS_COLUMNS)
+        config = yaml.safe_load((path / "config.yaml").read_text()) if (path / "config.yaml").is_file() else {}
+        meta = json.loads((path / "meta.json").read_text()) if (path / "meta.json").is_file() else {}
+        train = pd.read_csv(path / "train.csv") if (path / "train.csv").is_file() else None
+    except (OSError, ValueError, yaml.YAMLError, pd.errors.ParserError) as err:
+        raise ResflowError(f"{str(path)!r}: cannot read the results: {err}") from None
+    missing = [c for c in ("variant", "seed", "layer", "input_grad_norm") if c not in grads.columns]
+    if missing:
+        raise ConfigError(f"{str(path / 'grads.csv')!r} lacks the columns {', '.join(missing)}: not a resflow results file")
+    return RunResult(grads=grads, params=params, summary=summary, config=config or {}, meta=meta, path=path, train=train)

@@ -1,0 +1,78 @@
+"""The one results schema: the columns of each table, the frames built from tidy rows, `RunResult`.
+
+Every table is long/tidy (one row per seed, step, layer...), so CSVs of different runs concatenate
+directly; tables and figures read these DataFrames, never the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+# Columns copied from the config into every row, so CSVs of different runs concatenate directly.
+CONFIG_COLUMNS = [
+    "block", "depth", "width", "activation", "residual", "residual_scale",
+    "norm", "norm_type", "init_scheme", "init_scale",
+]
+GRADS_COLUMNS = [
+    "variant", "seed", "step", "layer", "sublayer",
+    "input_grad_norm", "activation_rms", "param_grad_norm", *CONFIG_COLUMNS,
+]
+PARAMS_COLUMNS = ["variant", "seed", "step", "layer", "param", "grad_norm", "value_norm"]
+TRAIN_PARAMS_COLUMNS = ["update_ratio", "movement"]  # added to params.csv by training runs (train.steps > 0)
+TRAIN_COLUMNS = [  # train.csv: training runs only, one row per (variant, seed, step)
+    "variant", "seed", "step", "loss", "eval_loss", "grad_norm_total", "lr", "wall_time_s", "task_floor", "task_baseline",
+    *CONFIG_COLUMNS,
+]
+SUMMARY_COLUMNS = [
+    "variant", "seed", "step", "grad_first", "grad_last", "grad_ratio", "log10_grad_ratio",
+    "gain_per_layer", "finite", *CONFIG_COLUMNS,
+]
+
+
+def config_columns(cfg) -> dict[str, Any]:
+    m = cfg.model
+    return dict(
+        block=m.block, depth=m.depth, width=m.width, activation=m.activation if m.block == "mlp" else m.ffn, residual=m.residual,
+        residual_scale=m.residual_scale, norm=m.norm, norm_type=m.norm_type,
+        init_scheme=m.init.scheme, init_scale=m.init.scale,
+    )
+
+
+def _ordered(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """The schema's columns first, in order; any extra columns (added by later features) after."""
+    extra = [c for c in df.columns if c not in columns]
+    return df[[c for c in columns if c in df.columns] + extra]
+
+
+def grads_frame(rows: dict[str, list]) -> pd.DataFrame:
+    return _ordered(pd.DataFrame(rows), GRADS_COLUMNS)
+
+
+def params_frame(rows: dict[str, list]) -> pd.DataFrame:
+    return _ordered(pd.DataFrame(rows), PARAMS_COLUMNS)
+
+
+def summary_frame(df: pd.DataFrame) -> pd.DataFrame:
+    return _ordered(df, SUMMARY_COLUMNS)
+
+
+def train_frame(rows: dict[str, list]) -> pd.DataFrame:
+    return _ordered(pd.DataFrame(rows), TRAIN_COLUMNS)
+
+
+@dataclass
+class RunResult:
+    """What `resflow.run` returns and what a results dir holds."""
+
+    grads: pd.DataFrame
+    params: pd.DataFrame
+    summary: pd.DataFrame
+    config: dict[str, Any] = field(default_factory=dict)  # the fully resolved config
+    meta: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None  # where it was written / read from
+    train: pd.DataFrame | None = None  # train.csv: training runs only
+

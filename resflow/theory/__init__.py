@@ -1,0 +1,1 @@
+"""Mean-field predictions (predict.py), laid beside measurements (overlay.py) and told in words (text.py)."""

@@ -1,0 +1,96 @@
+"""Put the theory's prediction beside the measurement: adds predicted columns to the tidy tables.
+
+The one place where `resflow.theory.predict` (pure numbers) meets the results schema (pandas):
+    grads.csv    predicted_input_grad_norm  the predicted per-site profile, scaled to the measured
+                                            last site of the same (variant, seed, step)
+    summary.csv  predicted_grad_ratio, predicted_gain_per_layer, chi1, depth_scale
+Columns are empty (NaN) where the config is outside every theory's domain.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from resflow.theory.predict import NoPrediction, Prediction, predict
+
+GRADS_COLUMNS = ["predicted_input_grad_norm"]
+SUMMARY_COLUMNS = ["predicted_grad_ratio", "predicted_gain_per_layer", "chi1", "depth_scale"]
+
+
+def _num(value) -> float:
+    return math.nan if value is None else float(value)
+
+
+def add_prediction(grads: pd.DataFrame, summary: pd.DataFrame, pred: Prediction | NoPrediction):
+    """Copies of `grads` and `summary` with the predicted columns (NaN when `pred` is a NoPrediction)."""
+    grads, summary = grads.copy(), summary.copy()
+    if not pred:
+        grads["predicted_input_grad_norm"] = math.nan
+        for col in SUMMARY_COLUMNS:
+            summary[col] = math.nan
+        return grads, summary
+    ratios = pred.ratios
+    predicted = np.full(len(grads), math.nan)
+    for (_, _, step), idx in grads.groupby(["variant", "seed", "step"], sort=False).groups.items():
+        rows = grads.index.get_indexer(idx)
+        if step != 0:  # the theory is about the network at initialisation, not after training steps
+            continue
+        if len(rows) != len(ratios):  # not one site per block: the prediction does not line up
+            continue
+        last = float(grads["input_grad_norm"].iloc[rows[-1]])
+        predicted[rows] = last * ratios
+    grads["predicted_input_grad_norm"] = predicted
+    at_init = summary["step"] == 0 if "step" in summary else True
+    for col, value in zip(SUMMARY_COLUMNS, (pred.grad_ratio, pred.gain_per_layer, _num(pred.chi1), _num(pred.depth_scale))):
+        summary[col] = np.where(at_init, value, math.nan)
+    return grads, summary
+
+
+def overlay(grads: pd.DataFrame, summary: pd.DataFrame, cfg):
+    """`add_prediction` for a config: (grads, summary, prediction)."""
+    pred = predict(cfg)
+    grads, summary = add_prediction(grads, summary, pred)
+    return grads, summary, pred
+
+
+FLAT = 0.05  # |ln predicted| below this: the ratio is ~1 and a relative error of its log means nothing
+
+
+def log_ratio_error(measured: float, predicted: float) -> float:
+    """|ln measured − ln predicted| / |ln predicted|: the relative error of the log ratio.
+
+    NaN where undefined: non-positive ratios, or a predicted ratio within e^±0.05 of 1 (critical stacks).
+    """
+    if not (measured > 0 and predicted > 0 and math.isfinite(measured) and math.isfinite(predicted)):
+        return math.nan
+    lp = math.log(predicted)
+    if abs(lp) < FLAT:
+        return math.nan
+    return abs(math.log(measured) - lp) / abs(lp)
+
+
+def comparison_line(summary: pd.DataFrame, verdict: str) -> str:
+    """One sentence: predicted vs measured first/last ratio (median over seeds), or why there is none.
+
+    `verdict` is the prediction's model description, or "no prediction: …" (meta.json's `theory`).
+    """
+    if "predicted_grad_ratio" not in summary or summary["predicted_grad_ratio"].isna().all():
+        return f"theory: {verdict}" if verdict.startswith("no prediction") else "theory: no prediction"
+    measured = float(np.median(summary["grad_ratio"].to_numpy(dtype=float)))
+    predicted = float(summary["predicted_grad_ratio"].iloc[0])
+    err = log_ratio_error(measured, predicted)
+    if math.isfinite(err):
+        err_text = f"relative error of the log ratio {err:.1%}"
+    elif measured > 0 and math.isfinite(measured):
+        err_text = f"|ln measured − ln predicted| = {abs(math.log(measured) - math.log(predicted)):.3g} (predicted ≈ 1)"
+    else:
+        err_text = "no error defined (non-finite or zero gradient)"
+    seeds = len(summary)
+    over = f" (median of {seeds} seeds)" if seeds > 1 else ""
+    return (
+        f"theory ({verdict}): first/last predicted {predicted:.3g}, measured {measured:.3g}{over}; "
+        f"{err_text}"
+    )
