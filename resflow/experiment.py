@@ -23,9 +23,12 @@ from resflow.results.meta import run_meta
 from resflow.results.stats import summarize
 from resflow.results.tables import (
     CONFIG_COLUMNS,
+    PARAMS_COLUMNS,
     RunResult,
+    add_constants,
     config_columns,
     grads_frame,
+    new_rows,
     params_frame,
     summary_frame,
 )
@@ -87,17 +90,12 @@ def run(cfg: Config, on_seed=None, on_step=None) -> RunResult:
     device = resolve_device(cfg.device)
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
-    cols = config_columns(cfg)
-    grads = {k: [] for k in ("variant", "seed", "step", "layer", "sublayer", "input_grad_norm", "activation_rms", "param_grad_norm")}
-    params = {k: [] for k in ("variant", "seed", "step", "layer", "param", "grad_norm", "value_norm")}
+    grads, params = new_rows(), new_rows(PARAMS_COLUMNS)
     for seed, rec in measure_all(cfg, device):
         rec.add_rows(grads, params, cfg.name, seed, step=0)
         if on_seed is not None:
             on_seed(seed)
-    n_rows = len(grads["seed"])
-    for key, value in cols.items():
-        grads[key] = [value] * n_rows
-    grads_df = grads_frame(grads)
+    grads_df = grads_frame(add_constants(grads, config_columns(cfg)))
     summary_df = summary_frame(summarize(grads_df, CONFIG_COLUMNS))
     grads_df, summary_df, prediction = overlay(grads_df, summary_df, cfg)  # theory beside measurement
     meta = run_meta(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -38,15 +39,23 @@ def shareable(path, directory: bool = False) -> None:
         pass
 
 
-def write_text_atomic(path: Path, text: str) -> None:
+@contextmanager
+def atomic_path(path: Path, suffix: str = ".tmp"):
+    """Yield a temp path beside `path` (mode as under the umask) to write into; on success it is
+    renamed over `path`, on any error or interrupt removed. A reader never sees half a file."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
         shareable(tmp)
-        _fsync_write(Path(tmp), text)
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """`text` into `path`, atomically (temp file + fsync + rename)."""
+    with atomic_path(path) as tmp:
+        _fsync_write(tmp, text)

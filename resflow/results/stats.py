@@ -45,6 +45,43 @@ def site_position(group: pd.DataFrame) -> np.ndarray:
     return group["layer"].to_numpy() + k / n_sub
 
 
+def finite_stats(values) -> tuple[float, float, float, int]:
+    """Median, min and max over the seeds' finite values, and how many were not finite (nan, ±inf).
+
+    The one seed statistic: tables, figures and sweeps all call it, so they cannot disagree.
+    """
+    values = np.asarray(values, dtype=float)
+    ok = np.isfinite(values)
+    if not ok.any():
+        return math.nan, math.nan, math.nan, int(values.size)
+    v = values[ok]
+    return float(np.median(v)), float(v.min()), float(v.max()), int((~ok).sum())
+
+
+SITE_STATS_COLUMNS = ["variant", "x", "layer", "sublayer", "median", "min", "max", "n_bad", "n"]
+
+
+def site_stats(grads: pd.DataFrame, column: str = "input_grad_norm", step: int | None = None) -> pd.DataFrame:
+    """Per (variant, site), in site order: x (fractional layer), `finite_stats` of `column` over the
+    seeds, and n (seeds). At the last recorded step unless `step` is given."""
+    if "step" in grads.columns:
+        step = grads["step"].max() if step is None else step
+        grads = grads[grads["step"] == step]
+    if "variant" not in grads.columns:
+        grads = grads.assign(variant="")
+    rows = []
+    for variant, vdf in grads.groupby("variant", sort=False):
+        first_seed = vdf[vdf["seed"] == vdf["seed"].iloc[0]] if "seed" in vdf else vdf
+        x = site_position(first_seed)
+        by_site = {k: g[column].to_numpy(dtype=float) for k, g in vdf.groupby(["layer", "sublayer"], sort=False)}
+        for i, (layer, sub) in enumerate(first_seed[["layer", "sublayer"]].itertuples(index=False)):
+            values = by_site[(layer, sub)]
+            med, lo, hi, bad = finite_stats(values)
+            rows.append(dict(variant=variant, x=float(x[i]), layer=int(layer), sublayer=sub,
+                             median=med, min=lo, max=hi, n_bad=bad, n=len(values)))
+    return pd.DataFrame(rows, columns=SITE_STATS_COLUMNS)
+
+
 def summarize(grads: pd.DataFrame, config_columns: list[str]) -> pd.DataFrame:
     """One row per (variant, seed, step): first/last gradient, their ratio, fitted gain, finiteness."""
     rows = []

@@ -34,8 +34,10 @@ from resflow.results.tables import (
     PARAMS_COLUMNS,
     TRAIN_PARAMS_COLUMNS,
     RunResult,
+    add_constants,
     config_columns,
     grads_frame,
+    new_rows,
     params_frame,
     summary_frame,
     train_frame,
@@ -205,10 +207,8 @@ def _train(cfg, on_seed, on_step) -> RunResult:
     device = resolve_device(cfg.device)
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
-    cols = config_columns(cfg)
-    grads = {k: [] for k in ("variant", "seed", "step", "layer", "sublayer", "input_grad_norm", "activation_rms", "param_grad_norm")}
-    params = {k: [] for k in (*PARAMS_COLUMNS, *TRAIN_PARAMS_COLUMNS)}
-    train_rows: dict[str, list] = {k: [] for k in ("variant", "seed")}
+    grads, params = new_rows(), new_rows((*PARAMS_COLUMNS, *TRAIN_PARAMS_COLUMNS))
+    train_rows = new_rows(("variant", "seed"))
     floors, baselines = [], []
     for seed in cfg.seed_list:
         run = train_seed(cfg, seed, device, on_step)
@@ -227,11 +227,9 @@ def _train(cfg, on_seed, on_step) -> RunResult:
         baselines.append(run.baseline)
         if on_seed is not None:
             on_seed(seed)
-    for table in (grads, train_rows):
-        n_rows = len(table["seed"])
-        for key, value in cols.items():
-            table[key] = [value] * n_rows
-    grads_df = grads_frame(grads)
+    cols = config_columns(cfg)
+    grads_df = grads_frame(add_constants(grads, cols))
+    add_constants(train_rows, cols)
     meta = run_meta(
         started, t0, device=str(device), dtype=cfg.dtype, seeds=cfg.seed_list,
         train_steps=cfg.train.steps,

@@ -15,8 +15,6 @@ a line is the median over seeds, the band min-max over seeds; values a log axis 
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import textwrap
 from pathlib import Path
 
@@ -28,7 +26,8 @@ from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullFormatter
 
-from resflow.results.stats import EXPLODING, VANISHING, site_position
+from resflow._sys.files import atomic_path
+from resflow.results.stats import EXPLODING, VANISHING, finite_stats, site_stats
 from resflow.results.tables import CONFIG_COLUMNS
 
 MAX_GUIDED = 4  # profiles with more lines than this get no per-line threshold guides
@@ -53,35 +52,6 @@ def new_figure(figsize: tuple[float, float] = FIGSIZE) -> Figure:
 
 # ---------------------------------------------------------------------------------------------
 # Statistics over seeds
-
-
-def _finite_stats(values: np.ndarray) -> tuple[float, float, float, int]:
-    """median, min, max over the finite values, and how many were not finite."""
-    ok = np.isfinite(values)
-    if not ok.any():
-        return math.nan, math.nan, math.nan, int(values.size)
-    v = values[ok]
-    return float(np.median(v)), float(v.min()), float(v.max()), int((~ok).sum())
-
-
-def profile_stats(grads: pd.DataFrame, column: str = "input_grad_norm", step: int | None = None) -> pd.DataFrame:
-    """Per (variant, site), in site order: x (fractional layer), sublayer, median/min/max over seeds
-    of `column` (finite values only) and `n_bad`, the seeds whose value is not finite. Uses the last
-    recorded step unless `step` is given."""
-    if "step" in grads.columns:
-        step = grads["step"].max() if step is None else step
-        grads = grads[grads["step"] == step]
-    rows = []
-    for variant, vdf in grads.groupby("variant", sort=False):
-        first_seed = vdf[vdf["seed"] == vdf["seed"].iloc[0]]
-        x = site_position(first_seed)
-        sites = first_seed[["layer", "sublayer"]].reset_index(drop=True)
-        by_site = {k: g[column].to_numpy(dtype=float) for k, g in vdf.groupby(["layer", "sublayer"], sort=False)}
-        for i, (layer, sub) in enumerate(sites.itertuples(index=False)):
-            med, lo, hi, bad = _finite_stats(by_site[(layer, sub)])
-            rows.append(dict(variant=variant, x=float(x[i]), layer=int(layer), sublayer=sub,
-                             median=med, min=lo, max=hi, n_bad=bad, n=len(by_site[(layer, sub)])))
-    return pd.DataFrame(rows, columns=["variant", "x", "layer", "sublayer", "median", "min", "max", "n_bad", "n"])
 
 
 def swept_keys(summary: pd.DataFrame) -> list[str]:
@@ -218,7 +188,7 @@ def profile_figure(
     """Layer on x, `column` on a log y: one line per variant (median over seeds, min–max band),
     transformer sublayers marked, the prediction dashed when the table has one, the closed form
     where one exists, dotted guides at the vanishing/exploding thresholds relative to the last layer."""
-    stats = profile_stats(grads, column)
+    stats = site_stats(grads, column)
     variants = list(stats["variant"].unique())
     labels = labels or {}
     palette = _colors(len(variants))
@@ -259,7 +229,7 @@ def profile_figure(
             ax.plot(x, ref_y, color="black", linestyle="--", linewidth=1.0, label=ref_label, gid="closed-form")
             drawn.append(ref_y)
         elif pred_col in grads.columns:
-            pstats = profile_stats(grads[grads["variant"] == variant].assign(**{column: grads[pred_col]}), column)
+            pstats = site_stats(grads[grads["variant"] == variant].assign(**{column: grads[pred_col]}), column)
             if pstats["median"].notna().any():
                 ax.plot(pstats["x"], _positive(pstats["median"].to_numpy()), color=color, linestyle="--",
                         linewidth=1.2, label="predicted (theory)" if i == 0 else None, gid=f"predicted:{variant}")
@@ -359,7 +329,7 @@ def params_figure(params: pd.DataFrame, title: str = "", caption: str = "", max_
                 continue
             g = p.groupby("layer", sort=True)["grad_norm"]
             layers = np.array(list(g.groups.keys()), dtype=float)
-            st = [(_finite_stats(v.to_numpy(dtype=float))) for _, v in g]
+            st = [(finite_stats(v.to_numpy(dtype=float))) for _, v in g]
             med = np.array([s[0] for s in st])
             ax.plot(layers, _positive(med), color=colors[name], linestyle=dashes[name], linewidth=1.5,
                     label=name if ax is axes[0] else None, gid=f"median:{variant}:{name}")
@@ -398,7 +368,7 @@ def _group_stats(summary: pd.DataFrame, keys: list[str], column: str) -> pd.Data
     rows = []
     for key, g in summary.groupby(keys, sort=True, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
-        med, lo, hi, bad = _finite_stats(g[column].to_numpy(dtype=float))
+        med, lo, hi, bad = finite_stats(g[column].to_numpy(dtype=float))
         rows.append(dict(zip(keys, key), median=med, min=lo, max=hi, n_bad=bad, n=len(g)))
     return pd.DataFrame(rows)
 
@@ -552,7 +522,7 @@ def steps_heatmap_figure(grads: pd.DataFrame, title: str = "", caption: str = ""
     for variant in variants:
         v = grads[grads["variant"] == variant]
         steps = sorted(v["step"].unique())
-        per_step = [profile_stats(v, step=s) for s in steps]
+        per_step = [site_stats(v, step=s) for s in steps]
         y = per_step[0]["x"].to_numpy()
         with np.errstate(divide="ignore", invalid="ignore"):
             grid = np.log10(np.column_stack([ps["median"].to_numpy() for ps in per_step]))
@@ -704,17 +674,8 @@ def save_figure(fig: Figure, path: Path) -> None:
     """Save atomically (temp file + rename): a reader never sees half a PNG."""
     path = Path(path)
     fmt = path.suffix.lstrip(".")
-    from resflow._sys.files import shareable
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp.{fmt}", dir=path.parent)
-    os.close(fd)
-    try:
-        shareable(tmp)
+    with atomic_path(path, suffix=f".tmp.{fmt}") as tmp:
         fig.savefig(tmp, format=fmt, dpi=DPI)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_figures(result, directory: Path, fmt: str = "png") -> list[Path]:

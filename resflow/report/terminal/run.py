@@ -9,7 +9,7 @@ import pandas as pd
 from rich.table import Table
 from rich.text import Text
 
-from resflow.results.stats import EXPLODING, VANISHING, flag
+from resflow.results.stats import EXPLODING, VANISHING, flag, site_stats
 
 BAR_LO, BAR_HI = -16, 4  # the bar's fixed log10 scale: 1e-16 ... 1e+4, never rescaled to the data
 BAR_WIDTH = 20  # characters: one per decade
@@ -63,17 +63,6 @@ def fmt(value: float) -> str:
     if isinstance(value, float) and math.isinf(value):
         return "inf" if value > 0 else "-inf"
     return f"{value:.3g}" if 1e-3 <= abs(value) < 1e4 else f"{value:.2e}"
-
-
-def site_stats(grads: pd.DataFrame, column: str = "input_grad_norm") -> pd.DataFrame:
-    """Per site (layer, sublayer), in site order: median, min and max of `column` over seeds."""
-    step = grads["step"].max() if "step" in grads else 0
-    df = grads[grads["step"] == step] if "step" in grads else grads
-    order = df.drop_duplicates(["layer", "sublayer"])[["layer", "sublayer"]]
-    stats = df.groupby(["layer", "sublayer"], sort=False)[column].agg(
-        median=lambda s: float(np.median(s.to_numpy(dtype=float))), min="min", max="max", n="size"
-    )
-    return order.merge(stats.reset_index(), on=["layer", "sublayer"], how="left").reset_index(drop=True)
 
 
 def shown_rows(n: int, max_rows: int = MAX_FULL_ROWS) -> list[int | None]:
@@ -148,8 +137,9 @@ def run_table(grads: pd.DataFrame, title: str = "") -> Table:
             cells.append(fmt(float(pred.iloc[i]["median"])))
         cells.append(f"{math.log10(med):+.2f}" if med > 0 and math.isfinite(med) else "—")
         cells.append(log_bar(med))
-        f = flag(ratio) if math.isfinite(med) else "non-finite"
-        cells.append(Text(f, style={"vanishing": "yellow", "exploding": "red", "non-finite": "bold red"}.get(f, "")))
+        bad = int(r["n_bad"])  # seeds left out of the median (resflow.results.stats.finite_stats)
+        f = "non-finite" if bad == r["n"] else (f"{bad} of {int(r['n'])} non-finite" if bad else flag(ratio))
+        cells.append(Text(f, style={"vanishing": "yellow", "exploding": "red"}.get(f, "bold red" if bad else "")))
         table.add_row(*cells)
     return table
 
@@ -161,7 +151,8 @@ def _has_prediction(grads: pd.DataFrame) -> bool:
 
 def _caption(shown: str = "") -> str:
     return (
-        f"{shown}flags compare each layer with the last: vanishing < {VANISHING:g}×, exploding > {EXPLODING:g}×; "
+        f"{shown}median, min and max over the seeds with finite values; "
+        f"flags compare each layer with the last: vanishing < {VANISHING:g}×, exploding > {EXPLODING:g}×; "
         f"bar: log10 of the gradient norm on a fixed scale"
     )
 
@@ -180,7 +171,8 @@ def headline(grads: pd.DataFrame, dtype: str | None = None) -> str:
         return f"{namel} receives no gradient at all (0.0); {name0} receives {fmt(g0)}"
     ratio = g0 / gl
     seeds = int(grads["seed"].nunique())
-    over = f" (median over {seeds} seeds)" if seeds > 1 else ""
+    bad = int(max(first["n_bad"], last["n_bad"]))
+    over = f" (median over {seeds - bad} of {seeds} seeds: {bad} non-finite)" if bad else f" (median over {seeds} seeds)" if seeds > 1 else ""
     verdict = {"vanishing": ": the gradient vanishes", "exploding": ": the gradient explodes"}.get(flag(ratio), "")
     underflow = (" (exactly 0 in float32, whose smallest number is ~1e-45: if the gradient underflowed, "
                  "--set dtype=float64 shows how small it is)" if g0 == 0 and dtype == "float32" else "")

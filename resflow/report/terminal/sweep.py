@@ -26,11 +26,10 @@ from resflow.report.terminal.run import (
     natural_width,
     run_table,
     shown_rows,
-    site_stats,
     sparkline,
 )
 from resflow.report.terminal.train import loss_table
-from resflow.results.stats import EXPLODING, VANISHING, flag
+from resflow.results.stats import EXPLODING, VANISHING, finite_stats, flag, site_stats
 from resflow.theory.overlay import comparison_line, log_ratio_error
 
 FLAG_STYLE = {"vanishing": "yellow", "exploding": "red", "non-finite": "bold red", "no gradient": "yellow"}
@@ -67,7 +66,7 @@ def point_stats(summary: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
         finite = bool(g["finite"].all())
         if finite:
             ratio = ratio[~np.isnan(ratio)]
-        stats = (_median(ratio), float(np.min(ratio)), float(np.max(ratio))) if len(ratio) else (math.nan,) * 3
+        stats = finite_stats(ratio)[:3]  # (the figures' statistic too)
         row = {c: g[c].iloc[0] for c in columns if c in g}
         row.update(variant=variant, ratio=stats[0], ratio_min=stats[1], ratio_max=stats[2], no_gradient=finite and not len(ratio),
                    gain=_median(g["gain_per_layer"]), seeds=len(g), finite=finite,
