@@ -3,9 +3,8 @@
 glibc's malloc hands blocks of 128 KiB and more (a width-256 weight's gradient is 256 KiB) to the
 OS with mmap and returns them on free, and it trims the top of the heap; its thresholds then move
 with what was freed last. A forward+backward that frees and reallocates its tensors every step can
-so page-fault all that memory again each step: measured here, 0 to 3,400 minor faults per step of a
-depth-50 width-256 MLP, several milliseconds of a ~19 ms step, and how many depended on what else
-was alive (a recorder's bookkeeping, an earlier benchmark). Fixed thresholds (the largest mmap
+so page-fault all that memory again each step, how often depending on what else was alive (a
+recorder's bookkeeping, an earlier benchmark); docs/performance.md has the numbers. Fixed thresholds (the largest mmap
 threshold glibc accepts; no trimming) make it steady: peak memory is unchanged, freed memory stays
 with the process for the next step, as PyTorch's own CUDA caching allocator does on a GPU.
 
@@ -13,8 +12,8 @@ Called by the CLI before it runs anything and by the sweep's workers; `python -m
 measures with it and reports the page faults. A no-op where the C library is not glibc.
 
 `freeze_imports()` is the same idea for Python's cyclic garbage collector: torch and pandas bring
-hundreds of thousands of long-lived objects, and every full collection walks them all (50-100 ms
-here, every few runs of a sweep point) and, in a forked sweep worker, writes to their headers, so
+hundreds of thousands of long-lived objects, and every full collection walks them all (every few
+runs of a sweep point) and, in a forked sweep worker, writes to their headers, so
 the pages they share with the parent are copied. Frozen (gc.freeze), they are skipped.
 """
 
@@ -53,7 +52,7 @@ def retain_freed_memory() -> bool:
 def freeze_imports() -> None:
     """Move every object alive now (the imported modules' and the like) out of the collector's reach.
 
-    (No collection first: after the imports it frees a few dozen objects and costs ~0.1-0.2 s.)
+    (No collection first: after the imports there is almost nothing to free, and it walks everything.)
     """
     gc.freeze()
 

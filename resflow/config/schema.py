@@ -29,36 +29,71 @@ class _Strict(BaseModel):
 
 
 class InitConfig(_Strict):
-    scheme: Literal["default", "normal", "xavier", "kaiming", "orthogonal", "constant"] = "default"
-    # normal: std = scale/sqrt(fan_in) (scale is sigma_w); constant: every weight = scale;
-    # default/xavier/kaiming/orthogonal: the scheme's weights multiplied by scale.
-    scale: float = Field(1.0, ge=0)
-    # None: the scheme's own biases (PyTorch's uniform for `default`, zeros otherwise);
-    # a number: biases ~ N(0, bias_std^2), 0 meaning zeros.
-    bias_std: Optional[float] = Field(None, ge=0)
-    zero_out: bool = False  # transformer: zero the attention and FFN output projections (microgpt)
+    scheme: Literal["default", "normal", "xavier", "kaiming", "orthogonal", "constant"] = Field(
+        "default",
+        description="`default` (PyTorch's own), `normal`, `xavier` (Xavier normal), `kaiming` (He normal, "
+        "N(0, 2/fan_in)), `orthogonal`, `constant`",
+    )
+    scale: float = Field(
+        1.0, ge=0,
+        description="`normal`: weight std = scale/√fan_in (scale is σ_w); `constant`: every weight = scale; "
+        "the others: multiplies the scheme's weights",
+    )
+    bias_std: Optional[float] = Field(
+        None, ge=0,
+        description="unset: the scheme's own biases (PyTorch's uniform for `default`, zeros otherwise); "
+        "a number: biases ~ N(0, bias_std²), 0 meaning zeros",
+    )
+    zero_out: bool = Field(
+        False,
+        description="transformer only: zero the attention and FFN output projections (weights and biases) "
+        "after the scheme's init (microgpt)",
+    )
 
 
 class ModelConfig(_Strict):
-    block: Literal["mlp", "transformer"] = "mlp"  # the kind of block stacked `depth` times
-    depth: int = Field(ge=1)  # number of blocks
-    width: int = Field(ge=1)  # features in = features out of every block
-    activation: Optional[Literal[ACTIVATION_NAMES]] = None  # type: ignore[valid-type]  # mlp [tanh]
-    residual: bool = False  # x + alpha*f(x) instead of f(x)
-    # alpha; transformer: 'deepnorm' = DeepNet's norm(a*x + f(x)), a = (2N)^(1/4), post-norm only
-    residual_scale: Union[float, Literal["deepnorm"]] = 1.0
-    norm: Literal["none", "pre", "post"] = "none"  # where the norm sits
-    norm_type: Literal["layernorm", "rmsnorm"] = "layernorm"
-    preactivation: bool = False  # branch W*phi(u)+b instead of phi(W*u+b) (He et al. 2016)
-    bias: bool = True
-    share_weights: bool = False  # one block reused at every depth
-    init: InitConfig = InitConfig()
+    block: Literal["mlp", "transformer"] = Field("mlp", description="the block stacked `depth` times")
+    depth: int = Field(ge=1, description="number of blocks")
+    width: int = Field(ge=1, description="features in = features out of every block")
+    activation: Optional[Literal[ACTIVATION_NAMES]] = Field(  # type: ignore[valid-type]
+        None,
+        description="mlp only, unset means `tanh` (transformers: `model.ffn`); `leaky_relu` has slope 0.01",
+    )
+    residual: bool = Field(False, description="x + α·f(x) instead of f(x)")
+    residual_scale: Union[float, Literal["deepnorm"]] = Field(
+        1.0,
+        description="α; transformer post-norm only: `deepnorm` = DeepNet's norm(a·x + f(x)), a = (2N)^¼, "
+        "with v, out and FFN weights × β = (8N)^−¼ at init",
+    )
+    norm: Literal["none", "pre", "post"] = Field("none", description="where the norm sits")
+    norm_type: Literal["layernorm", "rmsnorm"] = Field("layernorm", description="which norm")
+    preactivation: bool = Field(
+        False, description="the branch is W·φ(u) + b instead of φ(W·u + b) (He et al. 2016)"
+    )
+    bias: bool = Field(True, description="biases in every linear layer")
+    share_weights: bool = Field(False, description="one block reused at every depth")
+    init: InitConfig = Field(InitConfig(), description="weight initialisation (the `model.init` section)")
     # transformer only (None for mlp blocks; defaults filled in for transformers):
-    heads: Optional[int] = Field(None, ge=1)  # attention heads [4]; must divide width
-    ffn: Optional[Literal["gelu", "relu", "swiglu"]] = None  # FFN kind [gelu]
-    ffn_mult: Optional[float] = Field(None, gt=0)  # FFN hidden size = round(ffn_mult * width) [4]
-    final_norm: Optional[bool] = None  # a norm after the last block [unset: true for pre-norm]
-    rezero: bool = False  # alpha a learnable scalar per sublayer, initialised to 0
+    heads: Optional[int] = Field(
+        None, ge=1, description="transformer only: attention heads, unset means 4; must divide width"
+    )
+    ffn: Optional[Literal["gelu", "relu", "swiglu"]] = Field(
+        None, description="transformer only: the FFN, unset means `gelu` (exact erf)"
+    )
+    ffn_mult: Optional[float] = Field(
+        None, gt=0,
+        description="transformer only: FFN hidden size = round(ffn_mult × width), for SwiGLU too; unset means 4",
+    )
+    final_norm: Optional[bool] = Field(
+        None,
+        description="transformer only: a norm after the last block; unset: on for `norm: pre`, off otherwise "
+        "(so it follows `--set model.norm=…`)",
+    )
+    rezero: bool = Field(
+        False,
+        description="transformer only: α learnable per sublayer, initialised to 0; needs `residual: true` "
+        "and `residual_scale` 1",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -121,13 +156,21 @@ def _check_transformer(m: ModelConfig) -> None:
 
 
 class DataConfig(_Strict):
-    batch_size: int = Field(32, ge=1)
-    # normal: x ~ N(0, input_scale^2); ones: x = input_scale; tokens (transformer): random token ids
-    # embedded by a fixed random table with N(0, input_scale^2) entries (data, not a parameter)
-    input: Literal["normal", "ones", "tokens"] = "normal"
-    input_scale: float = Field(1.0, ge=0)
-    seq_len: Optional[int] = Field(None, ge=1)  # transformer: tokens per sequence [32]
-    vocab: Optional[int] = Field(None, ge=1)  # data.input tokens: vocabulary size [256]
+    batch_size: int = Field(32, ge=1, description="inputs per batch")
+    input: Literal["normal", "ones", "tokens"] = Field(
+        "normal",
+        description="`normal`: x ~ N(0, input_scale²); `ones`: every entry = input_scale; `tokens` "
+        "(transformer only): random token ids embedded by a fixed random table with N(0, input_scale²) "
+        "entries (data, not a parameter)",
+    )
+    input_scale: float = Field(1.0, ge=0, description="the input's scale (see `data.input`)")
+    seq_len: Optional[int] = Field(
+        None, ge=1,
+        description="transformer only: tokens per sequence, unset means 32; the input is (batch, seq_len, width)",
+    )
+    vocab: Optional[int] = Field(
+        None, ge=1, description="`data.input: tokens` only: vocabulary size, unset means 256"
+    )
 
 
 TASK_NAMES = ("teacher", "sequence")  # the tasks live in resflow.train.tasks (checked against this list by a test)
@@ -143,21 +186,37 @@ def record_steps(steps: int, every: int | None) -> list[int]:
 
 
 class TrainConfig(_Strict):
-    steps: int = Field(0, ge=0)  # optimizer steps; 0: measure at initialisation only (no training)
-    optimizer: Literal["sgd", "adam", "adamw"] = "adam"
-    lr: float = Field(1e-3, gt=0)  # peak learning rate
-    weight_decay: float = Field(0.0, ge=0)
-    warmup: int = Field(0, ge=0)  # steps of linear learning-rate warmup from lr/warmup up to lr
-    batch_size: Optional[int] = Field(None, ge=1)  # None: data.batch_size
-    record_every: Optional[int] = Field(None, ge=1)  # None: max(1, steps // 20); the last step is always recorded
-    # teacher (mlp): regress a fixed random network's outputs (MSE); sequence (transformer): next-token
-    # prediction on a fixed random Markov chain (cross-entropy). Unset: the one model.block allows.
-    task: Optional[Literal[TASK_NAMES]] = None  # type: ignore[valid-type]
-    eval_batches: int = Field(4, ge=0)  # held-out batches evaluated at every recorded step
-    vocab: Optional[int] = Field(None, ge=2)  # sequence: tokens (states of the chain) [16]
-    # sequence: each row of the transition matrix is softmax(N(0, 1) / chain_temperature) [0.5];
-    # lower is more predictable (a lower loss floor)
-    chain_temperature: Optional[float] = Field(None, gt=0)
+    steps: int = Field(0, ge=0, description="optimizer steps; 0: measure at initialisation only (no training)")
+    optimizer: Literal["sgd", "adam", "adamw"] = Field(
+        "adam", description="torch.optim's, with its default betas and eps"
+    )
+    lr: float = Field(1e-3, gt=0, description="peak learning rate")
+    weight_decay: float = Field(0.0, ge=0, description="weight decay, as the optimizer defines it")
+    warmup: int = Field(
+        0, ge=0, description="linear warmup: step s uses lr·min(1, (s+1)/warmup); at most `train.steps`"
+    )
+    batch_size: Optional[int] = Field(
+        None, ge=1, description="a fresh batch every step; unset means `data.batch_size`"
+    )
+    record_every: Optional[int] = Field(
+        None, ge=1,
+        description="record grads/params at steps 0, k, 2k, … and the last step; unset means max(1, steps // 20)",
+    )
+    task: Optional[Literal[TASK_NAMES]] = Field(  # type: ignore[valid-type]
+        None,
+        description="`teacher` (mlp): regress a fixed random tanh network (MSE); `sequence` (transformer): "
+        "next-token prediction on a fixed random Markov chain (cross-entropy). Unset: the one `model.block` "
+        "allows; the other one is an error. The top-level `loss` is not used when training",
+    )
+    eval_batches: int = Field(4, ge=0, description="held-out batches, evaluated at every recorded step")
+    vocab: Optional[int] = Field(
+        None, ge=2, description="`sequence` only: tokens (states of the chain), unset means 16"
+    )
+    chain_temperature: Optional[float] = Field(
+        None, gt=0,
+        description="`sequence` only: each row of the transition matrix is softmax(N(0, 1)/chain_temperature), "
+        "unset means 0.5; lower is more predictable (a lower loss floor)",
+    )
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -171,17 +230,25 @@ class TrainConfig(_Strict):
 
 
 class Config(_Strict):
-    name: str = Field("resflow", pattern=NAME_PATTERN)  # default: the config file's stem
-    seed: int = Field(0, ge=0, le=MAX_SEED)  # first seed
-    seeds: int = Field(1, ge=1, le=MAX_SEEDS)  # runs seeds seed, seed+1, ..., seed+seeds-1
-    dtype: Literal["float32", "float64"] = "float32"
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    # sum: sum of outputs (the seeds' `out.backward()`); mean; mse against a fixed random target;
-    # random: <v, output> for a fixed Gaussian v.
-    loss: Literal["sum", "mean", "mse", "random"] = "sum"
-    model: ModelConfig
-    data: DataConfig = DataConfig()
-    train: TrainConfig = TrainConfig()  # steps: 0 (the default) measures at initialisation only
+    name: str = Field(
+        "resflow", pattern=NAME_PATTERN,
+        description="the run's name: the `variant` column and the default results dir; a config file's "
+        "default is its stem",
+    )
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="the first seed")
+    seeds: int = Field(1, ge=1, le=MAX_SEEDS, description="runs seeds seed, seed+1, …, seed+seeds−1")
+    dtype: Literal["float32", "float64"] = Field("float32", description="the dtype of weights and activations")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="`auto`: CUDA if present, else the CPU")
+    loss: Literal["sum", "mean", "mse", "random"] = Field(
+        "sum",
+        description="`sum` of outputs (the seeds' `out.backward()`), `mean`, `mse` against a fixed random "
+        "target, `random` = ⟨v, output⟩ for a fixed Gaussian v",
+    )
+    model: ModelConfig = Field(description="the network (the `model` section)")
+    data: DataConfig = Field(DataConfig(), description="the input (the `data` section)")
+    train: TrainConfig = Field(
+        TrainConfig(), description="training (the `train` section); `steps: 0`, the default, measures at initialisation only"
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -8,8 +8,8 @@ Initialisation is the sequential path's, draw for draw: each seed's parameters a
 `build_model` gives after `torch.manual_seed(seed)` (its modules' constructors draw, then
 `initialize`): the constructors' draws are replayed (only the RNG's advance matters), then
 `init_linears` draws each layer's weight and bias straight into that seed's slice of the stacked
-tensors. Those draws are most of what is left of the time: torch's CPU generator costs ~2-3 ns
-per 32-bit word, ~0.4 M words per seed at depth 50 width 64, the same in both paths.
+tensors. Those draws, the same in both paths, are most of what is left of the time
+(docs/performance.md).
 Inputs and losses come from each seed's own data generator, as in `experiment.measure_seed`.
 The numbers equal the sequential path's up to rounding (batched kernels may sum in another
 order): float64 to 1e-12 relative, float32 to 1e-5 (tests: tests/test_batched.py).

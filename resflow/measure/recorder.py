@@ -16,7 +16,7 @@ Norms are summed in the tensors' own dtype (fast). In float32 the squares of ent
 underflow and the sum of squares above ~3e38 overflows, so a norm below sqrt(numel·tiny/eps) or an
 infinite one may be wrong (a finite gradient reported as 0 or inf; `inexact_norm`). Such a norm is
 taken again with its squares summed in float64 (`exact_norms`): on the CPU in the hook itself, where
-reading the norm costs ~0.1 µs; a parameter's in `collect()`. Elsewhere (CUDA, where reading it would
+reading the norm is cheap; a parameter's in `collect()`. Elsewhere (CUDA, where reading it would
 wait for the device) `collect()` marks the Record `norms_exact = False`, and the caller repeats the
 step with `Recorder(model, exact=True)`, whose norms are all summed in float64.
 """

@@ -57,7 +57,7 @@ def seed_rng(seed: int, device) -> None:
     """Seed the generator that building a model on `device` draws from, as torch.manual_seed does.
 
     On the CPU only torch's CPU generator: torch.manual_seed also queues a seed for every lazy
-    accelerator backend (CUDA, XPU, MTIA), recording a stack trace each time, ~0.25 ms a call,
+    accelerator backend (CUDA, XPU, MTIA), recording a stack trace each time, a cost
     paid once per seed (and those queued seeds would reach a CUDA RNG initialised later).
     """
     if torch.device(device).type == "cpu":

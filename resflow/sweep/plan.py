@@ -248,6 +248,8 @@ def load_base(ref: str | Path, overrides: list[str] | None = None) -> tuple[Conf
 
 
 def make_plan(base: Config, yaml_items=(), cli_axes: list[str] = ()) -> Plan:
+    """The grid of points: the YAML `sweep:` axes, then `--over` strings (same key: replaced), plus
+    the default depth axis unless an axis names `model.depth`."""
     axes = merge_axes(base, list(yaml_items), [parse_over(item) for item in cli_axes])
     return Plan(base, axes, expand(base, axes))
 

@@ -191,7 +191,7 @@ def train(cfg, on_seed=None, on_step=None) -> RunResult:
     """Train every seed of `cfg` for `cfg.train.steps` steps; returns the tables (nothing is written).
 
     Runs on one CPU thread (restored afterwards): these models are small, so a step is dominated by
-    per-op overhead, and on a shared 2-core machine one thread measured 15x faster than two.
+    per-op overhead, which more threads only add to (docs/performance.md).
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -1,0 +1,71 @@
+"""The config reference is generated from the schema: every key must carry a description, and the
+docs hook must render a row for every key (tables built from Config.model_fields, checked here
+against a separate walk of the JSON schema pydantic derives)."""
+
+import importlib.util
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from resflow.config import Config
+
+HOOK = Path(__file__).resolve().parents[1] / "docs" / "hooks" / "config_ref.py"
+
+
+def _fields(model=Config, prefix=""):
+    for name, field in model.model_fields.items():
+        yield f"{prefix}{name}", field
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            yield from _fields(field.annotation, f"{prefix}{name}.")
+
+
+def _schema_keys():
+    """Every dotted key, from pydantic's JSON schema (a different path than model_fields)."""
+    schema = Config.model_json_schema()
+    defs = schema.get("$defs", {})
+
+    def walk(node, prefix):
+        for name, prop in node.get("properties", {}).items():
+            yield f"{prefix}{name}"
+            ref = prop.get("$ref") or next((a["$ref"] for a in prop.get("allOf", []) if "$ref" in a), None)
+            if ref:
+                yield from walk(defs[ref.rsplit("/", 1)[-1]], f"{prefix}{name}.")
+
+    return set(walk(schema, ""))
+
+
+def _hook():
+    spec = importlib.util.spec_from_file_location("config_ref", HOOK)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_config_key_has_a_description():
+    missing = [key for key, field in _fields() if not (field.description or "").strip()]
+    assert not missing, f"config keys without Field(description=...): {missing}"
+
+
+def test_reference_has_one_row_per_key_with_its_description():
+    text = _hook().render()
+    rows = {line.split("|")[1].strip().strip("`"): line for line in text.splitlines() if line.startswith("| `")}
+    keys = _schema_keys()
+    assert len(keys) > 40  # the walk found the nested sections
+    assert set(rows) == keys
+    for key, field in _fields():
+        assert " ".join(field.description.split()) in rows[key].replace("\\|", "|")
+
+
+def test_reference_shows_defaults_and_bounds():
+    rows = {line.split("|")[1].strip().strip("`"): line for line in _hook().render().splitlines() if line.startswith("| `")}
+    assert "**required**" in rows["model.depth"] and "≥ 1" in rows["model.depth"]
+    assert "`32`" in rows["data.batch_size"]
+    assert "`false`" in rows["model.residual"] and "unset" in rows["model.heads"]
+    assert "`sum` \\| `mean` \\| `mse` \\| `random`" in rows["loss"]
+
+
+def test_hook_replaces_only_its_marker():
+    hook = _hook()
+    assert hook.on_page_markdown("no marker here", None, None, None) == "no marker here"
+    out = hook.on_page_markdown(f"before\n{hook.MARKER}\nafter", None, None, None)
+    assert out.startswith("before\n### Top level") and out.endswith("after") and hook.MARKER not in out
