@@ -100,9 +100,10 @@ def reads_cheaply(tensor: torch.Tensor) -> bool:
     return tensor.is_cpu
 
 
-def _checked(norm: torch.Tensor, tensor: torch.Tensor) -> torch.Tensor:
+def _checked(norm: torch.Tensor, tensor: torch.Tensor) -> torch.Tensor | float:
     """`norm` (of `tensor`, just taken in its dtype), or on the CPU, if it may be wrong, the norm again
-    summed in float64 (the tensor is still here)."""
+    summed in float64 (the tensor is still here), as a Python float: kept out of `collect()`'s one
+    stack, which would otherwise mix dtypes (several times slower)."""
     if not reads_cheaply(tensor):
         return norm
     v = norm.item()
@@ -110,7 +111,7 @@ def _checked(norm: torch.Tensor, tensor: torch.Tensor) -> torch.Tensor:
         return norm
     if v == 0 and not tensor.any():  # truly zero (as deep float32 stacks' gradients become): nothing to sum again
         return norm
-    return exact_norms([tensor])[0]
+    return exact_norms([tensor])[0].item()
 
 
 EXACT_PIECE = 1 << 16  # entries summed in float64 at a time by exact_norms (a 512 KiB copy)
@@ -161,6 +162,19 @@ def norms_as_floats(tensors: list[torch.Tensor]) -> list[float]:
     if not tensors:
         return []
     return remeasure_inexact(torch.stack([n.double() for n in torch._foreach_norm(tensors)]).tolist(), tensors)
+
+
+def _as_floats(norms: list) -> list[float]:
+    """0-d norm tensors (and the Python floats of re-measured norms) as floats: the tensors in one
+    stack and one transfer."""
+    at = [i for i, v in enumerate(norms) if not isinstance(v, float)]
+    if len(at) == len(norms):
+        return torch.stack(norms).double().tolist()
+    out = list(norms)
+    if at:
+        for i, v in zip(at, torch.stack([norms[i] for i in at]).double().tolist()):
+            out[i] = v
+    return out
 
 
 def group_norm(norms: list[float]) -> float:
@@ -299,10 +313,9 @@ class Recorder:
         if len(self._input_norms) != n:
             raise RuntimeError(f"recorder saw {len(self._input_norms)} site calls, expected {n}: run one forward per collect")
         p_grad_norms, p_value_norms = self._param_norms()
-        zero = self._input_norms[0].new_zeros(())  # a site whose input needed no gradient
-        g_norms = [self._grad_norms.get(i, zero) for i in range(n)]
+        g_norms = [self._grad_norms.get(i, 0.0) for i in range(n)]  # 0.0: a site whose input needed no gradient
         # every norm is taken by now: one stack, one device->host transfer, then plain float arithmetic
-        vals = torch.stack(g_norms + self._input_norms + p_grad_norms + p_value_norms).double().tolist()
+        vals = _as_floats(g_norms + self._input_norms + p_grad_norms + p_value_norms)
         n_params = len(self._params)
         p_grad, p_value = vals[2 * n : 2 * n + n_params], vals[2 * n + n_params :]
         exact = self.exact or self._check_norms(vals[:n], vals[n : 2 * n], p_grad, p_value)
