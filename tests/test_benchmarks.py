@@ -10,7 +10,7 @@ def test_quick_benchmarks_run_and_write_their_table(tmp_path, capsys):
     assert main(["--quick", "--only", "recording,seeds,csv", "--out", str(tmp_path)]) == 0  # --device auto: the CPU here
     data = json.loads((tmp_path / "results.json").read_text())
     targets = [row["target"] for row in data["rows"]]
-    assert any("recording overhead, MLP" in t for t in targets)
+    assert any("recording, MLP: resflow" in t for t in targets) and any("no hooks (the floor)" in t for t in targets)
     assert any("seeds batched" in t for t in targets)
     assert any("grads.csv rows" in t for t in targets)
     csv_rows = list(csv.DictReader(open(tmp_path / "results.csv")))
