@@ -461,6 +461,30 @@ def show(directory: Path = typer.Argument(..., help="A results dir written by ru
         console.print(item, markup=False) if isinstance(item, str) else console.print(item)
 
 
+class Tracker(str, Enum):
+    tensorboard = "tensorboard"
+
+
+@app.command()
+@_command
+def export(
+    directory: Path = typer.Argument(..., metavar="DIR", help="A results dir written by run, sweep or compare (CSV or Parquet)."),
+    dest: Optional[Path] = typer.Argument(None, metavar="[LOGDIR]", help="Where the tracker's files go [default: runs/<DIR's name>]."),
+    to: Tracker = typer.Option(..., "--to", metavar="TRACKER", help="tensorboard (pip install \"resflow[tensorboard]\")."),
+    force: bool = typer.Option(False, "--force", help="Replace an earlier export in LOGDIR."),
+):
+    """Export a results dir to a tracker: per-layer gradient norms over steps, the depth profile, losses, the config."""
+    from resflow.export import check_target, default_dest, export as export_to
+    from resflow.results import read_run
+
+    check_target(to.value)
+    result = read_run(directory)
+    dest = dest or default_dest(directory)
+    done = export_to(result, to.value, dest, force=force)
+    stdout().print(f"wrote {len(done.runs)} runs ({done.scalars:,} scalars, {done.histograms:,} histograms) to {dest}/; "
+                   f"view them with: tensorboard --logdir {dest}", markup=False)
+
+
 @app.command()
 @_command
 def theory(
