@@ -461,6 +461,26 @@ def show(directory: Path = typer.Argument(..., help="A results dir written by ru
         console.print(item, markup=False) if isinstance(item, str) else console.print(item)
 
 
+@app.command()
+@_command
+def report(
+    directory: Path = typer.Argument(..., metavar="DIR", help="A results dir written by run, sweep or compare (CSV or Parquet)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="FILE", help="Where the page goes [default: DIR/report.html]."),
+):
+    """Write one self-contained report.html (figures, tables, headline, config, provenance) to share or open offline."""
+    from resflow.html_report import write_report
+    from resflow.sweep import unfinished_sweep
+
+    partial = unfinished_sweep(directory)
+    if partial is not None:
+        from resflow.errors import ConfigError
+
+        raise ConfigError(f"{str(directory)!r} holds an unfinished sweep ({partial[0]} of {partial[1]} points); "
+                          f"finish it with the same `resflow sweep` command plus --resume")
+    path = write_report(directory, out)
+    stdout().print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, self-contained: open it in any browser)", markup=False)
+
+
 class Tracker(str, Enum):
     tensorboard = "tensorboard"
 
