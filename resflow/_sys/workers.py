@@ -24,7 +24,7 @@ from typing import Callable
 
 from resflow.errors import ConfigError, ResflowError
 
-BACKENDS = ("local", "ray")
+BACKENDS = ("local", "ray", "slurm")  # slurm: resflow/slurm.py (submitit)
 
 
 def default_workers() -> int:
@@ -49,18 +49,27 @@ def check_backend(points: list, backend: str) -> None:
 
         if importlib.util.find_spec("ray") is None:
             raise ConfigError(NEEDS_RAY)
-        return
+        return  # (a cluster's nodes may have GPUs this machine lacks)
+    if backend == "slurm":
+        from resflow._sys import slurm
+
+        return slurm.check()  # (the nodes may have GPUs this machine lacks)
     if backend != "local":
         raise _unknown_backend(backend)
 
 
 def execute(points: list, task: Callable, save: Callable, workers: int = 1, backend: str = "local", ray_address: str | None = None,
-            fail: Callable | None = None) -> None:
-    """`fail(point, error_text)`, if given, records a point that raised and the others go on."""
+            fail: Callable | None = None, out=None, slurm_options: dict | None = None) -> None:
+    """`fail(point, error_text)`, if given, records a point that raised and the others go on.
+    `out` (the results dir) and `slurm_options`: for backend slurm (resflow/_sys/slurm.py)."""
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     if backend == "ray":
         return _ray(points, task, save, workers, ray_address, fail)
+    if backend == "slurm":
+        from resflow._sys import slurm
+
+        return slurm.execute(points, task, save, workers, out, slurm_options, fail)
     if backend != "local":
         raise _unknown_backend(backend)
     if workers == 1 or len(points) == 1:

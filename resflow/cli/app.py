@@ -337,6 +337,7 @@ def demo(
 class Backend(str, Enum):
     local = "local"
     ray = "ray"
+    slurm = "slurm"
 
 
 @app.command()
@@ -347,7 +348,8 @@ def sweep(
     set_: List[str] = typer.Option([], "--set", metavar="KEY=VALUE", help=SET_HELP),
     seeds: Optional[int] = typer.Option(None, "--seeds", min=1, max=MAX_SEEDS, metavar="N", help="Seeds per point (overrides the config's `seeds`)."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", metavar="N", min=1, help="Worker processes [default: the number of cores]."),
-    backend: Backend = typer.Option(Backend.local, "--backend", metavar="BACKEND", help="local processes, or Ray tasks (pip install \"resflow[ray]\")."),
+    backend: Backend = typer.Option(Backend.local, "--backend", metavar="BACKEND", help="local processes, Ray tasks (pip install \"resflow[ray]\") or Slurm jobs via submitit (\"resflow[slurm]\"; --workers N: N jobs)."),
+    slurm_opts: List[str] = typer.Option([], "--slurm", metavar="KEY=VALUE", help="A Slurm job parameter, e.g. --slurm partition=gpu --slurm timeout_min=30 (repeatable)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", metavar="ADDRESS", help="An existing Ray cluster [default: $RAY_ADDRESS, else a local one]."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="DIR", help="Results dir [default: results/<name>-sweep, plus -<key> per --over axis]."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted sweep in --out: finished points are kept."),
@@ -367,11 +369,20 @@ def sweep(
 
     fmt = format_.value
     check_format(fmt)
+    slurm_options = None
+    if backend == Backend.slurm or slurm_opts:
+        from resflow.slurm import parse_options
+
+        if backend != Backend.slurm:
+            from resflow.errors import ConfigError
+
+            raise ConfigError("--slurm sets a Slurm job parameter: it needs --backend slurm")
+        slurm_options = parse_options(slurm_opts)
     overrides = _with_seeds(set_, seeds)
     base, yaml_axes = load_base(config, overrides)
     plan = make_plan(base, yaml_axes, over)
     out = out or default_out(plan)
-    hint = _resume_command(config, over, overrides, workers, backend.value, out, fmt)
+    hint = _resume_command(config, over, overrides, workers, backend.value, out, fmt, slurm_opts)
     err = stderr()
     err.print(f"sweep {base.name}: {len(plan.points)} points × {base.seeds} seeds; {plan.describe()}", markup=False)
     check_plan_memory(plan, workers)
@@ -379,7 +390,8 @@ def sweep(
         _load_torch()
     with results_lock(out, note=lambda text: err.print(text, markup=False)), SweepProgress(err) as progress:
         done = run_sweep(plan, out, workers=workers, backend=backend.value, ray_address=ray_address, resume=resume,
-                         force=force, on_start=progress.start, on_point=progress.advance, resume_hint=hint, fmt=fmt)
+                         force=force, on_start=progress.start, on_point=progress.advance, resume_hint=hint, fmt=fmt,
+                         slurm_options=slurm_options)
     console = stdout()
     figs = "" if no_plots else _write_figures(done.result, out)
     title = f"{base.name} sweep: {len(plan.points)} points"
@@ -396,13 +408,14 @@ def _write_figures(result, directory: Path) -> str:
     return "".join(", " + p.name for p in write_figures(result, directory))
 
 
-def _resume_command(config, over, overrides, workers, backend, out, fmt="csv") -> str:
+def _resume_command(config, over, overrides, workers, backend, out, fmt="csv", slurm_opts=()) -> str:
     import shlex
 
     args = ["resflow", "sweep", str(config)]
     args += [a for o in over for a in ("--over", o)] + [a for o in overrides for a in ("--set", o)]
     args += (["--workers", str(workers)] if workers else []) + (["--backend", backend] if backend != "local" else [])
     args += ["--format", fmt] if fmt != "csv" else []
+    args += [a for o in slurm_opts for a in ("--slurm", o)]
     return shlex.join(args + ["--out", str(out), "--resume"])
 
 

@@ -242,6 +242,7 @@ def run_sweep(
     on_point: Callable[[Point], None] | None = None,
     resume_hint: str = "",
     fmt: str = "csv",
+    slurm_options: dict | None = None,
 ) -> SweepRun:
     """Run every unfinished point, persist each as it finishes, then write the tables (`fmt`: csv,
     parquet or both; the point files are JSON whatever the format, so --resume reads them alike)."""
@@ -286,7 +287,8 @@ def run_sweep(
 
     try:
         if todo:
-            backends.execute(todo, run_point, save, workers=workers, backend=backend, ray_address=ray_address, fail=fail)
+            backends.execute(todo, run_point, save, workers=workers, backend=backend, ray_address=ray_address, fail=fail,
+                             out=out, slurm_options=slurm_options)
     except KeyboardInterrupt as err:
         from resflow._sys.signals import exit_code, signal_name
 
