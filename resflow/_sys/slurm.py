@@ -77,7 +77,7 @@ def execute(points: list, task: Callable, save: Callable, workers: int, out: Pat
         raise ConfigError(NEEDS_SUBMITIT) from None
 
     cluster = os.environ.get("RESFLOW_SUBMITIT_CLUSTER") or None
-    executor = submitit.AutoExecutor(folder=Path(out) / LOGS / "%j", cluster=cluster)
+    executor = submitit.AutoExecutor(folder=Path(out) / LOGS, cluster=cluster)
     params = {**DEFAULTS, **(options or {})}
     try:
         executor.update_parameters(**params)
