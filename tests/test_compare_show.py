@@ -10,7 +10,7 @@ from resflow.cli.app import app
 from resflow.compare import load_refs
 from resflow.config.loading import load_config
 from resflow.experiment import run
-from resflow.results import read_csv
+from resflow.results.files import read_csv
 
 pytestmark = pytest.mark.smoke  # also run at the lowest allowed dependency versions (.ci/run)
 

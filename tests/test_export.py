@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from clirunner import Runner
 
-from resflow.cli import app
-from resflow.results import read_csv
+from resflow.cli.app import app
+from resflow.results.files import read_csv
 
 pytestmark = pytest.mark.smoke
 pytest.importorskip("tensorboard")

@@ -11,7 +11,7 @@ from html.parser import HTMLParser
 import pytest
 from clirunner import Runner
 
-from resflow.cli import app
+from resflow.cli.app import app
 
 pytestmark = pytest.mark.smoke
 runner = Runner()

@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 from clirunner import Runner
 
-from resflow import backends, load_config, run
-from resflow.cli import app
-from resflow.results import read_csv, read_run, write_run
+from resflow import load_config, run
+from resflow._sys import workers as backends
+from resflow.cli.app import app
+from resflow.results.files import read_csv, read_run, write_run
 
 pytestmark = pytest.mark.smoke
 runner = Runner()
@@ -138,7 +139,7 @@ def test_run_result_repr_and_html():
 
 
 def test_figures_display_inline_as_png():
-    from resflow.plots import figures
+    from resflow.report.figures.plots import figures
 
     result = run(load_config("deep50", ["model.depth=5", "seeds=2"]))
     png = figures(result)["profile"]._repr_png_()
@@ -177,7 +178,7 @@ import threading, sys
 from pathlib import Path
 threading.Thread(target=threading.Event().wait, daemon=True).start()  # as a Jupyter kernel has
 if __name__ == "__main__":
-    from resflow import backends
+    from resflow._sys import workers as backends
     from resflow.sweep import load_base, make_plan, run_sweep
     assert backends.start_method() == "forkserver"
     base, axes = load_base("deep50", ["seeds=2", "model.depth=4", "model.width=8"])

@@ -24,7 +24,7 @@ from typing import Callable
 
 from resflow.errors import ConfigError, ResflowError
 
-BACKENDS = ("local", "ray", "slurm")  # slurm: resflow/slurm.py (submitit)
+BACKENDS = ("local", "ray", "slurm")  # slurm: resflow/_sys/slurm.py (submitit)
 
 
 def default_workers() -> int:

@@ -362,16 +362,15 @@ def sweep(
     from resflow.config.memory import check_plan_memory
     from resflow.report.terminal.progress import SweepProgress
     from resflow.report.terminal.sweep import depth_story, sweep_table
+    from resflow.results.files import check_format
     from resflow.sweep.plan import load_base, make_plan
     from resflow.sweep.runner import default_out, run_sweep
-
-    from resflow.results.files import check_format
 
     fmt = format_.value
     check_format(fmt)
     slurm_options = None
     if backend == Backend.slurm or slurm_opts:
-        from resflow.slurm import parse_options
+        from resflow._sys.slurm import parse_options
 
         if backend != Backend.slurm:
             from resflow.errors import ConfigError
@@ -481,8 +480,8 @@ def report(
     out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="FILE", help="Where the page goes [default: DIR/report.html]."),
 ):
     """Write one self-contained report.html (figures, tables, headline, config, provenance) to share or open offline."""
-    from resflow.html_report import write_report
-    from resflow.sweep import unfinished_sweep
+    from resflow.report.html import write_report
+    from resflow.sweep.runner import unfinished_sweep
 
     partial = unfinished_sweep(directory)
     if partial is not None:
@@ -507,8 +506,9 @@ def export(
     force: bool = typer.Option(False, "--force", help="Replace an earlier export in LOGDIR."),
 ):
     """Export a results dir to a tracker: per-layer gradient norms over steps, the depth profile, losses, the config."""
-    from resflow.export import check_target, default_dest, export as export_to
-    from resflow.results import read_run
+    from resflow.report.export import check_target, default_dest
+    from resflow.report.export import export as export_to
+    from resflow.results.files import read_run
 
     check_target(to.value)
     result = read_run(directory)

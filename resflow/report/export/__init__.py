@@ -14,7 +14,7 @@ from pathlib import Path
 from resflow.errors import ConfigError
 
 EXPORTERS = {  # name -> (module, the pip extra that brings what it needs, that package's import name)
-    "tensorboard": ("resflow.export.tensorboard", "tensorboard", "tensorboard"),
+    "tensorboard": ("resflow.report.export.tensorboard", "tensorboard", "tensorboard"),
 }
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from resflow.export.runs import LOSSES, MEASURES, METRICS, Exported, layer_series, profile, runs, steps
+from resflow.report.export.runs import LOSSES, MEASURES, METRICS, Exported, layer_series, profile, runs, steps
 
 
 def _writer(path: Path):

@@ -85,8 +85,8 @@ def render(result, source: Path) -> str:
     """The report page of a RunResult read from `source` (read_run)."""
     from rich.table import Table
 
-    from resflow.plots import describe, figures
-    from resflow.sweep_report import renderables
+    from resflow.report.figures.plots import describe, figures
+    from resflow.report.terminal.sweep import renderables
 
     title, caption = describe(result)
     parts = [f"<h1>{escape(title)}</h1>", f"<p class='sub'>{escape(caption)}</p>"]
@@ -118,7 +118,8 @@ def render(result, source: Path) -> str:
 
 def write_report(directory: Path, out: Path | None = None) -> Path:
     """Read results dir `directory` and write its report (default: DIR/report.html), atomically."""
-    from resflow.results import read_run, write_text_atomic
+    from resflow._sys.files import write_text_atomic
+    from resflow.results.files import read_run
 
     directory = Path(directory)
     result = read_run(directory)
