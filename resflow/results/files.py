@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from resflow._sys.files import shareable, write_text_atomic
+from resflow._sys.files import atomic_path, shareable, write_text_atomic
 from resflow._sys.signals import deferred
 from resflow.errors import ConfigError, ResflowError
 from resflow.results.csvtext import to_csv_text
@@ -148,18 +148,10 @@ def as_read_from_csv(df: pd.DataFrame) -> pd.DataFrame:
 
 def write_parquet(df: pd.DataFrame, path: Path) -> None:
     """The table as Parquet (pyarrow), atomically, holding what reading its CSV would give."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        shareable(tmp)
+    with atomic_path(path) as tmp:
         as_read_from_csv(df).to_parquet(tmp, index=False, engine="pyarrow")
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_parquet(path) -> pd.DataFrame:
