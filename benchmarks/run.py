@@ -284,6 +284,31 @@ def bench_sweep_workers(quick: bool, device=None) -> list[Row]:  # CPU worker pr
                 f"workers 1: {t1:.2f} s, workers 2: {t2:.2f} s (pool start-up included)")]
 
 
+def bench_start_method(quick: bool, device=None) -> list[Row]:  # CPU worker processes, whatever --device says
+    """The cost of the safe start method: a threaded process (a notebook) gets a forkserver, which
+    imports torch once in a fresh process (the first sweep pays it), then forks every pool from it."""
+    axes = ["model.depth=20,30", "model.init.scale=0.5,1"]
+    reps = 1 if quick else 3
+    saved = os.environ.get("RESFLOW_START_METHOD")
+    times: dict[str, list[float]] = {"fork": [], "forkserver": []}
+    try:
+        os.environ["RESFLOW_START_METHOD"] = "forkserver"
+        first = _sweep(axes, seeds=1, workers=2)  # starts this process's forkserver
+        for _ in range(reps):
+            for method in ("fork", "forkserver"):
+                os.environ["RESFLOW_START_METHOD"] = method
+                times[method].append(_sweep(axes, seeds=1, workers=2))
+    finally:
+        if saved is None:
+            os.environ.pop("RESFLOW_START_METHOD", None)
+        else:
+            os.environ["RESFLOW_START_METHOD"] = saved
+    fork, server = statistics.median(times["fork"]), statistics.median(times["forkserver"])
+    return [Row("sweep from a threaded process: forkserver vs fork (4 points, workers 2)", server / fork, "x the time",
+                "<= 1.5 (after the first)", server / fork <= 1.5,
+                f"fork {fork:.2f} s, forkserver {server:.2f} s; the first forkserver sweep {first:.2f} s (starts the server, imports torch)")]
+
+
 def bench_big_sweep(quick: bool, device=None) -> list[Row]:  # CPU worker processes, whatever --device says
     if quick:
         axes, seeds = ["model.depth=5,10", "model.init.scale=0.5,1", "model.residual=false,true"], 2
@@ -432,6 +457,7 @@ BENCHES = {
     "recording": bench_recording,
     "seeds": bench_seeds,
     "workers": bench_sweep_workers,
+    "start": bench_start_method,
     "cli": bench_cli,
     "depth": bench_depth,
     "sweep1000": bench_big_sweep,

@@ -5,13 +5,16 @@ import subprocess
 
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
+from clirunner import Runner
 
 from resflow import __version__
 from resflow.cli.app import app
+from resflow.results.files import read_csv
 from resflow.results.tables import GRADS_COLUMNS, PARAMS_COLUMNS, SUMMARY_COLUMNS
 
-runner = CliRunner()
+pytestmark = pytest.mark.smoke  # also run at the lowest allowed dependency versions (.ci/run)
+
+runner = Runner()
 SMALL = ["--set", "model.depth=6", "--set", "model.width=8", "--set", "data.batch_size=4"]
 
 
@@ -80,7 +83,7 @@ def test_csv_floats_round_trip_exactly(tmp_path):
     out = tmp_path / "r"
     assert invoke("run", "deep50", "--out", out, *SMALL, "--set", "dtype=float64").exit_code == 0
     fresh = run(load_config("deep50", SMALL[1::2] + ["dtype=float64"]))
-    assert pd.read_csv(out / "grads.csv")["input_grad_norm"].tolist() == fresh.grads["input_grad_norm"].tolist()
+    assert read_csv(out / "grads.csv")["input_grad_norm"].tolist() == fresh.grads["input_grad_norm"].tolist()
 
 
 @pytest.mark.parametrize(

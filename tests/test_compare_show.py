@@ -4,14 +4,17 @@ import math
 
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
+from clirunner import Runner
 
 from resflow.cli.app import app
 from resflow.compare import load_refs
 from resflow.config.loading import load_config
 from resflow.experiment import run
+from resflow.results.files import read_csv
 
-runner = CliRunner()
+pytestmark = pytest.mark.smoke  # also run at the lowest allowed dependency versions (.ci/run)
+
+runner = Runner()
 SETS = ["model.depth=6", "model.width=8", "data.batch_size=4", "seeds=2"]
 SMALL = [a for s in SETS for a in ("--set", s)]
 
@@ -24,7 +27,7 @@ def test_compare_two_configs(tmp_path):
     out = tmp_path / "c"
     result = invoke("compare", "deep50", "deep50-residual", *SMALL, "--out", out)
     assert result.exit_code == 0, result.output
-    grads = pd.read_csv(out / "grads.csv")
+    grads = read_csv(out / "grads.csv")  # every float exactly as written
     assert list(dict.fromkeys(grads["variant"])) == ["deep50", "deep50-residual"]
     # each config's rows equal a direct run of it (the reference: resflow.run)
     for name in ("deep50", "deep50-residual"):

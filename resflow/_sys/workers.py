@@ -5,7 +5,9 @@ point (the executor is given its task, it imports none) and calls `save(point, t
 each point finishes, in completion order (the sweep sorts by point index when it assembles the CSVs).
 
 local  workers == 1: in this process. workers > 1: a `ProcessPoolExecutor` of persistent workers
-       (forked where the platform allows, so torch is already imported), each with one torch thread and
+       (forked where the platform allows and this process runs no other thread, so torch is already
+       imported; from a threaded process, a Jupyter kernel say, where a fork can deadlock, forked by
+       a fresh forkserver that imported torch once: `start_method`), each with one torch thread and
        SIGINT ignored, so Ctrl-C reaches only this process, which stops the pool and loses only the
        points in flight.
 ray    Ray tasks (imported only here, only when asked for): an existing cluster when `ray_address` or
@@ -22,7 +24,7 @@ from typing import Callable
 
 from resflow.errors import ConfigError, ResflowError
 
-BACKENDS = ("local", "ray")
+BACKENDS = ("local", "ray", "slurm")  # slurm: resflow/_sys/slurm.py (submitit)
 
 
 def default_workers() -> int:
@@ -47,18 +49,27 @@ def check_backend(points: list, backend: str) -> None:
 
         if importlib.util.find_spec("ray") is None:
             raise ConfigError(NEEDS_RAY)
-        return
+        return  # (a cluster's nodes may have GPUs this machine lacks)
+    if backend == "slurm":
+        from resflow._sys import slurm
+
+        return slurm.check()  # (the nodes may have GPUs this machine lacks)
     if backend != "local":
         raise _unknown_backend(backend)
 
 
 def execute(points: list, task: Callable, save: Callable, workers: int = 1, backend: str = "local", ray_address: str | None = None,
-            fail: Callable | None = None) -> None:
-    """`fail(point, error_text)`, if given, records a point that raised and the others go on."""
+            fail: Callable | None = None, out=None, slurm_options: dict | None = None) -> None:
+    """`fail(point, error_text)`, if given, records a point that raised and the others go on.
+    `out` (the results dir) and `slurm_options`: for backend slurm (resflow/_sys/slurm.py)."""
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     if backend == "ray":
         return _ray(points, task, save, workers, ray_address, fail)
+    if backend == "slurm":
+        from resflow._sys import slurm
+
+        return slurm.execute(points, task, save, workers, out, slurm_options, fail)
     if backend != "local":
         raise _unknown_backend(backend)
     if workers == 1 or len(points) == 1:
@@ -117,6 +128,48 @@ def _init_worker() -> None:
     _worker_process()
 
 
+START_METHODS = ("fork", "forkserver", "spawn")
+
+
+def start_method() -> str:
+    """How the local pool starts its workers: RESFLOW_START_METHOD if set; else fork when it is
+    safe, i.e. no thread but this one runs (Rich's progress-bar refresh thread aside: the workers
+    never draw), else forkserver, else spawn (Windows, where neither exists)."""
+    import multiprocessing
+    import threading
+
+    methods = multiprocessing.get_all_start_methods()
+    asked = os.environ.get("RESFLOW_START_METHOD")
+    if asked:
+        if asked not in START_METHODS or asked not in methods:
+            raise ConfigError(f"RESFLOW_START_METHOD={asked!r}: not a start method here (allowed: "
+                              f"{', '.join(m for m in START_METHODS if m in methods)})")
+        return asked
+    others = [t for t in threading.enumerate() if t is not threading.current_thread()]
+    if "fork" in methods and all(type(t).__name__ == "_RefreshThread" for t in others):
+        return "fork"
+    return "forkserver" if "forkserver" in methods else "spawn"
+
+
+def _start_forkserver(context) -> None:
+    """Start the forkserver (once per process) with torch imported, so each worker is forked with it
+    loaded, and with this process's sys.path (Python before 3.13 starts it without:
+    a notebook in a source checkout, cwd on sys.path, would import no resflow there)."""
+    import sys
+    from multiprocessing import forkserver
+
+    context.set_forkserver_preload(["torch"])  # (the task's own modules load in each worker, on its first point)
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
+    try:
+        forkserver.ensure_running()
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
+
+
 def _pool(points, task, save, workers: int, fail=None) -> None:
     import gc
     import multiprocessing
@@ -125,9 +178,12 @@ def _pool(points, task, save, workers: int, fail=None) -> None:
 
     from resflow._sys.allocator import release_free_memory
 
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    method = start_method()
     ours_before = {child.pid for child in multiprocessing.active_children()}  # the pool's are the others
-    executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method), initializer=_init_worker)
+    context = multiprocessing.get_context(method)
+    if method == "forkserver":
+        _start_forkserver(context)
+    executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker)
     frozen = gc.get_freeze_count()
     try:
         # Longest first: the big points start early and the small ones fill the gaps at the end,

@@ -58,7 +58,7 @@ app = typer.Typer(
     help="Gradient-flow experiments: what residuals, norm placement, activations and init do to "
     "the gradient that reaches each layer.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, PowerShell)
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # plain click help: `run --help` skips typer.rich_utils (a slow import)
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -190,6 +190,19 @@ def main_options(
 SET_HELP = "Override a config key, e.g. --set model.depth=100 (repeatable; values read as YAML)."
 
 
+class TableFormat(str, Enum):
+    csv = "csv"
+    parquet = "parquet"
+    both = "both"
+
+
+FORMAT_HELP = 'The tables as csv, parquet (pip install "resflow[parquet]") or both.'
+
+
+def _format_option():
+    return typer.Option(TableFormat.csv, "--format", metavar="FORMAT", help=FORMAT_HELP)
+
+
 @app.command()
 @_command
 def run(
@@ -199,13 +212,16 @@ def run(
     seeds: Optional[int] = typer.Option(None, "--seeds", min=1, max=MAX_SEEDS, metavar="N", help="Number of seeds (overrides the config's `seeds`)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing results dir."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Write no figures (profile.png, params.png)."),
+    format_: TableFormat = _format_option(),
 ):
     """Measure per-layer gradient norms at initialisation (or train, with train.steps > 0); write CSVs and figures, print the table."""
     from resflow.config.loading import load_config
     from resflow.config.memory import check_memory
-    from resflow.results.files import check_out_dir, write_run
+    from resflow.results.files import check_format, check_out_dir, write_run
     from resflow.theory.overlay import comparison_line
 
+    fmt = format_.value
+    check_format(fmt)
     overrides = _with_seeds(set_, seeds)
     cfg = load_config(config, overrides)
     out = out or Path("results") / cfg.name
@@ -213,24 +229,30 @@ def run(
     check_memory(cfg)
     with _writing(out, force):
         if cfg.train.steps:
-            return _train(cfg, out, force, no_plots)
+            return _train(cfg, out, force, no_plots, fmt)
 
         from resflow.experiment import run as run_experiment
         from resflow.report.terminal.run import headline, run_table, run_title
 
         result = run_experiment(cfg)
-        write_run(result, out, force, extra=None if no_plots else _figure_writer(result))
+        write_run(result, out, force, extra=None if no_plots else _figure_writer(result), fmt=fmt)
     console = stdout()
     console.print(run_table(result.grads, title=run_title(cfg)))
     console.print(headline(result.grads, dtype=cfg.dtype), markup=False)
     console.print(comparison_line(result.summary, result.meta.get("theory", "")), markup=False)
-    _print_wrote(console, out, "", no_plots)
+    _print_wrote(console, out, no_plots)
 
 
-def _print_wrote(console, out: Path, train: str, no_plots: bool) -> None:
-    """The last line of run and compare: what the results dir holds (`train`: "train.csv, " or "")."""
+def _tables_written(out: Path) -> str:
+    """'train.csv, grads.csv, params.csv, summary.csv': the tables in `out`, as the 'wrote' line names them."""
+    names = [f"{t}.{ext}" for t in ("train", "grads", "params", "summary") for ext in ("csv", "parquet")]
+    return ", ".join(n for n in names if (out / n).is_file())
+
+
+def _print_wrote(console, out: Path, no_plots: bool) -> None:
+    """The last line of run and compare: what the results dir holds."""
     figs = "" if no_plots else "".join(", " + p.name for p in sorted(out.glob("*.png")))
-    console.print(f"wrote {out}/ ({train}grads.csv, params.csv, summary.csv, config.yaml, meta.json{figs})", markup=False)
+    console.print(f"wrote {out}/ ({_tables_written(out)}, config.yaml, meta.json{figs})", markup=False)
 
 
 def _figure_writer(result):
@@ -264,7 +286,7 @@ def plot(
     stdout().print(f"wrote {', '.join(str(p) for p in paths)}", markup=False)
 
 
-def _train(cfg, out: Path, force: bool, no_plots: bool) -> None:
+def _train(cfg, out: Path, force: bool, no_plots: bool, fmt: str = "csv") -> None:
     """`run` with train.steps > 0: a live view while training, then the loss and per-layer tables."""
     from resflow.experiment import run as run_experiment
     from resflow.report.terminal.run import run_title
@@ -274,11 +296,11 @@ def _train(cfg, out: Path, force: bool, no_plots: bool) -> None:
     console = stdout()
     with LiveView(console, cfg.name) as view:
         result = run_experiment(cfg, on_step=view.update)
-    write_run(result, out, force, extra=None if no_plots else _figure_writer(result))
+    write_run(result, out, force, extra=None if no_plots else _figure_writer(result), fmt=fmt)
     console.print(loss_table(result, width=console.width))
     console.print(train_table(result, title=run_title(cfg)))
     console.print(train_headline(result), markup=False)
-    _print_wrote(console, out, "train.csv, ", no_plots)
+    _print_wrote(console, out, no_plots)
 
 
 class DemoName(str, Enum):
@@ -315,6 +337,7 @@ def demo(
 class Backend(str, Enum):
     local = "local"
     ray = "ray"
+    slurm = "slurm"
 
 
 @app.command()
@@ -325,26 +348,40 @@ def sweep(
     set_: List[str] = typer.Option([], "--set", metavar="KEY=VALUE", help=SET_HELP),
     seeds: Optional[int] = typer.Option(None, "--seeds", min=1, max=MAX_SEEDS, metavar="N", help="Seeds per point (overrides the config's `seeds`)."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", metavar="N", min=1, help="Worker processes [default: the number of cores]."),
-    backend: Backend = typer.Option(Backend.local, "--backend", metavar="BACKEND", help="local processes, or Ray tasks (pip install \"resflow[ray]\")."),
+    backend: Backend = typer.Option(Backend.local, "--backend", metavar="BACKEND", help="local processes, Ray tasks (pip install \"resflow[ray]\") or Slurm jobs via submitit (\"resflow[slurm]\"; --workers N: N jobs)."),
+    slurm_opts: List[str] = typer.Option([], "--slurm", metavar="KEY=VALUE", help="A Slurm job parameter, e.g. --slurm partition=gpu --slurm timeout_min=30 (repeatable)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", metavar="ADDRESS", help="An existing Ray cluster [default: $RAY_ADDRESS, else a local one]."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="DIR", help="Results dir [default: results/<name>-sweep, plus -<key> per --over axis]."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted sweep in --out: finished points are kept."),
     force: bool = typer.Option(False, "--force", help="Replace an existing results dir."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Write no figures (profile, params, depth, heatmap .png)."),
+    format_: TableFormat = _format_option(),
 ):
     """Run a grid of configs (default: over depth); every point's rows in one set of CSVs, and figures."""
     from resflow._sys.locks import results_lock
     from resflow.config.memory import check_plan_memory
     from resflow.report.terminal.progress import SweepProgress
     from resflow.report.terminal.sweep import depth_story, sweep_table
+    from resflow.results.files import check_format
     from resflow.sweep.plan import load_base, make_plan
     from resflow.sweep.runner import default_out, run_sweep
 
+    fmt = format_.value
+    check_format(fmt)
+    slurm_options = None
+    if backend == Backend.slurm or slurm_opts:
+        from resflow._sys.slurm import parse_options
+
+        if backend != Backend.slurm:
+            from resflow.errors import ConfigError
+
+            raise ConfigError("--slurm sets a Slurm job parameter: it needs --backend slurm")
+        slurm_options = parse_options(slurm_opts)
     overrides = _with_seeds(set_, seeds)
     base, yaml_axes = load_base(config, overrides)
     plan = make_plan(base, yaml_axes, over)
     out = out or default_out(plan)
-    hint = _resume_command(config, over, overrides, workers, backend.value, out)
+    hint = _resume_command(config, over, overrides, workers, backend.value, out, fmt, slurm_opts)
     err = stderr()
     err.print(f"sweep {base.name}: {len(plan.points)} points × {base.seeds} seeds; {plan.describe()}", markup=False)
     check_plan_memory(plan, workers)
@@ -352,15 +389,15 @@ def sweep(
         _load_torch()
     with results_lock(out, note=lambda text: err.print(text, markup=False)), SweepProgress(err) as progress:
         done = run_sweep(plan, out, workers=workers, backend=backend.value, ray_address=ray_address, resume=resume,
-                         force=force, on_start=progress.start, on_point=progress.advance, resume_hint=hint)
+                         force=force, on_start=progress.start, on_point=progress.advance, resume_hint=hint, fmt=fmt,
+                         slurm_options=slurm_options)
     console = stdout()
     figs = "" if no_plots else _write_figures(done.result, out)
     title = f"{base.name} sweep: {len(plan.points)} points"
     console.print(sweep_table(done.result.summary, plan.columns, title=title, grads=done.result.grads, width=console.width))
     for line in depth_story(done.result.summary, plan.columns):
         console.print(line, markup=False)
-    train = "train.csv, " if done.result.train is not None else ""
-    console.print(f"wrote {out}/ ({train}grads.csv, params.csv, summary.csv, config.yaml, meta.json{figs}; points/ per point)", markup=False)
+    console.print(f"wrote {out}/ ({_tables_written(out)}, config.yaml, meta.json{figs}; points/ per point)", markup=False)
 
 
 def _write_figures(result, directory: Path) -> str:
@@ -370,12 +407,14 @@ def _write_figures(result, directory: Path) -> str:
     return "".join(", " + p.name for p in write_figures(result, directory))
 
 
-def _resume_command(config, over, overrides, workers, backend, out) -> str:
+def _resume_command(config, over, overrides, workers, backend, out, fmt="csv", slurm_opts=()) -> str:
     import shlex
 
     args = ["resflow", "sweep", str(config)]
     args += [a for o in over for a in ("--over", o)] + [a for o in overrides for a in ("--set", o)]
     args += (["--workers", str(workers)] if workers else []) + (["--backend", backend] if backend != "local" else [])
+    args += ["--format", fmt] if fmt != "csv" else []
+    args += [a for o in slurm_opts for a in ("--slurm", o)]
     return shlex.join(args + ["--out", str(out), "--resume"])
 
 
@@ -389,12 +428,15 @@ def compare(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results dir [default: results/compare-<a>-vs-<b>]."),
     force: bool = typer.Option(False, "--force", help="Replace an existing results dir."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Write no figures (profile.png, params.png)."),
+    format_: TableFormat = _format_option(),
 ):
     """Run configs side by side: one row per layer, one gradient column per config."""
     from resflow.compare import load_refs, run_compare
     from resflow.report.terminal.sweep import compare_headline, compare_profiles, compare_table, compare_title
     from resflow.report.terminal.train import loss_table
-    from resflow.results.files import check_out_dir, write_run
+    from resflow.results.files import check_format, check_out_dir, write_run
+
+    check_format(format_.value)
 
     overrides = _with_seeds(set_, seeds)
     configs = load_refs(refs, overrides)
@@ -402,15 +444,14 @@ def compare(
     check_out_dir(out, force)
     with _writing(out, force):
         result = run_compare(configs, workers=workers)
-        write_run(result, out, force, extra=None if no_plots else _figure_writer(result))
+        write_run(result, out, force, extra=None if no_plots else _figure_writer(result), fmt=format_.value)
     console = stdout()
     console.print(compare_table(result.grads, title=compare_title(list(configs), result.grads), width=console.width))
     console.print(compare_profiles(result.grads))
     console.print(compare_headline(result.summary), markup=False)
-    train = "train.csv, " if result.train is not None else ""
-    if train:
+    if result.train is not None:
         console.print(loss_table(result, width=console.width))
-    _print_wrote(console, out, train, no_plots)
+    _print_wrote(console, out, no_plots)
 
 
 @app.command()
@@ -430,6 +471,51 @@ def show(directory: Path = typer.Argument(..., help="A results dir written by ru
     console = stdout()
     for item in renderables(read_run(directory), width=console.width):
         console.print(item, markup=False) if isinstance(item, str) else console.print(item)
+
+
+@app.command()
+@_command
+def report(
+    directory: Path = typer.Argument(..., metavar="DIR", help="A results dir written by run, sweep or compare (CSV or Parquet)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="FILE", help="Where the page goes [default: DIR/report.html]."),
+):
+    """Write one self-contained report.html (figures, tables, headline, config, provenance) to share or open offline."""
+    from resflow.report.html import write_report
+    from resflow.sweep.runner import unfinished_sweep
+
+    partial = unfinished_sweep(directory)
+    if partial is not None:
+        from resflow.errors import ConfigError
+
+        raise ConfigError(f"{str(directory)!r} holds an unfinished sweep ({partial[0]} of {partial[1]} points); "
+                          f"finish it with the same `resflow sweep` command plus --resume")
+    path = write_report(directory, out)
+    stdout().print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, self-contained: open it in any browser)", markup=False)
+
+
+class Tracker(str, Enum):
+    tensorboard = "tensorboard"
+
+
+@app.command()
+@_command
+def export(
+    directory: Path = typer.Argument(..., metavar="DIR", help="A results dir written by run, sweep or compare (CSV or Parquet)."),
+    dest: Optional[Path] = typer.Argument(None, metavar="[LOGDIR]", help="Where the tracker's files go [default: runs/<DIR's name>]."),
+    to: Tracker = typer.Option(..., "--to", metavar="TRACKER", help="tensorboard (pip install \"resflow[tensorboard]\")."),
+    force: bool = typer.Option(False, "--force", help="Replace an earlier export in LOGDIR."),
+):
+    """Export a results dir to a tracker: per-layer gradient norms over steps, the depth profile, losses, the config."""
+    from resflow.report.export import check_target, default_dest
+    from resflow.report.export import export as export_to
+    from resflow.results.files import read_run
+
+    check_target(to.value)
+    result = read_run(directory)
+    dest = dest or default_dest(directory)
+    done = export_to(result, to.value, dest, force=force)
+    stdout().print(f"wrote {len(done.runs)} runs ({done.scalars:,} scalars, {done.histograms:,} histograms) to {dest}/; "
+                   f"view them with: tensorboard --logdir {dest}", markup=False)
 
 
 @app.command()

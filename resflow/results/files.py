@@ -3,6 +3,10 @@
 A results dir holds grads.csv, params.csv, summary.csv, config.yaml and meta.json (train.csv for
 training runs). It is written into a staging dir next to its destination and renamed into place, so
 a reader never sees a partial result, and an existing result is replaced only when asked (`force`).
+
+The tables can be written as Parquet too, or instead (`fmt`: csv, parquet, both; pyarrow, the
+`parquet` extra): grads.parquet and so on, holding exactly the values (and dtypes) that reading the
+CSV gives, so `read_run` returns the same frames whichever it finds.
 """
 
 from __future__ import annotations
@@ -15,16 +19,20 @@ from pathlib import Path
 
 import pandas as pd
 
-from resflow._sys.files import shareable, write_text_atomic
+from resflow._sys.files import atomic_path, shareable, write_text_atomic
 from resflow._sys.signals import deferred
 from resflow.errors import ConfigError, ResflowError
 from resflow.results.csvtext import to_csv_text
 from resflow.results.tables import PARAMS_COLUMNS, RunResult
 
 RESULT_FILES = ("grads.csv", "params.csv", "summary.csv", "config.yaml", "meta.json")
+TABLES = ("grads", "params", "summary", "train")  # train: training runs only
+FORMATS = ("csv", "parquet", "both")  # how the tables are written (`--format`)
+NEEDS_PYARROW = 'Parquet needs pyarrow: pip install "resflow[parquet]" (or pip install pyarrow)'
 # Everything resflow writes into a results dir (a run's, a sweep's, the demo's): `--force` replaces
 # a dir holding nothing else, and refuses one holding anything else (the user's own files).
-WRITTEN_NAMES = {*RESULT_FILES, "train.csv", "demo.csv", "plan.json", "points"}  # plan.json, points/: a sweep's
+WRITTEN_NAMES = {*RESULT_FILES, "train.csv", "demo.csv", "plan.json", "points", "slurm", "report.html",
+                 *(f"{t}.parquet" for t in TABLES)}  # plan.json, points/: a sweep's
 FIGURE_SUFFIXES = (".png", ".svg", ".pdf")
 
 
@@ -66,7 +74,7 @@ def foreign_entries(path: Path) -> list[str]:
     for entry in Path(path).iterdir():
         if not _written_by_resflow(entry):
             out.append(entry.name)
-        elif entry.is_dir():  # points/
+        elif entry.is_dir() and entry.name == "points":
             out += [f"{entry.name}/{e.name}" for e in entry.iterdir() if not _point_file(e)]
     return sorted(out)
 
@@ -85,7 +93,7 @@ def _written_by_resflow(entry: Path) -> bool:
     name = entry.name
     if name.startswith("."):  # only those temp files: never .git and the like
         return _temp_name(name) and entry.is_file()
-    if name == "points":
+    if name in ("points", "slurm"):  # a sweep's point files; its Slurm jobs' logs (resflow/_sys/slurm.py)
         return entry.is_dir()
     return entry.is_file() and (name in WRITTEN_NAMES or name.endswith(FIGURE_SUFFIXES))
 
@@ -101,25 +109,84 @@ def write_csv(df: pd.DataFrame, path: Path) -> None:
     write_text_atomic(path, to_csv_text(df))  # = df.to_csv(index=False), faster (resflow/csvtext.py)
 
 
+def read_csv(path) -> pd.DataFrame:
+    """A results CSV with every float exactly as written: pandas before 3.0 parses floats with a
+    fast routine that is off in the last digit for about a third of them (round_trip is exact)."""
+    if int(pd.__version__.split(".")[0]) < 3:
+        return pd.read_csv(path, float_precision="round_trip")
+    return pd.read_csv(path)  # exact already (and float_precision is deprecated)
 
 
-def write_files(result: RunResult, directory: Path) -> None:
-    """Write the result's files into an existing directory (each file atomically)."""
+def check_format(fmt: str) -> None:
+    """`fmt` is one of FORMATS, and pyarrow is there when it asks for Parquet (before any work)."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format {fmt!r}: unknown format (allowed: {', '.join(FORMATS)})")
+    if fmt != "csv":
+        import importlib.util
+
+        if importlib.util.find_spec("pyarrow") is None:
+            raise ConfigError(NEEDS_PYARROW)
+
+
+def as_read_from_csv(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` with the dtypes and values reading its CSV back would give: numbers and booleans are
+    kept (floats round-trip exactly); every other column goes through the CSV text (a column of
+    floats and strings becomes strings, None becomes NaN, as in the CSV)."""
+    import io
+
+    if not len(df):  # a header alone: what pandas makes of it
+        return read_csv(io.StringIO(to_csv_text(df)))
+    other = [c for c in df.columns if df[c].dtype.kind not in "biuf"]
+    if not other:
+        return df
+    parsed = read_csv(io.StringIO(to_csv_text(df[other])))
+    out = df.copy()
+    for c in other:
+        out[c] = parsed[c].to_numpy()
+    return out
+
+
+def write_parquet(df: pd.DataFrame, path: Path) -> None:
+    """The table as Parquet (pyarrow), atomically, holding what reading its CSV would give."""
+    with atomic_path(path) as tmp:
+        as_read_from_csv(df).to_parquet(tmp, index=False, engine="pyarrow")
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+
+
+def read_parquet(path) -> pd.DataFrame:
+    """A results Parquet file as reading the CSV would give it (a missing text value as NaN)."""
+    import numpy as np
+
+    df = pd.read_parquet(path, engine="pyarrow")
+    for c in df.columns:
+        if df[c].dtype == object and df[c].isna().any():
+            df[c] = df[c].where(df[c].notna(), np.nan)
+    return df
+
+
+def write_files(result: RunResult, directory: Path, fmt: str = "csv") -> None:
+    """Write the result's files into an existing directory (each file atomically); `fmt`: the
+    tables as csv, parquet or both."""
     import yaml
 
-    write_csv(result.grads, directory / "grads.csv")
-    write_csv(result.params, directory / "params.csv")
-    write_csv(result.summary, directory / "summary.csv")
-    if result.train is not None:
-        write_csv(result.train, directory / "train.csv")
+    check_format(fmt)
+    for name in TABLES:
+        df = getattr(result, name)
+        if df is None:
+            continue
+        if fmt != "parquet":
+            write_csv(df, directory / f"{name}.csv")
+        if fmt != "csv":
+            write_parquet(df, directory / f"{name}.parquet")
     write_text_atomic(directory / "config.yaml", yaml.safe_dump(result.config, sort_keys=False))
     write_text_atomic(directory / "meta.json", json.dumps(result.meta, indent=2, default=str) + "\n")
 
 
-def write_run(result: RunResult, path: Path, force: bool = False, extra=None) -> Path:
+def write_run(result: RunResult, path: Path, force: bool = False, extra=None, fmt: str = "csv") -> Path:
     """Write a whole results dir atomically: staged beside `path`, then renamed into place.
 
-    `extra(staging_dir)` may add files (figures) before the rename.
+    `extra(staging_dir)` may add files (figures) before the rename; `fmt`: csv, parquet or both.
     """
     path = Path(path)
     check_out_dir(path, force)
@@ -131,7 +198,7 @@ def write_run(result: RunResult, path: Path, force: bool = False, extra=None) ->
         raise ResflowError(f"cannot create the results dir {str(path)!r}: {err.strerror or err}") from None
     old = None
     try:
-        write_files(result, staging)
+        write_files(result, staging, fmt=fmt)
         if extra is not None:
             extra(staging)
         with deferred():  # a signal here waits until the swap is whole
@@ -154,9 +221,34 @@ def write_run(result: RunResult, path: Path, force: bool = False, extra=None) ->
 # Reading
 
 
+def table_path(path: Path, name: str) -> Path | None:
+    """Where table `name` of results dir `path` is: its .parquet when there is one and pyarrow can
+    read it (the faster read; the same values), else its .csv; None when it has neither."""
+    parquet, csv = Path(path) / f"{name}.parquet", Path(path) / f"{name}.csv"
+    if parquet.is_file() and (not csv.is_file() or _have_pyarrow()):
+        return parquet
+    return csv if csv.is_file() else None
+
+
+def _have_pyarrow() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("pyarrow") is not None
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """One results table, from its .csv or .parquet file."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        if not _have_pyarrow():
+            raise ConfigError(f"{str(path)!r}: reading it needs pyarrow: pip install \"resflow[parquet]\"")
+        return read_parquet(path)
+    return read_csv(path)
+
+
 def is_results_dir(path: Path) -> bool:
     path = Path(path)
-    return path.is_dir() and (path / "grads.csv").is_file() and (path / "summary.csv").is_file()
+    return path.is_dir() and all(table_path(path, t) is not None for t in ("grads", "summary"))
 
 
 def read_run(path: Path) -> RunResult:
@@ -167,17 +259,20 @@ def read_run(path: Path) -> RunResult:
     if not path.exists():
         raise ConfigError(f"{str(path)!r} does not exist")
     if not is_results_dir(path):
-        raise ConfigError(f"{str(path)!r} is not a resflow results dir (no grads.csv and summary.csv in it)")
+        raise ConfigError(f"{str(path)!r} is not a resflow results dir (no grads and summary .csv or .parquet in it)")
+    files = {name: table_path(path, name) for name in TABLES}
     try:
-        grads = pd.read_csv(path / "grads.csv")
-        summary = pd.read_csv(path / "summary.csv")
-        params = pd.read_csv(path / "params.csv") if (path / "params.csv").is_file() else pd.DataFrame(columns=PARAMS_COLUMNS)
+        grads = read_table(files["grads"])
+        summary = read_table(files["summary"])
+        params = read_table(files["params"]) if files["params"] else pd.DataFrame(columns=PARAMS_COLUMNS)
         config = yaml.safe_load((path / "config.yaml").read_text()) if (path / "config.yaml").is_file() else {}
         meta = json.loads((path / "meta.json").read_text()) if (path / "meta.json").is_file() else {}
-        train = pd.read_csv(path / "train.csv") if (path / "train.csv").is_file() else None
+        train = read_table(files["train"]) if files["train"] else None
     except (OSError, ValueError, yaml.YAMLError, pd.errors.ParserError) as err:
         raise ResflowError(f"{str(path)!r}: cannot read the results: {err}") from None
+    except ImportError as err:  # a broken pyarrow
+        raise ResflowError(f"{str(path)!r}: cannot read the Parquet tables: {err}") from None
     missing = [c for c in ("variant", "seed", "layer", "input_grad_norm") if c not in grads.columns]
     if missing:
-        raise ConfigError(f"{str(path / 'grads.csv')!r} lacks the columns {', '.join(missing)}: not a resflow results file")
+        raise ConfigError(f"{str(files['grads'])!r} lacks the columns {', '.join(missing)}: not a resflow results file")
     return RunResult(grads=grads, params=params, summary=summary, config=config or {}, meta=meta, path=path, train=train)

@@ -80,7 +80,7 @@ def train_frame(rows: dict[str, list]) -> pd.DataFrame:
     return _ordered(pd.DataFrame(rows), TRAIN_COLUMNS)
 
 
-@dataclass
+@dataclass(repr=False)
 class RunResult:
     """What `resflow.run` returns and what a results dir holds."""
 
@@ -92,3 +92,44 @@ class RunResult:
     path: Path | None = None  # where it was written / read from
     train: pd.DataFrame | None = None  # train.csv: training runs only
 
+    def _overview(self) -> tuple[str, list[tuple[str, str]]]:
+        """A title and (what, value) lines: the kind, variants, seeds, layers, the tables' sizes."""
+        g = self.grads
+        kind = (self.meta or {}).get("kind") or ("training run" if self.train is not None else "run")
+        variants = list(g["variant"].unique()) if "variant" in g else []
+        shown = ", ".join(map(str, variants[:4])) + (f", … ({len(variants)} in all)" if len(variants) > 4 else "")
+        lines = [("variants", shown or "-")]
+        if "seed" in g and len(g):
+            lines.append(("seeds", str(g["seed"].nunique())))
+        if "layer" in g and len(g):
+            lines.append(("layers", f"{g['layer'].min()}-{g['layer'].max()}"))
+        if "step" in g and g["step"].nunique() > 1:
+            lines.append(("steps", f"{g['step'].min()}-{g['step'].max()}"))
+        if "grad_ratio" in self.summary and len(self.summary):
+            s = self.summary
+            per_variant = s.groupby("variant", sort=False)["grad_ratio"].median() if "variant" in s else s["grad_ratio"]
+            if len(per_variant) == 1:
+                lines.append(("first/last layer gradient", f"{per_variant.iloc[0]:.3g}x (median over seeds)"))
+            else:
+                lines.append(("first/last layer gradient", f"{per_variant.min():.3g}x to {per_variant.max():.3g}x "
+                              f"(median over seeds, per variant)"))
+        tables = [f"grads {len(g):,}", f"params {len(self.params):,}", f"summary {len(self.summary):,}"]
+        if self.train is not None:
+            tables.append(f"train {len(self.train):,}")
+        lines.append(("tables (rows)", ", ".join(tables)))
+        if self.path is not None:
+            lines.append(("path", str(self.path)))
+        return f"resflow {kind}", lines
+
+    def __repr__(self) -> str:
+        title, lines = self._overview()
+        width = max(len(what) for what, _ in lines)
+        return "\n".join([f"<RunResult: {title}>", *(f"  {what:<{width}}  {value}" for what, value in lines)])
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        title, lines = self._overview()
+        rows = "".join(f"<tr><th style='text-align:left'>{escape(w)}</th><td style='text-align:left'>{escape(v)}</td></tr>"
+                       for w, v in lines)
+        return f"<div><strong>RunResult: {escape(title)}</strong><table>{rows}</table></div>"

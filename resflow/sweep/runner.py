@@ -241,14 +241,18 @@ def run_sweep(
     on_start: Callable[[int, int], None] | None = None,
     on_point: Callable[[Point], None] | None = None,
     resume_hint: str = "",
+    fmt: str = "csv",
+    slurm_options: dict | None = None,
 ) -> SweepRun:
-    """Run every unfinished point, persist each as it finishes, then write the CSVs."""
+    """Run every unfinished point, persist each as it finishes, then write the tables (`fmt`: csv,
+    parquet or both; the point files are JSON whatever the format, so --resume reads them alike)."""
     from resflow._sys import workers as backends
     from resflow._sys.files import write_text_atomic
-    from resflow.results.files import write_files
+    from resflow.results.files import check_format, write_files
     from resflow.results.meta import run_meta
     from resflow.results.tables import RunResult
 
+    check_format(fmt)  # before any work
     out = Path(out)
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
@@ -283,7 +287,8 @@ def run_sweep(
 
     try:
         if todo:
-            backends.execute(todo, run_point, save, workers=workers, backend=backend, ray_address=ray_address, fail=fail)
+            backends.execute(todo, run_point, save, workers=workers, backend=backend, ray_address=ray_address, fail=fail,
+                             out=out, slurm_options=slurm_options)
     except KeyboardInterrupt as err:
         from resflow._sys.signals import exit_code, signal_name
 
@@ -313,7 +318,7 @@ def run_sweep(
     )
     result = RunResult(grads=frames["grads"], params=frames["params"], summary=frames["summary"],
                        config=plan.config_yaml(), meta=meta, path=out, train=frames["train"])
-    write_files(result, out)
+    write_files(result, out, fmt=fmt)
     return SweepRun(result, plan, skipped=len(done), ran=len(todo))
 
 
@@ -325,7 +330,7 @@ def sweep_columns(meta: dict) -> list[str]:
 def unfinished_sweep(path: Path) -> tuple[int, int] | None:
     """(finished, total) points if `path` holds a sweep whose CSVs are not written yet."""
     plan_file = Path(path) / PLAN_FILE
-    if not plan_file.is_file() or (Path(path) / "summary.csv").is_file():
+    if not plan_file.is_file() or any((Path(path) / f"summary.{ext}").is_file() for ext in ("csv", "parquet")):
         return None
     try:
         keys = json.loads(plan_file.read_text()).get("points", [])

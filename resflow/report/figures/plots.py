@@ -44,8 +44,23 @@ _MEASURES = {
 }
 
 
+class ResflowFigure(Figure):
+    """A Figure that shows itself in a notebook (Jupyter's `_repr_png_`), with no pyplot and no
+    `%matplotlib inline`: a bare Figure displays there only as its text repr."""
+
+    def _repr_png_(self) -> bytes:
+        import io
+
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", dpi=NOTEBOOK_DPI)
+        return buf.getvalue()
+
+
+NOTEBOOK_DPI = 100  # inline in a notebook: 800 x 480 pixels
+
+
 def new_figure(figsize: tuple[float, float] = FIGSIZE) -> Figure:
-    fig = Figure(figsize=figsize, dpi=DPI, layout="constrained")
+    fig = ResflowFigure(figsize=figsize, dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 

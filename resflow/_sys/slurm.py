@@ -1,0 +1,121 @@
+"""`--backend slurm`: sweep points as Slurm jobs, through submitit (what academic clusters run).
+
+The points are split into `workers` jobs (one job array); each job runs its points one after the
+other with one torch thread, exactly as a local worker does, and returns each point's file text
+(or its error), which this process saves as the jobs finish: the same point files, the same
+--resume, and CSVs byte-identical to a local sweep's. resflow must be importable on the nodes
+(the same environment on a shared file system, or the cluster image).
+
+Job logs and submitit's pickles go to `<out>/slurm/`. `--slurm KEY=VALUE` sets a job parameter:
+submitit's generic ones (timeout_min, mem_gb, cpus_per_task, gpus_per_node, nodes, name) as they
+are, anything else as a Slurm option (partition=gpu -> slurm_partition, account=..., qos=...).
+RESFLOW_SUBMITIT_CLUSTER=local runs the jobs as local processes (submitit's local executor: what
+the tests use); =debug in this process.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+from resflow.errors import ConfigError, ResflowError
+
+NEEDS_SUBMITIT = '--backend slurm needs submitit: pip install "resflow[slurm]" (or pip install submitit)'
+GENERIC = {"timeout_min", "mem_gb", "cpus_per_task", "gpus_per_node", "nodes", "tasks_per_node", "name", "stderr_to_stdout"}
+DEFAULTS = {"timeout_min": 60, "cpus_per_task": 1, "name": "resflow-sweep"}
+LOGS = "slurm"  # inside the results dir
+
+
+def check() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("submitit") is None:
+        raise ConfigError(NEEDS_SUBMITIT)
+
+
+def parse_options(items: list[str]) -> dict:
+    """['partition=gpu', 'timeout_min=30'] -> {'slurm_partition': 'gpu', 'timeout_min': 30}."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ConfigError(f"--slurm {item!r}: expected KEY=VALUE, e.g. --slurm partition=gpu or --slurm timeout_min=30")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        out[key if key in GENERIC or key.startswith("slurm_") else f"slurm_{key}"] = value
+    return out
+
+
+def _task(task, points) -> list:
+    """On a node: (point, text, None) for each point that ran, (point, None, error) for one that raised."""
+    from resflow._sys.workers import _error_text, _worker_process
+
+    _worker_process()
+    out = []
+    for point in points:
+        try:
+            out.append((point, task(point), None))
+        except Exception as err:  # noqa: BLE001 - a failed point, as the local pool records it
+            out.append((point, None, _error_text(err)))
+    return out
+
+
+def execute(points: list, task: Callable, save: Callable, workers: int, out: Path, options: dict | None = None,
+            fail: Callable | None = None) -> None:
+    """Submit the points as `workers` jobs, each running `task(point) -> text` on its points, and save
+    each point as its job finishes."""
+    try:
+        import submitit
+        from submitit.helpers import as_completed
+    except ImportError:
+        raise ConfigError(NEEDS_SUBMITIT) from None
+
+    cluster = os.environ.get("RESFLOW_SUBMITIT_CLUSTER") or None
+    executor = submitit.AutoExecutor(folder=Path(out) / LOGS, cluster=cluster)
+    params = {**DEFAULTS, **(options or {})}
+    try:
+        executor.update_parameters(**params)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"--slurm: {str(err).splitlines()[0]}") from None
+    jobs_n = max(1, min(workers, len(points)))
+    by_cost = sorted(points, key=lambda p: getattr(p, "cost", 0.0), reverse=True)
+    chunks = [by_cost[i::jobs_n] for i in range(jobs_n)]  # dealt out by cost: the jobs take about as long
+    try:
+        with executor.batch():
+            jobs = [executor.submit(_task, task, chunk) for chunk in chunks]
+    except Exception as err:  # noqa: BLE001 - sbatch missing or refusing: say why, in one line
+        raise ResflowError(f"cannot submit the Slurm jobs: {type(err).__name__}: {_first(err)}") from None
+    pending = list(jobs)
+    try:
+        for job in as_completed(jobs, poll_frequency=1 if cluster in ("local", "debug") else 10):
+            pending.remove(job)
+            try:
+                results = job.result()
+            except Exception as err:  # noqa: BLE001 - the job died (killed, timed out, node failure)
+                raise ResflowError(f"Slurm job {job.job_id} failed ({type(err).__name__}: {_first(err)}; its log: "
+                                   f"{job.paths.stderr}); finished points are saved: rerun with --resume") from None
+            for point, text, error in results:
+                if error is None:
+                    save(point, text)
+                elif fail is not None:
+                    fail(point, error)
+                else:
+                    raise ResflowError(f"sweep point {point.variant} failed: {error}")
+    except BaseException:
+        for job in pending:
+            try:
+                job.cancel(check=False)
+            except Exception:  # noqa: BLE001 - best effort: the job may be gone already
+                pass
+        raise
+
+
+def _first(err: BaseException) -> str:
+    lines = [line for line in str(err).strip().splitlines() if line.strip()]
+    return (lines[-1] if lines else type(err).__name__)[:300]

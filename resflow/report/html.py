@@ -1,0 +1,128 @@
+"""`resflow report DIR`: one self-contained report.html to share a results dir.
+
+Everything inline (figures as base64 PNG, CSS in the page, no script, no font or file fetched), so
+the page opens offline in any browser and travels as one file. It holds what `resflow show` prints
+(its tables as HTML tables, its headline sentences), every figure `resflow plot` draws, the config
+and the provenance (meta.json: versions, command, times). Nothing is recomputed from a model.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from datetime import datetime, timezone
+from html import escape
+from pathlib import Path
+
+import yaml
+
+from resflow import __version__
+
+CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1100px;
+       padding: 0 1em; color: #1a1a1a; background: #fff; line-height: 1.45; }
+h1 { font-size: 1.5em; margin-bottom: .2em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ddd; }
+.sub { color: #555; margin-top: 0; }
+.headline { background: #f4f7fb; border-left: 4px solid #3b6fb6; padding: .5em .8em; margin: .6em 0; }
+table { border-collapse: collapse; margin: .8em 0; font-size: .88em; }
+th, td { border: 1px solid #ddd; padding: .25em .55em; text-align: right; white-space: nowrap; }
+th { background: #f2f2f2; } td:first-child, th:first-child { text-align: left; }
+caption { caption-side: top; text-align: left; font-weight: 600; padding: .3em 0; }
+.tablenote { color: #555; font-size: .85em; }
+.mono, td { font-family: ui-monospace, "DejaVu Sans Mono", Menlo, monospace; }
+figure { margin: 1.2em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
+figcaption { color: #555; font-size: .9em; }
+pre { background: #f7f7f7; padding: .8em; overflow-x: auto; font-size: .85em; }
+.scroll { overflow-x: auto; }
+"""
+
+FIGURE_DPI = 110
+FIGURE_NOTES = {
+    "profile": "Gradient norm reaching each layer (median over seeds; band: min-max).",
+    "params": "Parameter gradient norms per layer.",
+    "depth": "First/last-layer gradient ratio against depth.",
+    "heatmap": "The ratio over the two swept keys.",
+    "loss": "Training loss over steps.",
+    "steps": "Per-layer gradient norms over training steps.",
+}
+
+
+def _plain(cell) -> str:
+    return cell.plain if hasattr(cell, "plain") else str(cell)
+
+
+def rich_table_html(table) -> str:
+    """A Rich Table (as `resflow show` prints it) as an HTML table: same title, headers, cells, caption."""
+    headers = "".join(f"<th>{escape(_plain(c.header))}</th>" for c in table.columns)
+    columns = [list(c.cells) for c in table.columns]
+    rows = "".join("<tr>" + "".join(f"<td>{escape(_plain(cell))}</td>" for cell in row) + "</tr>" for row in zip(*columns))
+    title = f"<caption>{escape(_plain(table.title))}</caption>" if table.title else ""
+    note = f"<p class='tablenote'>{escape(_plain(table.caption))}</p>" if table.caption else ""
+    return f"<div class='scroll'><table>{title}<thead><tr>{headers}</tr></thead><tbody>{rows}</tbody></table></div>{note}"
+
+
+def figure_png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=FIGURE_DPI)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _provenance(result, source: Path) -> str:
+    meta = dict(result.meta or {})
+    rows = [("results dir", str(source)), ("report written", datetime.now(timezone.utc).isoformat(timespec="seconds")),
+            ("report by", f"resflow {__version__}")]
+    for key, value in meta.items():
+        if key == "theory":
+            continue
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        rows.append((key, text if len(text) < 400 else text[:400] + "…"))
+    body = "".join(f"<tr><th>{escape(k)}</th><td style='text-align:left;white-space:normal'>{escape(str(v))}</td></tr>" for k, v in rows)
+    return f"<table>{body}</table>"
+
+
+def render(result, source: Path) -> str:
+    """The report page of a RunResult read from `source` (read_run)."""
+    from rich.table import Table
+
+    from resflow.report.figures.plots import describe, figures
+    from resflow.report.terminal.sweep import renderables
+
+    title, caption = describe(result)
+    parts = [f"<h1>{escape(title)}</h1>", f"<p class='sub'>{escape(caption)}</p>"]
+    items = renderables(result, width=140)
+    sentences = [i for i in items if isinstance(i, str) and i.strip()]
+    tables = [i for i in items if isinstance(i, Table)]
+    if sentences:
+        parts.append("<h2>Headline</h2>")
+        parts += [f"<p class='headline'>{escape(s)}</p>" for s in sentences]
+    figs = figures(result)
+    if figs:
+        parts.append("<h2>Figures</h2>")
+        for name, fig in figs.items():
+            note = FIGURE_NOTES.get(name, "")
+            parts.append(f"<figure id='fig-{escape(name)}'><img alt='{escape(name)} figure' src='data:image/png;base64,"
+                         f"{figure_png(fig)}'><figcaption>{escape(name)}.png — {escape(note)}</figcaption></figure>")
+    if tables:
+        parts.append("<h2>Tables</h2>")
+        parts += [rich_table_html(t) for t in tables]
+    parts.append("<h2>Config</h2>")
+    parts.append(f"<pre>{escape(yaml.safe_dump(result.config or {}, sort_keys=False))}</pre>")
+    parts.append("<h2>Provenance</h2>")
+    parts.append(_provenance(result, source))
+    body = "\n".join(parts)
+    return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+            f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
+            f"<title>{escape(title)}</title><style>{CSS}</style></head>\n<body>\n{body}\n</body></html>\n")
+
+
+def write_report(directory: Path, out: Path | None = None) -> Path:
+    """Read results dir `directory` and write its report (default: DIR/report.html), atomically."""
+    from resflow._sys.files import write_text_atomic
+    from resflow.results.files import read_run
+
+    directory = Path(directory)
+    result = read_run(directory)
+    out = Path(out) if out is not None else directory / "report.html"
+    write_text_atomic(out, render(result, directory))
+    return out
