@@ -13,6 +13,8 @@ from resflow._version import __version__
 _API = {
     "load_config": "resflow.config.loading",
     "run": "resflow.experiment",
+    "record": "resflow.anymodel",  # any nn.Module, one step
+    "watch": "resflow.anymodel",  # any nn.Module, inside your own training loop
     "RunResult": "resflow.results.tables",
     "write_run": "resflow.results.files",
     "read_run": "resflow.results.files",

@@ -82,6 +82,10 @@ def run(cfg: Config, on_seed=None, on_step=None) -> RunResult:
 
     With `train.steps` > 0 the seeds are trained instead (resflow.train.loop); `on_step` sees each step.
     """
+    if cfg.model.factory is not None:  # any model a factory builds (resflow.anymodel)
+        from resflow.anymodel import run_factory
+
+        return run_factory(cfg, on_seed=on_seed)
     check_memory(cfg)  # refuse up front what the machine cannot hold
     if cfg.train.steps > 0:
         from resflow.train.loop import train

@@ -65,6 +65,8 @@ def estimate(cfg) -> Estimate:
     """Training (train.steps > 0) runs at train.batch_size, keeps W_0 (for `movement`), the previous
     weights (for `update_ratio`), their differences and the optimizer's state (Adam: two moments), and
     has result rows at every recorded step."""
+    if getattr(cfg.model, "factory", None) is not None:  # a factory's model: unknown until it is built
+        return Estimate(0, 0, 0, {"params": "model.kwargs", "activations": "data.shape", "rows": "seeds"})
     data, copies, recorded = cfg.data, 2, 1  # weights + gradients; one measurement
     train = getattr(cfg, "train", None)
     if train is not None and train.steps:

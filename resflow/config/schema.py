@@ -5,7 +5,8 @@ Strict types, unknown keys rejected, frozen: past `load_config` no raw dicts exi
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+import re
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -52,9 +53,21 @@ class InitConfig(_Strict):
 
 
 class ModelConfig(_Strict):
+    factory: Optional[str] = Field(
+        None,
+        description="any model instead of resflow's own: `package.module:callable` (imported: that runs its "
+        "code) or a named factory, `hf:gpt2` / `hf:resnet` (Hugging Face, random weights, never downloaded); "
+        "then only `kwargs` and `blocks` apply, and data takes `shape` or `tokens`",
+    )
+    kwargs: Optional[dict[str, Any]] = Field(None, description="`model.factory` only: its keyword arguments")
+    blocks: Optional[list[str]] = Field(
+        None, description="`model.factory` only: glob patterns of the modules measured, unset means discovered"
+    )
     block: Literal["mlp", "transformer"] = Field("mlp", description="the block stacked `depth` times")
-    depth: int = Field(ge=1, description="number of blocks")
-    width: int = Field(ge=1, description="features in = features out of every block")
+    depth: Optional[int] = Field(None, ge=1, description="number of blocks (required without `model.factory`)")
+    width: Optional[int] = Field(
+        None, ge=1, description="features in = features out of every block (required without `model.factory`)"
+    )
     activation: Optional[Literal[ACTIVATION_NAMES]] = Field(  # type: ignore[valid-type]
         None,
         description="mlp only, unset means `tanh` (transformers: `model.ffn`); `leaky_relu` has slope 0.01",
@@ -101,6 +114,18 @@ class ModelConfig(_Strict):
         if not isinstance(data, dict):
             return data
         data = dict(data)
+        if data.get("factory") is not None:  # a factory builds the model: none of resflow's own keys apply
+            own = [k for k in data if k not in FACTORY_KEYS]
+            if own:
+                raise ValueError(f"model.{own[0]}: not used with model.factory (the factory builds the model; "
+                                 f"its arguments go in model.kwargs)")
+            return data
+        for key in ("depth", "width"):
+            if data.get(key) is None and key not in data:
+                raise ValueError(f"model.{key}: required key is missing")
+        for key in ("kwargs", "blocks"):
+            if data.get(key) is not None:
+                raise ValueError(f"model.{key}: only with model.factory")
         if data.get("block", "mlp") == "transformer":
             for key, value in TRANSFORMER_DEFAULTS.items():
                 if data.get(key) is None:
@@ -118,6 +143,13 @@ class ModelConfig(_Strict):
 
     @model_validator(mode="after")
     def _check_combinations(self) -> "ModelConfig":
+        if self.factory is not None:
+            if not FACTORY_PATTERN.match(self.factory):
+                raise ValueError(f"model.factory: expected 'package.module:callable' or a named factory "
+                                 f"({', '.join(NAMED_FACTORIES)}), got {self.factory!r}")
+            return self
+        if self.depth is None or self.width is None:
+            raise ValueError(f"model.{'depth' if self.depth is None else 'width'}: must be a whole number >= 1, got None")
         if self.block == "transformer":
             _check_transformer(self)
         else:
@@ -137,6 +169,9 @@ class ModelConfig(_Strict):
 
 
 TRANSFORMER_DEFAULTS = dict(heads=4, ffn="gelu", ffn_mult=4.0)
+FACTORY_KEYS = ("factory", "kwargs", "blocks")
+FACTORY_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")  # module:callable (hf:<name> for the named ones)
+NAMED_FACTORIES = ("hf:gpt2", "hf:resnet")  # resflow.models.hf (checked against it by a test)
 
 
 def _check_transformer(m: ModelConfig) -> None:
@@ -171,6 +206,20 @@ class DataConfig(_Strict):
     vocab: Optional[int] = Field(
         None, ge=1, description="`data.input: tokens` only: vocabulary size, unset means 256"
     )
+    shape: Optional[list[Annotated[int, Field(ge=1)]]] = Field(
+        None, min_length=1,
+        description="`model.factory` only: the input's whole shape, batch first, entries N(0, input_scale²)",
+    )
+    tokens: Optional["TokensConfig"] = Field(
+        None,
+        description="`model.factory` only, instead of `shape`: token ids for a language model, "
+        "(batch_size, seq_len) drawn uniformly from vocab",
+    )
+
+
+class TokensConfig(_Strict):
+    vocab: int = Field(ge=1, description="vocabulary size: ids are drawn from 0 … vocab−1")
+    seq_len: int = Field(ge=1, description="tokens per sequence")
 
 
 TASK_NAMES = ("teacher", "sequence")  # the tasks live in resflow.train.tasks (checked against this list by a test)
@@ -256,6 +305,9 @@ class Config(_Strict):
         if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
             return data
         out = dict(data)
+        if data["model"].get("factory") is not None:  # any model: the random loss <v, output> fits every output
+            out.setdefault("loss", "random")
+            return out
         train = data.get("train", {})
         if isinstance(train, dict):  # the task the block trains on, and the sequence task's defaults
             train = dict(train)
@@ -280,6 +332,11 @@ class Config(_Strict):
     @model_validator(mode="after")
     def _check_data(self) -> "Config":
         m, d = self.model, self.data
+        if m.factory is not None:
+            return self._check_factory()
+        for key in ("shape", "tokens"):
+            if getattr(d, key) is not None:
+                raise ValueError(f"data.{key}: only with model.factory (resflow's own models take data.batch_size)")
         if m.block != "transformer":
             if d.seq_len is not None:
                 raise ValueError(f"data.seq_len: only for model.block: transformer (model.block is {m.block!r})")
@@ -303,6 +360,21 @@ class Config(_Strict):
                              "(train.vocab) and learns their embedding; drop data.input")
         return self
 
+    def _check_factory(self) -> "Config":
+        d = self.data
+        if self.train.steps:
+            raise ValueError("train.steps: a model.factory model is measured at initialisation only; "
+                             "to follow it in training, use resflow.watch in your own loop")
+        if (d.shape is None) == (d.tokens is None):
+            raise ValueError("data: a model.factory model needs exactly one of data.shape (e.g. [8, 3, 224, 224]) "
+                             "or data.tokens (e.g. {vocab: 50257, seq_len: 128})")
+        for key in ("seq_len", "vocab"):
+            if getattr(d, key) is not None:
+                raise ValueError(f"data.{key}: not used with model.factory (use data.tokens)")
+        if d.input != "normal":
+            raise ValueError(f"data.input: {d.input!r} is not used with model.factory (data.shape is N(0, input_scale^2))")
+        return self
+
     @property
     def seed_list(self) -> list[int]:
         return list(range(self.seed, self.seed + self.seeds))
@@ -312,6 +384,14 @@ class Config(_Strict):
         data = self.model_dump(mode="json")
         if not self.train.steps:
             del data["train"]  # measuring at initialisation: config.yaml as before training existed
+        if self.model.factory is not None:  # only the keys that mean something for a factory's model
+            data["model"] = {k: data["model"][k] for k in FACTORY_KEYS if data["model"][k] is not None}
+            data["data"] = {k: v for k, v in data["data"].items() if v is not None and k not in ("input", "seq_len", "vocab")}
+        else:
+            for key in FACTORY_KEYS:
+                del data["model"][key]
+            for key in ("shape", "tokens"):
+                del data["data"][key]
         return data
 
     def to_yaml(self) -> str:

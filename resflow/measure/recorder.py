@@ -1,6 +1,7 @@
 """Per-site measurements from hooks, handed back as plain Python floats.
 
-Knows nothing of YAML or files. Inside `with Recorder(model) as rec:` a forward pre-hook on each
+Knows nothing of YAML or files. Inside `with Recorder(model) as rec:` (or `Recorder(sites)`, any
+model's modules: see `Recorder`) a forward pre-hook on each
 site's module measures that site's input x_l (and its parameters) and puts a *tensor* hook on it (cheaper than full
 module backward hooks, and safe with in-place ops), which measures dloss/dx_l in the backward pass;
 after `loss.backward()`, `rec.collect()` turns everything into floats in one device->host transfer.
@@ -48,12 +49,16 @@ class Record:
     param_grad: list[float] = field(default_factory=list)
     param_value: list[float] = field(default_factory=list)
     norms_exact: bool = True  # False: a norm may have under/overflowed in the tensors' dtype (see the module doc)
+    module: list[str] = field(default_factory=list)  # per site, its module's qualified name (any model's blocks)
 
     def add_rows(self, grads: dict[str, list], params: dict[str, list], variant: str, seed: int, step: int) -> None:
         """Append this record as rows of grads.csv and params.csv, kept as {column: values}."""
         n, m = len(self.layer), len(self.param_layer)
+        site_cols = {"layer": self.layer, "sublayer": self.sublayer}
+        if any(self.module):
+            site_cols["module"] = self.module
         for table, k, cols in (
-            (grads, n, {"layer": self.layer, "sublayer": self.sublayer, "input_grad_norm": self.input_grad_norm,
+            (grads, n, {**site_cols, "input_grad_norm": self.input_grad_norm,
                         "activation_rms": self.activation_rms, "param_grad_norm": self.param_grad_norm}),
             (params, m, {"layer": self.param_layer, "param": self.param_name, "grad_norm": self.param_grad,
                          "value_norm": self.param_value}),
@@ -185,6 +190,15 @@ def group_norm(norms: list[float]) -> float:
 class Recorder:
     """Attach on enter, remove on exit; `collect()` after each backward, `reset()` before the next forward.
 
+    `Recorder(model)` takes resflow's own model's `model.sites()`; `Recorder(sites)` any list of
+    Sites. With `by_call=True` (any model's blocks: resflow.measure.blocks) each Site is a template, one per
+    module: every call of a module in the forward becomes a site of its own, `layer` = the call's
+    index in forward order (a block called twice is two sites, sharing its parameters), the input x
+    is the first floating tensor argument or the `hidden_states` keyword argument (Hugging Face
+    blocks), calls made with gradients disabled (an eval forward) are not recorded, and a site that
+    received no gradient (its input did not require one) reads NaN, not 0. `extra_params`: parameters
+    outside every site, (name, parameter), recorded in params.csv at layer = the number of sites.
+
     Norms are taken where the tensors are hot in the cache, and nothing large is kept alive (which
     would change how the step's own memory is reused). In the forward pass, as site l is entered:
     ||x_l|| and the norms of the site's parameters, which its forward is about to read (so the norm's
@@ -197,12 +211,20 @@ class Recorder:
     (Changes made through `.data` bypass the version counter, as they bypass autograd.)
     """
 
-    def __init__(self, model, exact: bool = False):
+    def __init__(self, model, exact: bool = False, *, extra_params=None, by_call: bool = False):
         self.exact = exact  # every norm summed in float64 (see the module doc)
         self._foreach_norm = exact_norms if exact else torch._foreach_norm
-        self.sites: list[Site] = model.sites()
-        # parameters outside every site (a transformer's final norm): params.csv rows only
-        self.extra_params = list(model.extra_params()) if hasattr(model, "extra_params") else []
+        self.by_call = by_call
+        if hasattr(model, "sites"):
+            self.sites: list[Site] = model.sites()
+            # parameters outside every site (a transformer's final norm): params.csv rows only
+            self.extra_params = list(model.extra_params()) if hasattr(model, "extra_params") else []
+        else:  # a list of Sites
+            self.sites = list(model)
+            self.extra_params = [(len(self.sites), name, p) for name, p in (extra_params or ())]  # (by_call: per forward)
+        self._templates = self.sites  # by_call: one per module; the call order is seen in each forward
+        self._template_of = {id(site.module): t for t, site in enumerate(self.sites)}
+        self._calls: list[int] = []  # by_call: template per call, in order (kept across steps: usually the same)
         self._handles = []  # module hooks
         self._tensor_handles = []  # tensor hooks: a leaf input outlives the step, so they are removed too
         # The parameters' layout is fixed for the model's life: worked out once, not per step.
@@ -221,16 +243,20 @@ class Recorder:
         self._param_rows += [(layer, name, index(p)) for layer, name, p in self.extra_params]
         # per site call, its parameters (index, parameter), each once
         self._site_params = [tuple((i, self._params[i]) for i in dict.fromkeys(g)) for g in self._groups]
+        self._missing = math.nan if by_call else 0.0  # a site given no gradient (resflow's own inputs always need one)
         self.reset()
 
     # -- hooks ------------------------------------------------------------------------------
     def __enter__(self) -> "Recorder":
         seen = set()
-        for site in self.sites:
+        for site in self._templates:
             if id(site.module) in seen:  # shared weights: one hook, called once per layer
                 continue
             seen.add(id(site.module))
-            self._handles.append(site.module.register_forward_pre_hook(self._on_forward))
+            if self.by_call:
+                self._handles.append(site.module.register_forward_pre_hook(self._on_call, with_kwargs=True))
+            else:
+                self._handles.append(site.module.register_forward_pre_hook(self._on_forward))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -238,6 +264,14 @@ class Recorder:
             handle.remove()
         self._handles.clear()
         self._tensor_handles.clear()
+
+    def rearm(self) -> None:
+        """Ready for the next step with the module hooks kept (a loop recording step after step):
+        the tensor hooks of the step just collected removed (a leaf input may outlive it), then reset."""
+        for handle in self._tensor_handles:
+            handle.remove()
+        self._tensor_handles.clear()
+        self.reset()
 
     def reset(self) -> None:
         n_params = len(self._params)
@@ -253,6 +287,27 @@ class Recorder:
         self._p_grads: list = [None] * n_params
         self._p_grad_versions: list = [None] * n_params
 
+    def _on_call(self, module, args, kwargs):
+        """by_call: this call of `module` is the next site (its template noted in `_calls`)."""
+        template = self._template_of.get(id(module))
+        if template is None or not torch.is_grad_enabled():  # a deepcopy's hook; an eval forward (no gradient)
+            return None
+        index = len(self._input_norms)
+        calls = self._calls
+        if index >= len(calls) or calls[index] != template:  # the call order changed (or is seen first)
+            del calls[index:]
+            calls.append(template)
+        x = next((a for a in args if isinstance(a, torch.Tensor)), None)
+        if x is None:
+            x = kwargs.get("hidden_states")
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():  # no measurable input
+            self._input_norms.append(math.nan)  # (a float: collect() stacks only the tensors)
+            self._numels.append(0)
+            self._measure_params(template)
+            return None
+        self._measure(x, index, template)
+        return None
+
     def _on_forward(self, module, args):
         x = args[0]
         index = len(self._input_norms)
@@ -260,7 +315,19 @@ class Recorder:
             self._input_norms.append(x.new_zeros((), dtype=torch.float64 if self.exact else x.dtype))
             self._numels.append(x.numel())
             return None
-        todo = [(i, p) for i, p in self._site_params[index] if self._value_versions[i] is None]
+        self._measure(x, index, index)
+        return None
+
+    def _measure_params(self, group: int) -> None:
+        todo = [(i, p) for i, p in self._site_params[group] if self._value_versions[i] is None]
+        if todo:
+            for (i, p), norm in zip(todo, self._foreach_norm([p.detach() for _, p in todo])):
+                self._value_norms[i] = norm
+                self._value_versions[i] = p._version
+
+    def _measure(self, x: torch.Tensor, index: int, group: int) -> None:
+        """Site `index`'s input x (and its parameters, `_site_params[group]`): norms, and a hook for dloss/dx."""
+        todo = [(i, p) for i, p in self._site_params[group] if self._value_versions[i] is None]
         norms = self._foreach_norm([x.detach(), *(p.detach() for _, p in todo)])
         self._x_dtype, self._x_on_cpu = x.dtype, reads_cheaply(x)
         self._input_norms.append(norms[0] if self.exact else _checked(norms[0], x.detach()))
@@ -269,14 +336,14 @@ class Recorder:
             self._value_norms[i] = norm
             self._value_versions[i] = p._version
         if x.requires_grad:
-            self._tensor_handles.append(x.register_hook(partial(self._on_grad, index)))
-        return None  # returning a value would replace the module's input
+            self._tensor_handles.append(x.register_hook(partial(self._on_grad, index, group)))
+        # (a hook returning a value would replace the module's input: these return None)
 
-    def _on_grad(self, index: int, grad: torch.Tensor):
+    def _on_grad(self, index: int, group: int, grad: torch.Tensor):
         # The site's backward has just written its parameters' gradients: measure those (the ones
         # accumulated by now and not measured yet) while they are in the cache.
         measured = self._p_grads
-        todo = [(i, p.grad) for i, p in self._site_params[index] if measured[i] is None and p.grad is not None]
+        todo = [(i, p.grad) for i, p in self._site_params[group] if measured[i] is None and p.grad is not None]
         norms = self._foreach_norm([grad, *(g for _, g in todo)])
         self._grad_norms[index] = norms[0] if self.exact else _checked(norms[0], grad)
         for (i, g), norm in zip(todo, norms[1:]):
@@ -303,17 +370,37 @@ class Recorder:
             tensors = [params[i].grad if params[i].grad is not None else torch.zeros_like(params[i]) for i in stale_grads]
             for i, norm in zip(stale_grads, self._foreach_norm(tensors)):
                 grad_norms[i] = norm
+            if self.by_call:  # a parameter that got no gradient (frozen, or off the loss's path): NaN, not 0
+                for i in stale_grads:
+                    if params[i].grad is None:
+                        grad_norms[i] = math.nan
         if stale_values:
             for i, norm in zip(stale_values, self._foreach_norm([params[i].detach() for i in stale_values])):
                 value_norms[i] = norm
         return grad_norms, value_norms
 
+    def _call_sites(self) -> None:
+        """by_call: this forward's sites, one per call seen, `layer` its index; params.csv rows to match."""
+        calls = self._calls[: len(self._input_norms)]
+        if calls == getattr(self, "_sites_of", None):  # the same calls as the last step: the same rows
+            return
+        self._sites_of = calls
+        self.sites = [self._templates[t]._replace(layer=i) for i, t in enumerate(calls)]
+        index_of = {id(p): i for i, p in enumerate(self._params)}
+        self._groups = [[index_of[id(p)] for _, p in site.params] for site in self.sites]
+        self._param_rows = [(site.layer, name, index_of[id(p)]) for site in self.sites for name, p in site.params]
+        self._param_rows += [(len(self.sites), name, index_of[id(p)]) for _, name, p in self.extra_params]
+
     def collect(self) -> Record:
+        if self.by_call:
+            self._call_sites()
         n = len(self.sites)
         if len(self._input_norms) != n:
             raise RuntimeError(f"recorder saw {len(self._input_norms)} site calls, expected {n}: run one forward per collect")
         p_grad_norms, p_value_norms = self._param_norms()
-        g_norms = [self._grad_norms.get(i, 0.0) for i in range(n)]  # 0.0: a site whose input needed no gradient
+        if n == 0 and not p_grad_norms:
+            return Record()
+        g_norms = [self._grad_norms.get(i, self._missing) for i in range(n)]  # a site whose input needed no gradient: 0.0 (by_call: NaN)
         # every norm is taken by now: one stack, one device->host transfer, then plain float arithmetic
         vals = _as_floats(g_norms + self._input_norms + p_grad_norms + p_value_norms)
         n_params = len(self._params)
@@ -325,13 +412,21 @@ class Recorder:
         rec.sublayer = [s.sublayer for s in self.sites]
         rec.input_grad_norm = vals[:n]
         rec.activation_rms = [activation_rms(norm, numel) for norm, numel in zip(vals[n : 2 * n], self._numels)]
-        rec.param_grad_norm = [group_norm([p_grad[i] for i in group]) for group in self._groups]
+        rec.param_grad_norm = [self._group_norm([p_grad[i] for i in group]) for group in self._groups]
         rec.param_layer = [layer for layer, _, _ in self._param_rows]
         rec.param_name = [name for _, name, _ in self._param_rows]
         rec.param_grad = [p_grad[i] for _, _, i in self._param_rows]
         rec.param_value = [p_value[i] for _, _, i in self._param_rows]
         rec.norms_exact = exact
+        rec.module = [getattr(s, "name", "") for s in self.sites]
         return rec
+
+    def _group_norm(self, norms: list[float]) -> float:
+        """A site's parameter-gradient norm; by_call: over the parameters that got a gradient (NaN if none did)."""
+        if self.by_call:
+            norms = [v for v in norms if not math.isnan(v)]
+            return group_norm(norms) if norms else math.nan
+        return group_norm(norms)
 
     def _check_norms(self, grad_norms: list[float], x_norms: list[float], p_grad: list[float], p_value: list[float]) -> bool:
         """Re-measure in float64, in place, the parameter norms that may have under/overflowed (their

@@ -19,6 +19,7 @@ class Site(NamedTuple):
     sublayer: str  # "mlp" for MLP blocks; "attn"/"ffn" for transformer blocks
     module: nn.Module
     params: tuple  # ((name, nn.Parameter), ...)
+    name: str = ""  # the module's qualified name in its model (any model's blocks; "" for resflow's own)
 
 
 class Stack(nn.Module):

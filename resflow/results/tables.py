@@ -64,8 +64,15 @@ def _ordered(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return df[[c for c in columns if c in df.columns] + extra]
 
 
+MODULE_COLUMN = "module"  # any model's grads.csv (resflow.record/watch): the block's qualified name, after sublayer
+
+
 def grads_frame(rows: dict[str, list]) -> pd.DataFrame:
-    return _ordered(pd.DataFrame(rows), GRADS_COLUMNS)
+    columns = GRADS_COLUMNS
+    if MODULE_COLUMN in rows:
+        at = GRADS_COLUMNS.index("sublayer") + 1
+        columns = [*GRADS_COLUMNS[:at], MODULE_COLUMN, *GRADS_COLUMNS[at:]]
+    return _ordered(pd.DataFrame(rows), columns)
 
 
 def params_frame(rows: dict[str, list]) -> pd.DataFrame:

@@ -132,7 +132,7 @@ def merge_axes(base: Config, yaml_items: list[tuple[str, list]], cli_items: list
     for key, values in cli_items:
         merged[key] = (values, "--over")
     axes = [validate_axis(base, key, values, origin) for key, (values, origin) in merged.items()]
-    if "model.depth" not in merged:
+    if "model.depth" not in merged and base.model.factory is None:  # (a factory's model: its depth is a kwarg)
         axes.append(Axis("model.depth", tuple(default_depths(base.model.depth)), "default"))
     seed_axis = next((a for a in axes if a.key == "seed"), None)
     seeds_axis = next((a for a in axes if a.key == "seeds"), None)

@@ -318,6 +318,8 @@ SUPPORTED_LOSSES = ("sum", "mean", "random")
 def predict(cfg) -> Prediction | NoPrediction:
     """The prediction for a validated `resflow.config.schema.Config`, or why there is none."""
     m = cfg.model
+    if getattr(m, "factory", None) is not None:
+        return NoPrediction(f"no theory here for a model built by {m.factory}")
     if m.block != "mlp":
         return NoPrediction(f"no theory here for {m.block} blocks")
     exact = _exact(cfg)

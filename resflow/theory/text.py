@@ -18,7 +18,8 @@ def _g(x) -> str:
 def describe(cfg) -> list[str]:
     m = cfg.model
     pred = predict(cfg)
-    head = f"{cfg.name}: depth {m.depth}, width {m.width}, {m.activation}, loss {cfg.loss}"
+    head = (f"{cfg.name}: {m.factory}, loss {cfg.loss}" if getattr(m, "factory", None) is not None
+            else f"{cfg.name}: depth {m.depth}, width {m.width}, {m.activation}, loss {cfg.loss}")
     if not pred:
         return [head, f"no prediction: {pred.reason}"]
     lines = [head, f"theory: {pred.kind} — {pred.model}"]

@@ -586,7 +586,7 @@ def describe(result) -> tuple[str, str]:
     variants = list(grads["variant"].unique())
     name = config.get("name") if isinstance(config.get("name"), str) else None
     name = name or (variants[0] if len(variants) == 1 else " vs ".join(map(str, variants[:4])))
-    cols = {c: grads[c].unique() for c in CONFIG_COLUMNS if c in grads.columns}
+    cols = {c: grads[c].dropna().unique() for c in CONFIG_COLUMNS if c in grads.columns}  # (empty: any model's)
 
     def one(c, fmt):
         vals = cols.get(c)

@@ -82,6 +82,9 @@ def shown_rows(n: int, max_rows: int = MAX_FULL_ROWS) -> list[int | None]:
 def run_title(cfg) -> str:
     """The line above a run's table: the config in words (`run` prints it, `show` rebuilds it)."""
     m = cfg.model
+    if m.factory is not None:
+        args = ", ".join(f"{k}={v}" for k, v in (m.kwargs or {}).items())
+        return f"{cfg.name}: {m.factory}({args}), {cfg.dtype}, seeds {cfg.seed}…{cfg.seed + cfg.seeds - 1}"
     if m.block == "transformer":
         ffn = f"{m.ffn} FFN×{m.ffn_mult:g}"
         shape = f"{m.depth} × transformer width {m.width}, {m.heads} heads, {ffn}, seq {cfg.data.seq_len}"

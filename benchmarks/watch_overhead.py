@@ -1,0 +1,234 @@
+"""What `resflow.watch` costs inside a training loop, side by side in one process.
+
+A training step (forward, backward, SGD step, zero_grad) of two Hugging Face models built from their
+config classes (random weights, nothing downloaded):
+  resnet  ResNet-18-shaped ResNetForImageClassification (basic blocks 2-2-2-2, widths 64-512),
+          batch 16 of 3x64x64, cross-entropy over 10 classes;
+  gpt2    12-layer GPT-2-small-shaped GPT2LMHeadModel (768 wide, 12 heads), next-token loss.
+Variants, each the same loop:
+  bare              nothing attached
+  watch every=1     resflow.watch(model, every=1): every step recorded
+  watch every=10    resflow.watch(model, every=10)
+  hand hooks        hand-written hooks doing the same work on every step (the floor of any
+                    hook-based recorder): a forward pre-hook per block taking ||x|| and the block's
+                    parameter norms, a tensor hook for ||dloss/dx||, the blocks' parameter-gradient
+                    norms after backward, every float read in one transfer
+  wandb-style       wandb.watch(log="gradients")'s work on every step: a hook per parameter gradient
+                    taking a 64-bin torch.histc (and its min/max), read back to the host
+  lightning-style   Lightning's grad_norm(module, 2): a dict of every parameter gradient's 2-norm and
+                    their total, read back
+Timing: rounds of `steps` consecutive steps per variant (every=10's recorded step is amortised
+over its round), variants interleaved round by round, median round time over `rounds`; ratios to
+bare. Targets: every=10 <= 1.02x bare; every=1 within 0.02 of hand hooks.
+
+    PYTHONPATH=. python benchmarks/watch_overhead.py [--models resnet,gpt2] [--rounds 5] [--steps 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import torch
+from torch import nn
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+# ---------------------------------------------------------------------------------------------
+# Models and batches
+
+
+def resnet18(batch: int = 16, size: int = 64):
+    import transformers
+
+    torch.manual_seed(0)
+    cfg = transformers.ResNetConfig(depths=[2, 2, 2, 2], layer_type="basic", hidden_sizes=[64, 128, 256, 512],
+                                    embedding_size=64, num_labels=10)
+    model = transformers.ResNetForImageClassification(cfg)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(batch, 3, size, size, generator=gen)
+    y = torch.randint(10, (batch,), generator=gen)
+    return model, (lambda: nn.functional.cross_entropy(model(x).logits, y)), "ResNet-18 shape, batch 16 x 3x64x64"
+
+
+def gpt2_small(batch: int = 2, seq: int = 32, vocab: int = 50257):
+    import transformers
+
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(n_layer=12, n_embd=768, n_head=12, vocab_size=vocab, n_positions=1024,
+                                  resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    model = transformers.GPT2LMHeadModel(cfg)
+    ids = torch.randint(vocab, (batch, seq), generator=torch.Generator().manual_seed(1))
+    return model, (lambda: model(ids, labels=ids).loss), f"GPT-2 small shape (12 x 768), batch {batch} x seq {seq}, vocab {vocab}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The comparison recorders
+
+
+class HandHooks:
+    """The same measurements as resflow's, written by hand for these blocks, as lean as it gets."""
+
+    def __init__(self, blocks):
+        self.blocks = blocks
+        self.params = [list(b.parameters()) for b in blocks]
+        self.handles = [b.register_forward_pre_hook(self.pre, with_kwargs=True) for b in blocks]
+        self.index = {id(b): i for i, b in enumerate(blocks)}
+
+    def pre(self, module, args, kwargs):
+        x = args[0] if args else kwargs["hidden_states"]
+        i = self.index[id(module)]
+        self.x_norms[i] = torch._foreach_norm([x.detach(), *[p.detach() for p in self.params[i]]])[0]
+        if x.requires_grad:
+            x.register_hook(lambda g, i=i: self.g_norms.__setitem__(i, torch.linalg.vector_norm(g)))
+
+    def begin(self):
+        n = len(self.blocks)
+        self.x_norms, self.g_norms = [None] * n, [None] * n
+
+    def end(self):
+        p_norms = [torch.linalg.vector_norm(torch.stack(torch._foreach_norm([p.grad for p in ps]))) for ps in self.params]
+        return torch.stack([*self.x_norms, *self.g_norms, *p_norms]).tolist()
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
+
+
+class WandbStyle:
+    """wandb.watch(model, log='gradients', log_freq=1): per parameter gradient, a 64-bin histogram
+    over [min, max] (torch.histc) and the range, read to the host."""
+
+    def __init__(self, model):
+        self.out = []
+        self.handles = [p.register_hook(self.hook) for p in model.parameters() if p.requires_grad]
+
+    def hook(self, grad):
+        flat = grad.detach().reshape(-1).float()
+        lo, hi = flat.min(), flat.max()
+        self.out.append((torch.histc(flat, bins=64, min=lo.item(), max=hi.item()), lo, hi))
+
+    def end(self):
+        values = [(h.tolist(), lo.item(), hi.item()) for h, lo, hi in self.out]
+        self.out = []
+        return values
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
+
+
+def lightning_grad_norm(model) -> dict:
+    """lightning.pytorch.utilities.grad_norm(model, norm_type=2), read to floats."""
+    norms = {f"grad_2.0_norm/{n}": p.grad.norm(2) for n, p in model.named_parameters() if p.grad is not None}
+    total = torch.stack(list(norms.values())).norm(2)
+    keys = [*norms, "grad_2.0_norm_total"]
+    return dict(zip(keys, torch.stack([*norms.values(), total]).tolist()))
+
+
+# ---------------------------------------------------------------------------------------------
+# The loops
+
+
+def variants(model, loss_fn, steps: int):
+    """name -> a function running `steps` training steps of that variant."""
+    import resflow
+    from resflow.measure.blocks import find_blocks
+
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4)
+    blocks = [m for _, m in find_blocks(model)]
+
+    def finish():
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    def bare():
+        for _ in range(steps):
+            loss_fn().backward()
+            finish()
+
+    def watched(every):
+        def loop():
+            with resflow.watch(model, every=every) as w:
+                for _ in range(steps):
+                    loss = loss_fn()
+                    loss.backward()
+                    w.step(loss)
+                    finish()
+            return w
+        return loop
+
+    def hand():
+        hooks = HandHooks(blocks)
+        try:
+            for _ in range(steps):
+                hooks.begin()
+                loss = loss_fn()
+                loss.backward()
+                hooks.end()
+                finish()
+        finally:
+            hooks.remove()
+
+    def wandb_style():
+        hooks = WandbStyle(model)
+        try:
+            for _ in range(steps):
+                loss_fn().backward()
+                hooks.end()
+                finish()
+        finally:
+            hooks.remove()
+
+    def lightning_style():
+        for _ in range(steps):
+            loss_fn().backward()
+            lightning_grad_norm(model)
+            finish()
+
+    return {"bare": bare, "watch every=1": watched(1), "watch every=10": watched(10), "hand hooks": hand,
+            "wandb-style": wandb_style, "lightning-style": lightning_style}
+
+
+def measure(model, loss_fn, rounds: int, steps: int) -> dict[str, float]:
+    loops = variants(model, loss_fn, steps)
+    for loop in loops.values():  # warm up every path once
+        loop()
+    times = {name: [] for name in loops}
+    for _ in range(rounds):
+        for name, loop in loops.items():  # interleaved: drift on a shared machine hits all alike
+            t0 = time.perf_counter()
+            loop()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) / steps for name, ts in times.items()}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="resnet,gpt2")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=10, help="steps per round (every=10 records one of them)")
+    parser.add_argument("--vocab", type=int, default=50257, help="gpt2's vocabulary (its LM head's size)")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    builders = {"resnet": resnet18, "gpt2": lambda: gpt2_small(vocab=args.vocab)}
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.rounds} rounds of {args.steps} steps")
+    for key in args.models.split(","):
+        model, loss_fn, label = builders[key]()
+        t = measure(model, loss_fn, args.rounds, args.steps)
+        print(f"\n{label}: bare {t['bare'] * 1e3:.1f} ms/step")
+        for name, sec in t.items():
+            print(f"  {name:16s} {sec * 1e3:9.1f} ms/step  {sec / t['bare']:.3f}x bare")
+        e1, e10, hand = (t[k] / t["bare"] for k in ("watch every=1", "watch every=10", "hand hooks"))
+        print(f"  targets: every=10 {e10:.3f}x <= 1.02x: {'met' if e10 <= 1.02 else 'NOT met'}; "
+              f"every=1 - hand hooks = {e1 - hand:+.3f} (within 0.02: {'met' if abs(e1 - hand) <= 0.02 else 'NOT met'})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,67 @@
+"""Models built by a factory a config names: `module:callable` (imported: that runs its code) or a
+named one, `hf:<family>` (resflow.models.hf: Hugging Face models from their config classes, random
+weights, nothing downloaded). Errors are one line (ResflowError), naming the factory."""
+
+from __future__ import annotations
+
+import importlib
+import re
+
+from resflow.errors import ConfigError
+
+# 'package.module:callable' (an attribute path after the colon); the config checks the same pattern
+FACTORY_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+def resolve(spec: str):
+    """The callable `spec` names: 'pkg.mod:callable' (an attribute path after the colon), or 'hf:gpt2'."""
+    if not isinstance(spec, str) or not FACTORY_PATTERN.match(spec):
+        raise ConfigError(f"model.factory: expected 'package.module:callable' or a named factory "
+                          f"({', '.join(named())}), got {spec!r}")
+    module_name, _, attr = spec.partition(":")
+    if module_name == "hf":
+        from resflow.models import hf
+
+        builder = hf.FACTORIES.get(attr)
+        if builder is None:
+            raise ConfigError(f"model.factory: no named factory {spec!r}; named factories: {', '.join(named())}")
+        return builder
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ConfigError(f"model.factory: cannot import {module_name!r} ({type(err).__name__}: {err})") from None
+    except Exception as err:  # the module's own code failed on import
+        raise ConfigError(f"model.factory: importing {module_name!r} failed ({type(err).__name__}: {_first(err)})") from None
+    obj = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ConfigError(f"model.factory: {module_name!r} has no {attr!r}") from None
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ConfigError(f"model.factory: {spec!r} is a {type(obj).__name__}, not a callable")
+    return obj
+
+
+def build(spec: str, kwargs: dict | None):
+    """factory(**kwargs): an nn.Module, or a ConfigError naming what the factory rejected."""
+    from torch import nn
+
+    factory = resolve(spec)
+    try:
+        model = factory(**(kwargs or {}))
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"model.kwargs: {spec} rejected them ({type(err).__name__}: {_first(err)})") from None
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model.factory: {spec} returned a {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def named() -> list[str]:
+    from resflow.models import hf
+
+    return [f"hf:{name}" for name in hf.FACTORIES]
+
+
+def _first(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return (lines[0] if lines else "")[:300]
