@@ -21,7 +21,8 @@ Timing: rounds of `steps` consecutive steps per variant (every=10's recorded ste
 over its round), variants interleaved round by round, median round time over `rounds`; ratios to
 bare. Targets: every=10 <= 1.02x bare; every=1 within 0.02 of hand hooks.
 
-    PYTHONPATH=. python benchmarks/watch_overhead.py [--models resnet,gpt2] [--rounds 5] [--steps 10]
+    PYTHONPATH=. python benchmarks/watch_overhead.py [--models resnet,gpt2] [--rounds 3] [--steps 10]
+        [--vocab 50257] [--threads N]
 """
 
 from __future__ import annotations
@@ -194,9 +195,9 @@ def variants(model, loss_fn, steps: int):
 
 
 def measure(model, loss_fn, rounds: int, steps: int) -> dict[str, float]:
-    loops = variants(model, loss_fn, steps)
-    for loop in loops.values():  # warm up every path once
+    for loop in variants(model, loss_fn, 2).values():  # warm up every path (2 steps each)
         loop()
+    loops = variants(model, loss_fn, steps)
     times = {name: [] for name in loops}
     for _ in range(rounds):
         for name, loop in loops.items():  # interleaved: drift on a shared machine hits all alike
@@ -209,7 +210,7 @@ def measure(model, loss_fn, rounds: int, steps: int) -> dict[str, float]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="resnet,gpt2")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10, help="steps per round (every=10 records one of them)")
     parser.add_argument("--vocab", type=int, default=50257, help="gpt2's vocabulary (its LM head's size)")
     parser.add_argument("--threads", type=int, default=None)
