@@ -12,7 +12,8 @@ Variants, each the same loop:
   hand hooks        hand-written hooks doing the same work on every step (the floor of any
                     hook-based recorder): a forward pre-hook per block taking ||x|| and the block's
                     parameter norms, a tensor hook for ||dloss/dx||, the blocks' parameter-gradient
-                    norms after backward, every float read in one transfer
+                    norms after backward and the gradient and value norms of the parameters outside
+                    the blocks (embeddings, head), every float read in one transfer
   wandb-style       wandb.watch(log="gradients")'s work on every step: a hook per parameter gradient
                     taking a 64-bin torch.histc (and its min/max), read back to the host
   lightning-style   Lightning's grad_norm(module, 2): a dict of every parameter gradient's 2-norm and
@@ -73,8 +74,8 @@ def gpt2_small(batch: int = 2, seq: int = 32, vocab: int = 50257):
 class HandHooks:
     """The same measurements as resflow's, written by hand for these blocks, as lean as it gets."""
 
-    def __init__(self, blocks):
-        self.blocks = blocks
+    def __init__(self, blocks, extra):
+        self.blocks, self.extra = blocks, extra  # extra: the parameters outside the blocks (params.csv rows)
         self.params = [list(b.parameters()) for b in blocks]
         self.handles = [b.register_forward_pre_hook(self.pre, with_kwargs=True) for b in blocks]
         self.index = {id(b): i for i, b in enumerate(blocks)}
@@ -92,7 +93,9 @@ class HandHooks:
 
     def end(self):
         p_norms = [torch.linalg.vector_norm(torch.stack(torch._foreach_norm([p.grad for p in ps]))) for ps in self.params]
-        return torch.stack([*self.x_norms, *self.g_norms, *p_norms]).tolist()
+        e_grads = torch._foreach_norm([p.grad for p in self.extra])
+        e_values = torch._foreach_norm([p.detach() for p in self.extra])
+        return torch.stack([*self.x_norms, *self.g_norms, *p_norms, *e_grads, *e_values]).tolist()
 
     def remove(self):
         for h in self.handles:
@@ -137,10 +140,11 @@ def lightning_grad_norm(model) -> dict:
 def variants(model, loss_fn, steps: int):
     """name -> a function running `steps` training steps of that variant."""
     import resflow
-    from resflow.measure.blocks import find_blocks
+    from resflow.measure.blocks import find_blocks, outside_params
 
     opt = torch.optim.SGD(model.parameters(), lr=1e-4)
-    blocks = [m for _, m in find_blocks(model)]
+    named = find_blocks(model)
+    blocks, extra = [m for _, m in named], [p for _, p in outside_params(model, named)]
 
     def finish():
         opt.step()
@@ -163,7 +167,7 @@ def variants(model, loss_fn, steps: int):
         return loop
 
     def hand():
-        hooks = HandHooks(blocks)
+        hooks = HandHooks(blocks, extra)
         try:
             for _ in range(steps):
                 hooks.begin()
@@ -194,16 +198,16 @@ def variants(model, loss_fn, steps: int):
             "wandb-style": wandb_style, "lightning-style": lightning_style}
 
 
-def measure(model, loss_fn, rounds: int, steps: int) -> dict[str, float]:
+def measure(model, loss_fn, rounds: int, steps: int, clock=time.perf_counter) -> dict[str, float]:
     for loop in variants(model, loss_fn, 2).values():  # warm up every path (2 steps each)
         loop()
     loops = variants(model, loss_fn, steps)
     times = {name: [] for name in loops}
     for _ in range(rounds):
         for name, loop in loops.items():  # interleaved: drift on a shared machine hits all alike
-            t0 = time.perf_counter()
+            t0 = clock()
             loop()
-            times[name].append(time.perf_counter() - t0)
+            times[name].append(clock() - t0)
     return {name: statistics.median(ts) / steps for name, ts in times.items()}
 
 
@@ -214,14 +218,18 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=10, help="steps per round (every=10 records one of them)")
     parser.add_argument("--vocab", type=int, default=50257, help="gpt2's vocabulary (its LM head's size)")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="cpu: this process's CPU time (with --threads 1, less moved by other processes "
+                        "on a shared machine than the wall clock)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     builders = {"resnet": resnet18, "gpt2": lambda: gpt2_small(vocab=args.vocab)}
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.rounds} rounds of {args.steps} steps")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.rounds} rounds of {args.steps} steps; "
+          f"{args.clock} clock")
     for key in args.models.split(","):
         model, loss_fn, label = builders[key]()
-        t = measure(model, loss_fn, args.rounds, args.steps)
+        t = measure(model, loss_fn, args.rounds, args.steps, time.process_time if args.clock == "cpu" else time.perf_counter)
         print(f"\n{label}: bare {t['bare'] * 1e3:.1f} ms/step")
         for name, sec in t.items():
             print(f"  {name:16s} {sec * 1e3:9.1f} ms/step  {sec / t['bare']:.3f}x bare")

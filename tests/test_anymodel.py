@@ -456,3 +456,41 @@ def test_bfloat16_model_is_recorded_in_its_dtype():
     ref = reference(model, x, random_loss, ["1", "2", "3"])
     for col, k in (("input_grad_norm", 1), ("activation_rms", 2), ("param_grad_norm", 3)):
         assert result.grads[col].to_numpy() == pytest.approx([r[k] for r in ref], rel=2e-2), col
+
+
+class KwBlock(nn.Module):
+    """Called with keyword arguments only, returning a tuple (as Hugging Face blocks may)."""
+
+    def __init__(self, w=6):
+        super().__init__()
+        self.lin = nn.Linear(w, w)
+
+    def forward(self, hidden_states=None, attention_mask=None):
+        return (hidden_states + torch.tanh(self.lin(hidden_states)), None)
+
+
+class KwModel(nn.Module):
+    def __init__(self, w=6, depth=3):
+        super().__init__()
+        self.embed = nn.Linear(w, w)
+        self.layers = nn.ModuleList([KwBlock(w) for _ in range(depth)])
+
+    def forward(self, x, mask=None):
+        h = self.embed(x)
+        for layer in self.layers:
+            h = layer(hidden_states=h, attention_mask=mask)[0]
+        return {"last": h}
+
+
+def test_blocks_called_with_keyword_arguments_and_returning_tuples():
+    torch.manual_seed(18)
+    model = KwModel()
+    x = torch.randn(3, 6)
+    result = resflow.record(model, {"x": x})
+    names = ["layers.0", "layers.1", "layers.2"]
+    assert list(result.grads["module"]) == names
+
+    def dict_loss(out):  # the default loss on the dict output's first tensor, written out
+        return random_loss(out["last"])
+
+    assert_matches(result, reference(model, {"x": x}, dict_loss, names))
