@@ -2,8 +2,8 @@
 user's own training loop). Both return / hold the same tables as `resflow.run`, plus a `module`
 column naming each block; `write_run` and `show`/`plot`/`compare` take them as they are.
 
-The blocks are found by resflow.blocks; the measuring is resflow.recorder's Recorder (by_call: each
-call of a block is a site, `layer` its index in forward order). A block called twice in one forward
+The blocks are found by resflow.measure.blocks; the measuring is resflow.measure.recorder's
+Recorder (by_call: each call of a block is a site, `layer` its index in forward order). A block called twice in one forward
 (shared weights) is two sites: each row is that call's input and the gradient reaching it, and
 its parameters' gradient (in both rows) is their total gradient, from both calls.
 """
@@ -164,7 +164,7 @@ def record(model, inputs, loss=None, *, blocks=None, name=None) -> RunResult:
     given to the model as new leaves that require grad (so the first block's input gradient exists;
     your tensors are not changed). `loss(output) -> scalar`; default: <v, output tensor> with a fixed
     Gaussian v (a ModelOutput's `.logits`). `blocks`: None (discovered), glob patterns, or modules
-    (resflow.blocks). The model is left as found: its parameters' `.grad`s and its buffers (a
+    (resflow.measure.blocks). The model is left as found: its parameters' `.grad`s and its buffers (a
     BatchNorm's running statistics, which a forward in train mode updates) are put back, every hook
     is removed, also on error. The forward runs in the mode the model is in (train/eval).
     """
