@@ -13,7 +13,7 @@ from resflow.config.schema import ACTIVATION_NAMES
 from resflow.experiment import run
 from resflow.models.activations import ACTIVATIONS as TORCH_ACTIVATIONS
 from resflow.theory import predict as T
-from resflow.theory.overlay import log_ratio_error
+from resflow.theory.overlay import log_ratio_gap
 
 
 def cfg(model=None, **top):
@@ -175,10 +175,10 @@ def test_run_adds_predicted_columns():
     assert r.meta["theory"].startswith("no prediction")
 
 
-def test_log_ratio_error():
-    assert log_ratio_error(math.exp(-2.2), math.exp(-2.0)) == pytest.approx(0.1)
-    assert math.isnan(log_ratio_error(0.0, 0.5))
-    assert math.isnan(log_ratio_error(0.98, 1.001))  # predicted ≈ 1: a relative error of ~0 is meaningless
+def test_log_ratio_gap():
+    assert log_ratio_gap(math.exp(-2.2), math.exp(-2.0)) == pytest.approx(-0.2)
+    assert math.isnan(log_ratio_gap(0.0, 0.5))
+    assert log_ratio_gap(0.98, 1.001) == pytest.approx(math.log(0.98 / 1.001))  # defined at the critical point
 
 
 def test_theory_command_prints_without_importing_torch(tmp_path):

@@ -361,7 +361,8 @@ def sweep(
     from resflow._sys.locks import results_lock
     from resflow.config.memory import check_plan_memory
     from resflow.report.terminal.progress import SweepProgress
-    from resflow.report.terminal.sweep import depth_story, sweep_table
+    from resflow.report.terminal.sweep import depth_story, sweep_table, sweep_title
+    from resflow.report.terminal.train import loss_table
     from resflow.results.files import check_format
     from resflow.sweep.plan import load_base, make_plan
     from resflow.sweep.runner import default_out, run_sweep
@@ -393,10 +394,12 @@ def sweep(
                          slurm_options=slurm_options)
     console = stdout()
     figs = "" if no_plots else _write_figures(done.result, out)
-    title = f"{base.name} sweep: {len(plan.points)} points"
+    title = sweep_title(base.name, done.result.summary)
     console.print(sweep_table(done.result.summary, plan.columns, title=title, grads=done.result.grads, width=console.width))
     for line in depth_story(done.result.summary, plan.columns):
         console.print(line, markup=False)
+    if done.result.train is not None:
+        console.print(loss_table(done.result, width=console.width))
     console.print(f"wrote {out}/ ({_tables_written(out)}, config.yaml, meta.json{figs}; points/ per point)", markup=False)
 
 

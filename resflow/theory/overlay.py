@@ -56,20 +56,21 @@ def overlay(grads: pd.DataFrame, summary: pd.DataFrame, cfg):
     return grads, summary, pred
 
 
-FLAT = 0.05  # |ln predicted| below this: the ratio is ~1 and a relative error of its log means nothing
-
-
-def log_ratio_error(measured: float, predicted: float) -> float:
-    """|ln measured − ln predicted| / |ln predicted|: the relative error of the log ratio.
-
-    NaN where undefined: non-positive ratios, or a predicted ratio within e^±0.05 of 1 (critical stacks).
-    """
+def log_ratio_gap(measured: float, predicted: float) -> float:
+    """ln(measured / predicted) of a first/last ratio: 0 when the theory is exact, the same scale at
+    the critical point (predicted ≈ 1) as anywhere else, unlike a relative error of the log ratio.
+    NaN where undefined (non-positive or non-finite ratios)."""
     if not (measured > 0 and predicted > 0 and math.isfinite(measured) and math.isfinite(predicted)):
         return math.nan
-    lp = math.log(predicted)
-    if abs(lp) < FLAT:
-        return math.nan
-    return abs(math.log(measured) - lp) / abs(lp)
+    return math.log(measured) - math.log(predicted)
+
+
+def gap_text(gap: float, layers: int | None = None) -> str:
+    """'measured/predicted 1.32 (ln +0.28, +0.0057 per layer)'; `layers`: the sites between first and last."""
+    if not math.isfinite(gap):
+        return "no error defined (non-finite or zero gradient)"
+    per = f", {gap / layers:+.2g} per layer" if layers else ""
+    return f"measured/predicted {math.exp(gap):.3g} (ln {gap:+.2g}{per})"
 
 
 def comparison_line(summary: pd.DataFrame, verdict: str) -> str:
@@ -81,16 +82,10 @@ def comparison_line(summary: pd.DataFrame, verdict: str) -> str:
         return f"theory: {verdict}" if verdict.startswith("no prediction") else "theory: no prediction"
     measured = float(np.median(summary["grad_ratio"].to_numpy(dtype=float)))
     predicted = float(summary["predicted_grad_ratio"].iloc[0])
-    err = log_ratio_error(measured, predicted)
-    if math.isfinite(err):
-        err_text = f"relative error of the log ratio {err:.1%}"
-    elif measured > 0 and math.isfinite(measured):
-        err_text = f"|ln measured − ln predicted| = {abs(math.log(measured) - math.log(predicted)):.3g} (predicted ≈ 1)"
-    else:
-        err_text = "no error defined (non-finite or zero gradient)"
+    depth = int(summary["depth"].iloc[0]) if "depth" in summary else 0
     seeds = len(summary)
     over = f" (median of {seeds} seeds)" if seeds > 1 else ""
     return (
         f"theory ({verdict}): first/last predicted {predicted:.3g}, measured {measured:.3g}{over}; "
-        f"{err_text}"
+        f"{gap_text(log_ratio_gap(measured, predicted), depth - 1 if depth > 1 else None)}"
     )

@@ -30,7 +30,7 @@ from resflow.report.terminal.run import (
 )
 from resflow.report.terminal.train import loss_table
 from resflow.results.stats import EXPLODING, VANISHING, finite_stats, flag, site_stats
-from resflow.theory.overlay import comparison_line, log_ratio_error
+from resflow.theory.overlay import comparison_line, log_ratio_gap
 
 FLAG_STYLE = {"vanishing": "yellow", "exploding": "red", "non-finite": "bold red", "no gradient": "yellow"}
 
@@ -118,7 +118,7 @@ def _sweep_table(stats: pd.DataFrame, columns: list[str], title: str, spread: bo
     table.add_column("gain/layer" if not compact else "gain", justify="right")
     if theory:
         table.add_column("predicted", justify="right")
-        table.add_column("log err", justify="right")
+        table.add_column("meas/pred", justify="right")
     table.add_column("flag")
     if sparks:
         table.add_column("0 → L", no_wrap=True)
@@ -141,8 +141,8 @@ def _sweep_table(stats: pd.DataFrame, columns: list[str], title: str, spread: bo
         cells.append(fmt(gain) if math.isfinite(gain) else "—")  # one layer: nothing to fit
         if theory:
             pred = float(r["predicted"])
-            err = log_ratio_error(ratio, pred)
-            cells += [fmt(pred) if math.isfinite(pred) else "—", f"{err:.1%}" if math.isfinite(err) else "—"]
+            gap = log_ratio_gap(ratio, pred)
+            cells += [fmt(pred) if math.isfinite(pred) else "—", f"{math.exp(gap):.3g}" if math.isfinite(gap) else "—"]
         f = "no gradient" if no_gradient else flag(ratio) if r["finite"] else "non-finite"
         cells.append(Text(f, style=FLAG_STYLE.get(f, "")))
         if sparks:
@@ -151,7 +151,8 @@ def _sweep_table(stats: pd.DataFrame, columns: list[str], title: str, spread: bo
     table.caption = (
         "grad first/last = ‖∂loss/∂x‖ at the first layer over the last layer's (1 = no loss on the way back); "
         "gain(/layer): the fitted factor per layer; bar: log10 of the ratio on a fixed scale"
-        + ("; predicted: the theory's first/last (— outside its domain), log err = |ln measured − ln predicted|/|ln predicted|"
+        + ("; predicted: the theory's first/last (— outside its domain), meas/pred = measured over predicted first/last "
+           "(1 = exact; its log is the error of the log ratio, on the same scale at the critical point as anywhere)"
            if theory else "")
         + (f"; 0 → L: ‖∂loss/∂x‖ from layer 0 to the last, log10 on the fixed scale 1e{BAR_LO} … 1e+{BAR_HI}"
            if sparks else "")
@@ -290,12 +291,12 @@ def renderables(result, width: int | None = None) -> list:
     meta = result.meta or {}
     kind = meta.get("kind") or ("compare" if result.grads["variant"].nunique() > 1 else "run")
     name = (result.config or {}).get("name") or str(result.path)
+    trained = [loss_table(result, width=width)] if getattr(result, "train", None) is not None and len(result.train) else []
     if kind == "sweep":
         columns = [a["column"] for a in meta.get("axes", [])]
-        return [sweep_table(result.summary, columns, title=f"{name} sweep: {len(result.summary['variant'].unique())} points",
+        return [sweep_table(result.summary, columns, title=sweep_title(name, result.summary),
                             grads=result.grads, width=width),
-                *depth_story(result.summary, columns)]
-    trained = [loss_table(result, width=width)] if getattr(result, "train", None) is not None and len(result.train) else []
+                *depth_story(result.summary, columns), *trained]
     if kind == "compare":
         refs = meta.get("refs") or list(dict.fromkeys(result.grads["variant"]))
         return [compare_table(result.grads, width=width, title=compare_title(refs, result.grads)), compare_profiles(result.grads),
@@ -316,8 +317,17 @@ def _stored_title(result) -> str:
         return str(result.grads["variant"].iloc[0])
 
 
+def sweep_title(name: str, summary: pd.DataFrame) -> str:
+    """'<name> sweep: N points', and the training step the gradients are from when the points trained."""
+    title = f"{name} sweep: {summary['variant'].nunique()} points"
+    return title + _step_note(summary)
+
+
+def _step_note(df: pd.DataFrame) -> str:
+    steps = sorted(set(last_step(df)["step"])) if "step" in df.columns else [0]
+    return f" (‖∂loss/∂x‖ after training: step {', '.join(str(int(s)) for s in steps)})" if steps != [0] else ""
+
+
 def compare_title(refs: list[str], grads: pd.DataFrame) -> str:
     """'compare: a vs b', and the step the gradients are from when the configs trained."""
-    steps = sorted(set(last_step(grads)["step"])) if "step" in grads.columns else [0]
-    at = f" (‖∂loss/∂x‖ after training: step {', '.join(str(int(s)) for s in steps)})" if steps != [0] else ""
-    return "compare: " + " vs ".join(refs) + at
+    return "compare: " + " vs ".join(refs) + _step_note(grads)
