@@ -90,3 +90,37 @@ def test_run_theory_line_states_the_error_at_the_critical_point():
     line = comparison_line(summary, "plain tanh")
     assert "measured/predicted 0.5" in line and "per layer" in line
     assert f"{math.log(0.5) / 10:+.2g}" in line  # ln(0.5) over the 10 layers between first and last
+
+
+# 3. a deep transformer's table shows both sublayers of every layer it shows
+
+
+def _transformer_grads(depth, variants=("a", "b")):
+    rows = [dict(variant=v, seed=0, step=0, layer=layer, sublayer=sub, input_grad_norm=(k + 1.0) * (1 + 0.5 * (sub == "ffn")))
+            for k, v in enumerate(variants) for layer in range(depth) for sub in ("attn", "ffn")]
+    return pd.DataFrame(rows)
+
+
+def _table_rows(table):
+    from rich.console import Console
+
+    console = Console(width=300, record=True)
+    console.print(table)
+    text = console.export_text()
+    rows = [[c.strip() for c in line.split("│")[1:-1]] for line in text.splitlines() if line.startswith("│")]
+    return rows, " ".join(text.split())
+
+
+@pytest.mark.parametrize("which", ["compare", "run"])
+def test_deep_transformer_table_shows_attn_and_ffn_of_each_shown_layer(which):
+    from resflow.report import run_table
+    from resflow.sweep_report import compare_table
+
+    grads = _transformer_grads(48)
+    table = compare_table(grads) if which == "compare" else run_table(grads[grads["variant"] == "a"])
+    rows, text = _table_rows(table)
+    shown = [(r[0], r[1]) for r in rows if r[0] != "⋮"]
+    layers = list(dict.fromkeys(layer for layer, _ in shown))
+    assert 3 <= len(layers) < 48 and layers[0] == "0" and layers[-1] == "47"
+    assert shown == [(layer, sub) for layer in layers for sub in ("attn", "ffn")]  # both sublayers of each
+    assert "of 48 shown" in text and "of 96" not in text

@@ -79,6 +79,28 @@ def shown_rows(n: int, max_rows: int = MAX_FULL_ROWS) -> list[int | None]:
     return picks
 
 
+def shown_sites(sites: pd.DataFrame, max_rows: int = MAX_FULL_ROWS) -> tuple[list[int | None], str]:
+    """Rows of a per-site table (columns layer, sublayer, in site order) to show, and the caption's
+    note ('' when all are shown). Whole layers are picked, every sublayer of a picked layer shown (a
+    transformer's attn and ffn rows together); None marks an ellipsis row."""
+    layers = list(dict.fromkeys(int(v) for v in sites["layer"]))
+    per_layer = max(1, -(-len(sites) // max(1, len(layers))))
+    picked = shown_rows(len(layers), max(3, max_rows // per_layer))
+    if len(picked) == len(layers):
+        return list(range(len(sites))), ""
+    index = {}
+    for i, layer in enumerate(int(v) for v in sites["layer"]):
+        index.setdefault(layer, []).append(i)
+    rows: list[int | None] = []
+    for p in picked:
+        rows += [None] if p is None else index[layers[p]]
+    step = picked[1] - picked[0]
+    nth = {2: "2nd", 3: "3rd"}.get(step, f"{step}th")
+    what = "layer" if per_layer > 1 else "site"
+    both = " (all its sublayers)" if per_layer > 1 else ""
+    return rows, f"every {nth} {what}{both} of {len(layers)} shown; "
+
+
 def run_title(cfg) -> str:
     """The line above a run's table: the config in words (`run` prints it, `show` rebuilds it)."""
     m = cfg.model
@@ -117,12 +139,8 @@ def run_table(grads: pd.DataFrame, title: str = "") -> Table:
     table.add_column("log10", justify="right")
     table.add_column(f"1e{BAR_LO} … 1e+{BAR_HI}", no_wrap=True)
     table.add_column("flag")
-    rows = shown_rows(len(stats))
-    if len(rows) < len(stats):
-        step = rows[1] - rows[0]
-        table.caption = _caption(f"every {step}{'nd' if step == 2 else 'rd' if step == 3 else 'th'} site of {len(stats)} shown; ")
-    else:
-        table.caption = _caption()
+    rows, shown = shown_sites(stats)
+    table.caption = _caption(shown)
     for i in rows:
         if i is None:
             table.add_row(*["⋮"] * len(table.columns))

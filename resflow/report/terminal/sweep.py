@@ -25,7 +25,7 @@ from resflow.report.terminal.run import (
     log_bar,
     natural_width,
     run_table,
-    shown_rows,
+    shown_sites,
     sparkline,
 )
 from resflow.report.terminal.train import loss_table
@@ -231,7 +231,7 @@ def compare_table(grads: pd.DataFrame, title: str = "", width: int | None = None
     for v in variants[1:]:
         table.add_column(f"{v} / {variants[0]}", justify="right")
     lookup = {v: {(int(r.layer), r.sublayer): float(r.median) for r in s.itertuples()} for v, s in stats.items()}
-    rows = shown_rows(len(sites))
+    rows, shown = shown_sites(sites)
     for i in rows:
         if i is None:
             table.add_row(*["⋮"] * len(table.columns))
@@ -248,9 +248,6 @@ def compare_table(grads: pd.DataFrame, title: str = "", width: int | None = None
             ok = value is not None and base not in (None, 0.0)
             cells.append(fmt(value / base) if ok else "—")
         table.add_row(*cells)
-    step = rows[1] - rows[0] if len(rows) > 1 else 1
-    nth = {2: "2nd", 3: "3rd"}.get(step, f"{step}th")
-    shown = f"every {nth} layer of {len(sites)} shown; " if len(rows) < len(sites) else ""
     table.caption = f"{shown}median over seeds" + ("; bar: log10 of the gradient norm on a fixed scale" if bars else "")
     return table
 
