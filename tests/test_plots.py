@@ -317,16 +317,17 @@ def test_sweep_and_compare_tables_carry_sparklines(sweep_dir):
     from rich.console import Console
 
     from resflow.report.terminal.run import site_stats, sparkline
-    from resflow.report.terminal.sweep import compare_profiles, sweep_table
+    from resflow.report.terminal.sweep import compare_profiles, spark_scale, sweep_table
 
     result = read_run(sweep_dir)
     console = Console(width=200, record=True)
     console.print(sweep_table(result.summary, ["residual", "depth"], grads=result.grads))
     console.print(compare_profiles(result.grads))
     text = console.export_text()
-    for variant, g in result.grads.groupby("variant"):
-        med = site_stats(g)["median"]
-        assert sparkline(med, width=8) in text and sparkline(med) in text
+    meds = {v: site_stats(g)["median"] for v, g in result.grads.groupby("variant")}
+    lo, hi = spark_scale(meds.values())
+    for med in meds.values():
+        assert sparkline(med, lo=lo, hi=hi, width=8) in text and sparkline(med, lo=lo, hi=hi) in text
 
 
 def test_sweep_and_compare_commands_write_figures_unless_no_plots(tmp_path):

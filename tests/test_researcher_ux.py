@@ -124,3 +124,20 @@ def test_deep_transformer_table_shows_attn_and_ffn_of_each_shown_layer(which):
     assert 3 <= len(layers) < 48 and layers[0] == "0" and layers[-1] == "47"
     assert shown == [(layer, sub) for layer in layers for sub in ("attn", "ffn")]  # both sublayers of each
     assert "of 48 shown" in text and "of 96" not in text
+
+
+# 4. compare's sparklines show a 3.6x difference between profiles (they were solid blocks for both)
+
+
+def test_compare_sparklines_tell_profiles_3_6x_apart():
+    from resflow.sweep_report import compare_profiles
+
+    depth = 24
+    rows = [dict(variant=v, seed=0, step=0, layer=layer, sublayer="mlp",
+                 input_grad_norm=1000.0 * (3.6 ** ((depth - 1 - layer) / (depth - 1)) if v == "rising" else 1.0))
+            for v in ("flat", "rising") for layer in range(depth)]
+    rows_text, _ = _table_rows(compare_profiles(pd.DataFrame(rows)))
+    lines = {r[0]: r[1] for r in rows_text}
+    assert len(set(lines["flat"])) == 1  # a flat profile draws flat
+    assert len(set(lines["rising"])) >= 4  # 3.6x over the stack spans several levels
+    assert lines["rising"][0] != lines["flat"][0] and lines["rising"][-1] == lines["flat"][-1]  # same last layer

@@ -75,9 +75,33 @@ def point_stats(summary: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def profile_sparklines(grads: pd.DataFrame, width: int = 8) -> dict[str, str]:
-    """variant -> its per-layer profile (median over seeds) as a sparkline on the fixed log scale."""
-    return {v: sparkline(site_stats(g)["median"], width=width) for v, g in grads.groupby("variant", sort=False)}
+def spark_scale(profiles) -> tuple[float, float]:
+    """A log10 scale shared by several profiles, spanning their finite positive values (at least half a
+    decade, centred, so a flat profile stays flat at mid height), padded by half a level each side so
+    the smallest value draws as ▁ rather than blank. The fixed 1e-16 … 1e+4 scale of the bars (2.5
+    decades a level) drew profiles 3-5x apart as the same solid blocks."""
+    logs = np.concatenate([np.log10(v[np.isfinite(v) & (v > 0)]) for v in (np.asarray(p, dtype=float) for p in profiles)]
+                          or [np.array([])])
+    if not len(logs):
+        return float(BAR_LO), float(BAR_HI)
+    lo, hi = float(logs.min()), float(logs.max())
+    if hi - lo < 0.5:
+        mid = (lo + hi) / 2
+        lo, hi = mid - 0.25, mid + 0.25
+    pad = (hi - lo) / 14  # half a level of 8 over the padded span
+    return lo - pad, hi + pad
+
+
+def scale_label(lo: float, hi: float) -> str:
+    return f"{10 ** lo:.2g} … {10 ** hi:.2g}"
+
+
+def profile_sparklines(grads: pd.DataFrame, width: int = 8) -> tuple[dict[str, str], tuple[float, float]]:
+    """variant -> its per-layer profile (median over seeds) as a sparkline, all on one log scale fitted
+    to these profiles; and that scale (log10 lo, hi)."""
+    medians = {v: site_stats(g)["median"].to_numpy(dtype=float) for v, g in grads.groupby("variant", sort=False)}
+    lo, hi = spark_scale(medians.values())
+    return {v: sparkline(m, lo=lo, hi=hi, width=width) for v, m in medians.items()}, (lo, hi)
 
 
 def sweep_table(summary: pd.DataFrame, columns: list[str], title: str = "", grads: pd.DataFrame | None = None,
@@ -85,12 +109,12 @@ def sweep_table(summary: pd.DataFrame, columns: list[str], title: str = "", grad
     """`width`: the terminal's. Columns are dropped, least useful first (the 0 → L sparkline, min–max,
     log10, theory), until the table fits without cutting a cell; the CSVs and a wider terminal have them all."""
     stats = point_stats(summary, columns)
-    sparks = profile_sparklines(grads) if grads is not None else {}
+    sparks, scale = profile_sparklines(grads) if grads is not None else ({}, (BAR_LO, BAR_HI))
     has_theory = bool(stats["predicted"].notna().any()) if len(stats) else False
     options = [(True, True, True, True), (False, True, True, True), (False, False, True, True),
                (False, False, False, True), (False, False, False, False)]
     for spark, spread, log10, theory in [(bool(sparks),) + o[:3] for o in options[:1]] + [(False,) + o[:3] for o in options]:
-        table = _sweep_table(stats, columns, title, spread, log10, theory and has_theory, sparks if spark else {})
+        table = _sweep_table(stats, columns, title, spread, log10, theory and has_theory, sparks if spark else {}, scale)
         if width is None or natural_width(table) <= width:
             break
     dropped = [name for name, kept, wanted in (("0 → L", spark, bool(sparks)), ("min–max", spread, True),
@@ -102,7 +126,7 @@ def sweep_table(summary: pd.DataFrame, columns: list[str], title: str = "", grad
 
 
 def _sweep_table(stats: pd.DataFrame, columns: list[str], title: str, spread: bool, log10: bool, theory: bool,
-                 sparks: dict) -> Table:
+                 sparks: dict, scale: tuple[float, float] = (BAR_LO, BAR_HI)) -> Table:
     seeds = int(stats["seeds"].max()) if len(stats) else 0
     spread = spread and seeds > 1
     compact = not log10
@@ -154,7 +178,7 @@ def _sweep_table(stats: pd.DataFrame, columns: list[str], title: str, spread: bo
         + ("; predicted: the theory's first/last (— outside its domain), meas/pred = measured over predicted first/last "
            "(1 = exact; its log is the error of the log ratio, on the same scale at the critical point as anywhere)"
            if theory else "")
-        + (f"; 0 → L: ‖∂loss/∂x‖ from layer 0 to the last, log10 on the fixed scale 1e{BAR_LO} … 1e+{BAR_HI}"
+        + (f"; 0 → L: ‖∂loss/∂x‖ from layer 0 to the last, log10 on {scale_label(*scale)} (shared by every row)"
            if sparks else "")
     )
     return table
@@ -253,12 +277,15 @@ def compare_table(grads: pd.DataFrame, title: str = "", width: int | None = None
 
 
 def compare_profiles(grads: pd.DataFrame) -> Table:
-    """One row per config: its per-layer profile as a sparkline on the fixed log scale."""
+    """One row per config: its per-layer profile as a sparkline, every row on one log scale fitted to
+    the profiles compared (▁ the smallest median gradient of any of them, █ the largest)."""
+    sparks, scale = profile_sparklines(grads, width=SPARK_WIDTH)
     table = Table(title="per-layer profiles", title_justify="left", caption_justify="left")
     table.add_column("config")
-    table.add_column(f"‖∂loss/∂x‖ median, layer 0 → last, log10 on 1e{BAR_LO} … 1e+{BAR_HI}", no_wrap=True)
-    for variant, line in profile_sparklines(grads, width=SPARK_WIDTH).items():
+    table.add_column("‖∂loss/∂x‖ median, layer 0 → last", no_wrap=True)
+    for variant, line in sparks.items():
         table.add_row(str(variant), line)
+    table.caption = f"log10 on {scale_label(*scale)}, the same scale for every row (▁ lowest, █ highest)"
     return table
 
 
