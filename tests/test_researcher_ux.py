@@ -141,3 +141,114 @@ def test_compare_sparklines_tell_profiles_3_6x_apart():
     assert len(set(lines["flat"])) == 1  # a flat profile draws flat
     assert len(set(lines["rising"])) >= 4  # 3.6x over the stack spans several levels
     assert lines["rising"][0] != lines["flat"][0] and lines["rising"][-1] == lines["flat"][-1]  # same last layer
+
+
+# 5. one key varying plus a pinned (one-value) axis: a line of the ratio against that key, no heatmap
+
+
+def _tiny_mlp(*overrides):
+    return load_config(dict(name="tiny", seeds=2, model=dict(depth=4, width=8), data=dict(batch_size=4)), list(overrides))
+
+
+def test_sweep_with_one_varying_key_and_a_pinned_one_draws_a_line_not_a_heatmap(tmp_path):
+    from matplotlib.colors import to_rgb
+
+    from resflow.plots import _colors, figures
+    from resflow.sweep import make_plan, run_sweep
+
+    plan = make_plan(_tiny_mlp(), (), ["model.init.scale=0.5,1,1.5,2", "model.depth=4"])
+    result = run_sweep(plan, tmp_path / "s", workers=1).result
+    figs = figures(result)
+    assert "heatmap" not in figs and "ratio" in figs
+    ax = figs["ratio"].axes[0]
+    assert ax.get_xlabel() == "init_scale"
+    (line,) = [ln for ln in ax.get_lines() if (ln.get_gid() or "").startswith("median:")]
+    want = result.summary.groupby("init_scale")["grad_ratio"].median()
+    assert list(line.get_xdata()) == [0.5, 1.0, 1.5, 2.0] and np.allclose(line.get_ydata(), want.to_numpy())
+    # the pinned depth does not shade the profile's lines (all pale before): each variant its own full hue
+    prof = figs["profile"].axes[0]
+    colors = [to_rgb(ln.get_color()) for ln in prof.get_lines() if (ln.get_gid() or "").startswith("median:")]
+    assert colors == [to_rgb(c) for c in _colors(4)]
+
+
+# 6. figures a reader can read at 2, 4 and 10 variants
+
+
+def _flat_run(variants=1, depth=12):
+    from resflow.results import RunResult
+
+    rows = [dict(variant=f"v{k}", seed=s, step=0, layer=layer, sublayer="mlp", depth=depth,
+                 input_grad_norm=(1 + 0.1 * k) * (1 + 0.01 * s) * 1.02 ** layer)
+            for k in range(variants) for s in range(2) for layer in range(depth)]
+    grads = pd.DataFrame(rows)
+    return RunResult(grads=grads, params=pd.DataFrame(), summary=pd.DataFrame(), config={}, meta={})
+
+
+def test_profile_axis_is_not_stretched_by_far_threshold_guides():
+    from resflow.plots import profile_figure
+
+    ax = profile_figure(_flat_run().grads).axes[0]  # values 1 … 1.3: the thresholds (×1e-3, ×1e3) are far away
+    lo, hi = ax.get_ylim()
+    assert lo >= 1e-2 and hi <= 1e2  # it was 1e-3 … 1e4 (data squashed into a sliver)
+    assert not [ln for ln in ax.get_lines() if (ln.get_gid() or "").startswith("guide-")]
+
+
+def test_profile_keeps_a_threshold_the_data_come_near():
+    from resflow.plots import profile_figure
+    from resflow.results import RunResult
+
+    rows = [dict(variant="v", seed=0, step=0, layer=layer, sublayer="mlp", input_grad_norm=10.0 ** (layer - 5))
+            for layer in range(6)]  # 1e-5 … 1: the vanishing guide at 1e-3 is inside the data
+    ax = profile_figure(RunResult(grads=pd.DataFrame(rows), params=None, summary=None).grads).axes[0]
+    gids = [ln.get_gid() for ln in ax.get_lines()]
+    assert "guide-vanishing:v" in gids and "guide-exploding:v" not in gids
+
+
+@pytest.mark.parametrize("n", [2, 4, 10])
+def test_depth_figure_legend_never_covers_the_data_and_title_fits(n):
+    from resflow.plots import depth_figure
+
+    rows = [dict(variant=f"p{k}-{d}", seed=0, depth=d, init_scale=0.5 + k / 4, grad_ratio=(0.5 + k / 8) ** d)
+            for k in range(n) for d in (2, 4, 8, 16)]
+    fig = depth_figure(pd.DataFrame(rows), ["depth", "init_scale"],
+                       title="a long title: " + " vs ".join(f"config-number-{k}" for k in range(6)))
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    width = fig.bbox.width
+    assert fig._suptitle.get_window_extent().x1 <= width + 1  # wrapped, not cut off
+    if n > 4:
+        assert ax.get_legend() is None and fig.legends  # beside the axes
+        assert fig.legends[0].get_window_extent().x0 >= ax.get_window_extent().x1 - 1
+        assert fig._suptitle.get_window_extent().x1 <= fig.legends[0].get_window_extent().x0 + 1
+
+
+def test_steps_heatmap_titles_fit_in_a_four_way_compare():
+    from resflow.plots import steps_heatmap_figure
+
+    names = ["train-postln", "train-postln-warmup", "train-preln", "train-preln-warmup"]
+    rows = [dict(variant=v, seed=0, step=t, layer=layer, sublayer=sub, input_grad_norm=1.0 + t + layer)
+            for v in names for t in (0, 10, 20) for layer in range(3) for sub in ("attn", "ffn")]
+    fig = steps_heatmap_figure(pd.DataFrame(rows), title="compare: " + " vs ".join(names) + ": 2 × transformer width 32")
+    fig.canvas.draw()
+    assert fig._suptitle.get_window_extent().x1 <= fig.bbox.width + 1
+    panels = [ax for ax in fig.axes if ax.get_title(loc="left")]
+    assert [ax.get_title(loc="left").replace("\n", "") for ax in panels] == names
+    for ax in panels:
+        assert ax.title._text == "" and ax._left_title.get_window_extent().x1 <= ax.get_window_extent().x1 + 1
+        ticks = [t for t in ax.get_yticks() if ax.get_ylim()[0] <= t <= ax.get_ylim()[1]]
+        assert all(float(t).is_integer() for t in ticks)  # whole layers, not 0.25, 0.75
+
+
+def test_shallow_depth_shades_stay_visible():
+    from resflow.plots import variant_styles
+
+    rows = [dict(variant=f"s[d={d},k={k}]", depth=d, k=k) for k in (0, 1) for d in (1, 2, 4, 8, 16, 32, 50)]
+    _, colors = variant_styles(pd.DataFrame(rows), [r["variant"] for r in rows], ["depth", "k"])
+    darkness = [max(1 - c for c in rgb) for rgb in colors.values()]  # how far from white the palest channel is
+    assert min(darkness) >= 0.35  # the shallowest depth was ~0.26 away from white: nearly invisible
+
+
+def test_profile_axis_label_has_a_subscript():
+    from resflow.plots import profile_figure
+
+    assert "$x_l$" in profile_figure(_flat_run().grads).axes[0].get_ylabel()

@@ -87,8 +87,8 @@ def point_label(row: pd.Series | dict, keys: list[str]) -> str:
 def _show(value) -> str:
     if isinstance(value, (bool, np.bool_)):
         return str(bool(value)).lower()
-    if isinstance(value, float) and value.is_integer():
-        return f"{value:g}"
+    if isinstance(value, (float, np.floating)):
+        return f"{float(value):.4g}"  # 1.3270096607057091 -> 1.327 in a legend
     return str(value)
 
 
@@ -198,7 +198,7 @@ def profile_figure(
     caption: str = "",
     config: dict | None = None,
     guides: bool = True,
-    ylabel: str = "‖∂loss/∂x_l‖  (gradient reaching layer l)",
+    ylabel: str = "‖∂loss/∂$x_l$‖  (gradient reaching layer $l$)",
 ) -> Figure:
     """Layer on x, `column` on a log y: one line per variant (median over seeds, min–max band),
     transformer sublayers marked, the prediction dashed when the table has one, the closed form
@@ -215,6 +215,7 @@ def profile_figure(
     many = len(variants) > 1
     guides = guides and len(variants) <= MAX_GUIDED  # beyond that, guides only clutter
     shade = []  # (factor, level): the zones a single line's flags mark
+    guide_levels = []  # threshold levels: they widen the axis only when the data come within a decade of them
     n_marked = 0
     for i, (variant, color) in enumerate(zip(variants, colors)):
         s = stats[stats["variant"] == variant]
@@ -250,36 +251,60 @@ def profile_figure(
                         linewidth=1.2, label="predicted (theory)" if i == 0 else None, gid=f"predicted:{variant}")
                 drawn.append(pstats["median"])
         if guides and math.isfinite(last) and last > 0:
-            for factor, name in ((VANISHING, "vanishing"), (EXPLODING, "exploding")):
-                style = dict(GUIDE_STYLE, color=color if many else GUIDE_STYLE["color"])
-                ax.axhline(last * factor, gid=f"guide-{name}:{variant}", **style)
-                if not many:
-                    shade.append((factor, last * factor))
-                drawn.append([last * factor])
-                if not many:
-                    ax.annotate(f"{name}: {factor:g} × last layer", xy=(1.0, last * factor), xycoords=("axes fraction", "data"),
-                                xytext=(-4, 3 if factor > 1 else -10), textcoords="offset points", ha="right",
-                                fontsize=7.5, color="0.35")
-    lo, hi = log_limits(*drawn)
+            guide_levels += [(variant, color, factor, name, last * factor)
+                             for factor, name in ((VANISHING, "vanishing"), (EXPLODING, "exploding"))]
+    near = near_guides(drawn, [g[-1] for g in guide_levels])
+    lo, hi = log_limits(*drawn, *near)
     set_log_axis(ax, lo, hi)
+    for variant, color, factor, name, level in guide_levels:
+        if [level] not in near:
+            continue
+        style = dict(GUIDE_STYLE, color=color if many else GUIDE_STYLE["color"])
+        ax.axhline(level, gid=f"guide-{name}:{variant}", **style)
+        if not many:
+            shade.append((factor, level))
+            ax.annotate(f"{name}: {factor:g} × last layer", xy=(1.0, level), xycoords=("axes fraction", "data"),
+                        xytext=(-4, 3 if factor > 1 else -10), textcoords="offset points", ha="right",
+                        fontsize=7.5, color="0.35")
     for factor, level in shade:  # shade the flagged zones, within the fixed limits
         ax.axhspan(*((lo, level) if factor < 1 else (level, hi)), color="#f2c14e" if factor < 1 else BAD_COLOR,
                    alpha=0.08, linewidth=0, zorder=0)
     xmax = stats["x"].max() if len(stats) else 1
     ax.set_xlim(-0.5, xmax + 0.5)
-    ax.set_xlabel("layer l  (0 = input side; the gradient flows right to left)")
+    ax.set_xlabel("layer $l$  (0 = input side; the gradient flows right to left)")
     ax.set_ylabel(ylabel)
     ax.grid(True, which="major", axis="y", alpha=0.25)
-    _titles(fig, ax, title, subtitle)
+    _titles(fig, ax, title, subtitle, beside=len(variants) > 2)
     band = " Line: median over seeds; band: min–max." if multi_seed else ""
     guide = (f" Dotted{' (in each line’s colour)' if many else ''}: the vanishing/exploding thresholds "
              f"(×{VANISHING:g}, ×{EXPLODING:g} of the last layer's gradient)." if guides else "")
+    if guides and len(near) < len(guide_levels):
+        guide += " A threshold more than a decade beyond every value is left off the axis."
     _caption(fig, (caption + band + guide).strip())
-    if len(variants) > MAX_GUIDED:
-        fig.legend(fontsize=7, loc="outside right upper", frameon=False)
-    else:
-        ax.legend(fontsize=7.5, loc="best", framealpha=0.85)
+    _legend(fig, ax, len(variants))
     return fig
+
+
+def near_guides(drawn, levels, reach: float = 10.0) -> list[list[float]]:
+    """The threshold levels within `reach` (a factor) of the drawn values' range: only these widen a
+    log axis. A guide far beyond the data stretched the profile's axis to 1e-2 … 1e6 and squashed
+    the data into two of its decades."""
+    vals = np.concatenate([np.asarray(d, dtype=float).ravel() for d in drawn] or [np.array([])])
+    vals = vals[np.isfinite(vals) & (vals > 0)]
+    if not vals.size:
+        return [[g] for g in levels]
+    return [[g] for g in levels if vals.min() / reach <= g <= vals.max() * reach]
+
+
+def _legend(fig, ax, entries: int, inside: int = 2, wrap: int = 34) -> None:
+    """Up to `inside` lines: a legend inside the axes where it covers least; more: beside the axes, on
+    the right (labels wrapped), so a sweep's ten entries never cover the data."""
+    if entries <= inside:
+        ax.legend(fontsize=7.5, loc="best", framealpha=0.85)
+        return
+    handles, labels = ax.get_legend_handles_labels()
+    labels = [textwrap.fill(label, wrap, break_on_hyphens=False) for label in labels]
+    fig.legend(handles, labels, fontsize=7, loc="outside right upper", frameon=False)
 
 
 def _first_last_ratio(vgrads: pd.DataFrame, column: str) -> float:
@@ -301,12 +326,21 @@ def _panel_title(ax, variant: str, ncols: int) -> None:
     settings (the figure's title names the config), wrapped at the commas to the panel's width."""
     label = variant[variant.index("[") + 1 : -1].replace(",", ", ") if "[" in variant and variant.endswith("]") else variant
     chars = max(12, int(ax.figure.get_figwidth() / ncols * 13))  # ~13 characters an inch at 8 pt
-    ax.set_title(textwrap.fill(label, width=chars, break_on_hyphens=False), fontsize=8, loc="left")
+    ax.set_title(textwrap.fill(label, width=chars), fontsize=8, loc="left")
 
 
-def _titles(fig, ax, title: str, subtitle: str) -> None:
+TITLE_CHARS = 110  # a 10 pt title line across the 8-inch figure
+
+
+def _suptitle(fig, title: str, chars: int = TITLE_CHARS) -> None:
+    """The figure's title, wrapped to the figure's width (a 4-way compare's names were cut off)."""
     if title:
-        fig.suptitle(title, fontsize=10, x=0.01, ha="left")
+        fig.suptitle(textwrap.fill(title, chars, break_on_hyphens=False), fontsize=10, x=0.01, ha="left")
+
+
+def _titles(fig, ax, title: str, subtitle: str, beside: bool = False) -> None:
+    """`beside`: a legend sits to the right of the axes, up to the top: the title stops short of it."""
+    _suptitle(fig, title, chars=70 if beside else TITLE_CHARS)
     if subtitle:
         ax.set_title(subtitle, fontsize=9, loc="left")
 
@@ -367,8 +401,7 @@ def params_figure(params: pd.DataFrame, title: str = "", caption: str = "", max_
         fig.legend(fontsize=7, loc="outside right upper", frameon=False)
     else:
         axes[0].legend(fontsize=7, loc="best", framealpha=0.85)
-    if title:
-        fig.suptitle(title, fontsize=10, x=0.01, ha="left")
+    _suptitle(fig, title)
     more = f" {len(shown)} of {len(variants)} variants shown." if len(shown) < len(variants) else ""
     band = " Line: median over seeds; band: min–max." if multi_seed else ""
     _caption(fig, (caption + band + more).strip())
@@ -388,24 +421,31 @@ def _group_stats(summary: pd.DataFrame, keys: list[str], column: str) -> pd.Data
     return pd.DataFrame(rows)
 
 
-def depth_figure(summary: pd.DataFrame, keys: list[str] | None = None, title: str = "", caption: str = "") -> Figure:
-    """First/last-layer gradient ratio against depth, log y: one line per value of the other swept
-    keys (median over seeds, min–max band), guides at the vanishing/exploding thresholds, the
-    predicted ratio dashed when the summary has one."""
+def depth_figure(summary: pd.DataFrame, keys: list[str] | None = None, title: str = "", caption: str = "",
+                 x_key: str = "depth") -> Figure:
+    """First/last-layer gradient ratio against depth (or another swept key, `x_key`), log y: one line
+    per value of the other swept keys (median over seeds, min–max band), guides at the
+    vanishing/exploding thresholds when the data come near them, the predicted ratio dashed when the
+    summary has one. A non-numeric `x_key` is placed at evenly spaced positions."""
     keys = swept_keys(summary) if keys is None else keys
-    others = [k for k in keys if k != "depth"]
+    others = [k for k in keys if k != x_key]
+    values = sorted(summary[x_key].unique(), key=lambda v: (isinstance(v, str), v))
+    numeric = all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+                  for v in values)
+    position = (lambda col: col.to_numpy(dtype=float)) if numeric else (
+        lambda col: np.array([values.index(v) for v in col], dtype=float))
     fig = new_figure()
     ax = fig.add_subplot()
     groups = [((), summary)] if not others else list(summary.groupby(others, sort=True, dropna=False))
     colors = _colors(len(groups))
-    drawn = [[VANISHING / 10, EXPLODING * 10, 1.0]]  # the guides, with room for their labels
+    drawn = [[1.0]]
     multi_seed = False
     for i, ((key, g), color) in enumerate(zip(groups, colors)):
         key = key if isinstance(key, tuple) else (key,)
-        st = _group_stats(g, ["depth"], "grad_ratio").sort_values("depth")
+        st = _group_stats(g, [x_key], "grad_ratio").sort_values(x_key)
         multi_seed |= bool((st["n"] > 1).any())
         label = point_label(dict(zip(others, key)), others) if others else "measured"
-        d = st["depth"].to_numpy(dtype=float)
+        d = position(st[x_key])
         ax.plot(d, _positive(st["median"].to_numpy()), color=color, marker="o", markersize=4, linewidth=1.8,
                 label=label, gid=f"median:{label}")
         if (st["n"] > 1).any():
@@ -414,24 +454,32 @@ def depth_figure(summary: pd.DataFrame, keys: list[str] | None = None, title: st
         _mark_unplottable(ax, d, st["median"].to_numpy(), st["n_bad"].to_numpy(), color, first=i == 0)
         drawn += [st["median"], st["min"], st["max"]]
         if "predicted_grad_ratio" in g.columns and g["predicted_grad_ratio"].notna().any():
-            pst = _group_stats(g, ["depth"], "predicted_grad_ratio").sort_values("depth")
-            ax.plot(pst["depth"], _positive(pst["median"].to_numpy()), color=color, linestyle="--", linewidth=1.2,
+            pst = _group_stats(g, [x_key], "predicted_grad_ratio").sort_values(x_key)
+            ax.plot(position(pst[x_key]), _positive(pst["median"].to_numpy()), color=color, linestyle="--", linewidth=1.2,
                     label="predicted (theory)" if i == 0 else None, gid=f"predicted:{label}")
             drawn.append(pst["median"])
     ax.axhline(1.0, color="0.6", linewidth=0.8)
+    near = [g[0] for g in near_guides(drawn, [VANISHING, EXPLODING])]
     for factor, name in ((VANISHING, "vanishing"), (EXPLODING, "exploding")):
+        if factor not in near:
+            continue
+        drawn.append([factor / 10 if factor < 1 else factor * 10])  # room for the guide's label
         ax.axhline(factor, gid=f"guide-{name}", **GUIDE_STYLE)
         ax.annotate(f"{name}: ratio {'<' if factor < 1 else '>'} {factor:g}", xy=(1.0, factor),
                     xycoords=("axes fraction", "data"), xytext=(-4, 3 if factor > 1 else -10),
                     textcoords="offset points", ha="right", fontsize=7.5, color="0.35")
     set_log_axis(ax, *log_limits(*drawn))
-    ax.set_xlabel("depth (number of blocks)")
+    if not numeric:
+        ax.set_xticks(range(len(values)), [_show(v) for v in values])
+    ax.set_xlabel("depth (number of blocks)" if x_key == "depth" else x_key)
     ax.set_ylabel("gradient at first layer / at last layer")
     ax.grid(True, which="major", axis="y", alpha=0.25)
-    _titles(fig, ax, title, "How much of the last layer's gradient reaches the first layer, by depth")
+    _titles(fig, ax, title, "How much of the last layer's gradient reaches the first layer, by "
+            + ("depth" if x_key == "depth" else x_key), beside=len(groups) > 4)
     band = " Line: median over seeds; band: min–max." if multi_seed else ""
-    _caption(fig, (caption + band + " A straight falling line = exponential decay with depth; flat = depth-independent.").strip())
-    ax.legend(fontsize=7.5, loc="best", framealpha=0.85)
+    shape = " A straight falling line = exponential decay with depth; flat = depth-independent." if x_key == "depth" else ""
+    _caption(fig, (caption + band + shape).strip())
+    _legend(fig, ax, len(groups), inside=4)
     return fig
 
 
@@ -520,10 +568,10 @@ def loss_figure(train: pd.DataFrame, title: str = "", caption: str = "") -> Figu
         ax.set_ylabel("loss")
     ax.set_xlabel("training step")
     ax.grid(True, which="major", axis="y", alpha=0.25)
-    _titles(fig, ax, title, "Does it learn? Training loss by step")
+    _titles(fig, ax, title, "Does it learn? Training loss by step", beside=len(variants) > 2)
     band = " Line: median over seeds; band: min–max." if multi_seed else ""
     _caption(fig, (caption + band).strip())
-    ax.legend(fontsize=7.5, loc="best", framealpha=0.85)
+    _legend(fig, ax, len(variants))
     return fig
 
 
@@ -531,8 +579,12 @@ def steps_heatmap_figure(grads: pd.DataFrame, title: str = "", caption: str = ""
     """Layer (y) x recorded step (x), colour = log10 of the gradient reaching the layer (median over
     seeds); one panel per variant, one colour scale for all panels, colorbar in decades."""
     variants = list(grads["variant"].unique())[:max_panels]
-    fig = new_figure()
-    axes = fig.subplots(1, len(variants), sharey=True, squeeze=False).ravel()
+    ncols = len(variants) if len(variants) <= 2 else 2  # 3-4 panels: two rows, so each is wide enough to read
+    nrows = math.ceil(len(variants) / ncols)
+    fig = new_figure((FIGSIZE[0], FIGSIZE[1] if nrows == 1 else 6.4))
+    axes = fig.subplots(nrows, ncols, sharey=True, sharex=True, squeeze=False).ravel()
+    for ax in axes[len(variants):]:
+        ax.set_visible(False)
     grids = []
     for variant in variants:
         v = grads[grads["variant"] == variant]
@@ -549,20 +601,24 @@ def steps_heatmap_figure(grads: pd.DataFrame, title: str = "", caption: str = ""
     hi = hi if hi > lo else lo + 1
     cmap = matplotlib.colormaps["viridis"].with_extremes(bad="0.85")
     mesh = None
-    for ax, (variant, steps, y, grid) in zip(axes, grids):
+    for k, (ax, (variant, steps, y, grid)) in enumerate(zip(axes, grids)):
         mesh = ax.pcolormesh(_edges(steps), _edges(y), np.ma.masked_invalid(grid), cmap=cmap, vmin=lo, vmax=hi,
                              shading="flat")
-        ax.set_xlabel("training step")
+        if k + ncols >= len(variants):  # the lowest panel of its column
+            ax.set_xlabel("training step")
+            ax.xaxis.set_tick_params(labelbottom=True)
         if len(variants) > 1:
-            _panel_title(ax, variant, len(variants))
-    axes[0].set_ylabel("layer (0 = input side)")
+            _panel_title(ax, variant, ncols)
+        layers = np.unique(np.floor(y))  # whole layers on the axis (sublayers sit at fractions)
+        ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, nbins=min(8, len(layers))))
+    for ax in axes[::ncols]:
+        ax.set_ylabel("layer (0 = input side)")
     if mesh is not None:
-        bar = fig.colorbar(mesh, ax=list(axes))
+        bar = fig.colorbar(mesh, ax=list(axes[: len(variants)]))
         ticks = decade_ticks(lo, hi, max_labels=10)
         bar.set_ticks(ticks, labels=[f"$10^{{{k}}}$" for k in ticks])
-        bar.set_label("‖∂loss/∂x_l‖ (median over seeds)")
-    if title:
-        fig.suptitle(title, fontsize=10, x=0.01, ha="left")
+        bar.set_label("‖∂loss/∂$x_l$‖ (median over seeds)")
+    _suptitle(fig, title)
     _caption(fig, (caption + " Each cell: log10 of the gradient reaching layer l at a recorded step; grey: not finite.").strip())
     return fig
 
@@ -641,8 +697,10 @@ def variant_styles(summary: pd.DataFrame, variants: list[str], keys: list[str]) 
         for v in variants:
             if v in first.index:
                 rgb = np.array(base[tuple(first.loc[v, k] for k in others)][:3])
-                t = 0.3 + 0.7 * (depths.index(first.loc[v, "depth"]) / max(1, len(depths) - 1))
-                colors[v] = tuple(rgb * t + (1 - t))
+                # shallow = light, deep = dark: from 45% of the hue (over white) to the hue darkened by 30%
+                t = depths.index(first.loc[v, "depth"]) / max(1, len(depths) - 1)
+                colors[v] = tuple(rgb * (0.45 + 0.55 * t * 2) + (1 - (0.45 + 0.55 * t * 2)) if t <= 0.5
+                                  else rgb * (1 - 0.3 * (2 * t - 1)))
     return labels, colors
 
 
@@ -655,8 +713,9 @@ def figures(result) -> dict[str, Figure]:
     meta = result.meta or {}
     kind = meta.get("kind")
     keys = swept_keys(result.summary)
-    if kind == "sweep" and meta.get("axes"):  # the sweep says what it swept
-        columns = [a["column"] for a in meta["axes"] if a.get("column") in result.summary.columns]
+    if kind == "sweep" and meta.get("axes"):  # the sweep says what it swept; a pinned (one-value) axis does not vary
+        columns = [a["column"] for a in meta["axes"] if a.get("column") in result.summary.columns
+                   and result.summary[a["column"]].nunique(dropna=False) > 1]
         keys = sorted(columns, key=lambda k: k != "depth")
     variants = list(result.grads["variant"].unique())
     single = len(variants) == 1
@@ -679,6 +738,8 @@ def figures(result) -> dict[str, Figure]:
         return out
     if "depth" in keys and result.summary["depth"].nunique() > 1:
         out["depth"] = depth_figure(result.summary, keys, title=title, caption=caption)
+    elif len(keys) == 1 and kind == "sweep":  # one key varies (not depth): the ratio against it, a line
+        out["ratio"] = depth_figure(result.summary, keys, title=title, caption=caption, x_key=keys[0])
     if len(keys) == 2:
         x_key, y_key = keys  # depth (when swept) goes on x
         out["heatmap"] = heatmap_figure(result.summary, x_key, y_key, title=title, caption=caption)
