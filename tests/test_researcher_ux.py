@@ -252,3 +252,32 @@ def test_profile_axis_label_has_a_subscript():
     from resflow.plots import profile_figure
 
     assert "$x_l$" in profile_figure(_flat_run().grads).axes[0].get_ylabel()
+
+
+# 7. the default loss is the one the theory assumes (a random output direction), not the sum of outputs
+
+
+HE_RELU = dict(name="he", seeds=4, model=dict(depth=30, width=128, activation="relu", init=dict(scheme="kaiming")),
+               data=dict(batch_size=32))
+
+
+def test_default_loss_is_random_and_a_he_relu_stack_meets_its_prediction():
+    from resflow.experiment import run
+
+    cfg = load_config(HE_RELU)
+    assert cfg.loss == "random"
+    summary = run(cfg).summary
+    measured = float(np.median(summary["grad_ratio"]))
+    predicted = float(summary["predicted_grad_ratio"].iloc[0])
+    assert predicted == pytest.approx(1.0, abs=1e-6)  # He init, ReLU: χ₁ = 1 exactly (σ_w² = 2, no bias)
+    assert abs(math.log(measured / predicted)) < math.log(1.6)  # width 128: finite-width spread, no bias
+    # the sum of outputs is not a random direction: the same stack measures a ratio several times larger,
+    # and the theory line says why there is no prediction for it
+    summed = run(load_config({**HE_RELU, "loss": "sum"}))
+    assert float(np.median(summed.summary["grad_ratio"])) > 2 * measured
+    assert "not a random direction" in summed.meta["theory"] and "loss: random" in summed.meta["theory"]
+
+
+def test_bundled_configs_whose_docs_use_the_sum_keep_it():
+    for name in ("deep50", "deep50-residual", "theory-tanh-critical", "theory-residual-relu"):
+        assert load_config(name).loss == "sum"

@@ -289,9 +289,10 @@ class Config(_Strict):
     dtype: Literal["float32", "float64"] = Field("float32", description="the dtype of weights and activations")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="`auto`: CUDA if present, else the CPU")
     loss: Literal["sum", "mean", "mse", "random"] = Field(
-        "sum",
-        description="`sum` of outputs (the seeds' `out.backward()`), `mean`, `mse` against a fixed random "
-        "target, `random` = ⟨v, output⟩ for a fixed Gaussian v",
+        "random",
+        description="`random` = ⟨v, output⟩ for a fixed Gaussian v, the random output direction the mean-field "
+        "theory assumes; `sum` of outputs (the seeds' `out.backward()`: not a random direction, it couples to the "
+        "weights and biases the ratio), `mean`, `mse` against a fixed random target",
     )
     model: ModelConfig = Field(description="the network (the `model` section)")
     data: DataConfig = Field(DataConfig(), description="the input (the `data` section)")

@@ -349,8 +349,9 @@ def predict(cfg) -> Prediction | NoPrediction:
         return NoPrediction(f"activation {m.activation!r}: the recursion disagrees with a wide simulation (not trusted)")
     if not m.residual and not m.preactivation and cfg.loss != "random" and m.activation not in EVEN_DERIVATIVE:
         return NoPrediction(
-            f"loss {cfg.loss!r} with x → {m.activation}(W x + b): E[φ''] ≠ 0 couples the all-ones output gradient "
-            "to W (a wide simulation disagrees); use loss: random"
+            f"loss {cfg.loss!r} with x → {m.activation}(W x + b): the {cfg.loss} of the outputs is not a random direction; "
+            "E[φ''] ≠ 0 couples that all-ones output gradient to W and biases the measured ratio (a wide simulation "
+            "disagrees with the recursion); use loss: random (the default), which the theory assumes"
         )
     notes = []
     if m.width < FINITE_WIDTH:
