@@ -17,7 +17,7 @@ def write(tmp_path, text, name="c.yaml"):
 def test_defaults_and_name_from_stem(tmp_path):
     cfg = load_config(write(tmp_path, "model: {depth: 3, width: 4}", "mine.yaml"))
     assert cfg.name == "mine"
-    assert (cfg.seed, cfg.seeds, cfg.dtype, cfg.loss) == (0, 1, "float32", "sum")
+    assert (cfg.seed, cfg.seeds, cfg.dtype, cfg.loss) == (0, 1, "float32", "random")  # issue 20: not sum
     m = cfg.model
     assert (m.block, m.activation, m.residual, m.residual_scale, m.norm, m.norm_type) == ("mlp", "tanh", False, 1.0, "none", "layernorm")
     assert (m.preactivation, m.bias, m.share_weights, m.init.scheme, m.init.scale, m.init.bias_std) == (False, True, False, "default", 1.0, None)
