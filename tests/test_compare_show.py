@@ -113,7 +113,8 @@ def test_tables_fit_an_80_column_terminal(tmp_path):
     from resflow.results.files import read_run
 
     out = tmp_path / "s"
-    assert invoke("sweep", "deep50", "--over", "model.residual=false,true", *SMALL, "--workers", 1, "--out", out).exit_code == 0
+    assert invoke("sweep", "deep50", "--over", "model.residual=false,true", "--over", "model.depth=1,2,4,6", *SMALL,
+                  "--workers", 1, "--out", out).exit_code == 0
     console = Console(width=80, record=True, file=open(tmp_path / "screen.txt", "w"))
     for item in renderables(read_run(out), width=80):
         console.print(item)

@@ -281,3 +281,19 @@ def test_default_loss_is_random_and_a_he_relu_stack_meets_its_prediction():
 def test_bundled_configs_whose_docs_use_the_sum_keep_it():
     for name in ("deep50", "deep50-residual", "theory-tanh-critical", "theory-residual-relu"):
         assert load_config(name).loss == "sum"
+
+
+# 10. a sweep over X sweeps X (no depth axis added behind the user's back), and the plan is printed first
+
+
+def test_a_sweep_over_init_scale_sweeps_init_scale_only_and_prints_its_plan(tmp_path):
+    out = tmp_path / "s"
+    ran = invoke("sweep", "deep50", "--over", "model.init.scale=1,2", "--set", "model.depth=5", "--set", "model.width=8",
+                 "--set", "data.batch_size=4", "--seeds", 2, "-j", 1, "--out", out, "--no-plots")
+    assert ran.exit_code == 0, ran.output
+    summary = pd.read_csv(out / "summary.csv")
+    assert sorted(summary["init_scale"].unique()) == [1.0, 2.0] and set(summary["depth"]) == {5}
+    assert len(summary) == 2 * 2  # 2 points × 2 seeds
+    plan_line = ran.output.splitlines()[0]  # before any point ran
+    assert plan_line.startswith("sweep deep50: 2 points × 2 seeds = 4 runs; model.init.scale = 1, 2;")
+    assert "model.depth = 5 throughout" in plan_line and str(out) in plan_line

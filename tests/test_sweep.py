@@ -78,11 +78,12 @@ def test_yaml_axes_merge_with_command_line(tmp_path):
     assert [p.config for p in make_plan(base2, items2).points] == [p.config for p in plan.points]
 
 
-def test_no_depth_axis_adds_the_default_depths_last():
-    plan = make_plan(load_config("deep50", ["model.depth=5"]), [], ["model.residual=false,true"])
-    assert [(a.key, a.values, a.origin) for a in plan.axes] == [
-        ("model.residual", (False, True), "--over"), ("model.depth", (1, 2, 4, 5), "default")]
-    assert len(plan.points) == 8 and plan.points[-1].variant == "deep50[residual=true,depth=5]"
+def test_no_axis_at_all_sweeps_depth_and_an_axis_sweeps_only_itself():
+    base = load_config("deep50", ["model.depth=5"])
+    assert [(a.key, a.values, a.origin) for a in make_plan(base).axes] == [("model.depth", (1, 2, 4, 5), "default")]
+    plan = make_plan(base, [], ["model.residual=false,true"])  # issue 20: not residual × depth
+    assert [(a.key, a.values, a.origin) for a in plan.axes] == [("model.residual", (False, True), "--over")]
+    assert len(plan.points) == 2 and plan.points[-1].variant == "deep50[residual=true]"
 
 
 def test_default_out_names_the_given_axes():

@@ -357,7 +357,7 @@ def sweep(
     no_plots: bool = typer.Option(False, "--no-plots", help="Write no figures (profile, params, depth, heatmap .png)."),
     format_: TableFormat = _format_option(),
 ):
-    """Run a grid of configs (default: over depth); every point's rows in one set of CSVs, and figures."""
+    """Run a grid of configs over the --over axes (no axis at all: over depth); every point's rows in one set of CSVs, and figures."""
     from resflow._sys.locks import results_lock
     from resflow.config.memory import check_plan_memory
     from resflow.report.terminal.progress import SweepProgress
@@ -384,7 +384,7 @@ def sweep(
     out = out or default_out(plan)
     hint = _resume_command(config, over, overrides, workers, backend.value, out, fmt, slurm_opts)
     err = stderr()
-    err.print(f"sweep {base.name}: {len(plan.points)} points × {base.seeds} seeds; {plan.describe()}", markup=False)
+    err.print(plan.summary_line(out), markup=False)
     check_plan_memory(plan, workers)
     if backend == Backend.local:
         _load_torch()

@@ -1,8 +1,9 @@
 """Sweep plans: axes -> a grid of points, each a fully resolved, validated config.
 
 An axis is a dotted config key and its values, from `--over KEY=V1,V2` or a `sweep:` section in the
-YAML; several axes form a grid (Cartesian product, first axis slowest). Unless an axis names
-`model.depth`, the depth axis 1, 2, 4, ... up to the config's depth (plus that depth) is added last.
+YAML; several axes form a grid (Cartesian product, first axis slowest). A sweep over X sweeps X: only
+when no axis is given at all does the sweep run over depth, 1, 2, 4, ... up to the config's depth (plus
+that depth).
 Every value is validated through the config's own validation, so errors name the key.
 """
 
@@ -127,12 +128,12 @@ def get_key(data: dict, key: str) -> Any:
 
 def merge_axes(base: Config, yaml_items: list[tuple[str, list]], cli_items: list[tuple[str, list]]) -> list[Axis]:
     """YAML axes in order; a command-line axis replaces the YAML one with the same key or is added;
-    the default depth axis is added last unless an axis names model.depth."""
+    with no axis at all, the default depth axis (a sweep over X sweeps X, never X × depth)."""
     merged: dict[str, tuple[list, str]] = {key: (values, "sweep:") for key, values in yaml_items}
     for key, values in cli_items:
         merged[key] = (values, "--over")
     axes = [validate_axis(base, key, values, origin) for key, (values, origin) in merged.items()]
-    if "model.depth" not in merged and base.model.factory is None:  # (a factory's model: its depth is a kwarg)
+    if not merged and base.model.factory is None:  # (a factory's model: its depth is a kwarg)
         axes.append(Axis("model.depth", tuple(default_depths(base.model.depth)), "default"))
     seed_axis = next((a for a in axes if a.key == "seed"), None)
     seeds_axis = next((a for a in axes if a.key == "seeds"), None)
@@ -212,9 +213,19 @@ class Plan:
     def describe(self) -> str:
         parts = []
         for a in self.axes:
-            note = " (default)" if a.origin == "default" else ""
+            note = " (default: no axis given)" if a.origin == "default" else ""
             parts.append(f"{a.key} = {', '.join(fmt_value(v) for v in a.values)}{note}")
+        if not any(a.key == "model.depth" for a in self.axes) and self.base.model.factory is None:
+            parts.append(f"model.depth = {self.base.model.depth} throughout (the config's)")
         return "; ".join(parts)
+
+    def summary_line(self, out: Path | None = None) -> str:
+        """The plan, printed before anything runs: points, seeds, runs, each axis, where it goes."""
+        seeds = self.base.seeds
+        runs = len(self.points) * seeds
+        where = f" → {out}/" if out is not None else ""
+        return (f"sweep {self.base.name}: {len(self.points)} points × {seeds} seed{'s' if seeds != 1 else ''} = {runs} runs; "
+                f"{self.describe()}{where}")
 
 
 def point_hash(config: dict, variant: str, columns: dict) -> str:
@@ -249,7 +260,7 @@ def load_base(ref: str | Path, overrides: list[str] | None = None) -> tuple[Conf
 
 def make_plan(base: Config, yaml_items=(), cli_axes: list[str] = ()) -> Plan:
     """The grid of points: the YAML `sweep:` axes, then `--over` strings (same key: replaced), plus
-    the default depth axis unless an axis names `model.depth`."""
+    the default depth axis only when there is no axis at all."""
     axes = merge_axes(base, list(yaml_items), [parse_over(item) for item in cli_axes])
     return Plan(base, axes, expand(base, axes))
 
