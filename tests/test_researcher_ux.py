@@ -297,3 +297,41 @@ def test_a_sweep_over_init_scale_sweeps_init_scale_only_and_prints_its_plan(tmp_
     plan_line = ran.output.splitlines()[0]  # before any point ran
     assert plan_line.startswith("sweep deep50: 2 points × 2 seeds = 4 runs; model.init.scale = 1, 2;")
     assert "model.depth = 5 throughout" in plan_line and str(out) in plan_line
+
+
+# 11. the spread across seeds: SD of log10 ratio and IQR in summary.csv and the sweep table; threshold
+# crossing in the depth story
+
+
+def test_summary_csv_has_the_seed_spread_checked_against_numpy(tmp_path):
+    from resflow.experiment import run
+    from resflow.results import write_run
+
+    result = run(_tiny_mlp("seeds=5", "model.depth=6"))
+    write_run(result, tmp_path / "r")
+    s = pd.read_csv(tmp_path / "r" / "summary.csv")
+    logs = np.log10(s["grad_ratio"].to_numpy())
+    want_sd = math.sqrt(sum((x - logs.mean()) ** 2 for x in logs) / (len(logs) - 1))  # by hand, ddof 1
+    ranked = sorted(s["grad_ratio"])  # 5 values: the quartiles are the 2nd and 4th (numpy's linear rule)
+    assert s["log10_ratio_sd"].tolist() == pytest.approx([want_sd] * 5, rel=1e-12)
+    assert s["ratio_q25"].tolist() == pytest.approx([ranked[1]] * 5) and s["ratio_q75"].tolist() == pytest.approx([ranked[3]] * 5)
+
+
+def test_sweep_table_shows_sd_and_iqr_and_the_depth_story_the_crossing():
+    from resflow.sweep_report import depth_story, sweep_table
+
+    depths = [2, 4, 8, 16, 32]
+    rows = [dict(variant=f"p{d}", depth=d, seed=s, step=0, finite=True, gain_per_layer=0.5,
+                 grad_ratio=0.5 ** (d - 1) * 10 ** (0.1 * (s - 1) * d / 8)) for d in depths for s in range(3)]
+    summary = pd.DataFrame(rows)
+    rows_text, text = _table_rows(sweep_table(summary, ["depth"]))
+    header = "SD log10" in text and "IQR" in text
+    assert header
+    # depth 16: log10 ratios of the 3 seeds are m - 0.2, m, m + 0.2: SD 0.2
+    row16 = next(r for r in rows_text if r[0] == "16")
+    assert "0.20" in row16
+    (line,) = depth_story(summary, ["depth"])
+    # median ratio 0.5^(d-1): 0.0078 at depth 8, 3.1e-5 at 16: first below 1e-3 at 16; the fit
+    # (ln ratio = (d-1) ln 0.5) crosses 1e-3 at d = 1 + ln(1e-3)/ln(0.5) = 10.97
+    assert "below 0.001 (vanishing) from depth 16 of those swept" in line
+    assert f"at depth ≈ {1 + math.log(1e-3) / math.log(0.5):.3g}" in line

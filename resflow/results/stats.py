@@ -82,8 +82,24 @@ def site_stats(grads: pd.DataFrame, column: str = "input_grad_norm", step: int |
     return pd.DataFrame(rows, columns=SITE_STATS_COLUMNS)
 
 
+def seed_spread(ratios) -> tuple[float, float, float]:
+    """The spread over seeds of first/last ratios: (SD of log10 ratio, 25th and 75th percentile of the
+    ratio). The SD of the log is the quantity finite-width theory speaks of (Hanin 2018: it grows with
+    depth/width); NaN with fewer than two finite positive ratios (the quartiles: fewer than one)."""
+    r = np.asarray(ratios, dtype=float)
+    r = r[np.isfinite(r) & (r > 0)]
+    sd = float(np.std(np.log10(r), ddof=1)) if len(r) >= 2 else math.nan
+    q25, q75 = (float(np.percentile(r, 25)), float(np.percentile(r, 75))) if len(r) else (math.nan, math.nan)
+    return sd, q25, q75
+
+
+SPREAD_COLUMNS = ["log10_ratio_sd", "ratio_q25", "ratio_q75"]
+
+
 def summarize(grads: pd.DataFrame, config_columns: list[str]) -> pd.DataFrame:
-    """One row per (variant, seed, step): first/last gradient, their ratio, fitted gain, finiteness."""
+    """One row per (variant, seed, step): first/last gradient, their ratio, fitted gain, finiteness;
+    and the spread of the ratio over the seeds of the same (variant, step), on each of its rows
+    (`seed_spread`: log10_ratio_sd, ratio_q25, ratio_q75)."""
     rows = []
     keys = ["variant", "seed", "step"]
     for key, group in grads.groupby(keys, sort=False):
@@ -104,4 +120,9 @@ def summarize(grads: pd.DataFrame, config_columns: list[str]) -> pd.DataFrame:
         )
         row.update({c: group[c].iloc[0] for c in config_columns})
         rows.append(row)
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    if len(out):
+        spread = {key: seed_spread(g["grad_ratio"]) for key, g in out.groupby(["variant", "step"], sort=False)}
+        for i, col in enumerate(SPREAD_COLUMNS):
+            out[col] = [spread[(v, s)][i] for v, s in zip(out["variant"], out["step"])]
+    return out

@@ -29,7 +29,7 @@ TRAIN_COLUMNS = [  # train.csv: training runs only, one row per (variant, seed, 
 ]
 SUMMARY_COLUMNS = [
     "variant", "seed", "step", "grad_first", "grad_last", "grad_ratio", "log10_grad_ratio",
-    "gain_per_layer", "finite", *CONFIG_COLUMNS,
+    "gain_per_layer", "finite", "log10_ratio_sd", "ratio_q25", "ratio_q75", *CONFIG_COLUMNS,
 ]
 
 

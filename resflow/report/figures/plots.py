@@ -40,7 +40,7 @@ SUBLAYER_MARKERS = {"attn": "o", "ffn": "^", "mlp": None}
 _MEASURES = {
     "variant", "seed", "step", "layer", "sublayer", "grad_first", "grad_last", "grad_ratio",
     "log10_grad_ratio", "gain_per_layer", "finite", "input_grad_norm", "activation_rms",
-    "param_grad_norm", "wall_time_s",
+    "param_grad_norm", "wall_time_s", "log10_ratio_sd", "ratio_q25", "ratio_q75",
 }
 
 

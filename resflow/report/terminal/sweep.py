@@ -29,7 +29,7 @@ from resflow.report.terminal.run import (
     sparkline,
 )
 from resflow.report.terminal.train import loss_table
-from resflow.results.stats import EXPLODING, VANISHING, finite_stats, flag, site_stats
+from resflow.results.stats import EXPLODING, VANISHING, finite_stats, flag, seed_spread, site_stats
 from resflow.theory.overlay import comparison_line, log_ratio_gap
 
 FLAG_STYLE = {"vanishing": "yellow", "exploding": "red", "non-finite": "bold red", "no gradient": "yellow"}
@@ -67,8 +67,10 @@ def point_stats(summary: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
         if finite:
             ratio = ratio[~np.isnan(ratio)]
         stats = finite_stats(ratio)[:3]  # (the figures' statistic too)
+        sd, q25, q75 = seed_spread(ratio)
         row = {c: g[c].iloc[0] for c in columns if c in g}
         row.update(variant=variant, ratio=stats[0], ratio_min=stats[1], ratio_max=stats[2], no_gradient=finite and not len(ratio),
+                   log10_sd=sd, ratio_q25=q25, ratio_q75=q75,
                    gain=_median(g["gain_per_layer"]), seeds=len(g), finite=finite,
                    predicted=_median(g["predicted_grad_ratio"]) if "predicted_grad_ratio" in g else float("nan"))
         rows.append(row)
@@ -117,8 +119,8 @@ def sweep_table(summary: pd.DataFrame, columns: list[str], title: str = "", grad
         table = _sweep_table(stats, columns, title, spread, log10, theory and has_theory, sparks if spark else {}, scale)
         if width is None or natural_width(table) <= width:
             break
-    dropped = [name for name, kept, wanted in (("0 → L", spark, bool(sparks)), ("min–max", spread, True),
-                                               ("log10", log10, True), ("theory", theory, has_theory))
+    dropped = [name for name, kept, wanted in (("0 → L", spark, bool(sparks)), ("min–max, IQR", spread, True),
+                                               ("log10, SD log10", log10, True), ("theory", theory, has_theory))
                if wanted and not kept]
     if dropped:
         table.caption += f"; on a wider terminal also: {', '.join(dropped)}"
@@ -136,8 +138,11 @@ def _sweep_table(stats: pd.DataFrame, columns: list[str], title: str, spread: bo
     table.add_column("grad first/last" + (" median" if seeds > 1 else ""), justify="right")
     if spread:
         table.add_column(f"min–max ({seeds} seeds)", justify="right")
+        table.add_column("IQR", justify="right")
     if log10:
         table.add_column("log10", justify="right")
+        if seeds > 1:
+            table.add_column("SD log10", justify="right")
     table.add_column(f"1e{BAR_LO} … 1e+{BAR_HI}", no_wrap=True)
     table.add_column("gain/layer" if not compact else "gain", justify="right")
     if theory:
@@ -158,8 +163,13 @@ def _sweep_table(stats: pd.DataFrame, columns: list[str], title: str, spread: bo
         cells.append("0/0" if no_gradient else fmt(ratio))
         if spread:
             cells.append(f"{fmt(float(r['ratio_min']))} – {fmt(float(r['ratio_max']))}")
+            q25, q75 = float(r["ratio_q25"]), float(r["ratio_q75"])
+            cells.append(f"{fmt(q25)} – {fmt(q75)}" if math.isfinite(q25) else "—")
         if log10:
             cells.append(f"{math.log10(ratio):+.1f}" if ratio > 0 and math.isfinite(ratio) else "—")
+            if seeds > 1:
+                sd = float(r["log10_sd"])
+                cells.append(f"{sd:.2f}" if math.isfinite(sd) else "—")
         cells.append("" if no_gradient else log_bar(ratio))
         gain = float(r["gain"])
         cells.append(fmt(gain) if math.isfinite(gain) else "—")  # one layer: nothing to fit
@@ -175,6 +185,8 @@ def _sweep_table(stats: pd.DataFrame, columns: list[str], title: str, spread: bo
     table.caption = (
         "grad first/last = ‖∂loss/∂x‖ at the first layer over the last layer's (1 = no loss on the way back); "
         "gain(/layer): the fitted factor per layer; bar: log10 of the ratio on a fixed scale"
+        + ("; IQR: 25th–75th percentile over seeds" if spread else "")
+        + ("; SD log10: standard deviation over seeds of log10 first/last" if log10 and seeds > 1 else "")
         + ("; predicted: the theory's first/last (— outside its domain), meas/pred = measured over predicted first/last "
            "(1 = exact; its log is the error of the log ratio, on the same scale at the critical point as anywhere)"
            if theory else "")
@@ -203,11 +215,29 @@ def depth_story(summary: pd.DataFrame, columns: list[str]) -> list[str]:
         lo, hi = g.iloc[0], g.iloc[-1]
         text = (f"{label}first/last-layer gradient {fmt(float(lo['ratio']))} at depth {int(lo['depth'])} → "
                 f"{fmt(float(hi['ratio']))} at depth {int(hi['depth'])}")
-        if ok.sum() >= 2:
-            per_layer = float(np.exp(np.polyfit(d[ok], np.log(ratio[ok]), 1)[0]))
+        fit = np.polyfit(d[ok], np.log(ratio[ok]), 1) if ok.sum() >= 2 and np.ptp(d[ok]) > 0 else None
+        if fit is not None:
+            per_layer = float(np.exp(fit[0]))
             text += f" (×{per_layer:.3g} per added layer): it {_trend(per_layer, float(np.ptp(d[ok])))} with depth"
+        text += _crossing(d, ratio, fit)
         lines.append(text)
     return lines
+
+
+def _crossing(depths: np.ndarray, ratio: np.ndarray, fit) -> str:
+    """'; below 1e-3 (vanishing) from depth 16 of those swept (the fit crosses at depth ≈ 13)': the
+    first swept depth whose median ratio is past a flag's threshold, and where the fitted line crosses it."""
+    for threshold, name, past in ((VANISHING, "below", np.less), (EXPLODING, "above", np.greater)):
+        hit = np.flatnonzero(past(ratio, threshold) & np.isfinite(ratio))
+        if not len(hit):
+            continue
+        text = f"; {name} {threshold:g} ({'vanishing' if threshold < 1 else 'exploding'}) from depth {int(depths[hit[0]])} of those swept"
+        if fit is not None and fit[0] != 0:
+            at = (math.log(threshold) - fit[1]) / fit[0]
+            if depths.min() <= at <= depths.max():
+                text += f" (the fit crosses {threshold:g} at depth ≈ {at:.3g})"
+        return text
+    return ""
 
 
 def _trend(per_layer: float, span: float) -> str:
