@@ -10,7 +10,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from resflow.cli import app
+from resflow.cli.app import app
 from resflow.config import load_config
 
 runner = CliRunner()
@@ -62,7 +62,7 @@ def _text(renderable, width=200):
 
 
 def test_sweep_theory_error_is_defined_and_honest_near_the_critical_point():
-    from resflow.sweep_report import sweep_table
+    from resflow.report.terminal.sweep import sweep_table
 
     # measured vs predicted first/last: at the critical point (predicted 1.0, 1.02) the measurement is off
     # by 2x and by 1.5x; far from it (1e-6) by 1.1x. A relative error of the log printed "—" and 100 %+ here.
@@ -84,7 +84,7 @@ def test_sweep_theory_error_is_defined_and_honest_near_the_critical_point():
 
 
 def test_run_theory_line_states_the_error_at_the_critical_point():
-    from resflow.theory_overlay import comparison_line
+    from resflow.theory.overlay import comparison_line
 
     summary = _summary([dict(variant="a", depth=11, grad_ratio=0.5, predicted_grad_ratio=1.0)])
     line = comparison_line(summary, "plain tanh")
@@ -113,8 +113,8 @@ def _table_rows(table):
 
 @pytest.mark.parametrize("which", ["compare", "run"])
 def test_deep_transformer_table_shows_attn_and_ffn_of_each_shown_layer(which):
-    from resflow.report import run_table
-    from resflow.sweep_report import compare_table
+    from resflow.report.terminal.run import run_table
+    from resflow.report.terminal.sweep import compare_table
 
     grads = _transformer_grads(48)
     table = compare_table(grads) if which == "compare" else run_table(grads[grads["variant"] == "a"])
@@ -130,7 +130,7 @@ def test_deep_transformer_table_shows_attn_and_ffn_of_each_shown_layer(which):
 
 
 def test_compare_sparklines_tell_profiles_3_6x_apart():
-    from resflow.sweep_report import compare_profiles
+    from resflow.report.terminal.sweep import compare_profiles
 
     depth = 24
     rows = [dict(variant=v, seed=0, step=0, layer=layer, sublayer="mlp",
@@ -153,7 +153,7 @@ def _tiny_mlp(*overrides):
 def test_sweep_with_one_varying_key_and_a_pinned_one_draws_a_line_not_a_heatmap(tmp_path):
     from matplotlib.colors import to_rgb
 
-    from resflow.plots import _colors, figures
+    from resflow.report.figures.plots import _colors, figures
     from resflow.sweep import make_plan, run_sweep
 
     plan = make_plan(_tiny_mlp(), (), ["model.init.scale=0.5,1,1.5,2", "model.depth=4"])
@@ -185,7 +185,7 @@ def _flat_run(variants=1, depth=12):
 
 
 def test_profile_axis_is_not_stretched_by_far_threshold_guides():
-    from resflow.plots import profile_figure
+    from resflow.report.figures.plots import profile_figure
 
     ax = profile_figure(_flat_run().grads).axes[0]  # values 1 … 1.3: the thresholds (×1e-3, ×1e3) are far away
     lo, hi = ax.get_ylim()
@@ -194,7 +194,7 @@ def test_profile_axis_is_not_stretched_by_far_threshold_guides():
 
 
 def test_profile_keeps_a_threshold_the_data_come_near():
-    from resflow.plots import profile_figure
+    from resflow.report.figures.plots import profile_figure
     from resflow.results import RunResult
 
     rows = [dict(variant="v", seed=0, step=0, layer=layer, sublayer="mlp", input_grad_norm=10.0 ** (layer - 5))
@@ -206,7 +206,7 @@ def test_profile_keeps_a_threshold_the_data_come_near():
 
 @pytest.mark.parametrize("n", [2, 4, 10])
 def test_depth_figure_legend_never_covers_the_data_and_title_fits(n):
-    from resflow.plots import depth_figure
+    from resflow.report.figures.plots import depth_figure
 
     rows = [dict(variant=f"p{k}-{d}", seed=0, depth=d, init_scale=0.5 + k / 4, grad_ratio=(0.5 + k / 8) ** d)
             for k in range(n) for d in (2, 4, 8, 16)]
@@ -223,7 +223,7 @@ def test_depth_figure_legend_never_covers_the_data_and_title_fits(n):
 
 
 def test_steps_heatmap_titles_fit_in_a_four_way_compare():
-    from resflow.plots import steps_heatmap_figure
+    from resflow.report.figures.plots import steps_heatmap_figure
 
     names = ["train-postln", "train-postln-warmup", "train-preln", "train-preln-warmup"]
     rows = [dict(variant=v, seed=0, step=t, layer=layer, sublayer=sub, input_grad_norm=1.0 + t + layer)
@@ -240,7 +240,7 @@ def test_steps_heatmap_titles_fit_in_a_four_way_compare():
 
 
 def test_shallow_depth_shades_stay_visible():
-    from resflow.plots import variant_styles
+    from resflow.report.figures.plots import variant_styles
 
     rows = [dict(variant=f"s[d={d},k={k}]", depth=d, k=k) for k in (0, 1) for d in (1, 2, 4, 8, 16, 32, 50)]
     _, colors = variant_styles(pd.DataFrame(rows), [r["variant"] for r in rows], ["depth", "k"])
@@ -249,7 +249,7 @@ def test_shallow_depth_shades_stay_visible():
 
 
 def test_profile_axis_label_has_a_subscript():
-    from resflow.plots import profile_figure
+    from resflow.report.figures.plots import profile_figure
 
     assert "$x_l$" in profile_figure(_flat_run().grads).axes[0].get_ylabel()
 
@@ -318,7 +318,7 @@ def test_summary_csv_has_the_seed_spread_checked_against_numpy(tmp_path):
 
 
 def test_sweep_table_shows_sd_and_iqr_and_the_depth_story_the_crossing():
-    from resflow.sweep_report import depth_story, sweep_table
+    from resflow.report.terminal.sweep import depth_story, sweep_table
 
     depths = [2, 4, 8, 16, 32]
     rows = [dict(variant=f"p{d}", depth=d, seed=s, step=0, finite=True, gain_per_layer=0.5,
