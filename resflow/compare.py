@@ -29,8 +29,9 @@ def load_refs(refs: list[str], overrides: list[str]) -> dict[str, Config]:
     return configs
 
 
-def run_compare(configs: dict[str, Config], workers: int | None = None):
-    """Run each config (one sweep point each) and return one RunResult holding all of them."""
+def run_compare(configs: dict[str, Config], workers: int | None = None, on_start=None, on_point=None):
+    """Run each config (one sweep point each) and return one RunResult holding all of them.
+    `on_start(total, 0)` before, `on_point(point)` as each config finishes (progress)."""
     from resflow._sys import workers as backends
     from resflow.results.meta import run_meta
     from resflow.results.tables import RunResult
@@ -45,7 +46,14 @@ def run_compare(configs: dict[str, Config], workers: int | None = None):
         points.append(Point(index, name, {}, config, point_hash(config, name, {})))
     texts: dict[int, str] = {}
     workers = backends.default_workers() if workers is None else workers
-    backends.execute(points, run_point, lambda p, text: texts.__setitem__(p.index, text), workers=workers)
+    def save(point, text: str) -> None:
+        texts[point.index] = text
+        if on_point is not None:
+            on_point(point)
+
+    if on_start is not None:
+        on_start(len(points), 0)
+    backends.execute(points, run_point, save, workers=workers)
     import json
 
     frames = tables([json.loads(texts[p.index]) for p in points], [])

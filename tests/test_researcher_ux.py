@@ -335,3 +335,25 @@ def test_sweep_table_shows_sd_and_iqr_and_the_depth_story_the_crossing():
     # (ln ratio = (d-1) ln 0.5) crosses 1e-3 at d = 1 + ln(1e-3)/ln(0.5) = 10.97
     assert "below 0.001 (vanishing) from depth 16 of those swept" in line
     assert f"at depth ≈ {1 + math.log(1e-3) / math.log(0.5):.3g}" in line
+
+
+# 8. a long compare is not silent: a plan line, then progress lines on stderr (plain lines off a terminal)
+
+
+def test_a_long_compare_shows_progress_on_stderr(tmp_path, cli_env, resflow_cmd):
+    import subprocess
+
+    for name, residual in (("slow-a", False), ("slow-b", True)):
+        write_yaml(tmp_path / f"{name}.yaml", {**TRAIN_MLP, "name": name,
+                                                 "model": dict(depth=8, width=64, residual=residual),
+                                                 "data": dict(batch_size=64), "train": dict(steps=60, lr=1e-3, eval_batches=1)})
+    env = dict(cli_env, RESFLOW_PROGRESS_SECONDS="0.2")
+    proc = subprocess.run([*resflow_cmd, "compare", str(tmp_path / "slow-a.yaml"), str(tmp_path / "slow-b.yaml"), "-j", "1",
+                           "--out", str(tmp_path / "c"), "--no-plots"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    err = proc.stderr.splitlines()
+    assert err[0].startswith("compare: 2 configs × 1 seeds, training 60 steps each on 1 worker → ")
+    assert any(line.startswith("configs 1/2 done") and "(slow-a)" in line and "left" in line for line in err)
+    assert any(line.startswith("configs 2/2 done") and "(slow-b)" in line for line in err)
+    assert any("still running" in line and "elapsed" in line for line in err)  # a heartbeat while a config ran
+    assert "compare: slow-a vs slow-b" in proc.stdout and "configs" not in proc.stdout  # progress never on stdout

@@ -435,6 +435,7 @@ def compare(
 ):
     """Run configs side by side: one row per layer, one gradient column per config."""
     from resflow.compare import load_refs, run_compare
+    from resflow.report.terminal.progress import SweepProgress
     from resflow.report.terminal.sweep import compare_headline, compare_profiles, compare_table, compare_title
     from resflow.report.terminal.train import loss_table
     from resflow.results.files import check_format, check_out_dir, write_run
@@ -445,8 +446,10 @@ def compare(
     configs = load_refs(refs, overrides)
     out = out or Path("results") / ("compare-" + "-vs-".join(configs))
     check_out_dir(out, force)
-    with _writing(out, force):
-        result = run_compare(configs, workers=workers)
+    err = stderr()
+    err.print(_compare_plan(configs, workers, out), markup=False)
+    with _writing(out, force), SweepProgress(err, label="configs") as progress:
+        result = run_compare(configs, workers=workers, on_start=progress.start, on_point=progress.advance)
         write_run(result, out, force, extra=None if no_plots else _figure_writer(result), fmt=format_.value)
     console = stdout()
     console.print(compare_table(result.grads, title=compare_title(list(configs), result.grads), width=console.width))
@@ -455,6 +458,16 @@ def compare(
     if result.train is not None:
         console.print(loss_table(result, width=console.width))
     _print_wrote(console, out, no_plots)
+
+
+def _compare_plan(configs, workers, out: Path) -> str:
+    """The line `compare` prints before it runs: configs, seeds, training steps, workers, out."""
+    seeds = sorted({c.seeds for c in configs.values()})
+    steps = sorted({c.train.steps for c in configs.values()})
+    train = f", training {'/'.join(map(str, steps))} steps each" if steps != [0] else ""
+    on = f" on {workers} worker{'s' if workers != 1 else ''}" if workers else ""
+    return (f"compare: {len(configs)} configs × {'/'.join(map(str, seeds))} seeds{train}{on} → {out}/ "
+            "(progress below; the tables follow when all are done)")
 
 
 @app.command()
