@@ -7,21 +7,57 @@ through the sweep's backends (in parallel when there are several cores) and come
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 from resflow.config.loading import load_config
 from resflow.config.schema import Config
 from resflow.errors import ConfigError
 
 
+def split_ref(ref: str) -> tuple[str, list[str]]:
+    """'microgpt[model.init.zero_out=false,model.depth=4]' -> ('microgpt', ['model.init.zero_out=false',
+    'model.depth=4']): a REF with its own overrides (applied after the common --set). A comma inside a
+    value (a list) stays with it. An existing file of that name is a path, brackets and all."""
+    match = re.fullmatch(r"(.+?)\[(.*)\]", ref)
+    if match is None or Path(ref).exists():
+        return ref, []
+    items: list[str] = []
+    for part in match.group(2).split(","):
+        if "=" in part.split("[")[0] or not items:
+            items.append(part.strip())
+        else:
+            items[-1] += "," + part
+    if not all("=" in item and item.split("=", 1)[0] for item in items):
+        raise ConfigError(f"compare {ref!r}: expected NAME[KEY=VALUE,...], e.g. 'microgpt[model.init.zero_out=false]'")
+    return match.group(1), items
+
+
+def _variant_name(name: str, own: list[str]) -> str:
+    """'microgpt' + ['model.init.zero_out=false'] -> 'microgpt+init_zero_out=false' (a valid config name:
+    the variant column and the results dir's name)."""
+    from resflow.sweep.plan import short_key
+
+    parts = [f"{short_key(item.split('=', 1)[0].strip())}={item.split('=', 1)[1].strip()}" for item in own]
+    return re.sub(r"[^A-Za-z0-9._+=-]", "_", "+".join([name, *parts]))
+
+
 def load_refs(refs: list[str], overrides: list[str]) -> dict[str, Config]:
-    """name -> config, in REF order (a repeated name gets -2, -3, ...)."""
+    """name -> config, in REF order (a repeated name gets -2, -3, ...). A REF may carry its own
+    overrides, NAME[KEY=VALUE,...]; its variant is then named NAME+key=value."""
     if len(refs) < 2:
         raise ConfigError(f"compare needs at least two configs, got {len(refs)}")
     configs: dict[str, Config] = {}
     for ref in refs:
-        cfg = load_config(ref, overrides)
+        base, own = split_ref(ref)
+        try:
+            cfg = load_config(base, list(overrides) + own)
+        except ConfigError as err:
+            raise ConfigError(f"compare {ref!r}: {err}" if own else str(err)) from None
+        if own:
+            cfg = cfg.replace({"name": _variant_name(cfg.name, own)})
         name, k = cfg.name, 2
         while name in configs:
             name, k = f"{cfg.name}-{k}", k + 1

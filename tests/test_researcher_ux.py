@@ -357,3 +357,32 @@ def test_a_long_compare_shows_progress_on_stderr(tmp_path, cli_env, resflow_cmd)
     assert any(line.startswith("configs 2/2 done") and "(slow-b)" in line for line in err)
     assert any("still running" in line and "elapsed" in line for line in err)  # a heartbeat while a config ran
     assert "compare: slow-a vs slow-b" in proc.stdout and "configs" not in proc.stdout  # progress never on stdout
+
+
+# 9. a compare REF with its own overrides: one changed key, no copied YAML
+
+
+def test_compare_reference_with_its_own_overrides(tmp_path):
+    from resflow.compare import load_refs
+    from resflow.experiment import run
+
+    sets = ["model.depth=2", "model.width=16", "data.batch_size=2", "data.seq_len=4"]
+    configs = load_refs(["microgpt", "microgpt[model.init.zero_out=false,model.heads=2]"], sets)
+    assert list(configs) == ["microgpt", "microgpt+init_zero_out=false+heads=2"]
+    changed = configs["microgpt+init_zero_out=false+heads=2"]
+    assert changed.model.init.zero_out is False and changed.model.heads == 2 and changed.model.depth == 2
+    # the same as writing that YAML by hand: the reference is load_config with the overrides
+    direct = run(load_config("microgpt", sets + ["model.init.zero_out=false", "model.heads=2"]))
+    mine = run(changed)
+    assert mine.grads["input_grad_norm"].tolist() == direct.grads["input_grad_norm"].tolist()
+    out = tmp_path / "c"
+    ran = invoke("compare", "deep50", "deep50[model.residual=true]", *[a for s in ["model.depth=3", "model.width=4",
+                 "data.batch_size=2", "seeds=1"] for a in ("--set", s)], "-j", 1, "--out", out, "--no-plots")
+    assert ran.exit_code == 0, ran.output
+    assert list(dict.fromkeys(pd.read_csv(out / "grads.csv")["variant"])) == ["deep50", "deep50+residual=true"]
+
+
+def test_compare_reference_with_a_bad_override_is_one_line(tmp_path):
+    ran = runner.invoke(app, ["compare", "deep50", "deep50[model.dept=3]", "--out", str(tmp_path / "c")])
+    assert ran.exit_code == 2 and "model.dept" in ran.output and "deep50[model.dept=3]" in ran.output
+    assert not (tmp_path / "c").exists()
