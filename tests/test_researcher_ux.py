@@ -386,3 +386,35 @@ def test_compare_reference_with_a_bad_override_is_one_line(tmp_path):
     ran = runner.invoke(app, ["compare", "deep50", "deep50[model.dept=3]", "--out", str(tmp_path / "c")])
     assert ran.exit_code == 2 and "model.dept" in ran.output and "deep50[model.dept=3]" in ran.output
     assert not (tmp_path / "c").exists()
+
+
+# 12. the critical init scale for the config's own scheme: `resflow theory CONFIG --critical`
+
+
+@pytest.mark.parametrize("scheme, activation, bias, want", [
+    ("kaiming", "relu", False, 1.0),  # He init is critical for relu: σ_w² = 2·scale² = 2
+    ("normal", "relu", False, math.sqrt(2)),
+    ("default", "relu", True, math.sqrt(6)),  # U(±1/√n): σ_w² = scale²/3 = 2 (relu's χ ignores σ_b²)
+    ("normal", "tanh", False, 1.0),  # no bias: q* = 0, χ₁ = σ_w²·tanh'(0)² = scale²
+    ("default", "tanh", False, math.sqrt(3)),
+    ("xavier", "tanh", False, 1.0),
+])
+def test_critical_scale_closed_forms(scheme, activation, bias, want):
+    from resflow.theory.predict import critical_scale
+
+    cfg = load_config(dict(model=dict(depth=10, width=256, activation=activation, bias=bias, init=dict(scheme=scheme))))
+    scale, text = critical_scale(cfg.model)
+    assert scale == pytest.approx(want, rel=1e-9) and f"init {scheme}" in text
+
+
+def test_theory_critical_command_and_the_scale_it_gives_is_critical():
+    from resflow.theory.predict import predict
+
+    ran = invoke("theory", "deep50", "--critical")
+    assert ran.exit_code == 0 and ran.output.startswith("model.init.scale = ")
+    scale = float(ran.output.split()[2])
+    pred = predict(load_config("deep50", [f"model.init.scale={scale!r}"]))  # (σ_b² of `default` depends on the width)
+    assert pred.phase == "critical" and pred.chi1 == pytest.approx(1.0, abs=1e-5)
+    assert "critical model.init.scale for init default" in invoke("theory", "deep50").output
+    bad = runner.invoke(app, ["theory", "pre-norm", "--critical"])
+    assert bad.exit_code == 2 and "transformer" in bad.output

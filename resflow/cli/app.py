@@ -539,12 +539,22 @@ def export(
 def theory(
     config: str = typer.Argument(..., metavar="CONFIG", help="A YAML path, or the name of a bundled config."),
     set_: List[str] = typer.Option([], "--set", metavar="KEY=VALUE", help=SET_HELP),
+    critical: bool = typer.Option(False, "--critical", help="Print only the model.init.scale at the edge of chaos for the config's init scheme."),
 ):
     """Print the predicted gradient flow of a config (no network is run; instant)."""
     from resflow.config.loading import load_config
     from resflow.theory.text import describe
 
     cfg = load_config(config, list(set_))
+    if critical:
+        from resflow.errors import ConfigError
+        from resflow.theory.predict import critical_scale
+
+        scale, text = critical_scale(cfg.model)
+        if scale is None:
+            raise ConfigError(f"{cfg.name}: {text}")
+        typer.echo(text)
+        return
     for line in describe(cfg):
         typer.echo(line)
 

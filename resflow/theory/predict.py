@@ -230,6 +230,28 @@ def weight_variance(init) -> Optional[float]:
     }.get(init.scheme)
 
 
+SCHEME_VARIANCE = {"normal": 1.0, "xavier": 1.0, "kaiming": 2.0, "default": 1.0 / 3.0, "orthogonal": 1.0}  # σ_w²/scale²
+
+
+def critical_scale(model) -> tuple[Optional[float], str]:
+    """(`model.init.scale` at the edge of chaos for this config's scheme, activation and biases, or None;
+    the sentence that says so or why not). σ_w² = SCHEME_VARIANCE[scheme]·scale², so the critical scale
+    is √(critical σ_w² / that factor); σ_b² does not depend on the scale."""
+    if model.block != "mlp":
+        return None, f"no edge of chaos computed for {model.block} blocks"
+    factor = SCHEME_VARIANCE.get(model.init.scheme)
+    if factor is None:
+        return None, f"init {model.init.scheme!r} has no Gaussian-like σ_w² to scale"
+    sb2 = bias_variance(model)
+    sw2 = critical_sigma_w2(model.activation, sb2)
+    if sw2 is None:
+        return None, f"no edge of chaos computed for activation {model.activation!r} (tanh and relu only)"
+    scale = math.sqrt(sw2 / factor)
+    plain = " (of the plain stack x → φ(W x + b); a residual stack has none)" if model.residual else ""
+    return scale, (f"model.init.scale = {scale:.6g} is critical for init {model.init.scheme} (σ_w² = {factor:.4g}·scale²), "
+                   f"{model.activation}, σ_b² = {sb2:.6g}: σ_w² = {sw2:.6g}, χ₁ = 1{plain}")
+
+
 def bias_variance(model) -> float:
     """σ_b²: bias_std², PyTorch's U(±1/√fan_in) for `default` (1/(3·fan_in)), else 0."""
     if not model.bias:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from resflow.theory.predict import predict
+from resflow.theory.predict import critical_scale, predict
 
 
 def _g(x) -> str:
@@ -35,6 +35,9 @@ def describe(cfg) -> list[str]:
         ]
     if pred.critical_sigma_w2 is not None:
         lines.append(f"critical σ_w² at σ_b² = {_g(pred.sigma_b2)}: {_g(pred.critical_sigma_w2)} (edge of chaos)")
+        scale, _ = critical_scale(m)
+        if scale is not None:
+            lines.append(f"critical model.init.scale for init {m.init.scheme}: {_g(scale)} (this config: {m.init.scale:g})")
     lines += [
         f"predicted first/last ‖∂loss/∂x‖ at depth {m.depth}: {pred.grad_ratio:.4g}",
         f"predicted gain per layer: {pred.gain_per_layer:.6g}",
