@@ -418,3 +418,27 @@ def test_theory_critical_command_and_the_scale_it_gives_is_critical():
     assert "critical model.init.scale for init default" in invoke("theory", "deep50").output
     bad = runner.invoke(app, ["theory", "pre-norm", "--critical"])
     assert bad.exit_code == 2 and "transformer" in bad.output
+
+
+@pytest.mark.parametrize("mode", ["fan_in", "fan_out"])
+@pytest.mark.parametrize("distribution", ["normal", "uniform"])
+def test_kaiming_mode_and_distribution_draw_what_torch_draws(mode, distribution):
+    import torch
+    from torch import nn
+
+    from resflow.models.init import init_linears
+
+    init = load_config(dict(model=dict(depth=1, width=4, init=dict(scheme="kaiming", scale=1.5, mode=mode,
+                                                                   distribution=distribution)))).model.init
+    mine, ref = torch.empty(8, 32), torch.empty(8, 32)  # not square: fan_in 32, fan_out 8
+    torch.manual_seed(3)
+    init_linears([(mine, None)], init)
+    torch.manual_seed(3)
+    (nn.init.kaiming_uniform_ if distribution == "uniform" else nn.init.kaiming_normal_)(ref, mode=mode, nonlinearity="relu")
+    assert torch.equal(mine, ref * 1.5)
+
+
+def test_kaiming_options_with_another_scheme_are_a_one_line_error(tmp_path):
+    ran = runner.invoke(app, ["run", "deep50", "--set", "model.init.mode=fan_out", "--out", str(tmp_path / "r")])
+    assert ran.exit_code == 2 and "model.init.mode" in ran.output and "kaiming" in ran.output
+    assert not (tmp_path / "r").exists()

@@ -50,6 +50,22 @@ class InitConfig(_Strict):
         description="transformer only: zero the attention and FFN output projections (weights and biases) "
         "after the scheme's init (microgpt)",
     )
+    mode: Literal["fan_in", "fan_out"] = Field(
+        "fan_in",
+        description="`kaiming` only: variance 2/fan_in (preserves the forward pass) or 2/fan_out (the backward)",
+    )
+    distribution: Literal["normal", "uniform"] = Field(
+        "normal",
+        description="`kaiming` only: He normal, or uniform with the same variance (torch's kaiming_uniform_)",
+    )
+
+    @model_validator(mode="after")
+    def _kaiming_options(self):
+        if self.scheme != "kaiming" and (self.mode != "fan_in" or self.distribution != "normal"):
+            key = "mode" if self.mode != "fan_in" else "distribution"
+            raise ValueError(f"model.init.{key}: applies to init.scheme kaiming only (the scheme is {self.scheme!r}); "
+                             f"leave it unset or set model.init.scheme=kaiming")
+        return self
 
 
 class ModelConfig(_Strict):

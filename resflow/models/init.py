@@ -35,6 +35,18 @@ def _kaiming(w, scale):  # He normal N(0, 2/fan_in) (for ReLU), times scale
         w.mul_(scale)
 
 
+def _kaiming_with(mode: str, distribution: str):
+    """He init with torch's `mode` (fan_in/fan_out) and distribution (normal/uniform), times scale."""
+    draw = nn.init.kaiming_uniform_ if distribution == "uniform" else nn.init.kaiming_normal_
+
+    def init(w, scale):
+        draw(w, mode=mode, nonlinearity="relu")
+        if scale != 1:
+            w.mul_(scale)
+
+    return init
+
+
 def _orthogonal(w, scale):  # (semi-)orthogonal, times scale
     nn.init.orthogonal_(w, gain=scale)
 
@@ -79,6 +91,9 @@ def init_linears(linears: list[tuple[torch.Tensor, torch.Tensor | None]], init) 
     resflow.measure.batched passes slices of its stacked per-seed tensors here.
     """
     weight_init = WEIGHT_INITS[init.scheme]
+    mode, distribution = getattr(init, "mode", "fan_in"), getattr(init, "distribution", "normal")
+    if init.scheme == "kaiming" and (mode, distribution) != ("fan_in", "normal"):
+        weight_init = _kaiming_with(mode, distribution)
     for weight, bias in linears:
         weight_init(weight, init.scale)
         if bias is None:
