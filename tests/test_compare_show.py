@@ -1,6 +1,7 @@
 """resflow compare (side by side, checked against direct runs) and resflow show (every kind of dir)."""
 
 import math
+import re
 
 import pandas as pd
 import pytest
@@ -84,7 +85,8 @@ def test_show_rerenders_every_kind(tmp_path, kind):
     shown = invoke("show", out)
     assert shown.exit_code == 0, shown.output
     # exactly what the command printed (progress lines aside), the run's title line included
-    printed = [l for l in _table_lines(made.output) if not l.startswith(("points ", "sweep "))]
+    printed = [l for l in _table_lines(made.output) if not l.startswith(("points ", "sweep ", "configs "))
+               and not re.match(r"compare: \d+ configs", l)]  # the plan and progress (stderr, mixed in here)
     assert printed == shown.output.splitlines()
     if kind == "run":
         assert shown.output.startswith("deep50: 6 × mlp width 8, tanh, no residual")
