@@ -354,7 +354,7 @@ def sweep(
     out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="DIR", help="Results dir [default: results/<name>-sweep, plus -<key> per --over axis]."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted sweep in --out: finished points are kept."),
     force: bool = typer.Option(False, "--force", help="Replace an existing results dir."),
-    no_plots: bool = typer.Option(False, "--no-plots", help="Write no figures (profile, params, depth, heatmap .png)."),
+    no_plots: bool = typer.Option(False, "--no-plots", help="Write no figures (profile, params, depth or ratio, heatmap .png)."),
     format_: TableFormat = _format_option(),
 ):
     """Run a grid of configs over the --over axes (no axis at all: over depth); every point's rows in one set of CSVs, and figures."""

@@ -42,6 +42,7 @@ FIGURE_NOTES = {
     "profile": "Gradient norm reaching each layer (median over seeds; band: min-max).",
     "params": "Parameter gradient norms per layer.",
     "depth": "First/last-layer gradient ratio against depth.",
+    "ratio": "First/last-layer gradient ratio against the one swept key.",
     "heatmap": "The ratio over the two swept keys.",
     "loss": "Training loss over steps.",
     "steps": "Per-layer gradient norms over training steps.",
