@@ -52,7 +52,7 @@ def parse(path):
 @pytest.fixture(scope="module")
 def sweep_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("rep") / "sweep"
-    result = invoke("sweep", "deep50", "--over", "model.residual=false,true", "--set", "model.depth=4", "--workers", 1,
+    result = invoke("sweep", "deep50", "--over", "model.residual=false,true", "--over", "model.depth=1,2,4", "--workers", 1,
                     "--out", out, *SMALL)
     assert result.exit_code == 0, result.output
     result = invoke("report", out)

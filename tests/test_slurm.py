@@ -9,7 +9,7 @@ from resflow.cli.app import app
 
 pytest.importorskip("submitit")
 runner = Runner()
-ARGS = ["sweep", "deep50", "--over", "model.residual=false,true", "--set", "model.depth=4", "--set", "model.width=8",
+ARGS = ["sweep", "deep50", "--over", "model.residual=false,true", "--over", "model.depth=1,2,4", "--set", "model.depth=4", "--set", "model.width=8",
         "--set", "data.batch_size=4", "--seeds", 2, "--no-plots"]
 TABLES = ("grads.csv", "params.csv", "summary.csv")
 

@@ -133,8 +133,8 @@ START_METHODS = ("fork", "forkserver", "spawn")
 
 def start_method() -> str:
     """How the local pool starts its workers: RESFLOW_START_METHOD if set; else fork when it is
-    safe, i.e. no thread but this one runs (Rich's progress-bar refresh thread aside: the workers
-    never draw), else forkserver, else spawn (Windows, where neither exists)."""
+    safe, i.e. no thread but this one runs (Rich's progress-bar refresh thread and resflow's own
+    progress heartbeat, "resflow-progress", aside: the workers never draw), else forkserver, else spawn (Windows, where neither exists)."""
     import multiprocessing
     import threading
 
@@ -146,7 +146,7 @@ def start_method() -> str:
                               f"{', '.join(m for m in START_METHODS if m in methods)})")
         return asked
     others = [t for t in threading.enumerate() if t is not threading.current_thread()]
-    if "fork" in methods and all(type(t).__name__ == "_RefreshThread" for t in others):
+    if "fork" in methods and all(type(t).__name__ == "_RefreshThread" or t.name == "resflow-progress" for t in others):
         return "fork"
     return "forkserver" if "forkserver" in methods else "spawn"
 
