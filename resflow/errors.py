@@ -1,5 +1,7 @@
 """The one package exception. The CLI maps it to a one-line message and an exit code."""
 
+import errno
+
 USAGE = 2  # bad config, bad arguments, bad paths
 RUNTIME = 1  # something failed while running
 
@@ -25,3 +27,25 @@ class Interrupted(ResflowError):
     """Ctrl-C: stopped cleanly; the message says what was kept and how to resume."""
 
     exit_code = 130
+
+
+# What the user's environment does to a write, not a bug in resflow: a full disk or quota, a read-only
+# or failing file system, a name or file too long for it, a permission taken away mid-run.
+ENVIRONMENT_ERRNOS = frozenset(
+    getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EROFS", "EFBIG", "ENAMETOOLONG", "EIO", "EACCES", "EPERM")
+    if hasattr(errno, name)
+)
+
+
+class EnvironmentFault(ResflowError):
+    """A write failed because of the user's environment (disk full, name too long, ...), not a bug."""
+
+
+def environment_error(err: OSError, path=None) -> EnvironmentFault | None:
+    """A one-line ResflowError (exit 1) naming the path and the cause of an OSError that comes from the
+    user's environment (ENVIRONMENT_ERRNOS), or None for any other error."""
+    if not isinstance(err, OSError) or err.errno not in ENVIRONMENT_ERRNOS:
+        return None
+    where = path if path is not None else err.filename
+    cause = err.strerror or errno.errorcode.get(err.errno, str(err))
+    return EnvironmentFault(f"cannot write {str(where)!r}: {cause}" if where is not None else f"cannot write: {cause}")

@@ -1,4 +1,10 @@
-"""Atomic file writes: a temp file beside the target, fsync, rename; with the modes a plain open() gives."""
+"""Atomic file writes: a temp file beside the target, fsync, rename; with the modes a plain open() gives.
+
+The temp file is created exclusively and never through a link (mkstemp: O_CREAT|O_EXCL|O_NOFOLLOW),
+written and chmod'ed through its descriptor, and renamed only if its name still is that file: a
+link swapped in by another process is never written through nor renamed into place. A write the
+environment refuses (disk full, name too long) is an EnvironmentFault naming the destination.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +13,13 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from resflow.errors import ResflowError, environment_error
 
-def _fsync_write(path: Path, text: str) -> None:
-    with open(path, "w", encoding="utf-8", newline="") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
 
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def umask() -> int:
@@ -32,30 +38,49 @@ def umask() -> int:
 
 def shareable(path, directory: bool = False) -> None:
     """Give a temp file or dir (mkstemp's 0600, mkdtemp's 0700) the mode a plain open()/mkdir() would
-    have had under the umask, so results are as readable as the user's other files."""
+    have had under the umask, so results are as readable as the user's other files. `path` may be an
+    open file's descriptor (changed through it: never through a link put in its place)."""
     try:
-        os.chmod(path, (0o777 if directory else 0o666) & ~umask())
+        mode = (0o777 if directory else 0o666) & ~umask()
+        os.fchmod(path, mode) if isinstance(path, int) else os.chmod(path, mode)
     except OSError:  # a file system without modes (vfat, some network mounts): the mode is a nicety
         pass
 
 
 @contextmanager
-def atomic_path(path: Path, suffix: str = ".tmp"):
-    """Yield a temp path beside `path` (mode as under the umask) to write into; on success it is
-    renamed over `path`, on any error or interrupt removed. A reader never sees half a file."""
+def atomic_file(path: Path, suffix: str = ".tmp"):
+    """Yield a binary file open on a new temp file beside `path` (mode as under the umask) to write
+    into; on success it is fsync'ed and renamed over `path` (a link at `path` is replaced, never its
+    target), on any error or interrupt removed. A reader never sees half a file."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
+    fh, tmp = None, None
     try:
-        shareable(tmp)
-        yield Path(tmp)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+        fh = os.fdopen(fd, "wb")
+        shareable(fd)
+        yield fh
+        fh.flush()
+        os.fsync(fd)
+        if os.stat(tmp, follow_symlinks=False).st_ino != os.fstat(fd).st_ino:  # swapped for a link or another file
+            raise ResflowError(f"the temp file {tmp!r} was replaced by another process while resflow wrote it; "
+                               f"{str(path)!r} is left as it was")
+        fh.close()
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as err:
+        if fh is not None and not fh.closed:
+            try:
+                fh.close()
+            except OSError:
+                pass
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        fault = environment_error(err, path) if isinstance(err, OSError) else None
+        if fault is not None:
+            raise fault from None
         raise
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """`text` into `path`, atomically (temp file + fsync + rename)."""
-    with atomic_path(path) as tmp:
-        _fsync_write(tmp, text)
+    """`text` into `path`, atomically (see atomic_file)."""
+    with atomic_file(path) as fh:
+        _write_all(fh.fileno(), text.encode("utf-8"))

@@ -118,9 +118,28 @@ def _worker_process() -> None:
     retain_freed_memory()
 
 
-def _init_worker() -> None:
+def die_with_parent(parent: int) -> None:
+    """Have the kernel kill this process when its parent dies (Linux PR_SET_PDEATHSIG), so a `kill -9`
+    of the parent leaves no orphaned worker; if the parent is already gone, leave now."""
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # died between the fork and the prctl
+        os._exit(1)
+
+
+def _init_worker(parent: int | None = None) -> None:
+    """`parent`: the pid that started this worker if known (fork, spawn), else its parent now (forkserver)."""
     import signal
 
+    die_with_parent(parent if parent is not None else os.getppid())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
     for name in ("SIGTERM", "SIGHUP"):  # not the parent's handler (inherited by fork): terminate() must end us
         if hasattr(signal, name):
@@ -183,7 +202,8 @@ def _pool(points, task, save, workers: int, fail=None) -> None:
     context = multiprocessing.get_context(method)
     if method == "forkserver":
         _start_forkserver(context)
-    executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker)
+    parent = None if method == "forkserver" else os.getpid()  # (forkserver's workers are the server's children)
+    executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(parent,))
     frozen = gc.get_freeze_count()
     try:
         # Longest first: the big points start early and the small ones fill the gaps at the end,
@@ -209,7 +229,9 @@ def _pool(points, task, save, workers: int, fail=None) -> None:
                     raise err
     except BrokenProcessPool:
         _stop(executor, ours_before)
-        raise ResflowError("a sweep worker process died (killed, or out of memory?); finished points are saved: rerun with --resume") from None
+        fault = ResflowError("a sweep worker process died (killed, or out of memory?); finished points are saved: rerun with --resume")
+        fault.resumable = True
+        raise fault from None
     except BaseException:
         _stop(executor, ours_before)
         raise
@@ -244,33 +266,162 @@ def _ray_task(task, points):
     return out
 
 
-def _ray(points, task, save, workers: int, ray_address: str | None, fail: Callable | None = None) -> None:
+RAY_CONNECT_TIMEOUT = 30.0  # seconds to reach a cluster (or start a local one); RESFLOW_RAY_TIMEOUT overrides
+RAY_LOST_AFTER = 10.0  # seconds without reaching the cluster's GCS while tasks run: the cluster is lost
+
+
+def _seconds(name: str, default: float) -> float:
+    try:
+        value = float(os.environ.get(name, default))
+    except ValueError:
+        raise ConfigError(f"{name}={os.environ[name]!r}: expected a number of seconds") from None
+    if not value > 0:
+        raise ConfigError(f"{name}={os.environ[name]!r}: expected a positive number of seconds")
+    return value
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """The TCP endpoint of a Ray address (`host:port`, `ray://host[:port]`), or None (`auto`, `local`)."""
+    client = address.startswith("ray://")
+    rest = address[len("ray://"):] if client else address
+    if not rest or rest in ("auto", "local") or "://" in rest:
+        return None
+    host, sep, port = rest.rpartition(":")
+    if not sep:
+        host, port = rest, "10001" if client else "6379"
+    try:
+        return host.strip("[]"), int(port)
+    except ValueError:
+        raise ConfigError(f"--ray-address {address!r}: expected HOST:PORT (or ray://HOST:PORT, or auto)") from None
+
+
+def _reachable(endpoint: tuple[str, int], timeout: float) -> str | None:
+    """None if a TCP connection to `endpoint` opens within `timeout`, else why not."""
+    import socket
+
+    try:
+        with socket.create_connection(endpoint, timeout=timeout):
+            return None
+    except socket.timeout:
+        return f"no answer within {timeout:g} s"
+    except OSError as err:
+        return (err.strerror or str(err)).lower()
+
+
+def _call_within(fn, seconds: float):
+    """fn() in a daemon thread, waited for at most `seconds` with this thread free to take signals
+    (Ray's connect blocks in C++, where a SIGTERM would wait); TimeoutError if it is not done by then."""
+    import threading
+
+    box: dict = {}
+
+    def target():
+        try:
+            box["value"] = fn()
+        except BaseException as err:  # noqa: BLE001 - handed to the caller
+            box["error"] = err
+
+    thread = threading.Thread(target=target, name="resflow-ray-connect", daemon=True)
+    thread.start()
+    thread.join(seconds)  # (interruptible: Ctrl-C/SIGTERM raise here)
+    if thread.is_alive():
+        raise TimeoutError
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+def connect_ray(workers: int, ray_address: str | None) -> bool:
+    """Reach the Ray cluster (`ray_address`, else RAY_ADDRESS, else a local one with `workers` CPUs)
+    in bounded time, before anything is written; True if this call connected (so it should shut down).
+    An address that refuses or does not answer is a one-line ResflowError."""
     try:
         import ray
     except ImportError:
         raise ConfigError(NEEDS_RAY) from None
-
+    if ray.is_initialized():
+        return False
     address = ray_address or os.environ.get("RAY_ADDRESS")
-    started_here = False
-    if not ray.is_initialized():
-        kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR", configure_logging=True)
-        try:
-            if address:
-                ray.init(address=address, **kwargs)
-            else:
-                ray.init(num_cpus=workers, **kwargs)
-        except (ConnectionError, RuntimeError, ValueError) as err:
-            where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
-            raise ResflowError(f"cannot start or reach {where}: {str(err).splitlines()[0] if str(err) else err}") from None
-        started_here = True
+    where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
+    timeout = _seconds("RESFLOW_RAY_TIMEOUT", RAY_CONNECT_TIMEOUT)
+    endpoint = _host_port(address) if address else None
+    if endpoint is not None:
+        why = _reachable(endpoint, min(timeout, 5.0))
+        if why is not None:
+            raise ResflowError(f"cannot reach {where}: {why}; nothing was written")
+    kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR", configure_logging=True)
+    try:
+        if address:  # connecting only: in a thread, so that this one stays free to take a signal
+            _call_within(lambda: ray.init(address=address, **kwargs), timeout)
+        else:  # starting a local instance: here (Ray ties its processes' lives to the thread that starts them)
+            ray.init(num_cpus=workers, **kwargs)
+    except TimeoutError:
+        raise ResflowError(f"cannot reach {where}: no answer within {timeout:g} s (RESFLOW_RAY_TIMEOUT sets the limit); "
+                           "nothing was written") from None
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        raise ResflowError(f"cannot start or reach {where}: {str(err).splitlines()[0] if str(err) else err}") from None
+    return True
+
+
+def disconnect_ray() -> None:
+    """ray.shutdown(), waited for a few seconds at most (a lost cluster can keep it waiting)."""
+    import ray
+
+    try:
+        _call_within(ray.shutdown, 10.0)
+    except Exception:  # noqa: BLE001 - leaving anyway
+        pass
+
+
+@contextmanager
+def connected(backend: str, workers: int, ray_address: str | None = None):
+    """Within: the backend's cluster is reached (Ray: connected first, in bounded time, so that a
+    caller creates its files only once it is); disconnected after. A no-op for the local backend."""
+    if backend != "ray" or not connect_ray(workers, ray_address):
+        yield
+        return
+    try:
+        yield
+    finally:
+        disconnect_ray()
+
+
+def _gcs_endpoint():
+    import ray
+
+    try:
+        return _host_port(ray.get_runtime_context().gcs_address)
+    except Exception:  # noqa: BLE001 - (Ray Client mode, an older Ray): no watch
+        return None
+
+
+def _ray(points, task, save, workers: int, ray_address: str | None, fail: Callable | None = None) -> None:
+    import time
+
+    started_here = connect_ray(workers, ray_address)
+    import ray
+
     remote = ray.remote(num_cpus=1)(_ray_task)
     size = max(1, min(16, len(points) // (4 * workers)))  # a few points per task: fewer round trips
     refs = {}
+    gcs = _gcs_endpoint()
+    lost_after = _seconds("RESFLOW_RAY_LOST_AFTER", RAY_LOST_AFTER)
+    unreachable_since = None
     try:
         for i in range(0, len(points), size):
             refs[remote.remote(task, points[i : i + size])] = True
         while refs:
-            ready, _ = ray.wait(list(refs), num_returns=1)
+            ready, _ = ray.wait(list(refs), num_returns=1, timeout=1.0)  # (back here every second: signals, the watch)
+            if not ready and gcs is not None:
+                if _reachable(gcs, 1.0) is None:
+                    unreachable_since = None
+                elif unreachable_since is None:
+                    unreachable_since = time.monotonic()
+                elif time.monotonic() - unreachable_since > lost_after:
+                    err = ResflowError(f"lost the Ray cluster (its GCS at {gcs[0]}:{gcs[1]} has not answered for "
+                                       f"{lost_after:g} s); finished points are saved: rerun with --resume")
+                    err.resumable = True
+                    raise err
             for ref in ready:
                 refs.pop(ref)
                 for point, text, error in ray.get(ref):
@@ -282,12 +433,17 @@ def _ray(points, task, save, workers: int, ray_address: str | None, fail: Callab
                         raise ResflowError(f"sweep point {point.variant} failed: {error}")
     except BaseException as err:
         for ref in refs:
-            ray.cancel(ref, force=True)
+            try:
+                ray.cancel(ref, force=True)
+            except Exception:  # noqa: BLE001 - a lost cluster cannot cancel
+                pass
         if isinstance(err, ray.exceptions.RayError):  # a worker died or the cluster went away, not a point's own error
             first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-            raise ResflowError(f"a Ray task failed ({type(err).__name__}: {first}); finished points are saved: "
-                               "rerun with --resume") from None
+            fault = ResflowError(f"a Ray task failed ({type(err).__name__}: {first}); finished points are saved: "
+                                 "rerun with --resume")
+            fault.resumable = True
+            raise fault from None
         raise
     finally:
         if started_here:
-            ray.shutdown()
+            disconnect_ray()

@@ -105,6 +105,12 @@ def _command(fn):
             stderr().print("error: out of memory; reduce model.width, model.depth, data.batch_size or seeds", markup=False)
             raise typer.Exit(1) from None
         except Exception as err:  # noqa: BLE001 - the last line of defence: report, never a traceback
+            from resflow.errors import environment_error
+
+            fault = environment_error(err)  # a full disk, a name too long: the environment, not a bug
+            if fault is not None:
+                stderr().print(f"error: {fault}", markup=False)
+                raise typer.Exit(fault.exit_code) from None
             if os.environ.get("RESFLOW_DEBUG"):
                 raise
             if isinstance(err, RuntimeError) and "alloc" in str(err).lower() and "memory" in str(err).lower():
@@ -386,12 +392,15 @@ def sweep(
     err = stderr()
     err.print(plan.summary_line(out), markup=False)
     check_plan_memory(plan, workers)
+    from resflow.results.files import check_out_path
+
+    check_out_path(out)  # (before the lock beside it is made)
     if backend == Backend.local:
         _load_torch()
     with results_lock(out, note=lambda text: err.print(text, markup=False)), SweepProgress(err) as progress:
         done = run_sweep(plan, out, workers=workers, backend=backend.value, ray_address=ray_address, resume=resume,
                          force=force, on_start=progress.start, on_point=progress.advance, resume_hint=hint, fmt=fmt,
-                         slurm_options=slurm_options)
+                         slurm_options=slurm_options, on_note=lambda text: err.print(text, markup=False))
     console = stdout()
     figs = "" if no_plots else _write_figures(done.result, out)
     title = sweep_title(base.name, done.result.summary)

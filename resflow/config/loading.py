@@ -7,7 +7,9 @@ the dotted key, the bad value and what is allowed (messages.py).
 from __future__ import annotations
 
 import difflib
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -57,9 +59,34 @@ def resolve_config_path(ref: str | Path) -> Path:
     )
 
 
+MAX_CONFIG_BYTES = 4 << 20  # a config is a few hundred bytes; anything above 4 MiB is not one
+
+
+def read_config_text(path: Path) -> str:
+    """The text of config file `path`: a regular file (never a device, a FIFO or a dir: `/dev/zero`
+    would be read until memory ran out) of at most MAX_CONFIG_BYTES, read with that bound."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))  # (a FIFO: no wait)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{path}: not a regular file (a device, FIFO or socket); a config is a YAML file")
+        too_big = f"{path}: too large for a config ({{}} bytes; at most {MAX_CONFIG_BYTES >> 20} MiB)"
+        if info.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(too_big.format(info.st_size))
+        chunks, size = [], 0
+        while chunk := os.read(fd, 1 << 20):  # bounded even if the file grows while it is read
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_CONFIG_BYTES:
+                raise ConfigError(too_big.format(f"over {size}"))
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode("utf-8")
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_config_text(path)
     except PermissionError:
         raise ConfigError(f"{path}: cannot read the file (permission denied)") from None
     except UnicodeDecodeError:

@@ -392,6 +392,13 @@ class Config(_Strict):
             raise ValueError(f"data.input: {d.input!r} is not used with model.factory (data.shape is N(0, input_scale^2))")
         return self
 
+    @model_validator(mode="after")
+    def _check_seed_range(self) -> "Config":
+        if self.seed + self.seeds - 1 > MAX_SEED:
+            raise ValueError(f"seed: seeds {self.seed} … {self.seed + self.seeds - 1} pass the largest seed, {MAX_SEED} "
+                             f"(2^63 − 1); with seeds: {self.seeds} the first seed is at most {MAX_SEED - self.seeds + 1}")
+        return self
+
     @property
     def seed_list(self) -> list[int]:
         return list(range(self.seed, self.seed + self.seeds))

@@ -11,6 +11,8 @@ CSV gives, so `read_run` returns the same frames whichever it finds.
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import json
 import os
 import shutil
@@ -19,9 +21,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from resflow._sys.files import atomic_path, shareable, write_text_atomic
+from resflow._sys.files import atomic_file, shareable, write_text_atomic
 from resflow._sys.signals import deferred
-from resflow.errors import ConfigError, ResflowError
+from resflow.errors import ConfigError, EnvironmentFault, ResflowError
 from resflow.results.csvtext import to_csv_text
 from resflow.results.tables import PARAMS_COLUMNS, RunResult
 
@@ -44,6 +46,7 @@ def check_out_dir(path: Path, force: bool = False) -> None:
     """Fail before any work if `path` cannot become a results dir. An existing dir is replaced only
     with `force`, and only if it holds nothing but what resflow writes."""
     path = Path(path)
+    check_out_path(path)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"output path {str(path)!r} exists and is a file, not a directory")
     here = Path.cwd().resolve()
@@ -65,6 +68,51 @@ def check_out_dir(path: Path, force: bool = False) -> None:
         raise ConfigError(f"output path {str(path)!r} cannot be created: {str(parent)!r} is a file")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ConfigError(f"output path {str(path)!r} is not writable (no write permission in {str(parent)!r})")
+
+
+# The longest name resflow puts beside a results dir `<name>`: its staging dir
+# `.<name>.staging-<pid>-<8 random>`, its lock `.<name>.lock`, the replaced result `.<name>.old-<pid>`.
+BESIDE_EXTRA = len(".") + len(".staging-") + 10 + 1 + 8
+
+
+def check_out_path(path: Path) -> None:
+    """The rules of an output path itself: not a symbolic link (a link is never replaced, nor written
+    through: resolve it yourself and pass the target), and names short enough for the file system
+    (with the staging dir's name resflow makes beside it)."""
+    path = Path(path)
+    name_max = 255
+    try:
+        name_max = os.pathconf(_existing_ancestor_quiet(path), "PC_NAME_MAX")
+    except (OSError, ValueError):
+        pass
+    too_long = [part for part in path.parts if len(os.fsencode(part)) > name_max]
+    if too_long or len(os.fsencode(path.name)) + BESIDE_EXTRA > name_max:
+        part = too_long[0] if too_long else path.name
+        raise ConfigError(f"output path {_short(path)!r}: the name {_short(Path(part))!r} is too long for the file system "
+                          f"({len(os.fsencode(part))} bytes; at most {name_max - BESIDE_EXTRA} for a results dir's name)")
+    if len(os.fsencode(str(path.absolute()))) >= 4096:
+        raise ConfigError(f"output path {_short(path)!r} is too long ({len(os.fsencode(str(path.absolute())))} bytes)")
+    if path.is_symlink():
+        target = os.readlink(path)
+        raise ConfigError(f"output path {str(path)!r} is a symbolic link (to {target!r}); resflow never replaces or "
+                          f"writes through a link given as --out: pass the directory itself (e.g. --out {str(path.resolve())!r})")
+
+
+def _short(path: Path, keep: int = 60) -> str:
+    text = str(path)
+    return text if len(text) <= keep else text[: keep // 2] + "…" + text[-keep // 2 :]
+
+
+def _existing_ancestor_quiet(path: Path) -> Path:
+    """The nearest existing dir above `path`, without tripping on a name too long to stat."""
+    path = path.absolute()
+    for parent in [path, *path.parents]:
+        try:
+            if parent.is_dir():
+                return parent
+        except OSError:
+            continue
+    return Path("/")
 
 
 def foreign_entries(path: Path) -> list[str]:
@@ -148,10 +196,8 @@ def as_read_from_csv(df: pd.DataFrame) -> pd.DataFrame:
 
 def write_parquet(df: pd.DataFrame, path: Path) -> None:
     """The table as Parquet (pyarrow), atomically, holding what reading its CSV would give."""
-    with atomic_path(path) as tmp:
-        as_read_from_csv(df).to_parquet(tmp, index=False, engine="pyarrow")
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
+    with atomic_file(path) as fh:  # (fsync'ed and renamed by atomic_file)
+        as_read_from_csv(df).to_parquet(fh, index=False, engine="pyarrow")
 
 
 def read_parquet(path) -> pd.DataFrame:
@@ -167,7 +213,8 @@ def read_parquet(path) -> pd.DataFrame:
 
 def write_files(result: RunResult, directory: Path, fmt: str = "csv") -> None:
     """Write the result's files into an existing directory (each file atomically); `fmt`: the
-    tables as csv, parquet or both."""
+    tables as csv, parquet or both. meta.json last, with what the others hold (`file_records`), for
+    `read_run` to check."""
     import yaml
 
     check_format(fmt)
@@ -180,7 +227,30 @@ def write_files(result: RunResult, directory: Path, fmt: str = "csv") -> None:
         if fmt != "csv":
             write_parquet(df, directory / f"{name}.parquet")
     write_text_atomic(directory / "config.yaml", yaml.safe_dump(result.config, sort_keys=False))
-    write_text_atomic(directory / "meta.json", json.dumps(result.meta, indent=2, default=str) + "\n")
+    meta = {**result.meta, "files": file_records(result, directory)}
+    write_text_atomic(directory / "meta.json", json.dumps(meta, indent=2, default=str) + "\n")
+
+
+RECORDED = {**{f"{t}.{ext}": t for t in ("grads", "params", "summary", "train") for ext in ("csv", "parquet")},
+            "config.yaml": None}  # the files meta.json's `files` vouches for (figures are redrawn from them)
+
+
+def file_records(result: RunResult, directory: Path) -> dict[str, dict]:
+    """What was written, for `read_run` to check: {file: {"rows": table rows, "sha256": of its bytes}},
+    hashed from the files as they are on disk."""
+    records = {}
+    for name, table in RECORDED.items():
+        if (Path(directory) / name).is_file():
+            record = {"sha256": file_sha256(Path(directory) / name)}
+            if table is not None:
+                record = {"rows": len(getattr(result, table)), **record}
+            records[name] = record
+    return records
+
+
+def file_sha256(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def write_run(result: RunResult, path: Path, force: bool = False, extra=None, fmt: str = "csv") -> Path:
@@ -192,7 +262,8 @@ def write_run(result: RunResult, path: Path, force: bool = False, extra=None, fm
     check_out_dir(path, force)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.staging-", dir=path.parent))
+        clean_beside(path)
+        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.staging-{os.getpid()}-", dir=path.parent))
         shareable(staging, directory=True)
     except OSError as err:
         raise ResflowError(f"cannot create the results dir {str(path)!r}: {err.strerror or err}") from None
@@ -206,15 +277,43 @@ def write_run(result: RunResult, path: Path, force: bool = False, extra=None, fm
                 old = path.parent / f".{path.name}.old-{os.getpid()}"
                 os.replace(path, old)
             os.replace(staging, path)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(staging, ignore_errors=True)
         if old is not None and not path.exists():
             os.replace(old, path)  # put the earlier result back
+        if isinstance(err, EnvironmentFault):  # named by where it was going, not the staging dir
+            raise EnvironmentFault(str(err).replace(str(staging), str(path))) from None
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     result.path = path
     return path
+
+
+def clean_beside(path: Path) -> None:
+    """Remove what a killed `write_run` of `path` left beside it: its staging dir
+    `.<name>.staging-<pid>-*`, and a replaced result `.<name>.old-<pid>` (put back if `path` itself is
+    missing: killed in the middle of the swap), for every <pid> that is no longer running."""
+    path = Path(path)
+    for entry in sorted(path.parent.glob(f".{glob.escape(path.name)}.*")):
+        kind, _, rest = entry.name[len(path.name) + 2 :].partition("-")
+        pid = rest.split("-", 1)[0]
+        if kind not in ("staging", "old") or not pid.isdigit() or _alive(int(pid)) or not entry.is_dir() or entry.is_symlink():
+            continue
+        if kind == "old" and not path.exists():
+            os.replace(entry, path)
+        else:
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,11 +367,52 @@ def read_run(path: Path) -> RunResult:
         config = yaml.safe_load((path / "config.yaml").read_text()) if (path / "config.yaml").is_file() else {}
         meta = json.loads((path / "meta.json").read_text()) if (path / "meta.json").is_file() else {}
         train = read_table(files["train"]) if files["train"] else None
-    except (OSError, ValueError, yaml.YAMLError, pd.errors.ParserError) as err:
-        raise ResflowError(f"{str(path)!r}: cannot read the results: {err}") from None
+    except (OSError, ValueError, yaml.YAMLError, pd.errors.ParserError) as err:  # (UnicodeDecodeError: a ValueError)
+        raise ResflowError(f"{str(path)!r}: cannot read the results: {str(err).splitlines()[0] if str(err) else err}") from None
     except ImportError as err:  # a broken pyarrow
         raise ResflowError(f"{str(path)!r}: cannot read the Parquet tables: {err}") from None
     missing = [c for c in ("variant", "seed", "layer", "input_grad_norm") if c not in grads.columns]
     if missing:
         raise ConfigError(f"{str(files['grads'])!r} lacks the columns {', '.join(missing)}: not a resflow results file")
+    tables = {"grads": grads, "params": params, "summary": summary, "train": train}
+    if isinstance(meta, dict) and isinstance(meta.get("files"), dict):
+        verify_files(path, meta["files"], tables)
+    _check_keys(files["grads"], grads, ("variant", "seed", "layer"), ("seed", "layer", "input_grad_norm"))
+    _check_keys(files["summary"], summary, ("variant", "seed"), ())
     return RunResult(grads=grads, params=params, summary=summary, config=config or {}, meta=meta, path=path, train=train)
+
+
+def verify_files(path: Path, records: dict, tables: dict) -> None:
+    """Each file meta.json vouches for must be there with the bytes (sha256) and rows written; a
+    mismatch is a one-line ConfigError naming the file: edited, truncated or damaged since."""
+    for name, record in records.items():
+        if name not in RECORDED or not isinstance(record, dict):
+            continue
+        file = Path(path) / name
+        if not file.is_file():
+            raise ConfigError(f"{str(file)!r} is missing: meta.json records it as written; the results dir is incomplete")
+        table = tables.get(RECORDED[name]) if RECORDED[name] else None
+        rows = record.get("rows")
+        if table is not None and rows is not None and len(table) != rows:
+            raise ConfigError(f"{str(file)!r} holds {len(table)} rows but {rows} were written (meta.json): "
+                              "it was truncated or edited; rerun to write it again")
+        if record.get("sha256") and file_sha256(file) != record["sha256"]:
+            raise ConfigError(f"{str(file)!r} is not what resflow wrote (its sha256 differs from meta.json's): "
+                              "it was edited or damaged; rerun to write it again")
+
+
+def _check_keys(file: Path, df: pd.DataFrame, keys: tuple, numeric: tuple) -> None:
+    """Rows a table cannot be read without: every key present, the numeric columns numbers (a results
+    dir from before meta.json recorded its files is checked this far)."""
+    for col in keys:
+        if col in df.columns and df[col].isna().any():
+            row = int(df[col].isna().to_numpy().argmax()) + 2  # the header is line 1
+            raise ConfigError(f"{str(file)!r} line {row}: no value for {col!r}: the file is damaged or was edited")
+    for col in numeric:
+        if col in df.columns and df[col].dtype.kind not in "fiub":
+            bad = pd.to_numeric(df[col], errors="coerce").isna() & df[col].notna()
+            if not bad.any():
+                continue
+            row = int(bad.to_numpy().argmax()) + 2
+            raise ConfigError(f"{str(file)!r} line {row}: {col} is {df[col].iloc[row - 2]!r}, not a number: "
+                              "the file is damaged or was edited")

@@ -19,8 +19,10 @@ EXPLODING = 1e3  # ... > 1000x the last layer's is flagged "exploding"
 
 
 def flag(ratio: float) -> str:
-    """The flag for a gradient ratio (a layer's gradient over the last layer's)."""
-    if ratio is None or not math.isfinite(ratio):
+    """The flag for a gradient ratio (a layer's gradient over the last layer's): +inf (a gradient
+    where the last layer has exactly none) explodes; NaN (from a non-finite gradient) is non-finite.
+    A ratio of two zero gradients is the caller's: "no gradient", not a flag of the ratio."""
+    if ratio is None or math.isnan(ratio):
         return "non-finite"
     if ratio < VANISHING:
         return "vanishing"

@@ -130,7 +130,12 @@ def merge_axes(base: Config, yaml_items: list[tuple[str, list]], cli_items: list
     """YAML axes in order; a command-line axis replaces the YAML one with the same key or is added;
     with no axis at all, the default depth axis (a sweep over X sweeps X, never X × depth)."""
     merged: dict[str, tuple[list, str]] = {key: (values, "sweep:") for key, values in yaml_items}
+    given: set[str] = set()
     for key, values in cli_items:
+        if key in given:
+            raise ConfigError(f"--over {key}: given twice; one --over per key, with all its values "
+                              f"(e.g. --over {key}=V1,V2,V3,V4)")
+        given.add(key)
         merged[key] = (values, "--over")
     axes = [validate_axis(base, key, values, origin) for key, (values, origin) in merged.items()]
     if not merged and base.model.factory is None:  # (a factory's model: its depth is a kwarg)

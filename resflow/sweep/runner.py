@@ -107,6 +107,48 @@ def finished(out: Path, plan: Plan) -> set[int]:
     return {p.index for p in plan.points if point_path(out, p).is_file()}
 
 
+def read_point(out: Path, point: Point) -> dict | None:
+    """The payload of a finished point's file, or None if the file is not a whole, valid payload of
+    this point (truncated, random bytes, another point's): such a file is not trusted, but re-run."""
+    try:
+        payload = json.loads(point_path(out, point).read_bytes())
+    except (OSError, ValueError):  # (UnicodeDecodeError is a ValueError)
+        return None
+    if not isinstance(payload, dict) or payload.get("index") != point.index or payload.get("hash") != point.hash:
+        return None
+    if not all(isinstance(payload.get(name), dict) for name in ("grads", "params", "summary")):
+        return None
+    for name in TABLES:
+        if name not in payload:
+            continue
+        part = payload[name]
+        try:
+            columns = _columns(part)
+            n = part["n"] if "n" in part else len(next(iter(columns.values()), []))
+            if not all(isinstance(v, list) and len(v) == n for v in columns.values()):
+                return None
+        except (KeyError, TypeError, AttributeError):
+            return None
+    return payload
+
+
+def read_finished(out: Path, plan: Plan, parsed: dict[int, dict]) -> tuple[set[int], list[Point]]:
+    """The points whose files hold valid payloads (parsed into `parsed`), and the points whose files
+    were damaged: those files are removed, so the points run again."""
+    done, damaged = set(), []
+    for point in plan.points:
+        if not point_path(out, point).is_file():
+            continue
+        payload = read_point(out, point)
+        if payload is None:
+            damaged.append(point)
+            point_path(out, point).unlink(missing_ok=True)
+        else:
+            done.add(point.index)
+            parsed[point.index] = payload
+    return done, damaged
+
+
 def plan_record(plan: Plan) -> dict:
     return {
         "resflow": __version__,
@@ -119,9 +161,10 @@ def plan_record(plan: Plan) -> dict:
 def prepare_out(out: Path, plan: Plan, resume: bool, force: bool) -> None:
     """Create or check the output dir; fail before any work if it cannot hold this sweep."""
     from resflow._sys.files import write_text_atomic
-    from resflow.results.files import check_out_dir, is_results_dir
+    from resflow.results.files import check_out_dir, check_out_path, is_results_dir
 
     out = Path(out)
+    check_out_path(out)
     record = plan_record(plan)
     plan_file = out / PLAN_FILE
     if resume:
@@ -151,11 +194,16 @@ def prepare_out(out: Path, plan: Plan, resume: bool, force: bool) -> None:
         check_out_dir(out, force=True)  # nothing in it but resflow's own files, and not the current directory
         shutil.rmtree(out)
     check_out_dir(out, force=False)
+    existed = out.exists()
     try:
         (out / POINTS_DIR).mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ResflowError(f"cannot create the results dir {str(out)!r}: {err.strerror or err}") from None
-    write_text_atomic(plan_file, json.dumps(record, indent=1) + "\n")
+        write_text_atomic(plan_file, json.dumps(record, indent=1) + "\n")
+    except BaseException as err:  # a full disk, a signal: no half-made sweep dir left behind
+        if not existed:
+            shutil.rmtree(out, ignore_errors=True)
+        if isinstance(err, OSError):
+            raise ResflowError(f"cannot create the results dir {str(out)!r}: {err.strerror or err}") from None
+        raise
 
 
 def _read_plan(plan_file: Path) -> dict:
@@ -243,6 +291,53 @@ def run_sweep(
     resume_hint: str = "",
     fmt: str = "csv",
     slurm_options: dict | None = None,
+    on_note: Callable[[str], None] | None = None,
+) -> SweepRun:
+    """Run every unfinished point, persist each as it finishes, then write the CSVs.
+
+    The backend is reached first (a Ray cluster: in bounded time), so nothing is created for a sweep
+    that cannot run. A failure that leaves the finished points usable (a worker killed, the cluster
+    lost, a full disk) says how to finish the sweep with --resume."""
+    from resflow._sys import workers as backends
+    from resflow.errors import EnvironmentFault
+    from resflow.results.files import check_format
+
+    out = Path(out)
+    check_format(fmt)  # before any work
+    backends.check_backend(plan.points, backend)  # before the dir is made
+    if backend == "local" and any(p.config.get("device") == "cuda" for p in plan.points):
+        from resflow.measure.device import resolve_device
+
+        resolve_device("cuda")  # a ConfigError where there is none, as for `resflow run`
+    workers = backends.default_workers() if workers is None else workers
+    hint = resume_hint or "the same command plus --resume"
+    with backends.connected(backend, workers, ray_address):
+        try:
+            return _run_sweep(plan, out, workers, backend, ray_address, resume, force, on_start, on_point, resume_hint,
+                              fmt=fmt, slurm_options=slurm_options, on_note=on_note)
+        except ResflowError as err:
+            resumable = getattr(err, "resumable", False) or isinstance(err, EnvironmentFault)
+            if not resumable or not (out / PLAN_FILE).is_file():
+                raise
+            text = str(err).removesuffix("; finished points are saved: rerun with --resume")
+            raise ResflowError(f"{text}; the finished points are saved in {out}/{POINTS_DIR}/: once that is fixed, "
+                               f"finish the sweep with: {hint}", exit_code=err.exit_code) from None
+
+
+def _run_sweep(
+    plan: Plan,
+    out: Path,
+    workers: int | None = None,
+    backend: str = "local",
+    ray_address: str | None = None,
+    resume: bool = False,
+    force: bool = False,
+    on_start: Callable[[int, int], None] | None = None,
+    on_point: Callable[[Point], None] | None = None,
+    resume_hint: str = "",
+    fmt: str = "csv",
+    slurm_options: dict | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> SweepRun:
     """Run every unfinished point, persist each as it finishes, then write the tables (`fmt`: csv,
     parquet or both; the point files are JSON whatever the format, so --resume reads them alike)."""
@@ -256,19 +351,15 @@ def run_sweep(
     out = Path(out)
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
-    backends.check_backend(plan.points, backend)  # before the dir is made
-    if backend == "local" and any(p.config.get("device") == "cuda" for p in plan.points):
-        from resflow.measure.device import resolve_device
-
-        resolve_device("cuda")  # a ConfigError where there is none, as for `resflow run`
     prepare_out(out, plan, resume, force)
-    done = finished(out, plan) if resume else set()
+    parsed: dict[int, dict] = {}  # each point's payload: those found finished, then each as it arrives
+    done, damaged = read_finished(out, plan, parsed) if resume else (set(), [])
+    if damaged and on_note is not None:
+        names = ", ".join(point_path(out, p).name for p in damaged[:3]) + (f" and {len(damaged) - 3} more" if len(damaged) > 3 else "")
+        on_note(f"note: {len(damaged)} point file(s) in {out}/{POINTS_DIR}/ were damaged ({names}); those points run again")
     todo = [p for p in plan.points if p.index not in done]
-    workers = backends.default_workers() if workers is None else workers
     if on_start is not None:
         on_start(len(plan.points), len(done))
-
-    parsed: dict[int, dict] = {}  # each point's payload, parsed as it arrives (while the others run)
 
     def save(point: Point, text: str) -> None:
         save_point(out, point, text)
@@ -306,6 +397,12 @@ def run_sweep(
             f"{resume_hint or 'the same command plus --resume'}"
         )
 
+    missing = [p for p in plan.points if p.index not in parsed]
+    for point in missing:  # (all are parsed by now: finished ones were read and checked above)
+        payload = read_point(out, point)
+        if payload is None:
+            raise ResflowError(f"{str(point_path(out, point))!r} is damaged; rerun with: {resume_hint or 'the same command plus --resume'}")
+        parsed[point.index] = payload
     frames = assemble(out, plan, parsed)
     meta = run_meta(
         started, t0,

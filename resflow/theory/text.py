@@ -18,8 +18,9 @@ def _g(x) -> str:
 def describe(cfg) -> list[str]:
     m = cfg.model
     pred = predict(cfg)
+    kind = m.activation if m.block == "mlp" else f"transformer ({m.norm}-norm, {m.ffn} FFN)"
     head = (f"{cfg.name}: {m.factory}, loss {cfg.loss}" if getattr(m, "factory", None) is not None
-            else f"{cfg.name}: depth {m.depth}, width {m.width}, {m.activation}, loss {cfg.loss}")
+            else f"{cfg.name}: depth {m.depth}, width {m.width}, {kind}, loss {cfg.loss}")
     if not pred:
         return [head, f"no prediction: {pred.reason}"]
     lines = [head, f"theory: {pred.kind} — {pred.model}"]

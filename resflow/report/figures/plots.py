@@ -26,7 +26,7 @@ from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullFormatter
 
-from resflow._sys.files import atomic_path
+from resflow._sys.files import atomic_file
 from resflow.results.stats import EXPLODING, VANISHING, finite_stats, site_stats
 from resflow.results.tables import CONFIG_COLUMNS
 
@@ -750,8 +750,8 @@ def save_figure(fig: Figure, path: Path) -> None:
     """Save atomically (temp file + rename): a reader never sees half a PNG."""
     path = Path(path)
     fmt = path.suffix.lstrip(".")
-    with atomic_path(path, suffix=f".tmp.{fmt}") as tmp:
-        fig.savefig(tmp, format=fmt, dpi=DPI)
+    with atomic_file(path, suffix=f".tmp.{fmt}") as fh:  # written through its descriptor, never a link
+        fig.savefig(fh, format=fmt, dpi=DPI)
 
 
 def write_figures(result, directory: Path, fmt: str = "png") -> list[Path]:

@@ -147,7 +147,6 @@ def run_table(grads: pd.DataFrame, title: str = "") -> Table:
             continue
         r = stats.iloc[i]
         med = float(r["median"])
-        ratio = med / last if last not in (0.0,) and math.isfinite(last) else float("nan")
         cells = [str(int(r["layer"]))]
         if multi_sub:
             cells.append(str(r["sublayer"]))
@@ -159,10 +158,22 @@ def run_table(grads: pd.DataFrame, title: str = "") -> Table:
         cells.append(f"{math.log10(med):+.2f}" if med > 0 and math.isfinite(med) else "—")
         cells.append(log_bar(med))
         bad = int(r["n_bad"])  # seeds left out of the median (resflow.results.stats.finite_stats)
-        f = "non-finite" if bad == r["n"] else (f"{bad} of {int(r['n'])} non-finite" if bad else flag(ratio))
-        cells.append(Text(f, style={"vanishing": "yellow", "exploding": "red"}.get(f, "bold red" if bad else "")))
+        f = "non-finite" if bad == r["n"] else (f"{bad} of {int(r['n'])} non-finite" if bad else site_flag(med, last))
+        cells.append(Text(f, style={"vanishing": "yellow", "exploding": "red", "no gradient": "yellow"}.get(
+            f, "bold red" if bad or f == "non-finite" else "")))
         table.add_row(*cells)
     return table
+
+
+def site_flag(value: float, last: float) -> str:
+    """A site's flag: its gradient against the last site's. Zero is finite: a zero gradient is
+    "no gradient" where the last one is zero too, "vanishing" under a non-zero one; a non-zero one
+    over a last of exactly zero "exploding"; only NaN/inf is "non-finite"."""
+    if not (math.isfinite(value) and math.isfinite(last)):
+        return "non-finite"
+    if last == 0:
+        return "no gradient" if value == 0 else flag(math.inf)
+    return flag(value / last)
 
 
 def _has_prediction(grads: pd.DataFrame) -> bool:
