@@ -41,11 +41,13 @@ class EnvironmentFault(ResflowError):
     """A write failed because of the user's environment (disk full, name too long, ...), not a bug."""
 
 
-def environment_error(err: OSError, path=None) -> EnvironmentFault | None:
+def environment_error(err: OSError, path=None, doing: str = "cannot write") -> EnvironmentFault | None:
     """A one-line ResflowError (exit 1) naming the path and the cause of an OSError that comes from the
-    user's environment (ENVIRONMENT_ERRNOS), or None for any other error."""
+    user's environment (ENVIRONMENT_ERRNOS), or None for any other error. `doing`: what failed
+    ("cannot write"; "" where it is not known, as in the CLI's last line of defence)."""
     if not isinstance(err, OSError) or err.errno not in ENVIRONMENT_ERRNOS:
         return None
     where = path if path is not None else err.filename
     cause = err.strerror or errno.errorcode.get(err.errno, str(err))
-    return EnvironmentFault(f"cannot write {str(where)!r}: {cause}" if where is not None else f"cannot write: {cause}")
+    lead = f"{doing} " if doing else ""
+    return EnvironmentFault(f"{lead}{str(where)!r}: {cause}" if where is not None else f"{doing or 'failed'}: {cause}")

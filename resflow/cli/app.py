@@ -107,7 +107,7 @@ def _command(fn):
         except Exception as err:  # noqa: BLE001 - the last line of defence: report, never a traceback
             from resflow.errors import environment_error
 
-            fault = environment_error(err)  # a full disk, a name too long: the environment, not a bug
+            fault = environment_error(err, doing="")  # a full disk, a name too long: the environment, not a bug
             if fault is not None:
                 stderr().print(f"error: {fault}", markup=False)
                 raise typer.Exit(fault.exit_code) from None
