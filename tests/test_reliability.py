@@ -69,17 +69,26 @@ def _wait_until(condition, timeout, what):
 # 1. kill -9 leaves no orphans; a dead owner's lock is taken over
 
 
+def _descendants(pid: int) -> list[int]:
+    out = []
+    for child in _children(pid):
+        out += [child, *_descendants(child)]
+    return out
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and PR_SET_PDEATHSIG")
-def test_kill_9_of_a_sweep_ends_its_workers_and_resume_is_not_refused(tmp_path, resflow_cmd, cli_env):
+@pytest.mark.parametrize("method, processes", [("fork", 2), ("forkserver", 4)])  # forkserver: + server, tracker
+def test_kill_9_of_a_sweep_ends_its_workers_and_resume_is_not_refused(tmp_path, resflow_cmd, cli_env, method, processes):
     out = tmp_path / "k"
     args = ["sweep", "deep50", "--over", "model.depth=300,400,500,600,700,800", "--set", "model.width=64",
             "--set", "data.batch_size=16", "--seeds", "2", "--no-plots", "--workers", "2", "--out", out]
-    proc = subprocess.Popen([*resflow_cmd, *map(str, args)], env=cli_env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([*resflow_cmd, *map(str, args)], env={**cli_env, "RESFLOW_START_METHOD": method},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_until(lambda: len(_children(proc.pid)) >= 2 or proc.poll() is not None, 120, "no workers started")
-        workers = _children(proc.pid)
+        _wait_until(lambda: len(_descendants(proc.pid)) >= processes or proc.poll() is not None, 120,
+                    "no workers started")
         time.sleep(1.0)
+        workers = _descendants(proc.pid)
         assert proc.poll() is None, "the sweep finished before it could be killed: make its points bigger"
         proc.kill()  # kill -9 of the main process only
         proc.wait()

@@ -118,28 +118,60 @@ def _worker_process() -> None:
     retain_freed_memory()
 
 
-def die_with_parent(parent: int) -> None:
-    """Have the kernel kill this process when its parent dies (Linux PR_SET_PDEATHSIG), so a `kill -9`
-    of the parent leaves no orphaned worker; if the parent is already gone, leave now."""
+def die_with(main: int) -> None:
+    """End this worker when process `main` (the sweep's, which started the pool) ends, however it ends,
+    so a `kill -9` of it leaves no orphan: the kernel's PR_SET_PDEATHSIG where `main` is the parent
+    (fork, spawn), and in every case a daemon thread waiting on `main` (a pidfd, else a poll each
+    second): a forkserver's workers are the server's children, and the server itself waits for them."""
     import signal
     import sys
+    import threading
 
-    if sys.platform.startswith("linux"):
+    if sys.platform.startswith("linux") and os.getppid() == main:
         import ctypes
 
         try:
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
         except (OSError, AttributeError):
             pass
-    if os.getppid() != parent:  # died between the fork and the prctl
+    if not _alive(main):  # gone before we got here
         os._exit(1)
+    threading.Thread(target=_exit_when_gone, args=(main,), name="resflow-watch-parent", daemon=True).start()
 
 
-def _init_worker(parent: int | None = None) -> None:
-    """`parent`: the pid that started this worker if known (fork, spawn), else its parent now (forkserver)."""
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: alive
+        return True
+    return True
+
+
+def _exit_when_gone(main: int) -> None:
+    import select
+    import signal
+    import time
+
+    try:
+        fd = os.pidfd_open(main)  # readable once `main` has exited (Linux 5.3+)
+    except (AttributeError, OSError):
+        fd = None
+    if fd is not None:
+        select.select([fd], [], [])
+    else:
+        while _alive(main):
+            time.sleep(1.0)
+    os.kill(os.getpid(), signal.SIGKILL)  # at once: no cleanup of a point nobody will collect
+
+
+def _init_worker(main: int | None = None) -> None:
+    """`main`: the pid of the process that started the pool."""
     import signal
 
-    die_with_parent(parent if parent is not None else os.getppid())
+    if main is not None:
+        die_with(main)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
     for name in ("SIGTERM", "SIGHUP"):  # not the parent's handler (inherited by fork): terminate() must end us
         if hasattr(signal, name):
@@ -202,8 +234,7 @@ def _pool(points, task, save, workers: int, fail=None) -> None:
     context = multiprocessing.get_context(method)
     if method == "forkserver":
         _start_forkserver(context)
-    parent = None if method == "forkserver" else os.getpid()  # (forkserver's workers are the server's children)
-    executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(parent,))
+    executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(os.getpid(),))
     frozen = gc.get_freeze_count()
     try:
         # Longest first: the big points start early and the small ones fill the gaps at the end,
