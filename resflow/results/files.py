@@ -389,6 +389,9 @@ def verify_files(path: Path, records: dict, tables: dict) -> None:
         if name not in RECORDED or not isinstance(record, dict):
             continue
         file = Path(path) / name
+        table_name = RECORDED[name]
+        if not file.is_file() and table_name and any((Path(path) / f"{table_name}.{ext}").is_file() for ext in ("csv", "parquet")):
+            continue  # written in both formats, one of them removed since: the other is read (and checked)
         if not file.is_file():
             raise ConfigError(f"{str(file)!r} is missing: meta.json records it as written; the results dir is incomplete")
         table = tables.get(RECORDED[name]) if RECORDED[name] else None
