@@ -81,8 +81,8 @@ def comparison_line(summary: pd.DataFrame, verdict: str) -> str:
     if "predicted_grad_ratio" not in summary or summary["predicted_grad_ratio"].isna().all():
         return f"theory: {verdict}" if verdict.startswith("no prediction") else "theory: no prediction"
     predicted = float(summary["predicted_grad_ratio"].iloc[0])
-    first, last = (summary[c].to_numpy(dtype=float) for c in ("grad_first", "grad_last"))
-    if len(first) and np.isfinite(first).all() and (first == 0).all() and (last == 0).all():
+    ends = [summary[c].to_numpy(dtype=float) for c in ("grad_first", "grad_last") if c in summary]
+    if len(ends) == 2 and len(ends[0]) and all((e == 0).all() for e in ends):  # zero is finite: no ratio, not "nan"
         return (f"theory ({verdict}): first/last predicted {predicted:.3g}, measured: no gradient "
                 "(exactly 0 at the first and last layers, so no ratio)")
     measured = float(np.median(summary["grad_ratio"].to_numpy(dtype=float)))
