@@ -14,7 +14,7 @@ import torch
 
 from resflow.config.memory import check_memory
 from resflow.config.schema import Config
-from resflow.measure.data import data_generator, make_input, make_loss
+from resflow.measure.data import data_generator, make_input, make_loss, model_io
 from resflow.measure.device import DTYPES, input_shape, resolve_device
 from resflow.measure.recorder import Record, Recorder
 from resflow.models import build_model
@@ -38,12 +38,22 @@ from resflow.theory.overlay import overlay
 def prepare_seed(cfg: Config, seed: int, device: torch.device):
     """One seed's model (initialised), input batch and loss function: `loss_fn(model(x)).backward()`."""
     dtype = DTYPES[cfg.dtype]
+    io = model_io(cfg)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         seed_rng(seed, device)
-        model = build_model(cfg.model, device=device, dtype=dtype)
+        model = build_model(cfg.model, device=device, dtype=dtype, io=io)
     gen = data_generator(seed)
-    x = make_input(cfg.data, input_shape(cfg), gen).to(device=device, dtype=dtype).requires_grad_(True)
-    loss_fn = make_loss(cfg.loss, tuple(x.shape), gen, device, dtype)
+    labels = None
+    if cfg.data.dataset is not None:  # a real batch: the first training batch this seed's training would take
+        from resflow.measure.datasets import Batches, as_input, load
+
+        images, labels = Batches(load(cfg.data.dataset), gen).next(cfg.data.batch_size)
+        x, labels = as_input(images, cfg.model.block), labels.to(device)
+    else:
+        x = make_input(cfg.data, input_shape(cfg), gen)
+    x = x.to(device=device, dtype=dtype).requires_grad_(True)
+    out_shape = (x.shape[0], io[1]) if io is not None else tuple(x.shape)
+    loss_fn = make_loss(cfg.loss, out_shape, gen, device, dtype, labels=labels)
     return model, x, loss_fn
 
 

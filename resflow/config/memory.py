@@ -58,7 +58,37 @@ def _transformer(m, d) -> tuple[int, int, int, dict]:
     return params, N * per_token * m.depth, 2 * m.depth, {"params": "model.width", "activations": "data.batch_size (or data.seq_len)"}
 
 
-BLOCKS = {"mlp": _mlp, "transformer": _transformer}
+IMAGES = {None: ((1, 8, 8), 10), "digits": ((1, 8, 8), 10)}  # data.dataset -> (C, H, W), classes (tested against the loaders)
+
+
+def _conv(m, d) -> tuple[int, int, int, dict]:
+    (C, H, W), classes = IMAGES[d.dataset]
+    N, w, n = d.batch_size, m.width, (m.depth - 2) // 6
+    norm = 2 if m.norm != "none" else 0  # a norm's weight and bias per channel
+    params = 9 * C * w + norm * w + 4 * w * classes + classes  # stem, head
+    acts = N * w * H * W * 3  # the stem's conv, norm, act
+    c_in, pixels = w, H * W
+    for stage, c in enumerate((w, 2 * w, 4 * w)):
+        if stage:
+            pixels = -(-H // 2**stage) * -(-W // 2**stage)
+        for i in range(n):
+            params += 9 * c_in * c + 9 * c * c + 2 * norm * c
+            if c_in != c and m.residual and m.shortcut == "projection":
+                params += c_in * c + norm * c
+            acts += N * c * pixels * 8  # conv, norm, act, conv, norm, sum, act, the recorder's gradient
+            c_in = c
+    return params, acts, 3 * n, {"params": "model.width", "activations": "data.batch_size"}
+
+
+def _inputs(m, d) -> int:
+    """A dataset's MLP stem (pixels -> width) and head (width -> classes), if any."""
+    if d.dataset is None or m.block != "mlp":
+        return 0
+    (C, H, W), classes = IMAGES[d.dataset]
+    return C * H * W * m.width + m.width + m.width * classes + classes
+
+
+BLOCKS = {"mlp": _mlp, "transformer": _transformer, "conv": _conv}
 
 
 def estimate(cfg) -> Estimate:
@@ -78,6 +108,7 @@ def estimate(cfg) -> Estimate:
 
         recorded = len(record_steps(train.steps, train.record_every))
     params, acts, sites, keys = BLOCKS[cfg.model.block](cfg.model, data)
+    params += _inputs(cfg.model, data)
     if data is not cfg.data:
         keys = {**keys, "activations": keys["activations"].replace("data.batch_size", "train.batch_size")}
     b = BYTES[cfg.dtype]

@@ -79,14 +79,21 @@ class ModelConfig(_Strict):
     blocks: Optional[list[str]] = Field(
         None, description="`model.factory` only: glob patterns of the modules measured, unset means discovered"
     )
-    block: Literal["mlp", "transformer"] = Field("mlp", description="the block stacked `depth` times")
-    depth: Optional[int] = Field(None, ge=1, description="number of blocks (required without `model.factory`)")
+    block: Literal["mlp", "transformer", "conv"] = Field(
+        "mlp", description="the block stacked `depth` times; `conv`: a CIFAR-style ResNet (He et al. 2016)"
+    )
+    depth: Optional[int] = Field(
+        None, ge=1,
+        description="number of blocks (required without `model.factory`); conv: the ResNet's total depth 6n + 2",
+    )
     width: Optional[int] = Field(
-        None, ge=1, description="features in = features out of every block (required without `model.factory`)"
+        None, ge=1,
+        description="features in = features out of every block (required without `model.factory`); "
+        "conv: stage 1's channels",
     )
     activation: Optional[Literal[ACTIVATION_NAMES]] = Field(  # type: ignore[valid-type]
         None,
-        description="mlp only, unset means `tanh` (transformers: `model.ffn`); `leaky_relu` has slope 0.01",
+        description="mlp and conv, unset means `tanh` (conv: `relu`; transformers: `model.ffn`); `leaky_relu` has slope 0.01",
     )
     residual: bool = Field(False, description="x + α·f(x) instead of f(x)")
     residual_scale: Union[float, Literal["deepnorm"]] = Field(
@@ -94,12 +101,26 @@ class ModelConfig(_Strict):
         description="α; transformer post-norm only: `deepnorm` = DeepNet's norm(a·x + f(x)), a = (2N)^¼, "
         "with v, out and FFN weights × β = (8N)^−¼ at init",
     )
-    norm: Literal["none", "pre", "post"] = Field("none", description="where the norm sits")
-    norm_type: Literal["layernorm", "rmsnorm"] = Field("layernorm", description="which norm")
+    norm: Literal["none", "pre", "post", "conv"] = Field(
+        "none", description="where the norm sits; conv: `conv` (a norm at every conv, the default) or `none`"
+    )
+    norm_type: Literal["layernorm", "rmsnorm", "batchnorm", "groupnorm"] = Field(
+        "layernorm",
+        description="which norm; `batchnorm` (train-mode batch statistics) and `groupnorm` for mlp and conv; "
+        "conv: unset means `batchnorm`",
+    )
+    norm_groups: Optional[int] = Field(
+        None, ge=1, description="`norm_type: groupnorm` only: groups, unset means 8; must divide `width`"
+    )
+    shortcut: Optional[Literal["pad", "projection"]] = Field(
+        None,
+        description="conv only, where a stage changes shape: `pad` (option A: strided identity, zero channels "
+        "added; the default) or `projection` (option B: 1x1 conv of stride 2 + norm)",
+    )
     preactivation: bool = Field(
         False, description="the branch is W·φ(u) + b instead of φ(W·u + b) (He et al. 2016)"
     )
-    bias: bool = Field(True, description="biases in every linear layer")
+    bias: bool = Field(True, description="biases in every linear layer (conv: in every conv; unset means false)")
     share_weights: bool = Field(False, description="one block reused at every depth")
     init: InitConfig = Field(InitConfig(), description="weight initialisation (the `model.init` section)")
     # transformer only (None for mlp blocks; defaults filled in for transformers):
@@ -142,12 +163,19 @@ class ModelConfig(_Strict):
         for key in ("kwargs", "blocks"):
             if data.get(key) is not None:
                 raise ValueError(f"model.{key}: only with model.factory")
-        if data.get("block", "mlp") == "transformer":
+        block = data.get("block", "mlp")
+        if block == "transformer":
             for key, value in TRANSFORMER_DEFAULTS.items():
+                if data.get(key) is None:
+                    data[key] = value
+        elif block == "conv":
+            for key, value in CONV_DEFAULTS.items():
                 if data.get(key) is None:
                     data[key] = value
         elif data.get("activation") is None:
             data["activation"] = "tanh"
+        if data.get("norm_type") == "groupnorm" and data.get("norm_groups") is None:
+            data["norm_groups"] = 8
         return data
 
     @field_validator("residual_scale", mode="before")
@@ -168,7 +196,21 @@ class ModelConfig(_Strict):
             raise ValueError(f"model.{'depth' if self.depth is None else 'width'}: must be a whole number >= 1, got None")
         if self.block == "transformer":
             _check_transformer(self)
+        if self.norm_type in ("batchnorm", "groupnorm") and self.block == "transformer":
+            raise ValueError(f"model.norm_type: {self.norm_type!r} is for mlp and conv blocks; transformers take layernorm or rmsnorm")
+        if self.norm_groups is not None:
+            if self.norm_type != "groupnorm":
+                raise ValueError(f"model.norm_groups: only for model.norm_type: groupnorm (it is {self.norm_type!r})")
+            if self.width % self.norm_groups:
+                raise ValueError(f"model.norm_groups: {self.norm_groups} groups do not divide model.width {self.width}")
+        if self.block == "conv":
+            _check_conv(self)
         else:
+            if self.norm == "conv":
+                raise ValueError(f"model.norm: 'conv' is only for model.block: conv; {self.block} blocks take none, pre or post")
+            if self.shortcut is not None:
+                raise ValueError(f"model.shortcut: only for model.block: conv (model.block is {self.block!r})")
+        if self.block != "transformer":
             for key in ("heads", "ffn", "ffn_mult", "final_norm"):
                 if getattr(self, key) is not None:
                     raise ValueError(f"model.{key}: only transformer blocks have it (model.block is {self.block!r})")
@@ -190,6 +232,33 @@ FACTORY_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")  # module:cal
 NAMED_FACTORIES = ("hf:gpt2", "hf:resnet")  # resflow.models.hf (checked against it by a test)
 
 
+# He et al. 2016's CIFAR ResNets: ReLU, BatchNorm after every conv, convs without bias, option A shortcuts
+CONV_DEFAULTS = dict(activation="relu", norm="conv", norm_type="batchnorm", bias=False, shortcut="pad")
+
+
+def conv_blocks_per_stage(depth: int) -> int | None:
+    """n of a CIFAR-style ResNet of total depth 6n + 2, or None if `depth` is not of that form."""
+    return (depth - 2) // 6 if depth >= 8 and (depth - 2) % 6 == 0 else None
+
+
+def _check_conv(m: ModelConfig) -> None:
+    """Cross-field rules of conv ResNets; each error is one line naming the keys."""
+    if conv_blocks_per_stage(m.depth) is None:
+        near = sorted({max(8, 6 * round((m.depth - 2) / 6) + 2), max(8, 6 * ((m.depth - 2) // 6) + 2 + 6)})
+        raise ValueError(
+            f"model.depth: a conv ResNet has 6n + 2 layers (a stem conv, 3 stages of n blocks of two convs, "
+            f"a linear head): 8, 14, 20, 32, 44, 56, 110, ...; got {m.depth} (nearest: {', '.join(map(str, near))})"
+        )
+    if m.norm not in ("none", "conv"):
+        raise ValueError(f"model.norm: conv blocks take 'conv' (a norm at every conv; before it with "
+                         f"model.preactivation: true) or 'none', got {m.norm!r}")
+    if m.norm != "none" and m.norm_type not in ("batchnorm", "groupnorm"):
+        raise ValueError(f"model.norm_type: {m.norm_type!r} normalises the last dimension; conv feature maps "
+                         "(batch, channels, height, width) take batchnorm or groupnorm")
+    if m.share_weights:
+        raise ValueError("model.share_weights: a conv ResNet's stages have different widths; it cannot share one block")
+
+
 def _check_transformer(m: ModelConfig) -> None:
     """Cross-field rules of transformer blocks; each error is one line naming the keys."""
     if m.width % m.heads:
@@ -197,13 +266,16 @@ def _check_transformer(m: ModelConfig) -> None:
     if m.activation is not None:
         raise ValueError("model.activation: not used by transformer blocks; the FFN's activation is model.ffn (gelu, relu, swiglu)")
     if m.preactivation:
-        raise ValueError("model.preactivation: only for mlp blocks")
+        raise ValueError("model.preactivation: only for mlp and conv blocks")
     if m.rezero and not m.residual:
         raise ValueError("model.rezero: ReZero scales the branch of a residual connection; it needs model.residual: true")
     if m.rezero and m.residual_scale != 1.0:
         raise ValueError(f"model.rezero: alpha is learnable and starts at 0, so model.residual_scale must stay 1 (got {m.residual_scale!r})")
     if m.residual_scale == "deepnorm" and (m.norm != "post" or not m.residual):
         raise ValueError(f"model.residual_scale: 'deepnorm' needs model.norm: post and model.residual: true (got norm {m.norm!r}, residual {m.residual})")
+
+
+DATASET_NAMES = ("digits",)  # the loaders live in resflow.measure.datasets (checked against this list by a test)
 
 
 class DataConfig(_Strict):
@@ -231,6 +303,12 @@ class DataConfig(_Strict):
         description="`model.factory` only, instead of `shape`: token ids for a language model, "
         "(batch_size, seq_len) drawn uniformly from vocab",
     )
+    dataset: Optional[Literal[DATASET_NAMES]] = Field(  # type: ignore[valid-type]
+        None,
+        description="a real dataset, bundled (never downloaded): `digits` = scikit-learn's 8x8 handwritten "
+        "digits (pip install 'resflow[data]'), images for conv, flattened for mlp; classification with "
+        "cross-entropy (docs/conv-resnets.md)",
+    )
 
 
 class TokensConfig(_Strict):
@@ -238,8 +316,15 @@ class TokensConfig(_Strict):
     seq_len: int = Field(ge=1, description="tokens per sequence")
 
 
-TASK_NAMES = ("teacher", "sequence")  # the tasks live in resflow.train.tasks (checked against this list by a test)
-TASK_FOR_BLOCK = {"mlp": "teacher", "transformer": "sequence"}  # the task each block can train on
+TASK_NAMES = ("teacher", "sequence", "classify")  # the tasks live in resflow.train.tasks (checked against this list by a test)
+TASK_FOR_BLOCK = {"mlp": "teacher", "transformer": "sequence", "conv": "classify"}  # the task each block trains on without a dataset
+
+
+def default_task(block: Any, dataset: Any) -> str:
+    """The training task a config gets when train.task is unset: classify on a dataset, else the block's."""
+    if dataset is not None:
+        return "classify"
+    return TASK_FOR_BLOCK.get(block, "teacher") if isinstance(block, str) else "teacher"
 SEQUENCE_DEFAULTS = dict(vocab=16, chain_temperature=0.5)
 
 
@@ -270,10 +355,13 @@ class TrainConfig(_Strict):
     task: Optional[Literal[TASK_NAMES]] = Field(  # type: ignore[valid-type]
         None,
         description="`teacher` (mlp): regress a fixed random tanh network (MSE); `sequence` (transformer): "
-        "next-token prediction on a fixed random Markov chain (cross-entropy). Unset: the one `model.block` "
-        "allows; the other one is an error. The top-level `loss` is not used when training",
+        "next-token prediction on a fixed random Markov chain (cross-entropy); `classify` (mlp, conv): "
+        "`data.dataset`'s labels (cross-entropy). Unset: `classify` with a dataset, otherwise the one "
+        "`model.block` allows. The top-level `loss` is not used when training",
     )
-    eval_batches: int = Field(4, ge=0, description="held-out batches, evaluated at every recorded step")
+    eval_batches: int = Field(
+        4, ge=0, description="held-out batches, evaluated at every recorded step (classify: the test split instead)"
+    )
     vocab: Optional[int] = Field(
         None, ge=2, description="`sequence` only: tokens (states of the chain), unset means 16"
     )
@@ -304,11 +392,12 @@ class Config(_Strict):
     seeds: int = Field(1, ge=1, le=MAX_SEEDS, description="runs seeds seed, seed+1, …, seed+seeds−1")
     dtype: Literal["float32", "float64"] = Field("float32", description="the dtype of weights and activations")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="`auto`: CUDA if present, else the CPU")
-    loss: Literal["sum", "mean", "mse", "random"] = Field(
+    loss: Literal["sum", "mean", "mse", "random", "cross_entropy"] = Field(
         "random",
         description="`random` = ⟨v, output⟩ for a fixed Gaussian v, the random output direction the mean-field "
         "theory assumes; `sum` of outputs (the seeds' `out.backward()`: not a random direction, it couples to the "
-        "weights and biases the ratio), `mean`, `mse` against a fixed random target",
+        "weights and biases the ratio), `mean`, `mse` against a fixed random target, `cross_entropy` against "
+        "`data.dataset`'s labels (the default with a dataset)",
     )
     model: ModelConfig = Field(description="the network (the `model` section)")
     data: DataConfig = Field(DataConfig(), description="the input (the `data` section)")
@@ -329,8 +418,10 @@ class Config(_Strict):
         if isinstance(train, dict):  # the task the block trains on, and the sequence task's defaults
             train = dict(train)
             block = data["model"].get("block", "mlp")
+            section = data.get("data")
+            dataset = section.get("dataset") if isinstance(section, dict) else None
             if train.get("task") is None:  # an invalid block is reported by model.block's own check
-                train["task"] = TASK_FOR_BLOCK.get(block, "teacher") if isinstance(block, str) else "teacher"
+                train["task"] = default_task(block, dataset)
             if train["task"] == "sequence":
                 for key, value in SEQUENCE_DEFAULTS.items():
                     if train.get(key) is None:
@@ -339,6 +430,8 @@ class Config(_Strict):
         section = data.get("data", {})
         if not isinstance(section, dict):
             return out
+        if section.get("dataset") is not None and data.get("loss") is None:
+            out["loss"] = "cross_entropy"
         section = dict(section)
         if data["model"].get("block") == "transformer" and section.get("seq_len") is None:
             section["seq_len"] = 32
@@ -354,6 +447,20 @@ class Config(_Strict):
         for key in ("shape", "tokens"):
             if getattr(d, key) is not None:
                 raise ValueError(f"data.{key}: only with model.factory (resflow's own models take data.batch_size)")
+        if d.dataset is not None and m.block == "transformer":
+            raise ValueError(f"data.dataset: {d.dataset!r} is an image dataset; model.block: transformer takes token "
+                             "sequences (use model.block: conv or mlp)")
+        if self.loss == "cross_entropy" and d.dataset is None:
+            raise ValueError("loss: 'cross_entropy' needs labels: set data.dataset (digits)")
+        batch = (self.train.batch_size or d.batch_size) if self.train.steps else d.batch_size
+        if m.norm != "none" and m.norm_type == "batchnorm" and batch < 2:
+            key = "train.batch_size" if self.train.steps and self.train.batch_size else "data.batch_size"
+            raise ValueError(f"{key}: model.norm_type: batchnorm normalises over the batch (train mode, as a real "
+                             f"step), which needs at least 2 examples; got {batch}")
+        if (m.block == "mlp" and m.norm == "post" and m.norm_type in ("batchnorm", "groupnorm")
+                and self.loss in ("sum", "mean") and d.dataset is None):
+            raise ValueError(f"loss: {self.loss!r} has exactly zero gradient through the {m.norm_type} at the output "
+                             "(its outputs sum to a constant); use loss: random or mse")
         if m.block != "transformer":
             if d.seq_len is not None:
                 raise ValueError(f"data.seq_len: only for model.block: transformer (model.block is {m.block!r})")
@@ -367,7 +474,14 @@ class Config(_Strict):
         if d.vocab is not None and d.input != "tokens":
             raise ValueError(f"data.vocab: only for data.input: tokens (data.input is {d.input!r})")
         task = self.train.task
-        if task != TASK_FOR_BLOCK[m.block]:
+        if task == "classify" or d.dataset is not None:
+            if self.train.steps and d.dataset is None:
+                raise ValueError("train.task: 'classify' learns a dataset's labels: set data.dataset (digits)")
+            if d.dataset is not None and task != "classify":
+                raise ValueError(f"train.task: {task!r} has its own data; with data.dataset use train.task: classify")
+            if m.block == "transformer":
+                raise ValueError("train.task: 'classify' is for mlp and conv blocks; transformers train on train.task: sequence")
+        elif task != TASK_FOR_BLOCK[m.block]:
             allowed = TASK_FOR_BLOCK[m.block]
             why = ("regresses vectors of width model.width; transformers take token sequences" if task == "teacher"
                    else "needs a transformer (token sequences in, next-token logits out)")

@@ -35,9 +35,11 @@ ELEMENT_BUDGET = 1 << 24  # stacked activations per chunk of seeds (x depth x ba
 
 
 def supports(cfg) -> bool:
-    """Batched when there is more than one seed of a plain MLP stack (not shared weights)."""
+    """Batched when there is more than one seed of an MLP stack (not shared weights, no dataset's
+    stem and head, no BatchNorm or GroupNorm: those are measured one seed at a time)."""
     m = cfg.model
-    return cfg.seeds > 1 and m.block == "mlp" and not m.share_weights
+    return (cfg.seeds > 1 and m.block == "mlp" and not m.share_weights and cfg.data.dataset is None
+            and (m.norm == "none" or m.norm_type in ("layernorm", "rmsnorm")))
 
 
 def chunks(cfg, seeds: list[int]) -> list[list[int]]:

@@ -5,6 +5,7 @@ The data generator is separate from the model's: the same seed gives the same in
 """
 
 import torch
+import torch.nn.functional as F
 
 DATA_SEED_OFFSET = 1_000_003  # data generator seed = seed + offset, distinct from the model's stream
 
@@ -23,8 +24,26 @@ def make_input(data_cfg, shape: tuple[int, ...], gen: torch.Generator) -> torch.
     return torch.randn(shape, generator=gen, dtype=torch.float64) * data_cfg.input_scale
 
 
-def make_loss(kind: str, out_shape: tuple[int, ...], gen: torch.Generator, device, dtype):
-    """A function output -> scalar loss. Targets/directions are fixed per seed (drawn from `gen`)."""
+def model_io(cfg) -> tuple | None:
+    """(one example's shape, classes) for a classifier (a conv net, or any block on a dataset), or
+    None for a plain stack (width in, width out)."""
+    if cfg.data.dataset is not None:
+        from resflow.measure.datasets import example_shape, load
+
+        data = load(cfg.data.dataset)
+        return example_shape(data, cfg.model.block), data.classes
+    if cfg.model.block == "conv":
+        from resflow.models.build import IMAGE
+
+        return IMAGE
+    return None
+
+
+def make_loss(kind: str, out_shape: tuple[int, ...], gen: torch.Generator, device, dtype, labels=None):
+    """A function output -> scalar loss. Targets/directions are fixed per seed (drawn from `gen`);
+    cross_entropy: mean cross-entropy of the logits against `labels`."""
+    if kind == "cross_entropy":
+        return lambda out: F.cross_entropy(out, labels)
     if kind == "sum":
         return lambda out: out.sum()
     if kind == "mean":

@@ -19,7 +19,13 @@ def resolve_device(name: str) -> torch.device:
 
 
 def input_shape(cfg) -> tuple[int, ...]:
-    """The input batch's shape for one of resflow's own stacks (`cfg`: a Config)."""
+    """The input batch's shape for one of resflow's own models (`cfg`: a Config): a classifier's
+    (a conv net, or a dataset's examples) images (B, C, H, W) or features (B, F), else the stack's."""
+    from resflow.measure.data import model_io
+
+    io = model_io(cfg)
+    if io is not None:
+        return (cfg.data.batch_size, *io[0])
     if cfg.model.block == "transformer":
         return (cfg.data.batch_size, cfg.data.seq_len, cfg.model.width)  # (B, T, C)
     return (cfg.data.batch_size, cfg.model.width)  # (B, W)

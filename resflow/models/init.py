@@ -1,4 +1,4 @@
-"""Weight initialisation schemes by name, applied to every nn.Linear of a model.
+"""Weight initialisation schemes by name, applied to every nn.Linear and nn.Conv2d of a model.
 
 Uses torch's global RNG, so the caller seeds it (the experiment does, inside `fork_rng`).
 """
@@ -12,17 +12,21 @@ from torch import nn
 _DEFAULT_GAIN = math.sqrt(2.0 / (1 + math.sqrt(5) ** 2))
 
 
-def _default(w, scale):  # PyTorch's own nn.Linear init (kaiming_uniform, a=sqrt(5)), times scale
+def _fan_in(w) -> int:  # inputs per output: in_features of a linear weight, in_channels*k*k of a conv's
+    return w.shape[1] if w.dim() == 2 else w[0].numel()
+
+
+def _default(w, scale):  # PyTorch's own nn.Linear/nn.Conv2d init (kaiming_uniform, a=sqrt(5)), times scale
     # kaiming_uniform_'s arithmetic (std, then bound) without its per-call checks: one call per layer
     # per seed adds up in resflow.measure.batched
-    bound = math.sqrt(3.0) * (_DEFAULT_GAIN / math.sqrt(w.shape[1]))
+    bound = math.sqrt(3.0) * (_DEFAULT_GAIN / math.sqrt(_fan_in(w)))
     w.uniform_(-bound, bound)
     if scale != 1:  # x * 1.0 == x: skipped, bit for bit the same
         w.mul_(scale)
 
 
 def _normal(w, scale):  # N(0, scale^2 / fan_in): scale is sigma_w of mean-field theory
-    nn.init.normal_(w, 0.0, scale / math.sqrt(w.shape[1]))
+    nn.init.normal_(w, 0.0, scale / math.sqrt(_fan_in(w)))
 
 
 def _xavier(w, scale):  # Xavier/Glorot normal N(0, 2/(fan_in+fan_out)), times scale
@@ -80,8 +84,10 @@ def seed_rng(seed: int, device) -> None:
 
 @torch.no_grad()
 def initialize(model: nn.Module, init) -> None:
-    """Initialise every nn.Linear's weight by `init.scheme`/`init.scale` and bias by `init.bias_std`."""
-    init_linears([(m.weight, m.bias) for m in model.modules() if isinstance(m, nn.Linear)], init)
+    """Initialise every nn.Linear's and nn.Conv2d's weight by `init.scheme`/`init.scale` and bias by
+    `init.bias_std` (fan_in of a conv: in_channels x kernel height x kernel width). Norms keep their
+    own init (weight 1, bias 0)."""
+    init_linears([(m.weight, m.bias) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))], init)
 
 
 @torch.no_grad()
@@ -100,7 +106,7 @@ def init_linears(linears: list[tuple[torch.Tensor, torch.Tensor | None]], init) 
             continue
         if init.bias_std is None:
             if init.scheme == "default":  # PyTorch's own bias: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
-                bound = 1.0 / math.sqrt(weight.shape[1])
+                bound = 1.0 / math.sqrt(_fan_in(weight))
                 bias.uniform_(-bound, bound)  # nn.init.uniform_'s draw, without its per-call checks
             else:
                 nn.init.zeros_(bias)

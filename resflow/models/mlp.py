@@ -10,7 +10,7 @@ With `preactivation`, phi(W u + b) becomes W phi(u) + b (He et al. 2016, ResNet-
 from torch import nn
 
 from resflow.models.activations import ACTIVATIONS
-from resflow.models.norms import NORMS
+from resflow.models.norms import make_norm
 from resflow.models.stack import Site
 
 
@@ -19,9 +19,8 @@ class MLPBlock(nn.Module):
         super().__init__()
         kw = dict(device=device, dtype=dtype)
         self.linear = nn.Linear(cfg.width, cfg.width, bias=cfg.bias, **kw)
-        norm = NORMS[cfg.norm_type]
-        self.pre = norm(cfg.width, **kw) if cfg.norm == "pre" else nn.Identity()
-        self.post = norm(cfg.width, **kw) if cfg.norm == "post" else nn.Identity()
+        self.pre = make_norm(cfg, cfg.width, **kw) if cfg.norm == "pre" else nn.Identity()
+        self.post = make_norm(cfg, cfg.width, **kw) if cfg.norm == "post" else nn.Identity()
         self.act = ACTIVATIONS[cfg.activation]
         self.preactivation = cfg.preactivation
         self.residual = cfg.residual

@@ -1,4 +1,5 @@
-"""Normalisation layers by name: LayerNorm and RMSNorm over the last (feature) dimension."""
+"""Normalisation layers by name: LayerNorm and RMSNorm over the last (feature) dimension, BatchNorm
+over the batch (and the image's positions), GroupNorm over groups of channels."""
 
 import torch
 from torch import nn
@@ -16,7 +17,18 @@ class RMSNorm(nn.Module):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
 
 
-NORMS = {
+NORMS = {  # (features, **kw) -> a norm over the last dimension of (..., features)
     "layernorm": lambda width, **kw: nn.LayerNorm(width, **kw),
     "rmsnorm": lambda width, **kw: RMSNorm(width, **kw),
 }
+
+
+def make_norm(cfg, channels: int, image: bool = False, **kw) -> nn.Module:
+    """The norm `cfg.norm_type` names, for `channels` features: vectors (B, C), or with `image`
+    feature maps (B, C, H, W). BatchNorm uses the batch's statistics in train mode (the module's
+    default), as a real training step does; GroupNorm takes `cfg.norm_groups` groups."""
+    if cfg.norm_type == "batchnorm":
+        return (nn.BatchNorm2d if image else nn.BatchNorm1d)(channels, **kw)
+    if cfg.norm_type == "groupnorm":
+        return nn.GroupNorm(cfg.norm_groups, channels, **kw)
+    return NORMS[cfg.norm_type](channels, **kw)

@@ -48,3 +48,31 @@ class Stack(nn.Module):
             else:
                 out.append(Site(layer, "block", block, tuple(block.named_parameters())))
         return out
+
+
+class Classifier(nn.Module):
+    """features (B, F) -> linear stem (B, W) -> the stack (B, W) -> linear head (B, classes): an MLP
+    stack on a dataset. The stack's sites are the recorded ones; the stem's parameters are params.csv
+    rows at layer -1, the head's at layer = depth."""
+
+    def __init__(self, stack: Stack, features: int, classes: int, device=None, dtype=None):
+        super().__init__()
+        width = stack.blocks[0].linear.in_features
+        self.stem = nn.Linear(features, width, device=device, dtype=dtype)
+        self.stack = stack
+        self.head = nn.Linear(width, classes, device=device, dtype=dtype)
+
+    @property
+    def blocks(self):
+        return self.stack.blocks
+
+    def forward(self, x):  # (B, F) -> (B, classes)
+        return self.head(self.stack(self.stem(x)))
+
+    def sites(self) -> list[Site]:
+        return self.stack.sites()
+
+    def extra_params(self) -> list[tuple[int, str, nn.Parameter]]:
+        depth = len(self.stack.blocks)
+        stem = [(-1, f"stem.linear.{n}", p) for n, p in self.stem.named_parameters()]
+        return stem + self.stack.extra_params() + [(depth, f"head.linear.{n}", p) for n, p in self.head.named_parameters()]

@@ -36,7 +36,7 @@ SUMMARY_COLUMNS = [
 def config_columns(cfg) -> dict[str, Any]:
     m = cfg.model
     return dict(
-        block=m.block, depth=m.depth, width=m.width, activation=m.activation if m.block == "mlp" else m.ffn, residual=m.residual,
+        block=m.block, depth=m.depth, width=m.width, activation=m.ffn if m.block == "transformer" else m.activation, residual=m.residual,
         residual_scale=m.residual_scale, norm=m.norm, norm_type=m.norm_type,
         init_scheme=m.init.scheme, init_scale=m.init.scale,
     )

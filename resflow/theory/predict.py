@@ -344,6 +344,10 @@ def predict(cfg) -> Prediction | NoPrediction:
         return NoPrediction(f"no theory here for a model built by {m.factory}")
     if m.block != "mlp":
         return NoPrediction(f"no theory here for {m.block} blocks")
+    if cfg.data.dataset is not None:
+        return NoPrediction(f"data.dataset {cfg.data.dataset!r}: real inputs, not the Gaussian ones the recursions assume")
+    if m.norm != "none" and m.norm_type in ("batchnorm", "groupnorm"):
+        return NoPrediction(f"no theory here for {m.norm_type}")
     exact = _exact(cfg)
     if exact is not None:
         return exact

@@ -9,7 +9,10 @@ params.csv adds per parameter
                   (NaN at the last step, where no update follows, and where ||W_s|| = 0)
     movement      ||W_s - W_0||: how far the parameter has moved since initialisation
 train.csv gets one row per step: the batch's loss, eval_loss at recorded steps, the total gradient
-norm, the learning rate used and the wall time. Bit for bit deterministic for a given seed.
+norm, the learning rate used and the wall time; a dataset's classification (train.task: classify)
+adds, at recorded steps, eval_accuracy (eval_loss and eval_accuracy: the test set) and
+train_set_loss / train_set_accuracy (the whole training set), all in eval mode (BatchNorm's running
+statistics). Bit for bit deterministic for a given seed.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from datetime import datetime, timezone
 import torch
 
 from resflow.config.schema import record_steps
-from resflow.measure.data import data_generator
+from resflow.measure.data import data_generator, model_io
 from resflow.measure.recorder import Record, Recorder, group_norm, norms_as_floats, remeasure_inexact
 from resflow.models import build_model
 from resflow.models.init import seed_rng
@@ -44,6 +47,8 @@ from resflow.results.tables import (
 )
 from resflow.train.tasks import make_task
 
+CLASSIFY_COLUMNS = ("eval_accuracy", "train_set_loss", "train_set_accuracy")  # train.csv, train.task: classify
+
 OPTIMIZERS = {
     "sgd": torch.optim.SGD,
     "adam": torch.optim.Adam,
@@ -61,6 +66,8 @@ class StepInfo:
     loss: float
     lr: float
     eval_loss: float | None = None  # at recorded steps
+    eval_accuracy: float | None = None  # classify: at recorded steps, the test set's
+    train_accuracy: float | None = None  # classify: at recorded steps, the training set's
     grad_first: float | None = None  # ||dloss/dx|| at the first / last site, at recorded steps
     grad_last: float | None = None
 
@@ -103,12 +110,13 @@ def train_seed(cfg, seed: int, device: torch.device, on_step=None) -> SeedRun:
     t = cfg.train
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         seed_rng(seed, device)
-        stack = build_model(cfg.model, device=device, dtype=dtype)
+        stack = build_model(cfg.model, device=device, dtype=dtype, io=model_io(cfg))
     gen = data_generator(seed)
     task = make_task(cfg, gen, device, dtype)
     model = task.wrap(stack)
     bs = batch_size(cfg)
-    eval_set = [task.batch(gen, bs) for _ in range(t.eval_batches)]
+    evaluate = getattr(task, "evaluate", None)  # a task with its own test set (classify)
+    eval_set = [task.batch(gen, bs) for _ in range(t.eval_batches)] if evaluate is None else []
 
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(cfg, trainable)
@@ -119,6 +127,8 @@ def train_seed(cfg, seed: int, device: torch.device, on_step=None) -> SeedRun:
     initial = [p.detach().clone() for p in tracked]
     recorded = set(record_steps(t.steps, t.record_every))
     out = SeedRun(floor=float(task.floor), baseline=float(task.baseline))
+    if evaluate is not None:
+        out.rows.update({k: [] for k in CLASSIFY_COLUMNS})
     t0 = time.perf_counter()
 
     for step in range(t.steps + 1):
@@ -147,6 +157,11 @@ def train_seed(cfg, seed: int, device: torch.device, on_step=None) -> SeedRun:
         loss_val, total_val = values[0], group_norm(remeasure_inexact(values[1:], grads))
 
         eval_loss = _evaluate(model, task, eval_set) if record and eval_set else math.nan
+        if evaluate is not None:  # the test set and the whole training set, at recorded steps
+            metrics = evaluate(model) if record else dict.fromkeys(("test_loss", *CLASSIFY_COLUMNS), math.nan)
+            eval_loss = metrics["test_loss"]
+            for key in CLASSIFY_COLUMNS:
+                out.rows[key].append(metrics[key])
         if record:  # ||W_s - W_0||, before this step's update
             with torch.no_grad():
                 moved = norms_as_floats(list(torch._foreach_sub([p.detach() for p in tracked], initial)))
@@ -175,6 +190,8 @@ def train_seed(cfg, seed: int, device: torch.device, on_step=None) -> SeedRun:
             on_step(StepInfo(
                 seed=seed, step=step, steps=t.steps, loss=loss_val, lr=lr,
                 eval_loss=eval_loss if record else None,
+                eval_accuracy=out.rows["eval_accuracy"][-1] if record and evaluate is not None else None,
+                train_accuracy=out.rows["train_set_accuracy"][-1] if record and evaluate is not None else None,
                 grad_first=rec.input_grad_norm[0] if rec else None,
                 grad_last=rec.input_grad_norm[-1] if rec else None,
             ))

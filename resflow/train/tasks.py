@@ -10,6 +10,10 @@
               Floor: the chain's entropy rate H = -sum_i pi_i sum_j P_ij ln P_ij (no predictor does
               better in expectation; the previous token is all that matters); the best constant
               prediction scores the unigram entropy H(pi); a uniform guess scores ln V.
+    classify  (mlp, conv) a real dataset's labels (data.dataset, resflow.measure.datasets): batches from a
+              fixed training split, each epoch in a fresh order; mean cross-entropy (nats). Floor 0;
+              the best constant prediction scores the entropy of the training labels (~ln 10).
+              `evaluate` gives loss and accuracy on the test split and the whole training split.
 
 Every task has `floor` and `baseline` (the loss of the best constant prediction) per instance.
 Everything random (the teacher, the chain, the embeddings, the inputs) comes from the generator handed
@@ -160,9 +164,67 @@ class SequenceTask:
         return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
 
 
+EVAL_CHUNK = 512  # examples per forward when evaluating a whole split
+
+
+class ClassifyTask:
+    """Classify data.dataset's examples (images for conv, flattened for mlp); cross-entropy loss."""
+
+    name = "classify"
+    floor = 0.0
+
+    def __init__(self, cfg, gen: torch.Generator, device, dtype):
+        from resflow.measure.datasets import as_input, load
+
+        self.data, self.block = load(cfg.data.dataset), cfg.model.block
+        self.device, self.dtype = device, dtype
+        counts = torch.bincount(self.data.train_y, minlength=self.data.classes).double()
+        self.baseline = entropy(counts / counts.sum())
+        cast = dict(device=device, dtype=dtype)
+        self.splits = {split: (as_input(x, self.block).to(**cast), y.to(device)) for split, x, y in (
+            ("train_set", self.data.train_x, self.data.train_y), ("test", self.data.test_x, self.data.test_y))}
+        self._batches = None
+
+    def batch(self, gen: torch.Generator, batch_size: int):
+        """(x, y): the next training batch in this generator's order of the training split."""
+        from resflow.measure.datasets import Batches, as_input
+
+        if self._batches is None or self._batches.gen is not gen:
+            self._batches = Batches(self.data, gen)
+        x, y = self._batches.next(batch_size)
+        return as_input(x, self.block).to(device=self.device, dtype=self.dtype), y.to(self.device)
+
+    def wrap(self, model):
+        """The model trained on this task: the classifier itself (built with the dataset's shapes)."""
+        return model
+
+    @staticmethod
+    def loss(out, y):  # out (B, classes) logits, y (B,)
+        return F.cross_entropy(out, y)
+
+    @torch.no_grad()
+    def evaluate(self, model) -> dict[str, float]:
+        """Loss and accuracy of the test and the whole training split, in eval mode (BatchNorm's running
+        statistics; no running statistic changes); the model's mode is restored after."""
+        was_training = model.training
+        model.eval()
+        try:
+            out = {}
+            for split, (x, y) in self.splits.items():
+                logits = torch.cat([model(x[i : i + EVAL_CHUNK]) for i in range(0, len(y), EVAL_CHUNK)])
+                loss = F.cross_entropy(logits.double(), y)
+                prefix = "eval" if split == "test" else split
+                out["test_loss" if split == "test" else "train_set_loss"] = float(loss)
+                out[f"{prefix}_accuracy"] = float((logits.argmax(1) == y).double().mean())
+            return out
+        finally:
+            model.train(was_training)
+
+
 TASKS = {
     "teacher": TeacherTask,
     "sequence": SequenceTask,
+    "classify": ClassifyTask,
 }
 
 

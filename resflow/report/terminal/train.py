@@ -31,6 +31,7 @@ class LiveView:
         self.live = Live(console=console, refresh_per_second=8, transient=True) if console.is_terminal else None
         self.grad = (None, None)
         self.eval = None
+        self.accuracy = None  # (train, test) of a classify task
 
     def __enter__(self) -> "LiveView":
         if self.live is not None:
@@ -45,14 +46,22 @@ class LiveView:
         return (
             f"{self.name} seed {info.seed} step {info.step:>{len(str(info.steps))}}/{info.steps} "
             f"loss {_g(info.loss)} eval {_g(self.eval)} lr {info.lr:.3g} "
-            f"‖∂loss/∂x‖ first {_g(self.grad[0])} last {_g(self.grad[1])}"
+            f"‖∂loss/∂x‖ first {_g(self.grad[0])} last {_g(self.grad[1])}{self._accuracy()}"
         )
+
+    def _accuracy(self) -> str:  # classify: the accuracy of the training and the test set at the last recorded step
+        if self.accuracy is None:
+            return ""
+        train, test = self.accuracy
+        return f" accuracy train {train:.1%} test {test:.1%}"
 
     def update(self, info) -> None:
         recorded = info.grad_first is not None
         if recorded:
             self.grad = (info.grad_first, info.grad_last)
             self.eval = info.eval_loss
+            if getattr(info, "eval_accuracy", None) is not None:
+                self.accuracy = (info.train_accuracy, info.eval_accuracy)
         if self.live is not None:
             self.live.update(Text(self.line(info)), refresh=False)
         elif recorded:
@@ -79,7 +88,9 @@ def loss_summary(train: pd.DataFrame) -> pd.DataFrame:
                          loss_start=at(first, "loss"), loss_end=at(last, "loss"),
                          eval_start=at(first, "eval_loss"), eval_end=at(last, "eval_loss"),
                          eval_end_min=end.min(), eval_end_max=end.max(),
-                         floor=at(last, "task_floor"), baseline=at(last, "task_baseline"), above_floor=_median(gap)))
+                         floor=at(last, "task_floor"), baseline=at(last, "task_baseline"), above_floor=_median(gap),
+                         train_set_loss_end=at(last, "train_set_loss"),
+                         train_accuracy_end=at(last, "train_set_accuracy"), eval_accuracy_end=at(last, "eval_accuracy")))
     return pd.DataFrame(rows)
 
 
@@ -104,6 +115,8 @@ def train_table(result, title: str = "") -> Table:
     """Per layer: relative movement since initialisation, median update ratio, and the input gradient
     at the first and the last recorded step (medians over seeds)."""
     move = layer_movement(result.params).groupby(["variant", "layer"], sort=False)[["movement", "update_ratio"]].median().reset_index()
+    order = {v: i for i, v in enumerate(move["variant"].unique())}  # variants as they came, layers in order (a stem's -1 first)
+    move = move.sort_values(["variant", "layer"], key=lambda c: c.map(order) if c.name == "variant" else c, kind="stable").reset_index(drop=True)
     g = result.grads
     first, last = g["step"].min(), g["step"].max()
     grad = lambda step: g[g["step"] == step].groupby(["variant", "layer"], sort=False)["input_grad_norm"].median()  # noqa: E731
@@ -144,11 +157,13 @@ def loss_table(result, title: str = "loss (median over seeds)", width: int | Non
 
 def _loss_table(stats: pd.DataFrame, title: str, batch_loss: bool, spread: bool) -> Table:
     floors = bool(stats["floor"].notna().any())
+    accuracy = "eval_accuracy_end" in stats and bool(stats["eval_accuracy_end"].notna().any())  # train.task: classify
     seeds = int(stats["seeds"].max()) if len(stats) else 1
     table = Table(title=title, title_justify="left", caption_justify="left")
     columns = ["variant", "steps"] + (["loss start", "loss end"] if batch_loss else []) + ["eval start", "eval end"]
     columns += ["min–max"] if spread else []
     columns += ["floor", "above floor", "constant"] if floors else []
+    columns += ["train-set loss end", "train acc end", "test acc end"] if accuracy else []
     for col in columns:
         if col == "variant":  # never cut a variant's name: the other columns are short numbers
             table.add_column(col, min_width=max([len(str(v)) for v in stats["variant"]] + [7]))
@@ -162,8 +177,11 @@ def _loss_table(stats: pd.DataFrame, title: str, batch_loss: bool, spread: bool)
             cells.append(f"{_g(r['eval_end_min'])} – {_g(r['eval_end_max'])}")
         if floors:
             cells += [_g(r["floor"]), _g(r["above_floor"]), _g(r["baseline"])]
+        if accuracy:
+            cells += [_g(r["train_set_loss_end"]), f"{r['train_accuracy_end']:.1%}", f"{r['eval_accuracy_end']:.1%}"]
         table.add_row(*cells)
-    notes = ["eval: held-out batches"]
+    notes = ["eval: the test set; train-set loss, train acc: the whole training set (eval mode)" if accuracy
+             else "eval: held-out batches"]
     if spread:
         notes.append(f"min–max: of eval end over {seeds} seeds")
     if floors:

@@ -1,0 +1,66 @@
+"""Real datasets, bundled with a package (nothing is downloaded at run time): one small module each.
+
+`load(name)` -> Dataset: float64 CPU tensors, images (N, C, H, W) and labels (N,), split once and for
+all into train and test. `Batches` draws training batches from an explicit generator.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+
+class Dataset(NamedTuple):
+    name: str
+    train_x: torch.Tensor  # (N_train, C, H, W) float64, standardised
+    train_y: torch.Tensor  # (N_train,) int64 class labels
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    classes: int
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """One example's image shape (C, H, W)."""
+        return tuple(self.train_x.shape[1:])
+
+
+def _digits() -> Dataset:
+    from resflow.measure.datasets import digits
+
+    return digits.load()
+
+
+DATASETS = {"digits": _digits}  # name -> loader (cached by the loader)
+
+
+def load(name: str) -> Dataset:
+    return DATASETS[name]()
+
+
+def example_shape(data: Dataset, block: str) -> tuple[int, ...]:
+    """What one example is for `block`: the image (C, H, W) for conv, its pixels flattened for mlp."""
+    return data.shape if block == "conv" else (int(torch.tensor(data.shape).prod()),)
+
+
+def as_input(x: torch.Tensor, block: str) -> torch.Tensor:
+    """Images (B, C, H, W) as `block` takes them: unchanged for conv, flattened (B, C*H*W) for mlp."""
+    return x if block == "conv" else x.flatten(1)
+
+
+class Batches:
+    """Training batches without replacement: each epoch a fresh permutation of the training set,
+    drawn from `gen` (so a seed gives the same batches to every model); a batch never spans epochs."""
+
+    def __init__(self, data: Dataset, gen: torch.Generator):
+        self.data, self.gen = data, gen
+        self._order, self._at = torch.empty(0, dtype=torch.long), 0
+
+    def next(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        n = len(self.data.train_y)
+        size = min(batch_size, n)
+        if self._at + size > len(self._order):
+            self._order, self._at = torch.randperm(n, generator=self.gen), 0
+        idx = self._order[self._at : self._at + size]
+        self._at += size
+        return self.data.train_x[idx], self.data.train_y[idx]
