@@ -476,7 +476,8 @@ class Config(_Strict):
         task = self.train.task
         if task == "classify" or d.dataset is not None:
             if self.train.steps and d.dataset is None:
-                raise ValueError("train.task: 'classify' learns a dataset's labels: set data.dataset (digits)")
+                raise ValueError(f"train.steps: training {'a conv net' if m.block == 'conv' else 'with train.task: classify'} "
+                                 "learns a dataset's labels (train.task: classify); set data.dataset (digits)")
             if d.dataset is not None and task != "classify":
                 raise ValueError(f"train.task: {task!r} has its own data; with data.dataset use train.task: classify")
             if m.block == "transformer":
