@@ -302,3 +302,18 @@ def test_sweep_and_compare_over_conv_keys(tmp_path):
     cmp = runner.invoke(app, ["compare", str(cfg), str(plain), "--out", str(tmp_path / "c")])
     assert cmp.exit_code == 0, cmp.output
     assert list(dict.fromkeys(pd.read_csv(tmp_path / "c" / "grads.csv")["variant"])) == ["conv", "plain"]
+
+
+def test_degradation_quick_version(tmp_path):
+    """The bundled experiment's one command, small (width 4, 40 steps, one seed): the deeper plain net
+    ends with a higher training-set loss than the shallower one, its residual twin with a lower one."""
+    out = tmp_path / "deg"
+    result = runner.invoke(app, [
+        "compare", "digits-plain20", "digits-plain56", "digits-res56", "--seeds", "1", "--workers", "1", "--no-plots",
+        "--set", "model.width=4", "--set", "train.steps=40", "--set", "train.batch_size=32", "--set", "train.record_every=40",
+        "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    train = pd.read_csv(out / "train.csv")
+    end = train[train["step"] == 40].set_index("variant")["train_set_loss"]
+    assert end["digits-plain56"] > 1.2 * end["digits-plain20"]
+    assert end["digits-res56"] < end["digits-plain56"] / 1.2
