@@ -380,7 +380,10 @@ def params_figure(params: pd.DataFrame, title: str = "", caption: str = "", max_
             layers = np.array(list(g.groups.keys()), dtype=float)
             st = [(finite_stats(v.to_numpy(dtype=float))) for _, v in g]
             med = np.array([s[0] for s in st])
+            single = len(layers) == 1  # a parameter at one layer only (a stem, a head, a final norm): a marker
             ax.plot(layers, _positive(med), color=colors[name], linestyle=dashes[name], linewidth=1.5,
+                    marker=("o" if name.endswith("weight") else "s") if single else None, markersize=5,
+                    fillstyle="full" if name.endswith("weight") else "none",
                     label=name if ax is axes[0] else None, gid=f"median:{variant}:{name}")
             if multi_seed:
                 ax.fill_between(layers, _positive(np.array([s[1] for s in st])), _positive(np.array([s[2] for s in st])),
