@@ -12,12 +12,13 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from resflow import batched
-from resflow.cli import app
-from resflow.config import DATASET_NAMES, load_config
-from resflow.datasets import DATASETS, Batches, load
+from resflow.cli.app import app
+from resflow.config import load_config
+from resflow.config.memory import IMAGES, check_memory, estimate
+from resflow.config.schema import DATASET_NAMES
 from resflow.experiment import prepare_seed, run
-from resflow.memory import IMAGES, check_memory, estimate
+from resflow.measure import batched
+from resflow.measure.datasets import DATASETS, Batches, load
 from resflow.models import build_model
 from resflow.models.conv import ConvResNet
 from resflow.models.init import init_linears
