@@ -38,7 +38,8 @@ def resflow(*args: str) -> None:
 def main(out: Path) -> None:
     jobs = {}
     for cfg in sorted((ROOT / "configs").glob("*.yaml")):
-        extra = [*SHORT, *(WARMUP if "warmup" in cfg.stem else [])] if cfg.stem.startswith("train") else []
+        training = cfg.stem.startswith("train") or "\ntrain:" in cfg.read_text()  # (digits-*: 300 steps)
+        extra = [*SHORT, *(WARMUP if "warmup" in cfg.stem else [])] if training else []
         jobs[f"run/{cfg.stem}"] = ["run", str(cfg), "--seeds", "2", *extra]
     jobs["sweep"] = ["sweep", "deep50", "--over", "model.depth=4,8", "--over", "model.residual=false,true", "--seeds", "2"]
     jobs["compare"] = ["compare", "deep50", "deep50-residual", "--seeds", "2"]
