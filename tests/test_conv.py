@@ -318,3 +318,10 @@ def test_degradation_quick_version(tmp_path):
     end = train[train["step"] == 40].set_index("variant")["train_set_loss"]
     assert end["digits-plain56"] > 1.2 * end["digits-plain20"]
     assert end["digits-res56"] < end["digits-plain56"] / 1.2
+
+
+def test_norm_groups_only_checked_where_a_norm_is_built():
+    ok = load_config({"model": {"depth": 2, "width": 12, "norm": "none", "norm_type": "groupnorm"}})
+    assert ok.model.norm_groups == 8  # the default, unused without a norm
+    with pytest.raises(Exception, match="8 groups do not divide model.width 12"):
+        load_config({"model": {"depth": 2, "width": 12, "norm": "pre", "norm_type": "groupnorm"}})

@@ -201,7 +201,7 @@ class ModelConfig(_Strict):
         if self.norm_groups is not None:
             if self.norm_type != "groupnorm":
                 raise ValueError(f"model.norm_groups: only for model.norm_type: groupnorm (it is {self.norm_type!r})")
-            if self.width % self.norm_groups:
+            if self.norm != "none" and self.width % self.norm_groups:
                 raise ValueError(f"model.norm_groups: {self.norm_groups} groups do not divide model.width {self.width}")
         if self.block == "conv":
             _check_conv(self)
