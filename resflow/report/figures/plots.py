@@ -657,7 +657,8 @@ def describe(result) -> tuple[str, str]:
 
     parts = [
         one("depth", lambda v: f"{v} ×") and " ".join(filter(None, [one("depth", lambda v: f"{v} ×").replace(" varied", " varied,"),
-                                                                      one("block", str), one("width", lambda v: f"width {v}")])),
+                                                                      one("block", str), one("width", lambda v: f"width {v}")]))
+        .replace(" × conv", "-layer conv"),  # a conv ResNet's depth counts its layers (6n + 2), not blocks
         one("activation", str),
         one("residual", lambda v: f"residual α={float(cols['residual_scale'][0]):g}" if _truthy(v) and len(cols.get("residual_scale", [1])) == 1 else ("residual" if _truthy(v) else "no residual")),
         one("norm", lambda v: "no norm" if v == "none" else f"{v}-{cols['norm_type'][0] if len(cols.get('norm_type', [])) == 1 else 'norm'}"),
