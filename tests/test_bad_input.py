@@ -102,7 +102,7 @@ CASES = [
      ["train.steps", "train.task: classify", "data.dataset"]),
     ("teacher-on-a-dataset", OK + "data: {dataset: digits}\ntrain: {steps: 3, task: teacher}\n", [], 2,
      ["train.task", "'teacher'", "classify"]),
-    ("post-batchnorm-sum-loss", "model: {depth: 2, width: 4, residual: true, norm: post, norm_type: batchnorm}\n", [], 2,
+    ("post-batchnorm-sum-loss", "loss: sum\nmodel: {depth: 2, width: 4, residual: true, norm: post, norm_type: batchnorm}\n", [], 2,
      ["loss", "zero gradient", "batchnorm"]),
     ("option-seeds-too-many", OK, ["--seeds", "2000000"], 2, ["'--seeds'", ("less than or equal to 1000000", "not in the range 1<=x<=1000000")]),
     ("unknown-option", OK, ["--sed", "3"], 2, ["No such option: --sed"]),
