@@ -162,20 +162,47 @@ def bench_recording(quick: bool, device) -> list[Row]:
     depth, width, batch = (10, 64, 16) if quick else (50, 256, 64)
     bare, recorded, module_hooks, minimal_hooks, no_hooks = _mlp_steps(depth, width, batch, device)
     sync = device_sync(device)
-    t = interleaved({"bare": bare, "recorded": recorded, "module_hooks": module_hooks, "minimal": minimal_hooks,
-                     "no_hooks": no_hooks}, 3 if quick else 40, sync=sync)
+    t = interleaved(
+        {"bare": bare, "recorded": recorded, "module_hooks": module_hooks, "minimal": minimal_hooks, "no_hooks": no_hooks},
+        3 if quick else 40,
+        sync=sync,
+    )
     faults = {k: faults_per_step(f) for k, f in (("bare", bare), ("recorded", recorded))}
     ours, hand = t["recorded"] / t["bare"], t["minimal"] / t["bare"]
     rows = [  # judged against the hand-written hooks measured beside it, not a fixed number
-        Row("recording, MLP: resflow's recorder", ours, "x bare fwd+bwd", "<= hand-written + 0.01", ours - hand <= 0.01,
+        Row(
+            "recording, MLP: resflow's recorder",
+            ours,
+            "x bare fwd+bwd",
+            "<= hand-written + 0.01",
+            ours - hand <= 0.01,
             f"depth {depth} width {width} batch {batch}: bare {t['bare'] * 1e3:.2f} ms, recorded {t['recorded'] * 1e3:.2f} ms "
-            f"({ours - hand:+.3f} vs the hand-written hooks); page faults/step {faults['bare']:.0f} and {faults['recorded']:.0f}"),
-        Row("recording, MLP: hand-written hooks, the same work", hand, "x bare fwd+bwd", "-", None,
-            f"{t['minimal'] * 1e3:.2f} ms; the recorder's norms from two bare hooks per block, no bookkeeping, no Record"),
-        Row("recording, MLP: the same norms after backward, no hooks (the floor)", t["no_hooks"] / t["bare"], "x bare fwd+bwd",
-            "-", None, f"{t['no_hooks'] * 1e3:.2f} ms; every block's input kept, autograd.grad, one fused norm call"),
-        Row("full module backward hooks, MLP (for comparison)", t["module_hooks"] / t["bare"], "x bare fwd+bwd", "-", None,
-            f"{t['module_hooks'] * 1e3:.2f} ms; input grad norms only"),
+            f"({ours - hand:+.3f} vs the hand-written hooks); page faults/step {faults['bare']:.0f} and {faults['recorded']:.0f}",
+        ),
+        Row(
+            "recording, MLP: hand-written hooks, the same work",
+            hand,
+            "x bare fwd+bwd",
+            "-",
+            None,
+            f"{t['minimal'] * 1e3:.2f} ms; the recorder's norms from two bare hooks per block, no bookkeeping, no Record",
+        ),
+        Row(
+            "recording, MLP: the same norms after backward, no hooks (the floor)",
+            t["no_hooks"] / t["bare"],
+            "x bare fwd+bwd",
+            "-",
+            None,
+            f"{t['no_hooks'] * 1e3:.2f} ms; every block's input kept, autograd.grad, one fused norm call",
+        ),
+        Row(
+            "full module backward hooks, MLP (for comparison)",
+            t["module_hooks"] / t["bare"],
+            "x bare fwd+bwd",
+            "-",
+            None,
+            f"{t['module_hooks'] * 1e3:.2f} ms; input grad norms only",
+        ),
     ]
     from benchmarks.transformer_overhead import reference_config, reference_step
 
@@ -184,8 +211,16 @@ def bench_recording(quick: bool, device) -> list[Row]:
     bare, recorded = reference_step(cfg)
     t = interleaved({"bare": bare, "recorded": recorded}, 3 if quick else 30, sync=sync)
     m = cfg.model
-    rows.append(Row("recording, transformer: resflow's recorder", t["recorded"] / t["bare"], "x bare fwd+bwd", "-", None,
-                    f"pre-norm {m.depth} blocks width {m.width}: bare {t['bare'] * 1e3:.2f} ms, recorded {t['recorded'] * 1e3:.2f} ms"))
+    rows.append(
+        Row(
+            "recording, transformer: resflow's recorder",
+            t["recorded"] / t["bare"],
+            "x bare fwd+bwd",
+            "-",
+            None,
+            f"pre-norm {m.depth} blocks width {m.width}: bare {t['bare'] * 1e3:.2f} ms, recorded {t['recorded'] * 1e3:.2f} ms",
+        )
+    )
     return rows
 
 
@@ -210,16 +245,38 @@ def bench_seeds(quick: bool, device) -> list[Row]:
         fns["floor"] = _batched_floor(cfg, torch.float32)
     t = interleaved(fns, 2 if quick else 7, warmup=1, sync=device_sync(device))
     ratio, end_to_end = t["sequential"] / t["batched"], t["runs"] / t["run"]
-    rows = [Row(f"{seeds} seeds in one resflow.run vs {seeds} single-seed runs", end_to_end, "x faster", "-", None,
-                f"MLP depth {depth} width 64 batch 32, end to end (tables, summary, theory): {seeds} runs "
-                f"{t['runs'] * 1e3:.0f} ms, one run {t['run'] * 1e3:.0f} ms"),
-            Row(f"{seeds} seeds batched vs one after another (the measuring pass)", ratio, "x faster", "-", None,
-                f"build + forward + backward + record each: sequential {t['sequential'] * 1e3:.0f} ms, "
-                f"batched {t['batched'] * 1e3:.0f} ms; judge it against the ceiling below")]
+    rows = [
+        Row(
+            f"{seeds} seeds in one resflow.run vs {seeds} single-seed runs",
+            end_to_end,
+            "x faster",
+            "-",
+            None,
+            f"MLP depth {depth} width 64 batch 32, end to end (tables, summary, theory): {seeds} runs "
+            f"{t['runs'] * 1e3:.0f} ms, one run {t['run'] * 1e3:.0f} ms",
+        ),
+        Row(
+            f"{seeds} seeds batched vs one after another (the measuring pass)",
+            ratio,
+            "x faster",
+            "-",
+            None,
+            f"build + forward + backward + record each: sequential {t['sequential'] * 1e3:.0f} ms, "
+            f"batched {t['batched'] * 1e3:.0f} ms; judge it against the ceiling below",
+        ),
+    ]
     if "floor" in t:
-        rows.append(Row(f"{seeds} seeds batched: its ceiling here (for comparison)", t["sequential"] / t["floor"], "x faster",
-                        "-", None, f"sequential / {t['floor'] * 1e3:.1f} ms, the time of only what a batched pass cannot "
-                        "skip: the same random draws (as raw words, the generator's fastest) and one bare stacked forward+backward"))
+        rows.append(
+            Row(
+                f"{seeds} seeds batched: its ceiling here (for comparison)",
+                t["sequential"] / t["floor"],
+                "x faster",
+                "-",
+                None,
+                f"sequential / {t['floor'] * 1e3:.1f} ms, the time of only what a batched pass cannot "
+                "skip: the same random draws (as raw words, the generator's fastest) and one bare stacked forward+backward",
+            )
+        )
     return rows
 
 
@@ -272,7 +329,11 @@ def _sweep(points_axes: list[str], seeds: int, workers: int, depth: int = 10) ->
 
 
 def bench_sweep_workers(quick: bool, device=None) -> list[Row]:  # CPU worker processes, whatever --device says
-    axes = ["model.depth=20,30", "model.init.scale=0.5,1"] if quick else ["model.depth=100,200,300,400", "model.init.scale=0.5,1,1.5,2"]
+    axes = (
+        ["model.depth=20,30", "model.init.scale=0.5,1"]
+        if quick
+        else ["model.depth=100,200,300,400", "model.init.scale=0.5,1,1.5,2"]
+    )
     reps = 1 if quick else 3
     times = {1: [], 2: []}
     for _ in range(reps):
@@ -280,8 +341,16 @@ def bench_sweep_workers(quick: bool, device=None) -> list[Row]:  # CPU worker pr
             times[w].append(_sweep(axes, seeds=1 if quick else 8, workers=w))
     t1, t2 = statistics.median(times[1]), statistics.median(times[2])
     n = 4 if quick else 16
-    return [Row(f"sweep --workers 2 vs 1 ({n} points)", t1 / t2, "x faster", ">= 1.7", t1 / t2 >= 1.7,
-                f"workers 1: {t1:.2f} s, workers 2: {t2:.2f} s (pool start-up included)")]
+    return [
+        Row(
+            f"sweep --workers 2 vs 1 ({n} points)",
+            t1 / t2,
+            "x faster",
+            ">= 1.7",
+            t1 / t2 >= 1.7,
+            f"workers 1: {t1:.2f} s, workers 2: {t2:.2f} s (pool start-up included)",
+        )
+    ]
 
 
 def bench_start_method(quick: bool, device=None) -> list[Row]:  # CPU worker processes, whatever --device says
@@ -304,17 +373,23 @@ def bench_start_method(quick: bool, device=None) -> list[Row]:  # CPU worker pro
         else:
             os.environ["RESFLOW_START_METHOD"] = saved
     fork, server = statistics.median(times["fork"]), statistics.median(times["forkserver"])
-    return [Row("sweep from a threaded process: forkserver vs fork (4 points, workers 2)", server / fork, "x the time",
-                "<= 1.5 (after the first)", server / fork <= 1.5,
-                f"fork {fork:.2f} s, forkserver {server:.2f} s; the first forkserver sweep {first:.2f} s (starts the server, imports torch)")]
+    return [
+        Row(
+            "sweep from a threaded process: forkserver vs fork (4 points, workers 2)",
+            server / fork,
+            "x the time",
+            "<= 1.5 (after the first)",
+            server / fork <= 1.5,
+            f"fork {fork:.2f} s, forkserver {server:.2f} s; the first forkserver sweep {first:.2f} s (starts the server, imports torch)",
+        )
+    ]
 
 
 def bench_big_sweep(quick: bool, device=None) -> list[Row]:  # CPU worker processes, whatever --device says
     if quick:
         axes, seeds = ["model.depth=5,10", "model.init.scale=0.5,1", "model.residual=false,true"], 2
     else:
-        axes = ["model.depth=10,20,30,40,50,60,70,80,90,100", "model.init.scale=0.5,0.75,1,1.5,2",
-                "model.residual=false,true"]
+        axes = ["model.depth=10,20,30,40,50,60,70,80,90,100", "model.init.scale=0.5,0.75,1,1.5,2", "model.residual=false,true"]
         seeds = 10
     n = seeds
     for a in axes:
@@ -324,18 +399,45 @@ def bench_big_sweep(quick: bool, device=None) -> list[Row]:  # CPU worker proces
     per_process = []
     with tempfile.TemporaryDirectory() as tmp:
         for i, depth in enumerate((10, 50, 100)[: 1 if quick else 3]):
-            cmd = [sys.executable, "-m", "resflow", "run", "deep50", "--set", f"model.depth={depth}",
-                   "--set", "device=cpu", "--out", str(Path(tmp) / str(i))]
+            cmd = [
+                sys.executable,
+                "-m",
+                "resflow",
+                "run",
+                "deep50",
+                "--set",
+                f"model.depth={depth}",
+                "--set",
+                "device=cpu",
+                "--out",
+                str(Path(tmp) / str(i)),
+            ]
             t0 = time.perf_counter()
             subprocess.run(cmd, env=env(), check=True, capture_output=True)
             per_process.append(time.perf_counter() - t0)
     baseline = statistics.median(per_process) * n
     ratio = baseline / elapsed
-    rows = [Row(f"{n}-run sweep (depth x scale x residual x seeds), workers 2", elapsed, "s", "<= 30", elapsed <= 30,
-                f"{n // seeds} sweep points x {seeds} seeds, all CSVs written")]
-    rows.append(Row(f"{n}-run sweep vs one process per run", ratio, "x faster", ">= 40", ratio >= 40,
-                    f"one `resflow run` process: median {statistics.median(per_process):.2f} s over "
-                    f"{len(per_process)} launches, extrapolated x {n} = {baseline:.0f} s (not run in full)"))
+    rows = [
+        Row(
+            f"{n}-run sweep (depth x scale x residual x seeds), workers 2",
+            elapsed,
+            "s",
+            "<= 30",
+            elapsed <= 30,
+            f"{n // seeds} sweep points x {seeds} seeds, all CSVs written",
+        )
+    ]
+    rows.append(
+        Row(
+            f"{n}-run sweep vs one process per run",
+            ratio,
+            "x faster",
+            ">= 40",
+            ratio >= 40,
+            f"one `resflow run` process: median {statistics.median(per_process):.2f} s over "
+            f"{len(per_process)} launches, extrapolated x {n} = {baseline:.0f} s (not run in full)",
+        )
+    )
     return rows
 
 
@@ -359,13 +461,37 @@ def bench_cli(quick: bool, device=None) -> list[Row]:  # process launches: no de
     rows = []
     for args in (["--help"], ["run", "--help"]):
         t = _wall([py, "-m", "resflow", *args], reps)
-        rows.append(Row(f"resflow {' '.join(args)}", t, "s", "<= 0.3", t <= 0.3,
-                        f"{t / typer_t:.2f}x `python -c 'import typer'` ({typer_t:.3f} s)"))
+        rows.append(
+            Row(
+                f"resflow {' '.join(args)}",
+                t,
+                "s",
+                "<= 0.3",
+                t <= 0.3,
+                f"{t / typer_t:.2f}x `python -c 'import typer'` ({typer_t:.3f} s)",
+            )
+        )
     heavy = subprocess.run(
-        [py, "-c", "import sys, resflow.cli.app; print(','.join(m for m in ('torch', 'pandas', 'matplotlib', 'ray', 'pydantic', 'numpy') if m in sys.modules))"],
-        env=env(), check=True, capture_output=True, text=True).stdout.strip()
-    rows.append(Row("heavy modules imported by resflow.cli.app", float(len(heavy.split(",")) if heavy else 0), "modules", "== 0",
-                    not heavy, heavy or "none of torch, pandas, matplotlib, ray, pydantic, numpy"))
+        [
+            py,
+            "-c",
+            "import sys, resflow.cli.app; print(','.join(m for m in ('torch', 'pandas', 'matplotlib', 'ray', 'pydantic', 'numpy') if m in sys.modules))",
+        ],
+        env=env(),
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    rows.append(
+        Row(
+            "heavy modules imported by resflow.cli.app",
+            float(len(heavy.split(",")) if heavy else 0),
+            "modules",
+            "== 0",
+            not heavy,
+            heavy or "none of torch, pandas, matplotlib, ray, pydantic, numpy",
+        )
+    )
     return rows
 
 
@@ -401,19 +527,32 @@ def bench_depth(quick: bool, device) -> list[Row]:
     depths = (100, 1000) if quick else (100, 1000, 10_000)
     seconds, peak = {}, {}
     for depth in depths:
-        out = subprocess.run([sys.executable, "-c", DEPTH_PROBE, str(depth), str(device)], env=env(), check=True,
-                             capture_output=True, text=True).stdout.split()
+        out = subprocess.run(
+            [sys.executable, "-c", DEPTH_PROBE, str(depth), str(device)], env=env(), check=True, capture_output=True, text=True
+        ).stdout.split()
         seconds[depth], peak[depth] = float(out[0]), float(out[1])
     us = {d: seconds[d] / d * 1e6 for d in depths}
     slopes = {f"{a}-{b}": (peak[b] - peak[a]) / (b - a) for a, b in zip(depths, depths[1:])}
     spread = max(us.values()) / min(us.values())
     slope_spread = max(slopes.values()) / max(min(slopes.values()), 1.0)
     return [
-        Row(f"depth scaling: µs/layer, max/min over depths {'/'.join(map(str, depths))}", spread, "ratio", "<= 2", spread <= 2,
-            "; ".join(f"depth {d}: {u:.0f} µs/layer" for d, u in us.items()) + f"; depth {depths[-1]} ran"),
-        Row("depth scaling: peak bytes/layer, max/min between depth pairs", slope_spread, "ratio", "<= 2", slope_spread <= 2,
+        Row(
+            f"depth scaling: µs/layer, max/min over depths {'/'.join(map(str, depths))}",
+            spread,
+            "ratio",
+            "<= 2",
+            spread <= 2,
+            "; ".join(f"depth {d}: {u:.0f} µs/layer" for d, u in us.items()) + f"; depth {depths[-1]} ran",
+        ),
+        Row(
+            "depth scaling: peak bytes/layer, max/min between depth pairs",
+            slope_spread,
+            "ratio",
+            "<= 2",
+            slope_spread <= 2,
             "; ".join(f"depths {k}: {v / 1024:.0f} KiB/layer" for k, v in slopes.items())
-            + f" (saved activations + kept grads + weights and their grads, float32; {'CUDA' if device.type == 'cuda' else 'peak RSS'})"),
+            + f" (saved activations + kept grads + weights and their grads, float32; {'CUDA' if device.type == 'cuda' else 'peak RSS'})",
+        ),
     ]
 
 
@@ -431,9 +570,18 @@ def bench_large_csv(quick: bool, device=None) -> list[Row]:  # CSV writing: no d
     n = 20_000 if quick else 1_000_000
     rng = np.random.default_rng(0)
     data = {c: np.repeat("x", n) for c in GRADS_COLUMNS}
-    data.update(variant=np.repeat("deep50", n), seed=np.arange(n) // 100, step=np.zeros(n, dtype=int),
-                layer=np.arange(n) % 100, sublayer=np.repeat("mlp", n), depth=np.full(n, 100), width=np.full(n, 64),
-                residual=np.zeros(n, dtype=bool), residual_scale=np.ones(n), init_scale=np.ones(n))
+    data.update(
+        variant=np.repeat("deep50", n),
+        seed=np.arange(n) // 100,
+        step=np.zeros(n, dtype=int),
+        layer=np.arange(n) % 100,
+        sublayer=np.repeat("mlp", n),
+        depth=np.full(n, 100),
+        width=np.full(n, 64),
+        residual=np.zeros(n, dtype=bool),
+        residual_scale=np.ones(n),
+        init_scale=np.ones(n),
+    )
     for c in ("input_grad_norm", "activation_rms", "param_grad_norm"):
         data[c] = np.exp(rng.normal(0, 10, n))  # many decades, full 17-digit mantissas
     df = pd.DataFrame(data)[GRADS_COLUMNS]
@@ -447,10 +595,19 @@ def bench_large_csv(quick: bool, device=None) -> list[Row]:  # CSV writing: no d
         pandas_s = time.perf_counter() - t0
         same = pandas_text == path.read_text()
         back = pd.read_csv(path)
-    exact = all(np.array_equal(back[c].to_numpy(), df[c].to_numpy()) for c in ("input_grad_norm", "activation_rms", "param_grad_norm"))
-    return [Row(f"write {n:,} grads.csv rows (resflow.results.csvtext, shortest repr)", elapsed, "s", "< 60 (seconds, not minutes)",
-                elapsed < 60 and exact and same,
-                f"floats round-trip exactly: {exact}; the same bytes as pandas' to_csv: {same} (which alone takes {pandas_s:.2f} s)")]
+    exact = all(
+        np.array_equal(back[c].to_numpy(), df[c].to_numpy()) for c in ("input_grad_norm", "activation_rms", "param_grad_norm")
+    )
+    return [
+        Row(
+            f"write {n:,} grads.csv rows (resflow.results.csvtext, shortest repr)",
+            elapsed,
+            "s",
+            "< 60 (seconds, not minutes)",
+            elapsed < 60 and exact and same,
+            f"floats round-trip exactly: {exact}; the same bytes as pandas' to_csv: {same} (which alone takes {pandas_s:.2f} s)",
+        )
+    ]
 
 
 BENCHES = {
@@ -470,10 +627,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (does it still run?)")
     parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(BENCHES)}")
     parser.add_argument("--out", type=Path, default=OUT, help="where results.json / results.csv go")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                        help="where the recording, seeds and depth benchmarks run their models [auto: CUDA if present]")
-    parser.add_argument("--glibc-malloc", action="store_true",
-                        help="leave glibc's malloc thresholds at their defaults (resflow's CLI sets them: resflow/allocator.py)")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        choices=("auto", "cpu", "cuda"),
+        help="where the recording, seeds and depth benchmarks run their models [auto: CUDA if present]",
+    )
+    parser.add_argument(
+        "--glibc-malloc",
+        action="store_true",
+        help="leave glibc's malloc thresholds at their defaults (resflow's CLI sets them: resflow/allocator.py)",
+    )
     args = parser.parse_args(argv)
     names = [n for n in args.only.split(",") if n] or list(BENCHES)
     unknown = [n for n in names if n not in BENCHES]
@@ -485,8 +649,10 @@ def main(argv: list[str] | None = None) -> int:
     from resflow._sys.allocator import settle_process
 
     if args.device == "cuda" and not torch.cuda.is_available():
-        print("python -m benchmarks: error: --device cuda: no CUDA device is available here; use --device auto or cpu",
-              file=sys.stderr)
+        print(
+            "python -m benchmarks: error: --device cuda: no CUDA device is available here; use --device auto or cpu",
+            file=sys.stderr,
+        )
         return 2
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
 
@@ -499,11 +665,22 @@ def main(argv: list[str] | None = None) -> int:
         new = BENCHES[name](args.quick, device)
         rows += new
         for r in new:
-            print(f"[{name} {time.perf_counter() - t0:.0f}s] {r.target}: {r.measured:.3g} {r.unit} ({r.threshold}) {r.detail}", file=sys.stderr)
+            print(
+                f"[{name} {time.perf_counter() - t0:.0f}s] {r.target}: {r.measured:.3g} {r.unit} ({r.threshold}) {r.detail}",
+                file=sys.stderr,
+            )
     print_table(rows)
     args.out.mkdir(parents=True, exist_ok=True)
-    meta = dict(quick=args.quick, device=str(device), malloc="glibc defaults" if not tuned else "resflow._sys.allocator.retain_freed_memory", python=platform.python_version(), torch=torch.__version__, cpus=os.cpu_count(),
-                platform=platform.platform(), when=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    meta = dict(
+        quick=args.quick,
+        device=str(device),
+        malloc="glibc defaults" if not tuned else "resflow._sys.allocator.retain_freed_memory",
+        python=platform.python_version(),
+        torch=torch.__version__,
+        cpus=os.cpu_count(),
+        platform=platform.platform(),
+        when=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
     (args.out / "results.json").write_text(json.dumps({"meta": meta, "rows": [asdict(r) for r in rows]}, indent=2) + "\n")
     with open(args.out / "results.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(asdict(rows[0])))

@@ -56,8 +56,12 @@ def time_pair(bare, recorded, repeats: int = 30, warmup: int = 3) -> tuple[float
         bare(), recorded()
     tb, tr = [], []
     for _ in range(repeats):  # interleaved, so drift on a shared machine hits both alike
-        t0 = time.perf_counter(); bare(); tb.append(time.perf_counter() - t0)
-        t0 = time.perf_counter(); recorded(); tr.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        bare()
+        tb.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        recorded()
+        tr.append(time.perf_counter() - t0)
     return statistics.median(tb), statistics.median(tr)
 
 
@@ -76,8 +80,10 @@ def main() -> None:
     first = time.perf_counter() - t0
     tb, tr = time_pair(bare, recorded, args.repeats)
     m = cfg.model
-    print(f"{cfg.name}: {m.depth} blocks, width {m.width}, {m.heads} heads, batch {cfg.data.batch_size} x seq {cfg.data.seq_len}, "
-          f"{len(rec.layer)} sites, {len(rec.param_name)} params")
+    print(
+        f"{cfg.name}: {m.depth} blocks, width {m.width}, {m.heads} heads, batch {cfg.data.batch_size} x seq {cfg.data.seq_len}, "
+        f"{len(rec.layer)} sites, {len(rec.param_name)} params"
+    )
     print(f"build + first recorded step: {first * 1e3:.1f} ms")
     print(f"bare forward+backward:       {tb * 1e3:.2f} ms (median of {args.repeats})")
     print(f"recorded (hooks + collect):  {tr * 1e3:.2f} ms")

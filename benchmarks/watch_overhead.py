@@ -47,8 +47,9 @@ def resnet18(batch: int = 16, size: int = 64):
     import transformers
 
     torch.manual_seed(0)
-    cfg = transformers.ResNetConfig(depths=[2, 2, 2, 2], layer_type="basic", hidden_sizes=[64, 128, 256, 512],
-                                    embedding_size=64, num_labels=10)
+    cfg = transformers.ResNetConfig(
+        depths=[2, 2, 2, 2], layer_type="basic", hidden_sizes=[64, 128, 256, 512], embedding_size=64, num_labels=10
+    )
     model = transformers.ResNetForImageClassification(cfg)
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(batch, 3, size, size, generator=gen)
@@ -60,8 +61,9 @@ def gpt2_small(batch: int = 2, seq: int = 32, vocab: int = 50257):
     import transformers
 
     torch.manual_seed(0)
-    cfg = transformers.GPT2Config(n_layer=12, n_embd=768, n_head=12, vocab_size=vocab, n_positions=1024,
-                                  resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    cfg = transformers.GPT2Config(
+        n_layer=12, n_embd=768, n_head=12, vocab_size=vocab, n_positions=1024, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0
+    )
     model = transformers.GPT2LMHeadModel(cfg)
     ids = torch.randint(vocab, (batch, seq), generator=torch.Generator().manual_seed(1))
     return model, (lambda: model(ids, labels=ids).loss), f"GPT-2 small shape (12 x 768), batch {batch} x seq {seq}, vocab {vocab}"
@@ -164,6 +166,7 @@ def variants(model, loss_fn, steps: int):
                     w.step(loss)
                     finish()
             return w
+
         return loop
 
     def hand():
@@ -194,8 +197,14 @@ def variants(model, loss_fn, steps: int):
             lightning_grad_norm(model)
             finish()
 
-    return {"bare": bare, "watch every=1": watched(1), "watch every=10": watched(10), "hand hooks": hand,
-            "wandb-style": wandb_style, "lightning-style": lightning_style}
+    return {
+        "bare": bare,
+        "watch every=1": watched(1),
+        "watch every=10": watched(10),
+        "hand hooks": hand,
+        "wandb-style": wandb_style,
+        "lightning-style": lightning_style,
+    }
 
 
 def measure(model, loss_fn, rounds: int, steps: int, clock=time.perf_counter) -> dict[str, float]:
@@ -218,15 +227,21 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=10, help="steps per round (every=10 records one of them)")
     parser.add_argument("--vocab", type=int, default=50257, help="gpt2's vocabulary (its LM head's size)")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                        help="cpu: this process's CPU time (with --threads 1, less moved by other processes "
-                        "on a shared machine than the wall clock)")
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="cpu: this process's CPU time (with --threads 1, less moved by other processes "
+        "on a shared machine than the wall clock)",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     builders = {"resnet": resnet18, "gpt2": lambda: gpt2_small(vocab=args.vocab)}
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.rounds} rounds of {args.steps} steps; "
-          f"{args.clock} clock")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.rounds} rounds of {args.steps} steps; "
+        f"{args.clock} clock"
+    )
     for key in args.models.split(","):
         model, loss_fn, label = builders[key]()
         t = measure(model, loss_fn, args.rounds, args.steps, time.process_time if args.clock == "cpu" else time.perf_counter)
@@ -234,8 +249,10 @@ def main(argv=None) -> int:
         for name, sec in t.items():
             print(f"  {name:16s} {sec * 1e3:9.1f} ms/step  {sec / t['bare']:.3f}x bare")
         e1, e10, hand = (t[k] / t["bare"] for k in ("watch every=1", "watch every=10", "hand hooks"))
-        print(f"  targets: every=10 {e10:.3f}x <= 1.02x: {'met' if e10 <= 1.02 else 'NOT met'}; "
-              f"every=1 - hand hooks = {e1 - hand:+.3f} (within 0.02: {'met' if abs(e1 - hand) <= 0.02 else 'NOT met'})")
+        print(
+            f"  targets: every=10 {e10:.3f}x <= 1.02x: {'met' if e10 <= 1.02 else 'NOT met'}; "
+            f"every=1 - hand hooks = {e1 - hand:+.3f} (within 0.02: {'met' if abs(e1 - hand) <= 0.02 else 'NOT met'})"
+        )
     return 0
 
 

@@ -14,8 +14,10 @@ from resflow import load_config, run
 
 CONFIGS = ["theory-tanh-ordered", "theory-tanh-critical", "theory-tanh-chaotic", "theory-residual-relu"]
 
-print(f"{'config':24s} {'χ₁':>8s} {'−ln(χ₁)/2':>10s} {'predicted slope':>16s} {'measured slope':>15s} "
-      f"{'first/last pred':>15s} {'measured':>10s} {'log err':>8s}")
+print(
+    f"{'config':24s} {'χ₁':>8s} {'−ln(χ₁)/2':>10s} {'predicted slope':>16s} {'measured slope':>15s} "
+    f"{'first/last pred':>15s} {'measured':>10s} {'log err':>8s}"
+)
 for name in CONFIGS:
     s = run(load_config(name)).summary
     measured = float(np.median(-np.log(s["gain_per_layer"])))

@@ -1,7 +1,8 @@
 """Your own model: its gradient flow at initialisation (record) and in your training loop (watch).
 
-    PYTHONPATH=. python examples/your_model.py
+PYTHONPATH=. python examples/your_model.py
 """
+
 import torch
 from torch import nn
 

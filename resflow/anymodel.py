@@ -54,8 +54,9 @@ def call_args(inputs) -> tuple[tuple, dict]:
         return tuple(inputs), {}
     if isinstance(inputs, Mapping):
         return (), dict(inputs)
-    raise ConfigError(f"inputs: expected a tensor, a tuple of positional args or a dict of keyword args, "
-                       f"got {type(inputs).__name__}")
+    raise ConfigError(
+        f"inputs: expected a tensor, a tuple of positional args or a dict of keyword args, got {type(inputs).__name__}"
+    )
 
 
 def _needing_grad(value):
@@ -78,8 +79,10 @@ def output_tensor(out) -> torch.Tensor:
     for item in items:
         if isinstance(item, torch.Tensor) and item.is_floating_point():
             return item
-    raise ConfigError(f"the model's output ({type(out).__name__}) holds no floating tensor for the default loss; "
-                       "pass loss=a function of the output returning a scalar")
+    raise ConfigError(
+        f"the model's output ({type(out).__name__}) holds no floating tensor for the default loss; "
+        "pass loss=a function of the output returning a scalar"
+    )
 
 
 def default_loss(out) -> torch.Tensor:
@@ -126,7 +129,9 @@ def _frames(grads: dict, params: dict, train: dict | None, named):
         grads_df = grads_frame({c: [] for c in (*GRADS_COLUMNS, "module")})
         summary_df = pd.DataFrame({c: [] for c in SUMMARY_COLUMNS})
     grads_df, summary_df = add_prediction(grads_df, summary_df, NoPrediction(NO_THEORY))
-    params_df = params_frame(params if params else {c: [] for c in ("variant", "seed", "step", "layer", "param", "grad_norm", "value_norm")})
+    params_df = params_frame(
+        params if params else {c: [] for c in ("variant", "seed", "step", "layer", "param", "grad_norm", "value_norm")}
+    )
     train_df = None
     if train is not None:
         m = len(train["step"])
@@ -142,9 +147,15 @@ def _device_dtype(model) -> tuple[str, str]:
 
 def _config(model, named, name: str, loss: str, extra: dict) -> dict:
     device, dtype = _device_dtype(model)
-    return dict(name=name, model={"class": type(model).__name__, "blocks": family(named),
-                                  "modules": [n for n, _ in named]},
-                loss=loss, dtype=dtype, device=device, seeds=1, **extra)
+    return dict(
+        name=name,
+        model={"class": type(model).__name__, "blocks": family(named), "modules": [n for n, _ in named]},
+        loss=loss,
+        dtype=dtype,
+        device=device,
+        seeds=1,
+        **extra,
+    )
 
 
 def _meta(model, started: datetime, t0: float, **extra) -> dict:
@@ -176,9 +187,13 @@ def record(model, inputs, loss=None, *, blocks=None, name=None) -> RunResult:
     rec.add_rows(grads, prows, variant, seed=0, step=0)
     grads_df, params_df, summary_df, _ = _frames(grads, prows, None, named)
     loss_name = "random" if loss is None else getattr(loss, "__name__", "custom")
-    return RunResult(grads=grads_df, params=params_df, summary=summary_df,
-                     config=_config(model, named, variant, loss_name, {}),
-                     meta=_meta(model, started, t0, loss_value=value))
+    return RunResult(
+        grads=grads_df,
+        params=params_df,
+        summary=summary_df,
+        config=_config(model, named, variant, loss_name, {}),
+        meta=_meta(model, started, t0, loss_value=value),
+    )
 
 
 def measure(model, named, inputs, loss=None):
@@ -233,7 +248,9 @@ def run_factory(cfg, on_seed=None) -> RunResult:
             model = build(cfg.model.factory, cfg.model.kwargs).to(device=device, dtype=dtype)
         gen = data_generator(seed)
         if d.shape is not None:
-            inputs = (torch.randn(tuple(d.shape), generator=gen, dtype=torch.float64) * d.input_scale).to(device=device, dtype=dtype)
+            inputs = (torch.randn(tuple(d.shape), generator=gen, dtype=torch.float64) * d.input_scale).to(
+                device=device, dtype=dtype
+            )
         else:
             inputs = torch.randint(d.tokens.vocab, (d.batch_size, d.tokens.seq_len), generator=gen).to(device)
 
@@ -248,8 +265,9 @@ def run_factory(cfg, on_seed=None) -> RunResult:
             on_seed(seed)
         del model
     grads_df, params_df, summary_df, _ = _frames(grads, prows, None, named)
-    meta = run_meta(started, t0, device=str(device), dtype=cfg.dtype, seeds=cfg.seed_list, theory=NO_THEORY,
-                    blocks=[n for n, _ in named])
+    meta = run_meta(
+        started, t0, device=str(device), dtype=cfg.dtype, seeds=cfg.seed_list, theory=NO_THEORY, blocks=[n for n, _ in named]
+    )
     return RunResult(grads=grads_df, params=params_df, summary=summary_df, config=cfg.to_dict(), meta=meta)
 
 
@@ -365,8 +383,9 @@ class Watch:
                 if not rec.norms_exact:
                     self._inexact.append(s)
         if loss is not None:
-            self._losses.append((s, loss.detach() if isinstance(loss, torch.Tensor) else float(loss),
-                                 time.perf_counter() - self._t0))
+            self._losses.append(
+                (s, loss.detach() if isinstance(loss, torch.Tensor) else float(loss), time.perf_counter() - self._t0)
+            )
         self.steps = s + 1
         if again and not self._armed:
             self._arm()
@@ -391,7 +410,7 @@ class Watch:
         tensors = [v for v in values if isinstance(v, torch.Tensor)]
         floats = iter(torch.stack([t.double().reshape(()) for t in tensors]).tolist() if tensors else [])
         train = self._train
-        for (s, v, wall) in self._losses:
+        for s, v, wall in self._losses:
             train["variant"].append(self.name)
             train["seed"].append(0)
             train["step"].append(s)
@@ -402,14 +421,25 @@ class Watch:
     def result(self) -> RunResult:
         """Everything recorded so far, as `resflow.run` returns it (train: the losses given)."""
         self._drain_losses()
-        grads, params, summary, train = _frames(self._grads, self._params,
-                                                self._train if self._train["step"] else None, self._named)
-        config = _config(self.model, self._named, self.name, "yours",
-                         {"watch": {"every": self.every, "steps": self.steps, "recorded": len(self.recorded)}})
-        meta = _meta(self.model, self._started, self._t0, steps=self.steps, recorded_steps=list(self.recorded),
-                     inexact_norm_steps=list(self._inexact))
-        return RunResult(grads=grads, params=params, summary=summary, config=config, meta=meta,
-                         path=self.out, train=train)
+        grads, params, summary, train = _frames(
+            self._grads, self._params, self._train if self._train["step"] else None, self._named
+        )
+        config = _config(
+            self.model,
+            self._named,
+            self.name,
+            "yours",
+            {"watch": {"every": self.every, "steps": self.steps, "recorded": len(self.recorded)}},
+        )
+        meta = _meta(
+            self.model,
+            self._started,
+            self._t0,
+            steps=self.steps,
+            recorded_steps=list(self.recorded),
+            inexact_norm_steps=list(self._inexact),
+        )
+        return RunResult(grads=grads, params=params, summary=summary, config=config, meta=meta, path=self.out, train=train)
 
     def flush(self) -> None:
         """Write the results dir `out` now (each file atomically)."""

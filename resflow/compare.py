@@ -82,6 +82,7 @@ def run_compare(configs: dict[str, Config], workers: int | None = None, on_start
         points.append(Point(index, name, {}, config, point_hash(config, name, {})))
     texts: dict[int, str] = {}
     workers = backends.default_workers() if workers is None else workers
+
     def save(point, text: str) -> None:
         texts[point.index] = text
         if on_point is not None:
@@ -95,5 +96,6 @@ def run_compare(configs: dict[str, Config], workers: int | None = None, on_start
     frames = tables([json.loads(texts[p.index]) for p in points], [])
     meta = run_meta(started, t0, kind="compare", refs=list(configs))
     config = {"compare": {name: cfg.to_dict() for name, cfg in configs.items()}}
-    return RunResult(grads=frames["grads"], params=frames["params"], summary=frames["summary"], config=config, meta=meta,
-                     train=frames["train"])
+    return RunResult(
+        grads=frames["grads"], params=frames["params"], summary=frames["summary"], config=config, meta=meta, train=frames["train"]
+    )

@@ -27,8 +27,7 @@ def chain_config(depth: int, weight: float, dtype: str = "float64"):
             name=f"chain-{weight:g}-pow-{depth}",
             dtype=dtype,
             loss="sum",
-            model=dict(depth=depth, width=1, activation="identity", bias=False,
-                       init=dict(scheme="constant", scale=weight)),
+            model=dict(depth=depth, width=1, activation="identity", bias=False, init=dict(scheme="constant", scale=weight)),
             data=dict(batch_size=1, input="ones"),
         )
     )
@@ -147,9 +146,19 @@ def tanh50_stats(df: pd.DataFrame) -> pd.DataFrame:
         g = np.abs(df[col].to_numpy(dtype=float))
         q = np.quantile(g, [0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0])
         rows.append(
-            dict(variant=label, min=q[0], q05=q[1], q25=q[2], median=q[3], q75=q[4], q95=q[5], max=q[6],
-                 frac_below_1e_6=float((g < 1e-6).mean()), frac_above_1e3=float((g > 1e3).mean()),
-                 frac_exact_zero=float((g == 0).mean()))
+            dict(
+                variant=label,
+                min=q[0],
+                q05=q[1],
+                q25=q[2],
+                median=q[3],
+                q75=q[4],
+                q95=q[5],
+                max=q[6],
+                frac_below_1e_6=float((g < 1e-6).mean()),
+                frac_above_1e3=float((g > 1e3).mean()),
+                frac_exact_zero=float((g == 0).mean()),
+            )
         )
     return pd.DataFrame(rows)
 

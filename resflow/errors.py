@@ -32,7 +32,8 @@ class Interrupted(ResflowError):
 # What the user's environment does to a write, not a bug in resflow: a full disk or quota, a read-only
 # or failing file system, a name or file too long for it, a permission taken away mid-run.
 ENVIRONMENT_ERRNOS = frozenset(
-    getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EROFS", "EFBIG", "ENAMETOOLONG", "EIO", "EACCES", "EPERM")
+    getattr(errno, name)
+    for name in ("ENOSPC", "EDQUOT", "EROFS", "EFBIG", "ENAMETOOLONG", "EIO", "EACCES", "EPERM")
     if hasattr(errno, name)
 )
 

@@ -113,7 +113,11 @@ def run(cfg: Config, on_seed=None, on_step=None) -> RunResult:
     summary_df = summary_frame(summarize(grads_df, CONFIG_COLUMNS))
     grads_df, summary_df, prediction = overlay(grads_df, summary_df, cfg)  # theory beside measurement
     meta = run_meta(
-        started, t0, device=str(device), dtype=cfg.dtype, seeds=cfg.seed_list,
+        started,
+        t0,
+        device=str(device),
+        dtype=cfg.dtype,
+        seeds=cfg.seed_list,
         theory=prediction.model if prediction else f"no prediction: {prediction.reason}",
     )
     return RunResult(

@@ -25,8 +25,10 @@ def resflow_cmd():
 # runners) inherits SIGINT *ignored*, and Python keeps it ignored in every child it starts, so a
 # subprocess test of Ctrl-C would test the launcher, not resflow. This launcher restores the default
 # before exec, as a terminal would have it (exec keeps SIG_IGN but resets handlers, hence SIG_DFL).
-_AS_FROM_A_TERMINAL = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
-                       "os.execv(sys.executable, [sys.executable, '-m', 'resflow', *sys.argv[1:]])")
+_AS_FROM_A_TERMINAL = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.executable, [sys.executable, '-m', 'resflow', *sys.argv[1:]])"
+)
 
 
 @pytest.fixture

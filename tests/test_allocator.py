@@ -42,8 +42,9 @@ RETURNING = {"MALLOC_TRIM_THRESHOLD_": "0", "MALLOC_MMAP_THRESHOLD_": "65536"}
 
 
 def probe(mode: str, env: dict | None = None) -> tuple[bool, int]:
-    res = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, check=True,
-                         env={**os.environ, **(env or {})})
+    res = subprocess.run(
+        [sys.executable, "-c", PROBE, mode], capture_output=True, text=True, check=True, env={**os.environ, **(env or {})}
+    )
     tuned, faults = res.stdout.split()
     return tuned == "True", int(faults)
 

@@ -38,8 +38,11 @@ class Basic(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
-        self.downsample = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-                           if stride != 1 or cin != cout else None)
+        self.downsample = (
+            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            if stride != 1 or cin != cout
+            else None
+        )
 
     def forward(self, x):
         identity = x
@@ -93,16 +96,25 @@ def no_inplace(model):
 def tiny_gpt2(n_layer=2):
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
-    cfg = transformers.GPT2Config(n_layer=n_layer, n_embd=32, n_head=2, vocab_size=61, n_positions=16,
-                                  resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0)
+    cfg = transformers.GPT2Config(
+        n_layer=n_layer,
+        n_embd=32,
+        n_head=2,
+        vocab_size=61,
+        n_positions=16,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
     return transformers.GPT2LMHeadModel(cfg)
 
 
 def tiny_hf_resnet(head=True):
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
-    cfg = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[2, 2], layer_type="basic",
-                                    num_labels=4)
+    cfg = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[2, 2], layer_type="basic", num_labels=4)
     return (transformers.ResNetForImageClassification if head else transformers.ResNetModel)(cfg)
 
 
@@ -125,6 +137,7 @@ def reference(model, inputs, loss_fn, block_names):
             x = _input_of(args, kwargs)
             x.retain_grad()
             calls.append((name, x, x.detach().double().clone()))
+
         return pre
 
     handles = [modules[n].register_forward_pre_hook(hook(n), with_kwargs=True) for n in block_names]
@@ -147,7 +160,7 @@ def reference(model, inputs, loss_fn, block_names):
     out = []
     for name, x, xv in calls:
         own = [p.grad.double() for p in modules[name].parameters() if owner[id(p)] == name and p.grad is not None]
-        pg = torch.sqrt(sum((g ** 2).sum() for g in own)).item() if own else math.nan
+        pg = torch.sqrt(sum((g**2).sum() for g in own)).item() if own else math.nan
         out.append((name, x.grad.double().norm().item(), (xv.norm() / math.sqrt(xv.numel())).item(), pg))
     return out
 
@@ -215,8 +228,12 @@ def test_hf_resnet_matches_retain_grad():
     labels = torch.tensor([0, 3, 1])
     loss = lambda out: nn.functional.cross_entropy(out.logits, labels)
     result = resflow.record(model, {"pixel_values": x}, loss)
-    names = ["resnet.encoder.stages.0.layers.0", "resnet.encoder.stages.0.layers.1",
-             "resnet.encoder.stages.1.layers.0", "resnet.encoder.stages.1.layers.1"]
+    names = [
+        "resnet.encoder.stages.0.layers.0",
+        "resnet.encoder.stages.0.layers.1",
+        "resnet.encoder.stages.1.layers.0",
+        "resnet.encoder.stages.1.layers.1",
+    ]
     assert_matches(result, reference(model, {"pixel_values": x}, loss, names))
 
 

@@ -23,8 +23,17 @@ CASES = {
 
 
 def _cfg(model, dtype="float64", seeds=3, loss="mse"):
-    return load_config({"dtype": dtype, "seeds": seeds, "seed": 5, "loss": loss, "device": "cpu",
-                        "model": {"depth": 5, "width": 8, **model}, "data": {"batch_size": 4}})
+    return load_config(
+        {
+            "dtype": dtype,
+            "seeds": seeds,
+            "seed": 5,
+            "loss": loss,
+            "device": "cpu",
+            "model": {"depth": 5, "width": 8, **model},
+            "data": {"batch_size": 4},
+        }
+    )
 
 
 def _assert_close(seq, bat, rtol):

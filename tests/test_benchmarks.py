@@ -38,7 +38,11 @@ def test_interleaved_waits_for_the_device_before_each_clock_stops():
     from benchmarks.run import interleaved
 
     events = []
-    interleaved({"a": lambda: events.append("a"), "b": lambda: events.append("b")}, repeats=2, warmup=1,
-                sync=lambda: events.append("sync"))
+    interleaved(
+        {"a": lambda: events.append("a"), "b": lambda: events.append("b")},
+        repeats=2,
+        warmup=1,
+        sync=lambda: events.append("sync"),
+    )
     # warm-up (one sync after it), then every timed call followed by a sync
     assert events == ["a", "b", "sync", "a", "sync", "b", "sync", "a", "sync", "b", "sync"]

@@ -122,7 +122,9 @@ def test_subprocess_errors_go_to_stderr(tmp_path, resflow_cmd, cli_env):
 
 
 def test_run_from_another_directory_by_name(tmp_path, resflow_cmd, cli_env):
-    proc = subprocess.run(resflow_cmd + ["run", "deep50-residual", *SMALL], capture_output=True, text=True, cwd=tmp_path, env=cli_env)
+    proc = subprocess.run(
+        resflow_cmd + ["run", "deep50-residual", *SMALL], capture_output=True, text=True, cwd=tmp_path, env=cli_env
+    )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "results" / "deep50-residual" / "grads.csv").is_file()
 

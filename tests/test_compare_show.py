@@ -85,8 +85,11 @@ def test_show_rerenders_every_kind(tmp_path, kind):
     shown = invoke("show", out)
     assert shown.exit_code == 0, shown.output
     # exactly what the command printed (progress lines aside), the run's title line included
-    printed = [l for l in _table_lines(made.output) if not l.startswith(("points ", "sweep ", "configs "))
-               and not re.match(r"compare: \d+ configs", l)]  # the plan and progress (stderr, mixed in here)
+    printed = [
+        l
+        for l in _table_lines(made.output)
+        if not l.startswith(("points ", "sweep ", "configs ")) and not re.match(r"compare: \d+ configs", l)
+    ]  # the plan and progress (stderr, mixed in here)
     assert printed == shown.output.splitlines()
     if kind == "run":
         assert shown.output.startswith("deep50: 6 × mlp width 8, tanh, no residual")
@@ -115,8 +118,22 @@ def test_tables_fit_an_80_column_terminal(tmp_path):
     from resflow.results.files import read_run
 
     out = tmp_path / "s"
-    assert invoke("sweep", "deep50", "--over", "model.residual=false,true", "--over", "model.depth=1,2,4,6", *SMALL,
-                  "--workers", 1, "--out", out).exit_code == 0
+    assert (
+        invoke(
+            "sweep",
+            "deep50",
+            "--over",
+            "model.residual=false,true",
+            "--over",
+            "model.depth=1,2,4,6",
+            *SMALL,
+            "--workers",
+            1,
+            "--out",
+            out,
+        ).exit_code
+        == 0
+    )
     console = Console(width=80, record=True, file=open(tmp_path / "screen.txt", "w"))
     for item in renderables(read_run(out), width=80):
         console.print(item)
@@ -127,28 +144,58 @@ def test_tables_fit_an_80_column_terminal(tmp_path):
     assert "flag" in text and "gain" in text  # the last column is still there
 
 
-@pytest.mark.parametrize("factor, words", [(0.5, "vanishes exponentially"), (0.9, "shrinks"), (1.0, "stays level"),
-                                           (1.05, "grows"), (1.5, "grows"), (2.0, "explodes exponentially")])
+@pytest.mark.parametrize(
+    "factor, words",
+    [
+        (0.5, "vanishes exponentially"),
+        (0.9, "shrinks"),
+        (1.0, "stays level"),
+        (1.05, "grows"),
+        (1.5, "grows"),
+        (2.0, "explodes exponentially"),
+    ],
+)
 def test_depth_story_words_follow_the_fitted_factor(factor, words):
     from resflow.report.terminal.sweep import depth_story
 
     depths = [1, 2, 4, 8, 16]
-    summary = pd.DataFrame({"variant": [f"p{d}" for d in depths], "depth": depths, "seed": 0,
-                            "grad_ratio": [factor ** (d - 1) for d in depths], "gain_per_layer": factor, "finite": True})
+    summary = pd.DataFrame(
+        {
+            "variant": [f"p{d}" for d in depths],
+            "depth": depths,
+            "seed": 0,
+            "grad_ratio": [factor ** (d - 1) for d in depths],
+            "gain_per_layer": factor,
+            "finite": True,
+        }
+    )
     (line,) = depth_story(summary, ["depth"])
     assert f"(×{factor:.3g} per added layer): it {words} with depth" in line
 
 
-@pytest.mark.parametrize("factor, depths, words", [(1.0297, [10, 20, 50, 100], "grows"),  # x14 over 90 layers
-                                                   (1.005, [10, 20, 50, 100], "stays level"),  # x1.6
-                                                   (0.97, [10, 20, 50, 100], "shrinks"),  # x0.064
-                                                   (1.11, [1, 10, 25, 50], "grows"),  # x166: flagged points, yet under 1000x
-                                                   (1.2, [1, 10, 25, 50], "explodes exponentially")])  # x7,600
+@pytest.mark.parametrize(
+    "factor, depths, words",
+    [
+        (1.0297, [10, 20, 50, 100], "grows"),  # x14 over 90 layers
+        (1.005, [10, 20, 50, 100], "stays level"),  # x1.6
+        (0.97, [10, 20, 50, 100], "shrinks"),  # x0.064
+        (1.11, [1, 10, 25, 50], "grows"),  # x166: flagged points, yet under 1000x
+        (1.2, [1, 10, 25, 50], "explodes exponentially"),
+    ],
+)  # x7,600
 def test_depth_story_level_means_within_2x_over_the_depths_swept(factor, depths, words):
     from resflow.report.terminal.sweep import depth_story
 
-    summary = pd.DataFrame({"variant": [f"p{d}" for d in depths], "depth": depths, "seed": 0,
-                            "grad_ratio": [factor ** d for d in depths], "gain_per_layer": factor, "finite": True})
+    summary = pd.DataFrame(
+        {
+            "variant": [f"p{d}" for d in depths],
+            "depth": depths,
+            "seed": 0,
+            "grad_ratio": [factor**d for d in depths],
+            "gain_per_layer": factor,
+            "finite": True,
+        }
+    )
     (line,) = depth_story(summary, ["depth"])
     assert f"it {words} with depth" in line
 
@@ -158,17 +205,34 @@ def test_sweep_table_says_no_gradient_for_all_zero_gradients_not_non_finite():
 
     from resflow.report.terminal.sweep import sweep_table
 
-    summary = pd.DataFrame({"variant": ["s0", "s1"], "init_scale": [0.0, 1.0], "seed": 0, "step": 0,
-                            "grad_ratio": [float("nan"), 0.5], "gain_per_layer": [float("nan"), 0.99],
-                            "finite": [True, True]})
+    summary = pd.DataFrame(
+        {
+            "variant": ["s0", "s1"],
+            "init_scale": [0.0, 1.0],
+            "seed": 0,
+            "step": 0,
+            "grad_ratio": [float("nan"), 0.5],
+            "gain_per_layer": [float("nan"), 0.99],
+            "finite": [True, True],
+        }
+    )
     console = Console(width=200, record=True)
     console.print(sweep_table(summary, ["init_scale"]))
     rows = [line for line in console.export_text().splitlines() if line.startswith("│")]
     assert "no gradient" in rows[0] and "0/0" in rows[0] and "non-finite" not in rows[0] and "nan" not in rows[0]
     assert "no gradient" not in rows[1]
     # one seed of three with no gradient: the others' median, no flag for it
-    summary = pd.DataFrame({"variant": "s", "init_scale": 1.0, "seed": [0, 1, 2], "step": 0,
-                            "grad_ratio": [float("nan"), 0.5, 0.7], "gain_per_layer": 0.99, "finite": True})
+    summary = pd.DataFrame(
+        {
+            "variant": "s",
+            "init_scale": 1.0,
+            "seed": [0, 1, 2],
+            "step": 0,
+            "grad_ratio": [float("nan"), 0.5, 0.7],
+            "gain_per_layer": 0.99,
+            "finite": True,
+        }
+    )
     console = Console(width=200, record=True)
     console.print(sweep_table(summary, ["init_scale"]))
     (row,) = [line for line in console.export_text().splitlines() if line.startswith("│")]
@@ -178,8 +242,16 @@ def test_sweep_table_says_no_gradient_for_all_zero_gradients_not_non_finite():
 def test_depth_story_survives_ratios_spanning_more_than_a_float():
     from resflow.report.terminal.sweep import depth_story
 
-    summary = pd.DataFrame({"variant": ["a", "b", "c"], "depth": [1, 100, 200], "seed": 0,
-                            "grad_ratio": [1e-300, 1e-10, 1e300], "gain_per_layer": 1.0, "finite": True})
+    summary = pd.DataFrame(
+        {
+            "variant": ["a", "b", "c"],
+            "depth": [1, 100, 200],
+            "seed": 0,
+            "grad_ratio": [1e-300, 1e-10, 1e300],
+            "gain_per_layer": 1.0,
+            "finite": True,
+        }
+    )
     (line,) = depth_story(summary, ["depth"])
     assert "explodes exponentially" in line
 
@@ -187,8 +259,9 @@ def test_depth_story_survives_ratios_spanning_more_than_a_float():
 def test_headline_says_an_exact_zero_in_float32_may_be_underflow():
     from resflow.report.terminal.run import headline
 
-    grads = pd.DataFrame({"variant": "v", "seed": 0, "step": 0, "layer": [0, 1, 2], "sublayer": "mlp",
-                          "input_grad_norm": [0.0, 1e-30, 0.5]})
+    grads = pd.DataFrame(
+        {"variant": "v", "seed": 0, "step": 0, "layer": [0, 1, 2], "sublayer": "mlp", "input_grad_norm": [0.0, 1e-30, 0.5]}
+    )
     assert "dtype=float64" in headline(grads, dtype="float32")
     assert "dtype=float64" not in headline(grads, dtype="float64")  # a true zero there: nothing to suggest
     grads["input_grad_norm"] = [1e-3, 0.1, 0.5]
@@ -198,8 +271,7 @@ def test_headline_says_an_exact_zero_in_float32_may_be_underflow():
 def test_compare_headline_says_a_norm_placement_comparison_at_init_is_not_about_training():
     from resflow.report.terminal.sweep import compare_headline
 
-    summary = pd.DataFrame({"variant": ["pre", "post"], "seed": 0, "step": 0, "grad_ratio": [3.4, 1.05],
-                            "norm": ["pre", "post"]})
+    summary = pd.DataFrame({"variant": ["pre", "post"], "seed": 0, "step": 0, "grad_ratio": [3.4, 1.05], "norm": ["pre", "post"]})
     text = compare_headline(summary)
     assert text.startswith("post keeps") and "at initialisation" in text and "train-postln" in text
     assert "at initialisation" not in compare_headline(summary.assign(norm="pre"))  # no norm placement compared

@@ -1,6 +1,5 @@
 """Config loading: defaults, bundled names, overrides, and one-line errors naming the key."""
 
-
 import pytest
 
 from resflow.config.loading import bundled_config_names, load_config, resolve_config_path
@@ -19,8 +18,22 @@ def test_defaults_and_name_from_stem(tmp_path):
     assert cfg.name == "mine"
     assert (cfg.seed, cfg.seeds, cfg.dtype, cfg.loss) == (0, 1, "float32", "random")  # issue 20: not sum
     m = cfg.model
-    assert (m.block, m.activation, m.residual, m.residual_scale, m.norm, m.norm_type) == ("mlp", "tanh", False, 1.0, "none", "layernorm")
-    assert (m.preactivation, m.bias, m.share_weights, m.init.scheme, m.init.scale, m.init.bias_std) == (False, True, False, "default", 1.0, None)
+    assert (m.block, m.activation, m.residual, m.residual_scale, m.norm, m.norm_type) == (
+        "mlp",
+        "tanh",
+        False,
+        1.0,
+        "none",
+        "layernorm",
+    )
+    assert (m.preactivation, m.bias, m.share_weights, m.init.scheme, m.init.scale, m.init.bias_std) == (
+        False,
+        True,
+        False,
+        "default",
+        1.0,
+        None,
+    )
     assert (cfg.data.batch_size, cfg.data.input, cfg.data.input_scale) == (32, "normal", 1.0)
 
 

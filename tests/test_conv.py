@@ -28,8 +28,11 @@ runner = CliRunner()
 
 
 def conv_cfg(*sets, depth=8, width=4, batch=8):
-    base = {"dtype": "float64", "model": {"block": "conv", "depth": depth, "width": width, "residual": True},
-            "data": {"dataset": "digits", "batch_size": batch}}
+    base = {
+        "dtype": "float64",
+        "model": {"block": "conv", "depth": depth, "width": width, "residual": True},
+        "data": {"dataset": "digits", "batch_size": batch},
+    }
     return load_config(base, list(sets))
 
 
@@ -59,7 +62,9 @@ def reference(model, x, loss_fn):
             params[(layer, name)] = (float(p.grad.double().norm()), float(p.detach().double().norm()))
     for name, p in model.stem.named_parameters():
         params[(-1, f"stem.{name}" if isinstance(model, ConvResNet) else f"stem.linear.{name}")] = (
-            float(p.grad.double().norm()), float(p.detach().double().norm()))
+            float(p.grad.double().norm()),
+            float(p.detach().double().norm()),
+        )
     for name, p in model.head.named_parameters():
         key = f"head.{name}" if isinstance(model, ConvResNet) else f"head.linear.{name}"
         params[(len(model.blocks), key)] = (float(p.grad.double().norm()), float(p.detach().double().norm()))
@@ -101,8 +106,15 @@ def test_conv_records_equal_autograd(sets):
 
 
 def test_conv_records_equal_autograd_without_a_dataset_two_seeds():
-    cfg = load_config({"dtype": "float64", "seeds": 2, "loss": "random",
-                       "model": {"block": "conv", "depth": 14, "width": 4, "residual": True}, "data": {"batch_size": 4}})
+    cfg = load_config(
+        {
+            "dtype": "float64",
+            "seeds": 2,
+            "loss": "random",
+            "model": {"block": "conv", "depth": 14, "width": 4, "residual": True},
+            "data": {"batch_size": 4},
+        }
+    )
     for seed in (0, 1):
         assert_matches_reference(cfg, seed=seed)
 
@@ -111,8 +123,14 @@ def test_conv_records_equal_autograd_without_a_dataset_two_seeds():
 @pytest.mark.parametrize("norm_type", ["batchnorm", "groupnorm"])
 def test_mlp_on_digits_with_batch_and_group_norm_equals_autograd(norm, norm_type):
     sets = ["model.norm_groups=4"] if norm_type == "groupnorm" else []
-    cfg = load_config({"dtype": "float64", "model": {"depth": 4, "width": 16, "residual": True, "norm": norm, "norm_type": norm_type},
-                       "data": {"dataset": "digits", "batch_size": 8}}, sets)
+    cfg = load_config(
+        {
+            "dtype": "float64",
+            "model": {"depth": 4, "width": 16, "residual": True, "norm": norm, "norm_type": norm_type},
+            "data": {"dataset": "digits", "batch_size": 8},
+        },
+        sets,
+    )
     result, _ = assert_matches_reference(cfg)
     assert {"stem.linear.weight", "head.linear.bias"} <= set(result.params["param"])
 
@@ -245,8 +263,13 @@ def test_classify_accuracy_equals_a_separate_evaluation():
 
 
 def test_mlp_trains_on_flattened_digits():
-    cfg = load_config({"model": {"depth": 2, "width": 32, "activation": "relu"}, "data": {"dataset": "digits"},
-                       "train": {"steps": 60, "batch_size": 32, "lr": 0.01, "record_every": 60}})
+    cfg = load_config(
+        {
+            "model": {"depth": 2, "width": 32, "activation": "relu"},
+            "data": {"dataset": "digits"},
+            "train": {"steps": 60, "batch_size": 32, "lr": 0.01, "record_every": 60},
+        }
+    )
     t = run(cfg).train
     end = t[t["step"] == 60].iloc[0]
     assert end["train_set_accuracy"] > 0.6 and end["eval_accuracy"] > 0.6  # 10% is chance
@@ -255,8 +278,9 @@ def test_mlp_trains_on_flattened_digits():
 def test_conv_is_never_batched_and_memory_is_estimated():
     cfg = conv_cfg("seeds=3")
     assert not batched.supports(cfg)
-    assert not batched.supports(load_config({"seeds": 3, "loss": "random", "model": {
-        "depth": 3, "width": 4, "norm": "pre", "norm_type": "batchnorm"}}))
+    assert not batched.supports(
+        load_config({"seeds": 3, "loss": "random", "model": {"depth": 3, "width": 4, "norm": "pre", "norm_type": "batchnorm"}})
+    )
     assert not batched.supports(load_config({"seeds": 3, "model": {"depth": 3, "width": 4}, "data": {"dataset": "digits"}}))
     small, deep = estimate(conv_cfg(depth=20)), estimate(conv_cfg(depth=56))
     assert 0 < small.total < deep.total
@@ -281,8 +305,20 @@ def test_sweep_and_compare_over_conv_keys(tmp_path):
     cfg = tmp_path / "conv.yaml"
     cfg.write_text(CONV_YAML)
     out = tmp_path / "s"
-    args = ["sweep", str(cfg), "--over", "model.shortcut=pad,projection", "--over", "model.preactivation=false,true",
-            "--over", "model.depth=8,14", "--workers", "1", "--out", str(out)]
+    args = [
+        "sweep",
+        str(cfg),
+        "--over",
+        "model.shortcut=pad,projection",
+        "--over",
+        "model.preactivation=false,true",
+        "--over",
+        "model.depth=8,14",
+        "--workers",
+        "1",
+        "--out",
+        str(out),
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     grads = pd.read_csv(out / "grads.csv")
@@ -309,10 +345,30 @@ def test_degradation_quick_version(tmp_path):
     """The bundled experiment's one command, small (width 4, 40 steps, one seed): the deeper plain net
     ends with a higher training-set loss than the shallower one, its residual twin with a lower one."""
     out = tmp_path / "deg"
-    result = runner.invoke(app, [
-        "compare", "digits-plain20", "digits-plain56", "digits-res56", "--seeds", "1", "--workers", "1", "--no-plots",
-        "--set", "model.width=4", "--set", "train.steps=40", "--set", "train.batch_size=32", "--set", "train.record_every=40",
-        "--out", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "compare",
+            "digits-plain20",
+            "digits-plain56",
+            "digits-res56",
+            "--seeds",
+            "1",
+            "--workers",
+            "1",
+            "--no-plots",
+            "--set",
+            "model.width=4",
+            "--set",
+            "train.steps=40",
+            "--set",
+            "train.batch_size=32",
+            "--set",
+            "train.record_every=40",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     train = pd.read_csv(out / "train.csv")
     end = train[train["step"] == 40].set_index("variant")["train_set_loss"]

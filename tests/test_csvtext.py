@@ -48,26 +48,30 @@ def test_generated_frames(n, data):
         "f": data.draw(st.lists(floats, min_size=n, max_size=n)),
         "i": data.draw(st.lists(st.integers(-(2**62), 2**62), min_size=n, max_size=n)),
         "b": data.draw(st.lists(st.booleans(), min_size=n, max_size=n)),
-        "s, \"q\"": data.draw(st.lists(texts, min_size=n, max_size=n)),
+        's, "q"': data.draw(st.lists(texts, min_size=n, max_size=n)),
         "const": ["deep50"] * n,
         "mixed": data.draw(st.lists(st.one_of(st.none(), st.integers(-5, 5), floats, st.booleans()), min_size=n, max_size=n)),
     }
     df = pd.DataFrame(cols)
     if n:
-        df["obj_num"] = pd.Series(data.draw(st.lists(st.one_of(st.integers(0, 3), st.floats(0, 3)), min_size=n, max_size=n)), dtype=object)
+        df["obj_num"] = pd.Series(
+            data.draw(st.lists(st.one_of(st.integers(0, 3), st.floats(0, 3)), min_size=n, max_size=n)), dtype=object
+        )
     same(df)
 
 
 def test_repeated_values_and_other_kinds():
     n = 1000
     rng = np.random.default_rng(0)
-    df = pd.DataFrame({
-        "variant": np.repeat(["a", "b,c", 'say "hi"', None], n // 4),
-        "x": np.exp(rng.normal(0, 30, n)),
-        "scale": np.repeat([0.5, 1.0, 1.5, np.nan], n // 4),
-        "f32": rng.normal(size=n).astype(np.float32),  # handed to pandas
-        "cat": pd.Categorical(np.repeat(["p", "q"], n // 2)),  # handed to pandas
-    })
+    df = pd.DataFrame(
+        {
+            "variant": np.repeat(["a", "b,c", 'say "hi"', None], n // 4),
+            "x": np.exp(rng.normal(0, 30, n)),
+            "scale": np.repeat([0.5, 1.0, 1.5, np.nan], n // 4),
+            "f32": rng.normal(size=n).astype(np.float32),  # handed to pandas
+            "cat": pd.Categorical(np.repeat(["p", "q"], n // 2)),  # handed to pandas
+        }
+    )
     same(df)
     same(df[["variant", "x", "scale"]])
     same(df.iloc[:0])

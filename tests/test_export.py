@@ -46,8 +46,24 @@ def check_against_csv(results, logdir, column="input_grad_norm"):
 
 def test_export_training_run(tmp_path):
     out, logdir = tmp_path / "train", tmp_path / "tb"
-    assert invoke("run", "deep50", "--out", out, "--seeds", 2, "--set", "model.depth=3", "--set", "train.steps=4",
-                  "--set", "train.record_every=2", *SMALL).exit_code == 0
+    assert (
+        invoke(
+            "run",
+            "deep50",
+            "--out",
+            out,
+            "--seeds",
+            2,
+            "--set",
+            "model.depth=3",
+            "--set",
+            "train.steps=4",
+            "--set",
+            "train.record_every=2",
+            *SMALL,
+        ).exit_code
+        == 0
+    )
     result = invoke("export", out, logdir, "--to", "tensorboard")
     assert result.exit_code == 0, result.output
     assert f"to {logdir}/" in result.output and "tensorboard --logdir" in result.output
@@ -61,7 +77,8 @@ def test_export_training_run(tmp_path):
         assert loss == {int(s): np.float32(v) for s, v in zip(rows["step"], rows["loss"])}
         evals = rows.dropna(subset=["eval_loss"])
         assert {e.step: e.value for e in acc.Scalars("eval_loss")} == {
-            int(s): np.float32(v) for s, v in zip(evals["step"], evals["eval_loss"])}
+            int(s): np.float32(v) for s, v in zip(evals["step"], evals["eval_loss"])
+        }
         # one histogram per step: the log10 of every layer's norm at that step
         grads = read_csv(out / "grads.csv")
         mine = grads[(grads["variant"] == variant) & (grads["seed"] == seed)]
@@ -79,8 +96,24 @@ def test_export_training_run(tmp_path):
 
 def test_export_sweep_profile_and_summary(tmp_path):
     out, logdir = tmp_path / "sweep", tmp_path / "tb"
-    assert invoke("sweep", "deep50", "--over", "model.residual=false,true", "--set", "model.depth=4", "--seeds", 1,
-                  "--workers", 1, "--out", out, *SMALL).exit_code == 0
+    assert (
+        invoke(
+            "sweep",
+            "deep50",
+            "--over",
+            "model.residual=false,true",
+            "--set",
+            "model.depth=4",
+            "--seeds",
+            1,
+            "--workers",
+            1,
+            "--out",
+            out,
+            *SMALL,
+        ).exit_code
+        == 0
+    )
     assert invoke("export", out, logdir, "--to", "tensorboard").exit_code == 0
     assert check_against_csv(out, logdir) == len(read_csv(out / "grads.csv"))
     grads, summary = read_csv(out / "grads.csv"), read_csv(out / "summary.csv")
@@ -96,8 +129,25 @@ def test_export_sweep_profile_and_summary(tmp_path):
 def test_export_compare_parquet_and_refusals(tmp_path):
     pytest.importorskip("pyarrow")
     out, logdir = tmp_path / "cmp", tmp_path / "tb"
-    assert invoke("compare", "deep50", "deep50-residual", "--set", "model.depth=3", "--seeds", 1, "--workers", 1,
-                  "--format", "parquet", "--out", out, *SMALL).exit_code == 0
+    assert (
+        invoke(
+            "compare",
+            "deep50",
+            "deep50-residual",
+            "--set",
+            "model.depth=3",
+            "--seeds",
+            1,
+            "--workers",
+            1,
+            "--format",
+            "parquet",
+            "--out",
+            out,
+            *SMALL,
+        ).exit_code
+        == 0
+    )
     assert invoke("export", out, logdir, "--to", "tensorboard").exit_code == 0
     assert sorted(p.name for p in logdir.iterdir()) == ["deep50", "deep50-residual"]
     again = invoke("export", out, logdir, "--to", "tensorboard")

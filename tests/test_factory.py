@@ -29,8 +29,7 @@ def broken_factory(**kwargs):
     raise ValueError("depth must be even")
 
 
-FACTORY = {"name": "tiny", "model": {"factory": "test_factory:tiny_net", "kwargs": {"depth": 3}},
-           "data": {"shape": [4, 5]}}
+FACTORY = {"name": "tiny", "model": {"factory": "test_factory:tiny_net", "kwargs": {"depth": 3}}, "data": {"shape": [4, 5]}}
 
 
 def write(tmp_path, data, name="cfg.yaml"):
@@ -66,7 +65,8 @@ def test_factory_run_matches_retain_grad_on_the_same_model_and_batch():
         got = g[g["seed"] == seed]
         assert got["input_grad_norm"].tolist() == pytest.approx([t.grad.double().norm().item() for t in xs], rel=2e-5)
         assert got["activation_rms"].tolist() == pytest.approx(
-            [t.detach().double().norm().item() / math.sqrt(t.numel()) for t in xs], rel=2e-5)
+            [t.detach().double().norm().item() / math.sqrt(t.numel()) for t in xs], rel=2e-5
+        )
         want_p = [torch.sqrt(sum(p.grad.double().pow(2).sum() for p in model[i].parameters())).item() for i in range(3)]
         assert got["param_grad_norm"].tolist() == pytest.approx(want_p, rel=2e-5)
     assert (g["depth"] == 3).all() and (g["block"] == "Sequential").all()
@@ -112,14 +112,20 @@ def test_compare_a_factory_model_with_a_resflow_model(tmp_path):
     assert set(read_run(tmp_path / "c").grads["variant"]) == {"tiny", "own"}
 
 
-@pytest.mark.parametrize("sets, message", [
-    (["model.factory=no_such_module_x:f"], "model.factory: cannot import 'no_such_module_x'"),
-    (["model.factory=test_factory:nothing"], "model.factory: 'test_factory' has no 'nothing'"),
-    (["model.factory=test_factory:broken_factory"], "model.kwargs: test_factory:broken_factory rejected them (ValueError: depth must be even)"),
-    (["model.kwargs.depht=2"], "model.kwargs: test_factory:tiny_net rejected them (TypeError: "),
-    (["model.blocks=[stage*]"], "blocks: the pattern 'stage*' matches no module of Sequential"),
-    (["data.shape=[4, 7]"], "the model rejected the inputs: RuntimeError: mat1 and mat2 shapes cannot be multiplied"),
-])
+@pytest.mark.parametrize(
+    "sets, message",
+    [
+        (["model.factory=no_such_module_x:f"], "model.factory: cannot import 'no_such_module_x'"),
+        (["model.factory=test_factory:nothing"], "model.factory: 'test_factory' has no 'nothing'"),
+        (
+            ["model.factory=test_factory:broken_factory"],
+            "model.kwargs: test_factory:broken_factory rejected them (ValueError: depth must be even)",
+        ),
+        (["model.kwargs.depht=2"], "model.kwargs: test_factory:tiny_net rejected them (TypeError: "),
+        (["model.blocks=[stage*]"], "blocks: the pattern 'stage*' matches no module of Sequential"),
+        (["data.shape=[4, 7]"], "the model rejected the inputs: RuntimeError: mat1 and mat2 shapes cannot be multiplied"),
+    ],
+)
 def test_cli_bad_factory_input_is_one_line_exit_2(tmp_path, sets, message):
     path = write(tmp_path, FACTORY)
     out = tmp_path / "r"
@@ -134,9 +140,16 @@ def test_cli_bad_factory_input_is_one_line_exit_2(tmp_path, sets, message):
 
 def test_hf_gpt2_from_yaml(tmp_path):
     pytest.importorskip("transformers")
-    cfg = load_config({"name": "g", "model": {"factory": "hf:gpt2", "kwargs": {
-        "n_layer": 2, "n_embd": 32, "n_head": 2, "vocab_size": 64, "n_positions": 16}},
-        "data": {"batch_size": 2, "tokens": {"vocab": 64, "seq_len": 8}}})
+    cfg = load_config(
+        {
+            "name": "g",
+            "model": {
+                "factory": "hf:gpt2",
+                "kwargs": {"n_layer": 2, "n_embd": 32, "n_head": 2, "vocab_size": 64, "n_positions": 16},
+            },
+            "data": {"batch_size": 2, "tokens": {"vocab": 64, "seq_len": 8}},
+        }
+    )
     g = run(cfg).grads
     assert list(g["module"]) == ["transformer.h.0", "transformer.h.1"]
     assert (g["input_grad_norm"] > 0).all() and (g["block"] == "GPT2Block").all()
@@ -144,9 +157,13 @@ def test_hf_gpt2_from_yaml(tmp_path):
 
 def test_hf_resnet_from_yaml_and_unknown_kwarg():
     pytest.importorskip("transformers")
-    base = {"model": {"factory": "hf:resnet", "kwargs": {"depths": [2, 2], "hidden_sizes": [8, 16],
-                                                          "embedding_size": 8, "layer_type": "basic"}},
-            "data": {"shape": [2, 3, 16, 16]}}
+    base = {
+        "model": {
+            "factory": "hf:resnet",
+            "kwargs": {"depths": [2, 2], "hidden_sizes": [8, 16], "embedding_size": 8, "layer_type": "basic"},
+        },
+        "data": {"shape": [2, 3, 16, 16]},
+    }
     g = run(load_config(base)).grads
     assert list(g["module"]) == [f"resnet.encoder.stages.{s}.layers.{i}" for s in (0, 1) for i in (0, 1)]
     with pytest.raises(ConfigError, match="model.kwargs: hf:resnet rejected them .*ResNetConfig has no 'depth'"):

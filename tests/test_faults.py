@@ -20,8 +20,7 @@ from resflow.cli.app import app
 
 runner = CliRunner()
 OK = "model: {depth: 3, width: 4}\n"
-SLOW = ["--set", "model.depth=2000", "--set", "model.width=64", "--set", "data.batch_size=32", "--set", "seeds=3",
-        "--no-plots"]
+SLOW = ["--set", "model.depth=2000", "--set", "model.width=64", "--set", "data.batch_size=32", "--set", "seeds=3", "--no-plots"]
 
 
 def _lines(text):
@@ -48,8 +47,7 @@ with results_lock(sys.argv[1]):
 @pytest.fixture
 def holder(tmp_path, cli_env):
     """A separate live process holding the lock of tmp_path/out."""
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path / "out")], env=cli_env,
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path / "out")], env=cli_env, stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "locked"
     yield proc
     if proc.poll() is None:
@@ -98,8 +96,13 @@ def test_signal_during_run_stops_cleanly_and_writes_nothing(tmp_path, resflow_cm
     config = tmp_path / "c.yaml"
     config.write_text(OK)
     out = tmp_path / "out"
-    proc = subprocess.Popen([*resflow_cmd_terminal, "run", str(config), "--out", str(out), *SLOW], env=cli_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*resflow_cmd_terminal, "run", str(config), "--out", str(out), *SLOW],
+        env=cli_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     _wait_for(lock_path(out), proc)
     time.sleep(1.0)  # well into the run
     proc.send_signal(sig)
@@ -198,8 +201,9 @@ print(json.dumps([peak - base, estimate(cfg).total]))
 def test_memory_estimate_is_within_a_factor_of_two_of_the_measured_peak(cli_env):
     """Weights-dominated (100 x 512^2 float32, ~200 MB): the estimate against the process's peak RSS."""
     cfg = {"model": {"depth": 100, "width": 512}, "data": {"batch_size": 16}}
-    proc = subprocess.run([sys.executable, "-c", MEASURE, json.dumps(cfg)], env=cli_env, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", MEASURE, json.dumps(cfg)], env=cli_env, capture_output=True, text=True, timeout=300
+    )
     measured, estimated = json.loads(proc.stdout)
     assert 0.5 <= estimated / measured <= 2.0, (measured, estimated)
 
@@ -212,10 +216,14 @@ def test_training_memory_estimate_counts_optimizer_state_and_train_batch(cli_env
     from resflow.config.loading import load_config
     from resflow.config.memory import estimate
 
-    cfg = {"model": {"depth": 40, "width": 512}, "data": {"batch_size": 4},
-           "train": {"steps": 2, "optimizer": "adam", "batch_size": 16, "eval_batches": 1}}
-    proc = subprocess.run([sys.executable, "-c", MEASURE, json.dumps(cfg)], env=cli_env, capture_output=True,
-                          text=True, timeout=300)
+    cfg = {
+        "model": {"depth": 40, "width": 512},
+        "data": {"batch_size": 4},
+        "train": {"steps": 2, "optimizer": "adam", "batch_size": 16, "eval_batches": 1},
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", MEASURE, json.dumps(cfg)], env=cli_env, capture_output=True, text=True, timeout=300
+    )
     measured, estimated = json.loads(proc.stdout)
     assert 0.5 <= estimated / measured <= 2.0, (measured, estimated)
     est = estimate(load_config(cfg))
@@ -224,11 +232,28 @@ def test_training_memory_estimate_counts_optimizer_state_and_train_batch(cli_env
     assert est.activations == 4 * at_init.activations  # batch 16 for training against data.batch_size 4
 
 
-@pytest.mark.parametrize("args, written", [
-    (["demo", "tanh50", "--seeds", "3"], "demo.csv"),
-    (["compare", "deep50", "deep50-residual", "--set", "model.depth=2", "--set", "model.width=4", "--seeds", "1",
-      "--no-plots"], "grads.csv"),
-], ids=["demo", "compare"])
+@pytest.mark.parametrize(
+    "args, written",
+    [
+        (["demo", "tanh50", "--seeds", "3"], "demo.csv"),
+        (
+            [
+                "compare",
+                "deep50",
+                "deep50-residual",
+                "--set",
+                "model.depth=2",
+                "--set",
+                "model.width=4",
+                "--seeds",
+                "1",
+                "--no-plots",
+            ],
+            "grads.csv",
+        ),
+    ],
+    ids=["demo", "compare"],
+)
 def test_a_command_into_a_dir_another_process_is_writing_is_refused(tmp_path, args, written):
     out = tmp_path / "out"
     with results_lock(out):  # held as by another live resflow (this process: alive)
@@ -239,8 +264,9 @@ def test_a_command_into_a_dir_another_process_is_writing_is_refused(tmp_path, ar
     assert done.exit_code == 0 and (out / written).is_file() and not lock_path(out).exists()
 
 
-@pytest.mark.parametrize("args", [["theory", "deep50"], ["run", "deep50", "--no-plots", "--set", "model.depth=3"]],
-                         ids=["theory-echo", "run-rich"])
+@pytest.mark.parametrize(
+    "args", [["theory", "deep50"], ["run", "deep50", "--no-plots", "--set", "model.depth=3"]], ids=["theory-echo", "run-rich"]
+)
 def test_stdout_closed_by_the_reader_is_quiet_and_keeps_the_results(tmp_path, resflow_cmd, cli_env, args):
     """`resflow ... | head`: the reader goes away. No traceback, no crash report, exit 1; a run's
     results dir is complete (it is written before anything is printed)."""
@@ -248,8 +274,14 @@ def test_stdout_closed_by_the_reader_is_quiet_and_keeps_the_results(tmp_path, re
     os.close(read_end)  # the reader has left before resflow writes a byte
     out = tmp_path / "out"
     try:
-        proc = subprocess.run([*resflow_cmd, *args, *(["--out", str(out)] if args[0] == "run" else [])],
-                              stdout=write_end, stderr=subprocess.PIPE, text=True, env=cli_env, timeout=120)
+        proc = subprocess.run(
+            [*resflow_cmd, *args, *(["--out", str(out)] if args[0] == "run" else [])],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=cli_env,
+            timeout=120,
+        )
     finally:
         os.close(write_end)
     assert proc.returncode == 1 and proc.stderr == "", proc.stderr

@@ -53,8 +53,14 @@ COMBOS = list(itertools.product([False, True], ["none", "pre", "post"], ["layern
     ids=[f"res={r}-norm={n}-{t}-preact={p}" for r, n, t, p in COMBOS],
 )
 def test_recorder_matches_autograd(residual, norm, norm_type, preactivation):
-    cfg = small(residual=residual, norm=norm, norm_type=norm_type, preactivation=preactivation,
-                residual_scale=0.7, init=dict(scheme="normal", scale=1.3, bias_std=0.1))
+    cfg = small(
+        residual=residual,
+        norm=norm,
+        norm_type=norm_type,
+        preactivation=preactivation,
+        residual_scale=0.7,
+        init=dict(scheme="normal", scale=1.3, bias_std=0.1),
+    )
     rec = measure_seed(cfg, 0, torch.device("cpu"))
     ref = reference(cfg)
     for key in ("input_grad_norm", "activation_rms", "param_grad_norm"):

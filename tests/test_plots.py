@@ -43,7 +43,8 @@ def concat(results, name):
         grads=pd.concat([r.grads for r in results], ignore_index=True),
         params=pd.concat([r.params for r in results], ignore_index=True),
         summary=pd.concat([r.summary for r in results], ignore_index=True),
-        config={"name": name}, meta=dict(results[0].meta),
+        config={"name": name},
+        meta=dict(results[0].meta),
     )
 
 
@@ -89,8 +90,11 @@ def test_profile_line_is_the_csv_median_and_band_is_min_max(tmp_path):
     lo, hi = ax.get_ylim()
     assert math.log10(lo).is_integer() and math.log10(hi).is_integer()
     last = np.median(grads[grads.layer == 5]["input_grad_norm"])
-    near = [(name, last * f) for name, f in (("vanishing", VANISHING), ("exploding", EXPLODING))
-            if expected.min().min() / 10 <= last * f <= expected.max().max() * 10]
+    near = [
+        (name, last * f)
+        for name, f in (("vanishing", VANISHING), ("exploding", EXPLODING))
+        if expected.min().min() / 10 <= last * f <= expected.max().max() * 10
+    ]
     assert lo <= min([expected.min().min()] + [v for _, v in near])
     assert hi >= max([expected.max().max()] + [v for _, v in near])
     guides = {ln.get_gid(): ln.get_ydata()[0] for ln in ax.get_lines() if str(ln.get_gid()).startswith("guide")}
@@ -178,8 +182,7 @@ def test_run_writes_valid_pngs_of_the_expected_size(tmp_path):
 
 def test_no_plots_writes_no_figures(tmp_path):
     out = tmp_path / "r"
-    result = runner.invoke(app, ["run", "deep50", "--out", str(out), "--no-plots",
-                                 *sum((["--set", s] for s in SMALL), [])])
+    result = runner.invoke(app, ["run", "deep50", "--out", str(out), "--no-plots", *sum((["--set", s] for s in SMALL), [])])
     assert result.exit_code == 0, result.output
     assert not list(out.glob("*.png")) and (out / "grads.csv").is_file()
 
@@ -282,9 +285,18 @@ def test_sparkline_is_log10_on_the_fixed_scale():
 
 def test_loss_curve_is_train_csv_median_per_step():
     rng = np.random.default_rng(0)
-    rows = [dict(variant=v, seed=s, step=t, loss=float(np.exp(-t / 50) * (1 + 0.1 * rng.random()) * (2 if v == "b" else 1)),
-                 eval_loss=(0.5 if t % 20 == 0 else np.nan))
-            for v in ("a", "b") for s in range(3) for t in range(0, 101, 5)]
+    rows = [
+        dict(
+            variant=v,
+            seed=s,
+            step=t,
+            loss=float(np.exp(-t / 50) * (1 + 0.1 * rng.random()) * (2 if v == "b" else 1)),
+            eval_loss=(0.5 if t % 20 == 0 else np.nan),
+        )
+        for v in ("a", "b")
+        for s in range(3)
+        for t in range(0, 101, 5)
+    ]
     train = pd.DataFrame(rows)
     ax = loss_figure(train).axes[0]
     for v in ("a", "b"):
@@ -300,8 +312,9 @@ def test_layer_by_step_heatmap_is_log10_of_the_median():
     from resflow.report.figures.plots import steps_heatmap_figure
 
     base = small_run(seeds=2).grads
-    grads = pd.concat([base.assign(step=t, input_grad_norm=base["input_grad_norm"] * 10.0 ** (t / 10)) for t in (0, 10, 20)],
-                      ignore_index=True)
+    grads = pd.concat(
+        [base.assign(step=t, input_grad_norm=base["input_grad_norm"] * 10.0 ** (t / 10)) for t in (0, 10, 20)], ignore_index=True
+    )
     fig = steps_heatmap_figure(grads)
     mesh = fig.axes[0].collections[0]
     want = np.log10(grads.groupby(["layer", "step"])["input_grad_norm"].median().unstack("step").to_numpy())
@@ -337,8 +350,20 @@ def test_sweep_and_compare_tables_carry_sparklines(sweep_dir):
 
 def test_sweep_and_compare_commands_write_figures_unless_no_plots(tmp_path):
     small = [a for s in SMALL for a in ("--set", s)] + ["--seeds", "2", "--workers", "1"]
-    out = runner.invoke(app, ["sweep", "deep50", "--over", "model.depth=1,2,3", "--over", "model.residual=false,true",
-                              "--out", str(tmp_path / "s"), *small])
+    out = runner.invoke(
+        app,
+        [
+            "sweep",
+            "deep50",
+            "--over",
+            "model.depth=1,2,3",
+            "--over",
+            "model.residual=false,true",
+            "--out",
+            str(tmp_path / "s"),
+            *small,
+        ],
+    )
     assert out.exit_code == 0, out.output
     assert {p.name for p in (tmp_path / "s").glob("*.png")} == {"profile.png", "params.png", "depth.png", "heatmap.png"}
     assert "depth.png, heatmap.png" in out.output
@@ -355,8 +380,14 @@ def test_panel_titles_stay_inside_their_panels():
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     variants = [f"deep50[depth={d},init_scale={s},residual={r}]" for d in (10, 20) for s in (0.5, 1) for r in ("false", "true")]
-    params = pd.DataFrame([dict(variant=v, seed=0, step=0, layer=l, param=p, grad_norm=1.0 + l, value_norm=1.0)
-                           for v in variants for l in range(3) for p in ("linear.weight", "linear.bias")])
+    params = pd.DataFrame(
+        [
+            dict(variant=v, seed=0, step=0, layer=l, param=p, grad_norm=1.0 + l, value_norm=1.0)
+            for v in variants
+            for l in range(3)
+            for p in ("linear.weight", "linear.bias")
+        ]
+    )
     fig = params_figure(params, title="deep50")
     FigureCanvasAgg(fig).draw()
     renderer = fig.canvas.get_renderer()

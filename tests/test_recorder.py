@@ -15,8 +15,9 @@ from resflow.models import build_model
 
 
 def setup(seed=0, **model):
-    cfg = load_config(dict(dtype="float64", data=dict(batch_size=3),
-                           model=dict(depth=4, width=5, activation="tanh", residual=True, **model)))
+    cfg = load_config(
+        dict(dtype="float64", data=dict(batch_size=3), model=dict(depth=4, width=5, activation="tanh", residual=True, **model))
+    )
     torch.manual_seed(seed)
     stack = build_model(cfg.model, dtype=torch.float64)
     gen = data_generator(seed)
@@ -216,7 +217,7 @@ def test_float32_norms_that_under_or_overflow_are_taken_in_float64(model, what, 
         assert all(math.isfinite(v) and v > 0 for v in rec.input_grad_norm + rec.activation_rms)
         assert rec.input_grad_norm == pytest.approx(ref_grad, rel=1e-6)
         numel = inputs[0].numel()
-        assert [v * numel ** 0.5 for v in rec.activation_rms] == pytest.approx(ref_x, rel=1e-6)
+        assert [v * numel**0.5 for v in rec.activation_rms] == pytest.approx(ref_x, rel=1e-6)
         assert rec.norms_exact
 
 
@@ -260,8 +261,14 @@ def test_batched_parameter_norms_that_underflow_are_taken_in_float64_on_any_devi
     from resflow.measure import batched
     from resflow.measure import recorder as recorder_module
 
-    cfg = load_config(dict(dtype="float32", seeds=2, data=dict(batch_size=4),
-                           model=dict(depth=3, width=16, init=dict(scheme="normal", scale=1e-24))))
+    cfg = load_config(
+        dict(
+            dtype="float32",
+            seeds=2,
+            data=dict(batch_size=4),
+            model=dict(depth=3, width=16, init=dict(scheme="normal", scale=1e-24)),
+        )
+    )
     for cheap in (True, False):
         monkeypatch.setattr(recorder_module, "reads_cheaply", lambda t: cheap)
         monkeypatch.setattr(batched, "reads_cheaply", lambda t: cheap)

@@ -20,8 +20,19 @@ import pytest
 from resflow._sys.locks import lock_path
 
 S = ["--set", "model.depth=3", "--set", "model.width=8", "--seeds", "1", "--no-plots"]
-SMALL_SWEEP = ["--over", "model.depth=1,2,3", "--set", "model.width=8", "--set", "data.batch_size=4", "--seeds", "2",
-               "--no-plots", "--workers", "1"]
+SMALL_SWEEP = [
+    "--over",
+    "model.depth=1,2,3",
+    "--set",
+    "model.width=8",
+    "--set",
+    "data.batch_size=4",
+    "--seeds",
+    "2",
+    "--no-plots",
+    "--workers",
+    "1",
+]
 CSVS = ("grads.csv", "params.csv", "summary.csv")
 
 
@@ -38,8 +49,9 @@ def _limit_memory():  # so that an unbounded read fails in the child instead of 
 
 
 def cli(resflow_cmd, cli_env, *args, cwd=None, timeout=120, **kw):
-    return subprocess.run([*resflow_cmd, *map(str, args)], env=cli_env, cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, **kw)
+    return subprocess.run(
+        [*resflow_cmd, *map(str, args)], env=cli_env, cwd=cwd, capture_output=True, text=True, timeout=timeout, **kw
+    )
 
 
 def _children(pid: int) -> list[int]:
@@ -80,13 +92,32 @@ def _descendants(pid: int) -> list[int]:
 @pytest.mark.parametrize("method, processes", [("fork", 2), ("forkserver", 4)])  # forkserver: + server, tracker
 def test_kill_9_of_a_sweep_ends_its_workers_and_resume_is_not_refused(tmp_path, resflow_cmd, cli_env, method, processes):
     out = tmp_path / "k"
-    args = ["sweep", "deep50", "--over", "model.depth=300,400,500,600,700,800", "--set", "model.width=64",
-            "--set", "data.batch_size=16", "--seeds", "2", "--no-plots", "--workers", "2", "--out", out]
-    proc = subprocess.Popen([*resflow_cmd, *map(str, args)], env={**cli_env, "RESFLOW_START_METHOD": method},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    args = [
+        "sweep",
+        "deep50",
+        "--over",
+        "model.depth=300,400,500,600,700,800",
+        "--set",
+        "model.width=64",
+        "--set",
+        "data.batch_size=16",
+        "--seeds",
+        "2",
+        "--no-plots",
+        "--workers",
+        "2",
+        "--out",
+        out,
+    ]
+    proc = subprocess.Popen(
+        [*resflow_cmd, *map(str, args)],
+        env={**cli_env, "RESFLOW_START_METHOD": method},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        _wait_until(lambda: len(_descendants(proc.pid)) >= processes or proc.poll() is not None, 120,
-                    "no workers started")
+        _wait_until(lambda: len(_descendants(proc.pid)) >= processes or proc.poll() is not None, 120, "no workers started")
         time.sleep(1.0)
         workers = _descendants(proc.pid)
         assert proc.poll() is None, "the sweep finished before it could be killed: make its points bigger"
@@ -122,8 +153,7 @@ with results_lock(sys.argv[1]):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
 def test_a_lock_whose_owner_is_dead_is_taken_over_even_if_its_child_holds_it(tmp_path, resflow_cmd, cli_env):
     out = tmp_path / "out"
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER_WITH_CHILD, str(out)], env=cli_env, stdout=subprocess.PIPE,
-                              text=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER_WITH_CHILD, str(out)], env=cli_env, stdout=subprocess.PIPE, text=True)
     child = int(holder.stdout.readline())
     try:
         refused = cli(resflow_cmd, cli_env, "run", "deep50", *S, "--out", out)
@@ -230,8 +260,7 @@ def test_a_config_that_is_not_a_small_regular_file_is_refused(tmp_path, resflow_
         path.write_text("# " + "x" * (5 << 20) + "\nmodel: {depth: 3, width: 8}\n")
     else:
         path = Path(kind)
-    result = cli(resflow_cmd, cli_env, "run", path, *S, "--out", tmp_path / "out", timeout=60,
-                 preexec_fn=_limit_memory)
+    result = cli(resflow_cmd, cli_env, "run", path, *S, "--out", tmp_path / "out", timeout=60, preexec_fn=_limit_memory)
     assert result.returncode == 2, result.stderr[-500:]
     lines = _lines(result.stderr)
     assert len(lines) == 1 and str(path) in lines[0], lines
@@ -247,8 +276,20 @@ def test_a_dead_ray_address_fails_fast_and_creates_nothing(tmp_path, resflow_cmd
     pytest.importorskip("ray")
     out = tmp_path / "r"
     t0 = time.monotonic()
-    result = cli(resflow_cmd, cli_env, "sweep", "deep50", *SMALL_SWEEP, "--backend", "ray", "--ray-address",
-                 "127.0.0.1:1", "--out", out, timeout=90)
+    result = cli(
+        resflow_cmd,
+        cli_env,
+        "sweep",
+        "deep50",
+        *SMALL_SWEEP,
+        "--backend",
+        "ray",
+        "--ray-address",
+        "127.0.0.1:1",
+        "--out",
+        out,
+        timeout=90,
+    )
     assert time.monotonic() - t0 < 60
     assert result.returncode == 1, result.stderr
     errors = _errors(result.stderr)
@@ -264,8 +305,18 @@ def test_sigterm_while_connecting_to_ray_is_honoured_within_seconds(tmp_path, re
     server.bind(("127.0.0.1", 0))
     server.listen(16)
     out = tmp_path / "r"
-    cmd = [*resflow_cmd, "sweep", "deep50", *SMALL_SWEEP, "--backend", "ray", "--ray-address",
-           f"127.0.0.1:{server.getsockname()[1]}", "--out", str(out)]
+    cmd = [
+        *resflow_cmd,
+        "sweep",
+        "deep50",
+        *SMALL_SWEEP,
+        "--backend",
+        "ray",
+        "--ray-address",
+        f"127.0.0.1:{server.getsockname()[1]}",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.Popen(cmd, env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(8)  # imports done, connecting
@@ -294,12 +345,18 @@ def _run(resflow_cmd, cli_env, out, *extra):
     return out
 
 
-@pytest.mark.parametrize("damage, named", [
-    (lambda d: (d / "grads.csv").write_text("".join((d / "grads.csv").read_text().splitlines(True)[:2])), "grads.csv"),
-    (lambda d: (d / "summary.csv").write_bytes((d / "summary.csv").read_bytes()[:-30]), "summary.csv"),
-    (lambda d: (d / "config.yaml").write_text((d / "config.yaml").read_text().replace("depth: 3", "depth: 999")), "config.yaml"),
-    (lambda d: (d / "params.csv").unlink(), "params.csv"),
-])
+@pytest.mark.parametrize(
+    "damage, named",
+    [
+        (lambda d: (d / "grads.csv").write_text("".join((d / "grads.csv").read_text().splitlines(True)[:2])), "grads.csv"),
+        (lambda d: (d / "summary.csv").write_bytes((d / "summary.csv").read_bytes()[:-30]), "summary.csv"),
+        (
+            lambda d: (d / "config.yaml").write_text((d / "config.yaml").read_text().replace("depth: 3", "depth: 999")),
+            "config.yaml",
+        ),
+        (lambda d: (d / "params.csv").unlink(), "params.csv"),
+    ],
+)
 @pytest.mark.parametrize("command", ["show", "plot"])
 def test_an_edited_or_truncated_results_file_is_refused_naming_it(tmp_path, resflow_cmd, cli_env, damage, named, command):
     out = _run(resflow_cmd, cli_env, tmp_path / "r")
@@ -371,8 +428,13 @@ main()
 
 def test_a_full_disk_during_a_run_is_one_line_and_leaves_nothing(tmp_path, cli_env):
     env = {**cli_env, "FAIL_AT": "params.csv"}
-    result = subprocess.run([sys.executable, "-c", FULL_DISK, "run", "deep50", *S, "--out", str(tmp_path / "r")],
-                            env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", FULL_DISK, "run", "deep50", *S, "--out", str(tmp_path / "r")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1, result.stderr
     lines = _lines(result.stderr)
     assert len(lines) == 1 and "params.csv" in lines[0] and "No space left on device" in lines[0], lines
@@ -384,8 +446,13 @@ def test_a_full_disk_during_a_sweep_says_how_to_resume(tmp_path, cli_env, resflo
     out = tmp_path / "s"
     # point files (.00000-<hash>.json.*.tmp): the first is written, the next one finds the disk full
     env = {**cli_env, "FAIL_AT": "0000", "FAIL_AFTER_ONE": str(tmp_path / "one-written")}
-    result = subprocess.run([sys.executable, "-c", FULL_DISK, "sweep", "deep50", *SMALL_SWEEP, "--out", str(out)],
-                            env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", FULL_DISK, "sweep", "deep50", *SMALL_SWEEP, "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1, result.stderr
     errors = _errors(result.stderr)
     assert len(errors) == 1 and "No space left on device" in errors[0] and "--resume" in errors[0], result.stderr
@@ -398,9 +465,18 @@ def test_a_full_disk_during_a_sweep_says_how_to_resume(tmp_path, cli_env, resflo
 def _can_mount_tmpfs() -> bool:
     if shutil.which("unshare") is None:
         return False
-    probe = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
-                            "mount -t tmpfs -o size=64k tmpfs /mnt 2>/dev/null || mount -t tmpfs -o size=64k tmpfs /tmp"],
-                           capture_output=True)
+    probe = subprocess.run(
+        [
+            "unshare",
+            "--user",
+            "--map-root-user",
+            "--mount",
+            "sh",
+            "-c",
+            "mount -t tmpfs -o size=64k tmpfs /mnt 2>/dev/null || mount -t tmpfs -o size=64k tmpfs /tmp",
+        ],
+        capture_output=True,
+    )
     return probe.returncode == 0
 
 
@@ -409,11 +485,18 @@ def test_a_real_full_disk_on_a_small_tmpfs(tmp_path, cli_env):
     """A 48 KiB tmpfs (in a private mount namespace) that the run's CSVs do not fit in."""
     disk = tmp_path / "disk"
     disk.mkdir()
-    script = (f"mount -t tmpfs -o size=48k tmpfs {disk} && "
-              f"{sys.executable} -m resflow run deep50 --set model.depth=300 --set model.width=8 --seeds 2 --no-plots "
-              f"--out {disk}/r; echo rc=$?; ls -A {disk}")
-    result = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script], env=cli_env,
-                            capture_output=True, text=True, timeout=120)
+    script = (
+        f"mount -t tmpfs -o size=48k tmpfs {disk} && "
+        f"{sys.executable} -m resflow run deep50 --set model.depth=300 --set model.width=8 --seeds 2 --no-plots "
+        f"--out {disk}/r; echo rc=$?; ls -A {disk}"
+    )
+    result = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "rc=1" in result.stdout, result.stdout + result.stderr
     assert result.stdout.strip().endswith("rc=1")  # and `ls -A` of the disk printed nothing: nothing left
     lines = _lines(result.stderr)
@@ -468,8 +551,9 @@ def test_an_out_that_is_a_symlink_is_refused_and_left_alone(tmp_path, resflow_cm
 
 
 def test_an_axis_given_twice_is_an_error(tmp_path, resflow_cmd, cli_env):
-    result = cli(resflow_cmd, cli_env, "sweep", "deep50", "--over", "model.depth=3,4", "--over", "model.depth=5,6",
-                 "--out", tmp_path / "s")
+    result = cli(
+        resflow_cmd, cli_env, "sweep", "deep50", "--over", "model.depth=3,4", "--over", "model.depth=5,6", "--out", tmp_path / "s"
+    )
     assert result.returncode == 2, result.stderr
     lines = _lines(result.stderr)
     assert len(lines) == 1 and "model.depth" in lines[0] and "twice" in lines[0], lines

@@ -17,8 +17,17 @@ pytestmark = pytest.mark.smoke
 runner = Runner()
 SMALL = ["--set", "model.width=8", "--set", "data.batch_size=4", "--seeds", 2]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+]
 
 
 def invoke(*args):
@@ -52,8 +61,19 @@ def parse(path):
 @pytest.fixture(scope="module")
 def sweep_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("rep") / "sweep"
-    result = invoke("sweep", "deep50", "--over", "model.residual=false,true", "--over", "model.depth=1,2,4", "--workers", 1,
-                    "--out", out, *SMALL)
+    result = invoke(
+        "sweep",
+        "deep50",
+        "--over",
+        "model.residual=false,true",
+        "--over",
+        "model.depth=1,2,4",
+        "--workers",
+        1,
+        "--out",
+        out,
+        *SMALL,
+    )
     assert result.exit_code == 0, result.output
     result = invoke("report", out)
     assert result.exit_code == 0, result.output
@@ -116,8 +136,11 @@ def test_report_in_headless_chromium(sweep_report, tmp_path):
     assert check.group(1).startswith(f"figures {n}/{n}; errors 0"), check.group(1)
     # screenshot of the report itself: not blank (many distinct colours, a fair share of non-white pixels)
     shot = tmp_path / "shot.png"
-    subprocess.run([*flags, "--window-size=1200,1600", f"--screenshot={shot}", (sweep_report / "report.html").as_uri()],
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [*flags, "--window-size=1200,1600", f"--screenshot={shot}", (sweep_report / "report.html").as_uri()],
+        capture_output=True,
+        timeout=120,
+    )
     import numpy as np
     from PIL import Image
 

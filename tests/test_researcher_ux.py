@@ -25,9 +25,15 @@ def write_yaml(path, data):
     return path
 
 
-TRAIN_MLP = dict(name="trainy", seed=0, seeds=1, dtype="float64",
-                 model=dict(depth=3, width=8), data=dict(batch_size=8),
-                 train=dict(steps=4, lr=1e-2, eval_batches=1))
+TRAIN_MLP = dict(
+    name="trainy",
+    seed=0,
+    seeds=1,
+    dtype="float64",
+    model=dict(depth=3, width=8),
+    data=dict(batch_size=8),
+    train=dict(steps=4, lr=1e-2, eval_batches=1),
+)
 
 
 # 1. a sweep of a training config prints the loss table (and `show` does), and says which step its
@@ -37,8 +43,9 @@ TRAIN_MLP = dict(name="trainy", seed=0, seeds=1, dtype="float64",
 def test_sweep_of_a_training_config_prints_the_loss_table_and_the_step(tmp_path):
     cfg = write_yaml(tmp_path / "trainy.yaml", TRAIN_MLP)
     out = tmp_path / "s"
-    ran = invoke("sweep", cfg, "--over", "model.residual=false,true", "--over", "model.depth=3", "-j", "1",
-                 "--out", out, "--no-plots")
+    ran = invoke(
+        "sweep", cfg, "--over", "model.residual=false,true", "--over", "model.depth=3", "-j", "1", "--out", out, "--no-plots"
+    )
     assert ran.exit_code == 0, ran.output
     for text in (ran.output, invoke("show", out).output):
         assert "above floor" in text  # the loss table's column
@@ -66,11 +73,13 @@ def test_sweep_theory_error_is_defined_and_honest_near_the_critical_point():
 
     # measured vs predicted first/last: at the critical point (predicted 1.0, 1.02) the measurement is off
     # by 2x and by 1.5x; far from it (1e-6) by 1.1x. A relative error of the log printed "—" and 100 %+ here.
-    summary = _summary([
-        dict(variant="a", scale=1.0, grad_ratio=0.5, predicted_grad_ratio=1.0),
-        dict(variant="b", scale=1.1, grad_ratio=1.53, predicted_grad_ratio=1.02),
-        dict(variant="c", scale=2.0, grad_ratio=1.1e-6, predicted_grad_ratio=1e-6),
-    ])
+    summary = _summary(
+        [
+            dict(variant="a", scale=1.0, grad_ratio=0.5, predicted_grad_ratio=1.0),
+            dict(variant="b", scale=1.1, grad_ratio=1.53, predicted_grad_ratio=1.02),
+            dict(variant="c", scale=2.0, grad_ratio=1.1e-6, predicted_grad_ratio=1e-6),
+        ]
+    )
     from rich.console import Console
 
     console = Console(width=300, record=True)
@@ -96,8 +105,12 @@ def test_run_theory_line_states_the_error_at_the_critical_point():
 
 
 def _transformer_grads(depth, variants=("a", "b")):
-    rows = [dict(variant=v, seed=0, step=0, layer=layer, sublayer=sub, input_grad_norm=(k + 1.0) * (1 + 0.5 * (sub == "ffn")))
-            for k, v in enumerate(variants) for layer in range(depth) for sub in ("attn", "ffn")]
+    rows = [
+        dict(variant=v, seed=0, step=0, layer=layer, sublayer=sub, input_grad_norm=(k + 1.0) * (1 + 0.5 * (sub == "ffn")))
+        for k, v in enumerate(variants)
+        for layer in range(depth)
+        for sub in ("attn", "ffn")
+    ]
     return pd.DataFrame(rows)
 
 
@@ -133,9 +146,18 @@ def test_compare_sparklines_tell_profiles_3_6x_apart():
     from resflow.report.terminal.sweep import compare_profiles
 
     depth = 24
-    rows = [dict(variant=v, seed=0, step=0, layer=layer, sublayer="mlp",
-                 input_grad_norm=1000.0 * (3.6 ** ((depth - 1 - layer) / (depth - 1)) if v == "rising" else 1.0))
-            for v in ("flat", "rising") for layer in range(depth)]
+    rows = [
+        dict(
+            variant=v,
+            seed=0,
+            step=0,
+            layer=layer,
+            sublayer="mlp",
+            input_grad_norm=1000.0 * (3.6 ** ((depth - 1 - layer) / (depth - 1)) if v == "rising" else 1.0),
+        )
+        for v in ("flat", "rising")
+        for layer in range(depth)
+    ]
     rows_text, _ = _table_rows(compare_profiles(pd.DataFrame(rows)))
     lines = {r[0]: r[1] for r in rows_text}
     assert len(set(lines["flat"])) == 1  # a flat profile draws flat
@@ -177,9 +199,20 @@ def test_sweep_with_one_varying_key_and_a_pinned_one_draws_a_line_not_a_heatmap(
 def _flat_run(variants=1, depth=12):
     from resflow.results import RunResult
 
-    rows = [dict(variant=f"v{k}", seed=s, step=0, layer=layer, sublayer="mlp", depth=depth,
-                 input_grad_norm=(1 + 0.1 * k) * (1 + 0.01 * s) * 1.02 ** layer)
-            for k in range(variants) for s in range(2) for layer in range(depth)]
+    rows = [
+        dict(
+            variant=f"v{k}",
+            seed=s,
+            step=0,
+            layer=layer,
+            sublayer="mlp",
+            depth=depth,
+            input_grad_norm=(1 + 0.1 * k) * (1 + 0.01 * s) * 1.02**layer,
+        )
+        for k in range(variants)
+        for s in range(2)
+        for layer in range(depth)
+    ]
     grads = pd.DataFrame(rows)
     return RunResult(grads=grads, params=pd.DataFrame(), summary=pd.DataFrame(), config={}, meta={})
 
@@ -197,8 +230,9 @@ def test_profile_keeps_a_threshold_the_data_come_near():
     from resflow.report.figures.plots import profile_figure
     from resflow.results import RunResult
 
-    rows = [dict(variant="v", seed=0, step=0, layer=layer, sublayer="mlp", input_grad_norm=10.0 ** (layer - 5))
-            for layer in range(6)]  # 1e-5 … 1: the vanishing guide at 1e-3 is inside the data
+    rows = [
+        dict(variant="v", seed=0, step=0, layer=layer, sublayer="mlp", input_grad_norm=10.0 ** (layer - 5)) for layer in range(6)
+    ]  # 1e-5 … 1: the vanishing guide at 1e-3 is inside the data
     ax = profile_figure(RunResult(grads=pd.DataFrame(rows), params=None, summary=None).grads).axes[0]
     gids = [ln.get_gid() for ln in ax.get_lines()]
     assert "guide-vanishing:v" in gids and "guide-exploding:v" not in gids
@@ -208,10 +242,14 @@ def test_profile_keeps_a_threshold_the_data_come_near():
 def test_depth_figure_legend_never_covers_the_data_and_title_fits(n):
     from resflow.report.figures.plots import depth_figure
 
-    rows = [dict(variant=f"p{k}-{d}", seed=0, depth=d, init_scale=0.5 + k / 4, grad_ratio=(0.5 + k / 8) ** d)
-            for k in range(n) for d in (2, 4, 8, 16)]
-    fig = depth_figure(pd.DataFrame(rows), ["depth", "init_scale"],
-                       title="a long title: " + " vs ".join(f"config-number-{k}" for k in range(6)))
+    rows = [
+        dict(variant=f"p{k}-{d}", seed=0, depth=d, init_scale=0.5 + k / 4, grad_ratio=(0.5 + k / 8) ** d)
+        for k in range(n)
+        for d in (2, 4, 8, 16)
+    ]
+    fig = depth_figure(
+        pd.DataFrame(rows), ["depth", "init_scale"], title="a long title: " + " vs ".join(f"config-number-{k}" for k in range(6))
+    )
     fig.canvas.draw()
     ax = fig.axes[0]
     width = fig.bbox.width
@@ -226,8 +264,13 @@ def test_steps_heatmap_titles_fit_in_a_four_way_compare():
     from resflow.report.figures.plots import steps_heatmap_figure
 
     names = ["train-postln", "train-postln-warmup", "train-preln", "train-preln-warmup"]
-    rows = [dict(variant=v, seed=0, step=t, layer=layer, sublayer=sub, input_grad_norm=1.0 + t + layer)
-            for v in names for t in (0, 10, 20) for layer in range(3) for sub in ("attn", "ffn")]
+    rows = [
+        dict(variant=v, seed=0, step=t, layer=layer, sublayer=sub, input_grad_norm=1.0 + t + layer)
+        for v in names
+        for t in (0, 10, 20)
+        for layer in range(3)
+        for sub in ("attn", "ffn")
+    ]
     fig = steps_heatmap_figure(pd.DataFrame(rows), title="compare: " + " vs ".join(names) + ": 2 × transformer width 32")
     fig.canvas.draw()
     assert fig._suptitle.get_window_extent().x1 <= fig.bbox.width + 1
@@ -257,8 +300,9 @@ def test_profile_axis_label_has_a_subscript():
 # 7. the default loss is the one the theory assumes (a random output direction), not the sum of outputs
 
 
-HE_RELU = dict(name="he", seeds=4, model=dict(depth=30, width=128, activation="relu", init=dict(scheme="kaiming")),
-               data=dict(batch_size=32))
+HE_RELU = dict(
+    name="he", seeds=4, model=dict(depth=30, width=128, activation="relu", init=dict(scheme="kaiming")), data=dict(batch_size=32)
+)
 
 
 def test_default_loss_is_random_and_a_he_relu_stack_meets_its_prediction():
@@ -288,8 +332,25 @@ def test_bundled_configs_whose_docs_use_the_sum_keep_it():
 
 def test_a_sweep_over_init_scale_sweeps_init_scale_only_and_prints_its_plan(tmp_path):
     out = tmp_path / "s"
-    ran = invoke("sweep", "deep50", "--over", "model.init.scale=1,2", "--set", "model.depth=5", "--set", "model.width=8",
-                 "--set", "data.batch_size=4", "--seeds", 2, "-j", 1, "--out", out, "--no-plots")
+    ran = invoke(
+        "sweep",
+        "deep50",
+        "--over",
+        "model.init.scale=1,2",
+        "--set",
+        "model.depth=5",
+        "--set",
+        "model.width=8",
+        "--set",
+        "data.batch_size=4",
+        "--seeds",
+        2,
+        "-j",
+        1,
+        "--out",
+        out,
+        "--no-plots",
+    )
     assert ran.exit_code == 0, ran.output
     summary = pd.read_csv(out / "summary.csv")
     assert sorted(summary["init_scale"].unique()) == [1.0, 2.0] and set(summary["depth"]) == {5}
@@ -321,8 +382,19 @@ def test_sweep_table_shows_sd_and_iqr_and_the_depth_story_the_crossing():
     from resflow.report.terminal.sweep import depth_story, sweep_table
 
     depths = [2, 4, 8, 16, 32]
-    rows = [dict(variant=f"p{d}", depth=d, seed=s, step=0, finite=True, gain_per_layer=0.5,
-                 grad_ratio=0.5 ** (d - 1) * 10 ** (0.1 * (s - 1) * d / 8)) for d in depths for s in range(3)]
+    rows = [
+        dict(
+            variant=f"p{d}",
+            depth=d,
+            seed=s,
+            step=0,
+            finite=True,
+            gain_per_layer=0.5,
+            grad_ratio=0.5 ** (d - 1) * 10 ** (0.1 * (s - 1) * d / 8),
+        )
+        for d in depths
+        for s in range(3)
+    ]
     summary = pd.DataFrame(rows)
     rows_text, text = _table_rows(sweep_table(summary, ["depth"]))
     header = "SD log10" in text and "IQR" in text
@@ -344,12 +416,34 @@ def test_a_long_compare_shows_progress_on_stderr(tmp_path, cli_env, resflow_cmd)
     import subprocess
 
     for name, residual in (("slow-a", False), ("slow-b", True)):
-        write_yaml(tmp_path / f"{name}.yaml", {**TRAIN_MLP, "name": name,
-                                                 "model": dict(depth=8, width=64, residual=residual),
-                                                 "data": dict(batch_size=64), "train": dict(steps=60, lr=1e-3, eval_batches=1)})
+        write_yaml(
+            tmp_path / f"{name}.yaml",
+            {
+                **TRAIN_MLP,
+                "name": name,
+                "model": dict(depth=8, width=64, residual=residual),
+                "data": dict(batch_size=64),
+                "train": dict(steps=60, lr=1e-3, eval_batches=1),
+            },
+        )
     env = dict(cli_env, RESFLOW_PROGRESS_SECONDS="0.2")
-    proc = subprocess.run([*resflow_cmd, "compare", str(tmp_path / "slow-a.yaml"), str(tmp_path / "slow-b.yaml"), "-j", "1",
-                           "--out", str(tmp_path / "c"), "--no-plots"], capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [
+            *resflow_cmd,
+            "compare",
+            str(tmp_path / "slow-a.yaml"),
+            str(tmp_path / "slow-b.yaml"),
+            "-j",
+            "1",
+            "--out",
+            str(tmp_path / "c"),
+            "--no-plots",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     err = proc.stderr.splitlines()
     assert err[0].startswith("compare: 2 configs × 1 seeds, training 60 steps each on 1 worker → ")
@@ -376,8 +470,17 @@ def test_compare_reference_with_its_own_overrides(tmp_path):
     mine = run(changed)
     assert mine.grads["input_grad_norm"].tolist() == direct.grads["input_grad_norm"].tolist()
     out = tmp_path / "c"
-    ran = invoke("compare", "deep50", "deep50[model.residual=true]", *[a for s in ["model.depth=3", "model.width=4",
-                 "data.batch_size=2", "seeds=1"] for a in ("--set", s)], "-j", 1, "--out", out, "--no-plots")
+    ran = invoke(
+        "compare",
+        "deep50",
+        "deep50[model.residual=true]",
+        *[a for s in ["model.depth=3", "model.width=4", "data.batch_size=2", "seeds=1"] for a in ("--set", s)],
+        "-j",
+        1,
+        "--out",
+        out,
+        "--no-plots",
+    )
     assert ran.exit_code == 0, ran.output
     assert list(dict.fromkeys(pd.read_csv(out / "grads.csv")["variant"])) == ["deep50", "deep50+residual=true"]
 
@@ -391,14 +494,17 @@ def test_compare_reference_with_a_bad_override_is_one_line(tmp_path):
 # 12. the critical init scale for the config's own scheme: `resflow theory CONFIG --critical`
 
 
-@pytest.mark.parametrize("scheme, activation, bias, want", [
-    ("kaiming", "relu", False, 1.0),  # He init is critical for relu: σ_w² = 2·scale² = 2
-    ("normal", "relu", False, math.sqrt(2)),
-    ("default", "relu", True, math.sqrt(6)),  # U(±1/√n): σ_w² = scale²/3 = 2 (relu's χ ignores σ_b²)
-    ("normal", "tanh", False, 1.0),  # no bias: q* = 0, χ₁ = σ_w²·tanh'(0)² = scale²
-    ("default", "tanh", False, math.sqrt(3)),
-    ("xavier", "tanh", False, 1.0),
-])
+@pytest.mark.parametrize(
+    "scheme, activation, bias, want",
+    [
+        ("kaiming", "relu", False, 1.0),  # He init is critical for relu: σ_w² = 2·scale² = 2
+        ("normal", "relu", False, math.sqrt(2)),
+        ("default", "relu", True, math.sqrt(6)),  # U(±1/√n): σ_w² = scale²/3 = 2 (relu's χ ignores σ_b²)
+        ("normal", "tanh", False, 1.0),  # no bias: q* = 0, χ₁ = σ_w²·tanh'(0)² = scale²
+        ("default", "tanh", False, math.sqrt(3)),
+        ("xavier", "tanh", False, 1.0),
+    ],
+)
 def test_critical_scale_closed_forms(scheme, activation, bias, want):
     from resflow.theory.predict import critical_scale
 
@@ -428,8 +534,9 @@ def test_kaiming_mode_and_distribution_draw_what_torch_draws(mode, distribution)
 
     from resflow.models.init import init_linears
 
-    init = load_config(dict(model=dict(depth=1, width=4, init=dict(scheme="kaiming", scale=1.5, mode=mode,
-                                                                   distribution=distribution)))).model.init
+    init = load_config(
+        dict(model=dict(depth=1, width=4, init=dict(scheme="kaiming", scale=1.5, mode=mode, distribution=distribution)))
+    ).model.init
     mine, ref = torch.empty(8, 32), torch.empty(8, 32)  # not square: fan_in 32, fan_out 8
     torch.manual_seed(3)
     init_linears([(mine, None)], init)

@@ -9,8 +9,23 @@ from resflow.cli.app import app
 
 pytest.importorskip("submitit")
 runner = Runner()
-ARGS = ["sweep", "deep50", "--over", "model.residual=false,true", "--over", "model.depth=1,2,4", "--set", "model.depth=4", "--set", "model.width=8",
-        "--set", "data.batch_size=4", "--seeds", 2, "--no-plots"]
+ARGS = [
+    "sweep",
+    "deep50",
+    "--over",
+    "model.residual=false,true",
+    "--over",
+    "model.depth=1,2,4",
+    "--set",
+    "model.depth=4",
+    "--set",
+    "model.width=8",
+    "--set",
+    "data.batch_size=4",
+    "--seeds",
+    2,
+    "--no-plots",
+]
 TABLES = ("grads.csv", "params.csv", "summary.csv")
 
 
@@ -33,8 +48,9 @@ def test_slurm_local_sweep_equals_local_byte_for_byte_and_resumes(tmp_path, monk
     points[1].unlink()
     for name in TABLES:
         (tmp_path / "slurm" / name).unlink()
-    again = invoke(*ARGS, "--backend", "slurm", "--workers", 2, "--slurm", "timeout_min=10", "--out", tmp_path / "slurm",
-                   "--resume")
+    again = invoke(
+        *ARGS, "--backend", "slurm", "--workers", 2, "--slurm", "timeout_min=10", "--out", tmp_path / "slurm", "--resume"
+    )
     assert again.exit_code == 0, again.output
     assert "resuming: 5 of 6 points already finished" in again.stderr  # 3 depths x 2
     for name in TABLES:
@@ -45,7 +61,11 @@ def test_slurm_local_sweep_equals_local_byte_for_byte_and_resumes(tmp_path, monk
 
 def test_slurm_options_and_refusals(tmp_path, monkeypatch):
     assert parse_options(["partition=gpu", "timeout_min=30", "mem-gb=4", "slurm_qos=low"]) == {
-        "slurm_partition": "gpu", "timeout_min": 30, "mem_gb": 4, "slurm_qos": "low"}
+        "slurm_partition": "gpu",
+        "timeout_min": 30,
+        "mem_gb": 4,
+        "slurm_qos": "low",
+    }
     bad = invoke(*ARGS, "--slurm", "partition=gpu", "--out", tmp_path / "x")
     assert bad.exit_code == 2 and "--backend slurm" in bad.stderr and not (tmp_path / "x").exists()
     bad = invoke(*ARGS, "--backend", "slurm", "--slurm", "partition", "--out", tmp_path / "x")

@@ -53,21 +53,30 @@ def test_default_depths():
 
 def test_short_keys_match_the_config_columns():
     assert [short_key(k) for k in ("model.depth", "model.init.scale", "data.batch_size", "seed")] == [
-        "depth", "init_scale", "batch_size", "seed"]
+        "depth",
+        "init_scale",
+        "batch_size",
+        "seed",
+    ]
 
 
 def test_yaml_axes_merge_with_command_line(tmp_path):
     path = tmp_path / "grid.yaml"
-    path.write_text("name: grid\nmodel: {depth: 3, width: 8}\n"
-                    "sweep: {model.depth: [1, 3], model.residual: [false, true]}\n")
+    path.write_text("name: grid\nmodel: {depth: 3, width: 8}\nsweep: {model.depth: [1, 3], model.residual: [false, true]}\n")
     base, yaml_items = load_base(path)
     plan = make_plan(base, yaml_items, ["model.residual=true", "model.init.scale=0.5,1"])
     # YAML order kept; the command line replaced model.residual and added model.init.scale
     assert [(a.key, a.values) for a in plan.axes] == [
-        ("model.depth", (1, 3)), ("model.residual", (True,)), ("model.init.scale", (0.5, 1.0))]
+        ("model.depth", (1, 3)),
+        ("model.residual", (True,)),
+        ("model.init.scale", (0.5, 1.0)),
+    ]
     assert [p.variant for p in plan.points] == [
-        "grid[depth=1,residual=true,init_scale=0.5]", "grid[depth=1,residual=true,init_scale=1]",
-        "grid[depth=3,residual=true,init_scale=0.5]", "grid[depth=3,residual=true,init_scale=1]"]
+        "grid[depth=1,residual=true,init_scale=0.5]",
+        "grid[depth=1,residual=true,init_scale=1]",
+        "grid[depth=3,residual=true,init_scale=0.5]",
+        "grid[depth=3,residual=true,init_scale=1]",
+    ]
     # each point's config is the base with its overrides applied, recomputed independently
     expected = load_config({"name": "grid", "model": {"depth": 3, "width": 8, "residual": True, "init": {"scale": 0.5}}})
     assert plan.points[2].config == expected.to_dict()
@@ -118,12 +127,16 @@ def test_bad_axes_are_one_line_errors(tmp_path, over, expected):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("section, expected", [
-    ("sweep: {model.depth: []}", "sweep.model.depth: the list of values is empty"),
-    ("sweep: {model.depth: 5}", "sweep.model.depth: must be a list of values, got 5"),
-    ("sweep: [model.depth]", "sweep: must be a mapping"),
-    ("sweep: {model.widht: [1, 2]}", "sweep: model.widht: unknown key; did you mean 'model.width'?"),
-], ids=["empty", "not-a-list", "not-a-mapping", "unknown-key"])
+@pytest.mark.parametrize(
+    "section, expected",
+    [
+        ("sweep: {model.depth: []}", "sweep.model.depth: the list of values is empty"),
+        ("sweep: {model.depth: 5}", "sweep.model.depth: must be a list of values, got 5"),
+        ("sweep: [model.depth]", "sweep: must be a mapping"),
+        ("sweep: {model.widht: [1, 2]}", "sweep: model.widht: unknown key; did you mean 'model.width'?"),
+    ],
+    ids=["empty", "not-a-list", "not-a-mapping", "unknown-key"],
+)
 def test_bad_yaml_axes(tmp_path, section, expected):
     path = tmp_path / "bad.yaml"
     path.write_text(f"model: {{depth: 3, width: 8}}\n{section}\n")
@@ -146,13 +159,13 @@ def test_workers_do_not_change_a_bit(tmp_path):
     grads = pd.read_csv(tmp_path / "w2" / "grads.csv")
     # rows in grid order, labelled, every swept key a column in every CSV
     assert list(dict.fromkeys(grads["variant"])) == [
-        f"deep50[depth={d},residual={r}]" for d in (1, 3, 6) for r in ("false", "true")]
+        f"deep50[depth={d},residual={r}]" for d in (1, 3, 6) for r in ("false", "true")
+    ]
     for name in CSVS:
         df = pd.read_csv(tmp_path / "w2" / name)
         assert {"depth", "residual"} <= set(df.columns), name
     # a point's rows equal a direct run of its config (the reference: resflow.run, no sweep involved)
-    direct = run(load_config("deep50", ["model.width=8", "data.batch_size=4", "seeds=2",
-                                        "model.depth=3", "model.residual=true"]))
+    direct = run(load_config("deep50", ["model.width=8", "data.batch_size=4", "seeds=2", "model.depth=3", "model.residual=true"]))
     point = grads[grads["variant"] == "deep50[depth=3,residual=true]"]
     assert point["input_grad_norm"].tolist() == direct.grads["input_grad_norm"].tolist()
     assert point["param_grad_norm"].tolist() == direct.grads["param_grad_norm"].tolist()
@@ -180,8 +193,18 @@ def test_existing_dir_needs_resume_or_force(tmp_path):
     assert nothing.exit_code == 2 and "no sweep to resume" in nothing.output
 
 
-BIG = ["--over", "model.depth=10,20,40", "--over", "model.init.scale=0.5,1,1.5,2",  # 12 points, ~0.1 s each
-       "--set", "model.width=32", "--set", "data.batch_size=32", "--seeds", "3"]
+BIG = [
+    "--over",
+    "model.depth=10,20,40",
+    "--over",
+    "model.init.scale=0.5,1,1.5,2",  # 12 points, ~0.1 s each
+    "--set",
+    "model.width=32",
+    "--set",
+    "data.batch_size=32",
+    "--seeds",
+    "3",
+]
 
 
 def _wait_for_points(out, n, proc, timeout=60):
@@ -199,8 +222,7 @@ def _wait_for_points(out, n, proc, timeout=60):
 def test_interrupt_then_resume_equals_uninterrupted(tmp_path, cli_env, resflow_cmd_terminal, how, workers):
     out = tmp_path / "s"
     cmd = [*resflow_cmd_terminal, "sweep", "deep50", *BIG, "--workers", str(workers), "--out", str(out)]
-    proc = subprocess.Popen(cmd, env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(cmd, env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     _wait_for_points(out, 2, proc)
     if how == "sigint":  # like Ctrl-C in a terminal: the whole process group gets it
         os.killpg(proc.pid, signal.SIGINT)
@@ -299,8 +321,9 @@ def test_a_seed_axis_with_several_seeds_per_point_is_refused(tmp_path):
     result = invoke("sweep", "deep50", *SMALL, "--over", "seed=0,1,2", "--seeds", 5, "--workers", 1, "--out", out)
     assert result.exit_code == 2 and "--over seed" in result.output and "--seeds" in result.output
     assert not out.exists()
-    ok = invoke("sweep", "deep50", *SMALL, "--over", "seed=0,1,2", "--over", "model.depth=2", "--seeds", 1, "--workers", 1,
-                "--out", out)
+    ok = invoke(
+        "sweep", "deep50", *SMALL, "--over", "seed=0,1,2", "--over", "model.depth=2", "--seeds", 1, "--workers", 1, "--out", out
+    )
     assert ok.exit_code == 0
     grads = pd.read_csv(out / "grads.csv")
     assert sorted(grads["seed"].unique()) == [0, 1, 2]
@@ -314,8 +337,9 @@ def test_backend_problems_are_refused_before_the_dir_is_made(tmp_path, monkeypat
 
     if not torch.cuda.is_available():
         out = tmp_path / "cuda"
-        result = invoke("sweep", "deep50", *SMALL, "--over", "model.depth=1,2", "--set", "device=cuda", "--workers", 2,
-                        "--out", out)
+        result = invoke(
+            "sweep", "deep50", *SMALL, "--over", "model.depth=1,2", "--set", "device=cuda", "--workers", 2, "--out", out
+        )
         assert result.exit_code == 2 and "no CUDA device" in result.output and not out.exists()
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))

@@ -13,8 +13,7 @@ from resflow._sys.locks import lock_path, results_lock
 from resflow.cli.app import app
 
 runner = CliRunner()
-SMALL = ["--over", "model.depth=1,2,3", "--set", "model.width=8", "--set", "data.batch_size=4", "--seeds", "2",
-         "--workers", "1"]
+SMALL = ["--over", "model.depth=1,2,3", "--set", "model.width=8", "--set", "data.batch_size=4", "--seeds", "2", "--workers", "1"]
 CSVS = ("grads.csv", "params.csv", "summary.csv")
 
 
@@ -60,8 +59,23 @@ def test_a_failing_point_is_recorded_and_resume_retries_it(tmp_path, monkeypatch
 
 def test_sigterm_mid_sweep_exits_143_and_says_how_to_resume(tmp_path, cli_env, resflow_cmd):
     out = tmp_path / "s"
-    cmd = [*resflow_cmd, "sweep", "deep50", "--over", "model.depth=200,400,600,800,1000,1200", "--set", "model.width=64",
-           "--set", "data.batch_size=32", "--seeds", "2", "--workers", "2", "--out", str(out)]
+    cmd = [
+        *resflow_cmd,
+        "sweep",
+        "deep50",
+        "--over",
+        "model.depth=200,400,600,800,1000,1200",
+        "--set",
+        "model.width=64",
+        "--set",
+        "data.batch_size=32",
+        "--seeds",
+        "2",
+        "--workers",
+        "2",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.Popen(cmd, env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     t0 = time.monotonic()
     while not (out / "plan.json").exists():

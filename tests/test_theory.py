@@ -17,8 +17,14 @@ from resflow.theory.overlay import log_ratio_gap
 
 
 def cfg(model=None, **top):
-    base = dict(name="t", dtype="float64", loss="sum", seeds=1,
-                model=dict(depth=10, width=256, init=dict(scheme="normal")), data=dict(batch_size=16))
+    base = dict(
+        name="t",
+        dtype="float64",
+        loss="sum",
+        seeds=1,
+        model=dict(depth=10, width=256, init=dict(scheme="normal")),
+        data=dict(batch_size=16),
+    )
     base.update(top)
     base["model"] = {**base["model"], **(model or {})}
     return load_config(base)
@@ -75,9 +81,15 @@ def test_activation_formulas_match_torch(name):
     np.testing.assert_allclose(T.ACTIVATIONS[name].dphi(xn), g.numpy(), rtol=1e-10, atol=1e-14)
 
 
-@pytest.mark.parametrize("scheme,scale,expected", [
-    ("normal", 1.3, 1.69), ("xavier", 1.3, 1.69), ("kaiming", 1.3, 3.38), ("default", 1.3, 1.69 / 3),
-])
+@pytest.mark.parametrize(
+    "scheme,scale,expected",
+    [
+        ("normal", 1.3, 1.69),
+        ("xavier", 1.3, 1.69),
+        ("kaiming", 1.3, 3.38),
+        ("default", 1.3, 1.69 / 3),
+    ],
+)
 def test_weight_variance_matches_the_built_layers(scheme, scale, expected):
     c = cfg(model=dict(depth=2, width=400, init=dict(scheme=scheme, scale=scale)))
     assert T.weight_variance(c.model.init) == pytest.approx(expected)
@@ -104,18 +116,21 @@ def test_default_bias_variance_matches_pytorch():
 
 def measured_log_ratios(c):
     g = run(c).grads
-    logs = [np.log(grp["input_grad_norm"].to_numpy() / grp["input_grad_norm"].to_numpy()[-1])
-            for _, grp in g.groupby("seed")]
+    logs = [np.log(grp["input_grad_norm"].to_numpy() / grp["input_grad_norm"].to_numpy()[-1]) for _, grp in g.groupby("seed")]
     return np.mean(logs, axis=0)
 
 
-@pytest.mark.parametrize("model,top,tol", [
-    (dict(activation="tanh", init=dict(scheme="normal", scale=0.8, bias_std=0.3)), {}, 0.03),  # ordered
-    (dict(activation="tanh", init=dict(scheme="normal", scale=1.6)), {}, 0.05),  # chaotic
-    (dict(activation="relu", init=dict(scheme="normal", scale=1.2)), dict(loss="random"), 0.05),
-    (dict(activation="relu", residual=True, preactivation=True), {}, 0.05),
-    (dict(activation="tanh", residual=True, preactivation=True, norm="pre"), {}, 0.05),
-], ids=["tanh-ordered", "tanh-chaotic", "relu-random-loss", "residual-relu-preact", "prenorm-tanh"])
+@pytest.mark.parametrize(
+    "model,top,tol",
+    [
+        (dict(activation="tanh", init=dict(scheme="normal", scale=0.8, bias_std=0.3)), {}, 0.03),  # ordered
+        (dict(activation="tanh", init=dict(scheme="normal", scale=1.6)), {}, 0.05),  # chaotic
+        (dict(activation="relu", init=dict(scheme="normal", scale=1.2)), dict(loss="random"), 0.05),
+        (dict(activation="relu", residual=True, preactivation=True), {}, 0.05),
+        (dict(activation="tanh", residual=True, preactivation=True, norm="pre"), {}, 0.05),
+    ],
+    ids=["tanh-ordered", "tanh-chaotic", "relu-random-loss", "residual-relu-preact", "prenorm-tanh"],
+)
 def test_measured_matches_prediction_on_wide_stacks(model, top, tol):
     c = cfg(model=dict(depth=12, width=384, **model), seeds=3, **top)
     pred = T.predict(c)
@@ -136,16 +151,19 @@ def test_exact_identity_residual_and_constant_chain():
     np.testing.assert_allclose(T.predict(c).ratios, 1.2 ** np.arange(5, -1, -1), rtol=1e-12)
 
 
-@pytest.mark.parametrize("model,top,words", [
-    (dict(residual=True), {}, "post-activation residual"),
-    (dict(residual=True, preactivation=True, norm="post"), {}, "post-norm"),
-    (dict(share_weights=True), {}, "shared weights"),
-    (dict(activation="relu"), {}, "loss 'sum'"),
-    (dict(activation="softplus"), dict(loss="random"), "softplus"),
-    (dict(init=dict(scheme="constant", scale=0.1)), {}, "not Gaussian"),
-    (dict(), dict(loss="mse"), "mse"),
-    (dict(residual=True, preactivation=True, norm="pre"), dict(data=dict(input="ones")), "constant input"),
-])
+@pytest.mark.parametrize(
+    "model,top,words",
+    [
+        (dict(residual=True), {}, "post-activation residual"),
+        (dict(residual=True, preactivation=True, norm="post"), {}, "post-norm"),
+        (dict(share_weights=True), {}, "shared weights"),
+        (dict(activation="relu"), {}, "loss 'sum'"),
+        (dict(activation="softplus"), dict(loss="random"), "softplus"),
+        (dict(init=dict(scheme="constant", scale=0.1)), {}, "not Gaussian"),
+        (dict(), dict(loss="mse"), "mse"),
+        (dict(residual=True, preactivation=True, norm="pre"), dict(data=dict(input="ones")), "constant input"),
+    ],
+)
 def test_out_of_domain_gives_no_prediction(model, top, words):
     pred = T.predict(cfg(model=model, **top))
     assert isinstance(pred, T.NoPrediction) and words in pred.reason
@@ -182,10 +200,12 @@ def test_log_ratio_gap():
 
 
 def test_theory_command_prints_without_importing_torch(tmp_path):
-    code = ("import sys; from typer.testing import CliRunner; from resflow.cli.app import app; "
-            "r = CliRunner().invoke(app, ['theory', 'deep50', '--set', 'model.init.scheme=normal', "
-            "'--set', 'model.init.scale=1.4142135623730951', '--set', 'model.bias=false']); "
-            "print(r.output); print('torch' in sys.modules); sys.exit(r.exit_code)")
+    code = (
+        "import sys; from typer.testing import CliRunner; from resflow.cli.app import app; "
+        "r = CliRunner().invoke(app, ['theory', 'deep50', '--set', 'model.init.scheme=normal', "
+        "'--set', 'model.init.scale=1.4142135623730951', '--set', 'model.bias=false']); "
+        "print(r.output); print('torch' in sys.modules); sys.exit(r.exit_code)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     import re
@@ -211,8 +231,9 @@ def test_overlay_only_at_initialisation():
     from resflow.theory.overlay import add_prediction
 
     pred = T.predict(cfg(model=dict(depth=3, width=64)))
-    grads = pd.DataFrame(dict(variant="v", seed=0, step=[0, 0, 0, 5, 5, 5], layer=[0, 1, 2] * 2,
-                              input_grad_norm=[0.1, 0.5, 2.0, 1.0, 1.0, 1.0]))
+    grads = pd.DataFrame(
+        dict(variant="v", seed=0, step=[0, 0, 0, 5, 5, 5], layer=[0, 1, 2] * 2, input_grad_norm=[0.1, 0.5, 2.0, 1.0, 1.0, 1.0])
+    )
     summary = pd.DataFrame(dict(variant="v", seed=0, step=[0, 5], grad_ratio=[0.05, 1.0]))
     g, s = add_prediction(grads, summary, pred)
     np.testing.assert_allclose(g["predicted_input_grad_norm"][:3], 2.0 * pred.ratios)

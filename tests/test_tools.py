@@ -42,10 +42,13 @@ def assert_same_tables(a, b):
 # Parquet
 
 
-@pytest.mark.parametrize("overrides", [
-    ["model.depth=5", "seeds=2"],  # an MLP at initialisation
-    ["model.depth=4", "seeds=2", "train.steps=3"],  # training: train.csv, per-step rows
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["model.depth=5", "seeds=2"],  # an MLP at initialisation
+        ["model.depth=4", "seeds=2", "train.steps=3"],  # training: train.csv, per-step rows
+    ],
+)
 def test_parquet_round_trip_equals_csv(tmp_path, overrides):
     """The Parquet tables read back as exactly the frames the CSVs read back as (values and dtypes)."""
     pytest.importorskip("pyarrow")
@@ -87,8 +90,20 @@ def test_cli_format_parquet_show_plot_and_force(tmp_path):
 
 def test_sweep_parquet_and_resume(tmp_path):
     pytest.importorskip("pyarrow")
-    args = ["sweep", "deep50", "--over", "model.residual=false,true", "--workers", 1, "--no-plots", *SMALL,
-            "--set", "model.depth=4", "--seeds", 1]
+    args = [
+        "sweep",
+        "deep50",
+        "--over",
+        "model.residual=false,true",
+        "--workers",
+        1,
+        "--no-plots",
+        *SMALL,
+        "--set",
+        "model.depth=4",
+        "--seeds",
+        1,
+    ]
     assert invoke(*args, "--out", tmp_path / "c").exit_code == 0
     result = invoke(*args, "--out", tmp_path / "p", "--format", "parquet")
     assert result.exit_code == 0, result.output
@@ -190,8 +205,9 @@ if __name__ == "__main__":
 
 def test_sweep_from_a_threaded_process_uses_forkserver_and_same_bytes(tmp_path, cli_env):
     cli_env.pop("RESFLOW_START_METHOD", None)
-    proc = subprocess.run([sys.executable, "-c", THREADED_SWEEP, str(tmp_path)], env=cli_env, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", THREADED_SWEEP, str(tmp_path)], env=cli_env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     for name in ("grads.csv", "params.csv", "summary.csv"):
         assert (tmp_path / "pool" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name

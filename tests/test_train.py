@@ -23,9 +23,15 @@ runner = CliRunner()
 
 
 def small(*overrides, **kw):
-    base = dict(name="t", seed=3, seeds=1, dtype="float64",
-                model=dict(depth=2, width=8, activation="tanh", residual=True),
-                data=dict(batch_size=16), train=dict(steps=20, lr=1e-2, eval_batches=2))
+    base = dict(
+        name="t",
+        seed=3,
+        seeds=1,
+        dtype="float64",
+        model=dict(depth=2, width=8, activation="tanh", residual=True),
+        data=dict(batch_size=16),
+        train=dict(steps=20, lr=1e-2, eval_batches=2),
+    )
     base.update(kw)
     return load_config(base, list(overrides))
 
@@ -137,8 +143,20 @@ def test_steps_zero_is_measurement_at_init(tmp_path):
 
 def test_cli_training_plain_lines_and_tables(tmp_path):
     out = tmp_path / "r"
-    args = ["run", "deep50", "--out", str(out), "--set", "model.depth=4", "--set", "model.width=8",
-            "--set", "train.steps=10", "--set", "train.record_every=5"]
+    args = [
+        "run",
+        "deep50",
+        "--out",
+        str(out),
+        "--set",
+        "model.depth=4",
+        "--set",
+        "model.width=8",
+        "--set",
+        "train.steps=10",
+        "--set",
+        "train.record_every=5",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     lines = [line for line in result.output.splitlines() if line.startswith("deep50 seed 0 step")]
@@ -147,16 +165,19 @@ def test_cli_training_plain_lines_and_tables(tmp_path):
     assert (out / "train.csv").is_file()
 
 
-@pytest.mark.parametrize("setting, needle", [
-    ("train.steps=-1", "train.steps"),
-    ("train.lr=0", "train.lr"),
-    ("train.optimizer=sgdd", "train.optimizer"),
-    ("train.batch_size=0", "train.batch_size"),
-    ("train.record_every=0", "train.record_every"),
-    ("train.warmup=50", "train.warmup: must be at most train.steps (10)"),
-    ("train.task=nope", "train.task"),
-    ("train.stepz=3", "did you mean 'train.steps'"),
-])
+@pytest.mark.parametrize(
+    "setting, needle",
+    [
+        ("train.steps=-1", "train.steps"),
+        ("train.lr=0", "train.lr"),
+        ("train.optimizer=sgdd", "train.optimizer"),
+        ("train.batch_size=0", "train.batch_size"),
+        ("train.record_every=0", "train.record_every"),
+        ("train.warmup=50", "train.warmup: must be at most train.steps (10)"),
+        ("train.task=nope", "train.task"),
+        ("train.stepz=3", "did you mean 'train.steps'"),
+    ],
+)
 def test_bad_train_settings_are_one_line_errors(tmp_path, setting, needle):
     result = runner.invoke(app, ["run", "deep50", "--out", str(tmp_path / "r"), "--set", "train.steps=10", "--set", setting])
     assert result.exit_code == 2

@@ -23,10 +23,15 @@ runner = CliRunner()
 
 
 def tiny(*overrides, **kw):
-    base = dict(name="seq", seed=0, seeds=1, dtype="float64",
-                model=dict(block="transformer", depth=1, width=16, heads=2, ffn_mult=2, residual=True, norm="pre"),
-                data=dict(batch_size=16, seq_len=8),
-                train=dict(steps=10, lr=1e-2, eval_batches=2, vocab=6))
+    base = dict(
+        name="seq",
+        seed=0,
+        seeds=1,
+        dtype="float64",
+        model=dict(block="transformer", depth=1, width=16, heads=2, ffn_mult=2, residual=True, norm="pre"),
+        data=dict(batch_size=16, seq_len=8),
+        train=dict(steps=10, lr=1e-2, eval_batches=2, vocab=6),
+    )
     base.update(kw)
     return load_config(base, list(overrides))
 
@@ -131,21 +136,27 @@ def test_transformer_update_ratio_matches_an_independent_replay():
 
 
 def test_teacher_rows_get_floor_and_baseline_too():
-    cfg = load_config(dict(name="m", dtype="float64", model=dict(depth=2, width=4), data=dict(batch_size=8),
-                           train=dict(steps=3, eval_batches=1)))
+    cfg = load_config(
+        dict(
+            name="m", dtype="float64", model=dict(depth=2, width=4), data=dict(batch_size=8), train=dict(steps=3, eval_batches=1)
+        )
+    )
     tr = run(cfg).train
     assert cfg.train.task == "teacher"  # the default for an mlp
     assert (tr["task_floor"] == 0.0).all() and (tr["task_baseline"] == 1.0).all()
 
 
-@pytest.mark.parametrize("config, setting, needles", [
-    ("pre-norm", "train.task=teacher", ["train.task: 'teacher'", "use train.task: sequence"]),
-    ("deep50", "train.task=sequence", ["train.task: 'sequence'", "use train.task: teacher"]),
-    ("deep50", "train.vocab=8", ["train.vocab: only for train.task: sequence"]),
-    ("pre-norm", "train.vocab=1", ["train.vocab", "greater than or equal to 2"]),
-    ("pre-norm", "train.chain_temperature=0", ["train.chain_temperature"]),
-    ("pre-norm", "data.input=tokens", ["data.input: 'tokens' is not used by train.task: sequence"]),
-])
+@pytest.mark.parametrize(
+    "config, setting, needles",
+    [
+        ("pre-norm", "train.task=teacher", ["train.task: 'teacher'", "use train.task: sequence"]),
+        ("deep50", "train.task=sequence", ["train.task: 'sequence'", "use train.task: teacher"]),
+        ("deep50", "train.vocab=8", ["train.vocab: only for train.task: sequence"]),
+        ("pre-norm", "train.vocab=1", ["train.vocab", "greater than or equal to 2"]),
+        ("pre-norm", "train.chain_temperature=0", ["train.chain_temperature"]),
+        ("pre-norm", "data.input=tokens", ["data.input: 'tokens' is not used by train.task: sequence"]),
+    ],
+)
 def test_task_settings_are_one_line_errors(tmp_path, config, setting, needles):
     result = runner.invoke(app, ["run", config, "--out", str(tmp_path / "r"), "--set", "train.steps=5", "--set", setting])
     assert result.exit_code == 2
@@ -156,8 +167,23 @@ def test_task_settings_are_one_line_errors(tmp_path, config, setting, needles):
 
 def test_cli_sequence_run_reports_the_floor(tmp_path):
     out = tmp_path / "r"
-    args = ["run", "pre-norm", "--out", str(out), "--no-plots", "--set", "model.depth=1", "--set", "model.width=16",
-            "--set", "data.seq_len=8", "--set", "data.batch_size=8", "--set", "train.steps=4"]
+    args = [
+        "run",
+        "pre-norm",
+        "--out",
+        str(out),
+        "--no-plots",
+        "--set",
+        "model.depth=1",
+        "--set",
+        "model.width=16",
+        "--set",
+        "data.seq_len=8",
+        "--set",
+        "data.batch_size=8",
+        "--set",
+        "train.steps=4",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     tr = pd.read_csv(out / "train.csv")
@@ -172,7 +198,8 @@ def test_compare_of_training_configs_writes_train_csv_table_and_loss_plot(tmp_pa
         (tmp_path / f"{name}.yaml").write_text(
             "dtype: float64\nmodel: {block: transformer, depth: 1, width: 8, heads: 2, ffn_mult: 2, residual: true, "
             f"norm: {norm}}}\ndata: {{batch_size: 4, seq_len: 6}}\n"
-            "train: {steps: 6, lr: 0.01, record_every: 3, eval_batches: 1, vocab: 5}\n")
+            "train: {steps: 6, lr: 0.01, record_every: 3, eval_batches: 1, vocab: 5}\n"
+        )
     refs = [str(tmp_path / "pre.yaml"), str(tmp_path / "post.yaml")]
     out = tmp_path / "c"
     result = runner.invoke(app, ["compare", *refs, "--set", "seeds=2", "--workers", "1", "--out", str(out)])
@@ -186,7 +213,7 @@ def test_compare_of_training_configs_writes_train_csv_table_and_loss_plot(tmp_pa
     # the loss table: one row per variant, its end loss the median over seeds at the last step
     for name in ("pre", "post"):
         last = tr[(tr["variant"] == name) & (tr["step"] == 6)]
-        table = result.output[result.output.index("loss (median over seeds)"):]
+        table = result.output[result.output.index("loss (median over seeds)") :]
         row = next(line for line in table.splitlines() if line.strip("│ ").startswith(f"{name} "))
         assert f"{np.median(last['eval_loss']):.3g}" in row and f"{np.median(last['task_floor']):.3g}" in row, row
     assert "above floor" in result.output and "train.csv" in result.output
@@ -200,8 +227,20 @@ def test_compare_of_training_configs_writes_train_csv_table_and_loss_plot(tmp_pa
 def test_loss_figure_has_one_line_per_variant_and_the_floor():
     from resflow.report.figures.plots import loss_figure
 
-    rows = [dict(variant=v, seed=s, step=t, loss=2.8 - t / 100 * (1 if v == "a" else 0.5), eval_loss=np.nan,
-                 task_floor=1.6 + 0.01 * s, task_baseline=2.6) for v in ("a", "b") for s in range(2) for t in range(0, 101, 10)]
+    rows = [
+        dict(
+            variant=v,
+            seed=s,
+            step=t,
+            loss=2.8 - t / 100 * (1 if v == "a" else 0.5),
+            eval_loss=np.nan,
+            task_floor=1.6 + 0.01 * s,
+            task_baseline=2.6,
+        )
+        for v in ("a", "b")
+        for s in range(2)
+        for t in range(0, 101, 10)
+    ]
     ax = loss_figure(pd.DataFrame(rows)).axes[0]
     gids = [ln.get_gid() for ln in ax.get_lines()]
     assert [g for g in gids if g.startswith("loss:")] == ["loss:a", "loss:b"]
@@ -228,8 +267,12 @@ def test_loss_table_fits_the_terminal_without_cutting_names():
     from resflow.report.terminal.train import loss_table
     from resflow.results.tables import RunResult
 
-    rows = [dict(variant=v, seed=s, step=t, loss=2.0 - t, eval_loss=1.9 - t, task_floor=0.5, task_baseline=1.5)
-            for v in ("a-rather-long-variant-name", "b") for s in (0, 1) for t in (0, 1)]
+    rows = [
+        dict(variant=v, seed=s, step=t, loss=2.0 - t, eval_loss=1.9 - t, task_floor=0.5, task_baseline=1.5)
+        for v in ("a-rather-long-variant-name", "b")
+        for s in (0, 1)
+        for t in (0, 1)
+    ]
     result = RunResult(grads=pd.DataFrame(), params=pd.DataFrame(), summary=pd.DataFrame(), train=pd.DataFrame(rows))
 
     def text(width):

@@ -20,8 +20,9 @@ B, T, C, H, DEPTH = 2, 5, 8, 2, 3
 
 def tiny(**model):
     base = dict(block="transformer", depth=DEPTH, width=C, heads=H, residual=True, norm="pre")
-    return load_config(dict(name="tiny", dtype="float64", loss="random", model={**base, **model},
-                            data=dict(batch_size=B, seq_len=T)))
+    return load_config(
+        dict(name="tiny", dtype="float64", loss="random", model={**base, **model}, data=dict(batch_size=B, seq_len=T))
+    )
 
 
 def build(cfg, seed=0):
@@ -135,9 +136,16 @@ def test_sublayer_input_grads_match_autograd(norm, norm_type, ffn):
     assert len(i) == 1 and record.param_grad[i[0]] == pytest.approx(g_w.norm().item(), rel=1e-10)
 
 
-@pytest.mark.parametrize("extra", [dict(residual=False), dict(residual_scale="deepnorm", norm="post"),
-                                   dict(rezero=True, norm="none"), dict(ffn="relu", bias=False)],
-                         ids=["no-residual", "deepnorm", "rezero", "relu-nobias"])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        dict(residual=False),
+        dict(residual_scale="deepnorm", norm="post"),
+        dict(rezero=True, norm="none"),
+        dict(ffn="relu", bias=False),
+    ],
+    ids=["no-residual", "deepnorm", "rezero", "relu-nobias"],
+)
 def test_variants_match_reference_forward(extra):
     cfg = tiny(**extra)
     model = build(cfg)
@@ -225,8 +233,12 @@ def test_deepnorm_scales_value_output_and_ffn_weights_by_beta():
         a0, a1, f0, f1 = b0.attn_res.f, b1.attn_res.f, b0.ffn_res.f, b1.ffn_res.f
         for n in ("q", "k"):
             assert torch.equal(getattr(a0, n).weight, getattr(a1, n).weight)
-        for w0, w1 in ((a0.v.weight, a1.v.weight), (a0.out.weight, a1.out.weight),
-                       (f0.up.weight, f1.up.weight), (f0.out.weight, f1.out.weight)):
+        for w0, w1 in (
+            (a0.v.weight, a1.v.weight),
+            (a0.out.weight, a1.out.weight),
+            (f0.up.weight, f1.up.weight),
+            (f0.out.weight, f1.out.weight),
+        ):
             torch.testing.assert_close(w1, beta * w0, rtol=1e-12, atol=0)
         assert b1.attn_res.skip == pytest.approx((2 * DEPTH) ** 0.25)
 
@@ -241,6 +253,7 @@ def test_token_input_repeats_embedding_rows():
     cfg = tiny()
     cfg = cfg.replace({"data.input": "tokens", "data.vocab": 3})
     from resflow.measure.data import data_generator, make_input
+
     x = make_input(cfg.data, (B, T, C), data_generator(0))
     rows = {tuple(r.tolist()) for r in x.reshape(-1, C)}
     assert x.shape == (B, T, C) and len(rows) <= 3
@@ -285,7 +298,20 @@ def test_bad_combinations_are_one_line_errors(tmp_path, config, sets, fragment):
 
 
 def test_cli_runs_a_small_transformer(tmp_path):
-    result = runner.invoke(app, ["run", "microgpt", "--out", str(tmp_path / "m"), "--set", "model.depth=2",
-                                 "--set", "model.width=16", "--set", "data.seq_len=4"])
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            "microgpt",
+            "--out",
+            str(tmp_path / "m"),
+            "--set",
+            "model.depth=2",
+            "--set",
+            "model.width=16",
+            "--set",
+            "data.seq_len=4",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "attn" in result.output and "ffn" in result.output and "2 × transformer" in result.output

@@ -19,7 +19,7 @@ from resflow.errors import ResflowError, environment_error
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def umask() -> int:
@@ -62,8 +62,9 @@ def atomic_file(path: Path, suffix: str = ".tmp"):
         fh.flush()
         os.fsync(fd)
         if os.stat(tmp, follow_symlinks=False).st_ino != os.fstat(fd).st_ino:  # swapped for a link or another file
-            raise ResflowError(f"the temp file {tmp!r} was replaced by another process while resflow wrote it; "
-                               f"{str(path)!r} is left as it was")
+            raise ResflowError(
+                f"the temp file {tmp!r} was replaced by another process while resflow wrote it; {str(path)!r} is left as it was"
+            )
         fh.close()
         os.replace(tmp, path)
     except BaseException as err:

@@ -167,13 +167,17 @@ def _open(path: Path, out: Path) -> int:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | NOFOLLOW | CLOEXEC | getattr(os, "O_NONBLOCK", 0), 0o644)
     except OSError as err:
         if path.is_symlink():  # ELOOP (or EMLINK on some BSDs): never written through
-            raise ConfigError(f"the lock file {str(path)!r} of {str(out)!r} is a symbolic link; refusing to write "
-                              "through it (remove it, or choose another --out)") from None
+            raise ConfigError(
+                f"the lock file {str(path)!r} of {str(out)!r} is a symbolic link; refusing to write "
+                "through it (remove it, or choose another --out)"
+            ) from None
         raise ConfigError(f"output path {str(out)!r} is not writable ({err.strerror or err})") from None
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        raise ConfigError(f"the lock file {str(path)!r} of {str(out)!r} is not a regular file; refusing to use it "
-                          "(remove it, or choose another --out)")
+        raise ConfigError(
+            f"the lock file {str(path)!r} of {str(out)!r} is not a regular file; refusing to use it "
+            "(remove it, or choose another --out)"
+        )
     return fd
 
 
@@ -208,8 +212,13 @@ def _acquire(path: Path, out: Path, note) -> int:
         if old.get("pid") and note is not None:
             still = "; a process it started still held it" if took_over else ""
             note(f"note: took over a stale lock on {str(out)!r} left by a process that is gone ({_describe(old)}{still})")
-        record = dict(pid=os.getpid(), pid_start=process_start(os.getpid()), host=socket.gethostname(),
-                      started=time.strftime("%Y-%m-%d %H:%M:%S"), command=" ".join(["resflow", *sys.argv[1:]]))
+        record = dict(
+            pid=os.getpid(),
+            pid_start=process_start(os.getpid()),
+            host=socket.gethostname(),
+            started=time.strftime("%Y-%m-%d %H:%M:%S"),
+            command=" ".join(["resflow", *sys.argv[1:]]),
+        )
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
         _held.add(fd)

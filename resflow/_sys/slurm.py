@@ -66,8 +66,15 @@ def _task(task, points) -> list:
     return out
 
 
-def execute(points: list, task: Callable, save: Callable, workers: int, out: Path, options: dict | None = None,
-            fail: Callable | None = None) -> None:
+def execute(
+    points: list,
+    task: Callable,
+    save: Callable,
+    workers: int,
+    out: Path,
+    options: dict | None = None,
+    fail: Callable | None = None,
+) -> None:
     """Submit the points as `workers` jobs, each running `task(point) -> text` on its points, and save
     each point as its job finishes."""
     try:
@@ -98,8 +105,10 @@ def execute(points: list, task: Callable, save: Callable, workers: int, out: Pat
             try:
                 results = job.result()
             except Exception as err:  # noqa: BLE001 - the job died (killed, timed out, node failure)
-                raise ResflowError(f"Slurm job {job.job_id} failed ({type(err).__name__}: {_first(err)}; its log: "
-                                   f"{job.paths.stderr}); finished points are saved: rerun with --resume") from None
+                raise ResflowError(
+                    f"Slurm job {job.job_id} failed ({type(err).__name__}: {_first(err)}; its log: "
+                    f"{job.paths.stderr}); finished points are saved: rerun with --resume"
+                ) from None
             for point, text, error in results:
                 if error is None:
                     save(point, text)

@@ -58,8 +58,17 @@ def check_backend(points: list, backend: str) -> None:
         raise _unknown_backend(backend)
 
 
-def execute(points: list, task: Callable, save: Callable, workers: int = 1, backend: str = "local", ray_address: str | None = None,
-            fail: Callable | None = None, out=None, slurm_options: dict | None = None) -> None:
+def execute(
+    points: list,
+    task: Callable,
+    save: Callable,
+    workers: int = 1,
+    backend: str = "local",
+    ray_address: str | None = None,
+    fail: Callable | None = None,
+    out=None,
+    slurm_options: dict | None = None,
+) -> None:
     """`fail(point, error_text)`, if given, records a point that raised and the others go on.
     `out` (the results dir) and `slurm_options`: for backend slurm (resflow/_sys/slurm.py)."""
     if workers < 1:
@@ -193,8 +202,10 @@ def start_method() -> str:
     asked = os.environ.get("RESFLOW_START_METHOD")
     if asked:
         if asked not in START_METHODS or asked not in methods:
-            raise ConfigError(f"RESFLOW_START_METHOD={asked!r}: not a start method here (allowed: "
-                              f"{', '.join(m for m in START_METHODS if m in methods)})")
+            raise ConfigError(
+                f"RESFLOW_START_METHOD={asked!r}: not a start method here (allowed: "
+                f"{', '.join(m for m in START_METHODS if m in methods)})"
+            )
         return asked
     others = [t for t in threading.enumerate() if t is not threading.current_thread()]
     if "fork" in methods and all(type(t).__name__ == "_RefreshThread" or t.name == "resflow-progress" for t in others):
@@ -260,7 +271,9 @@ def _pool(points, task, save, workers: int, fail=None) -> None:
                     raise err
     except BrokenProcessPool:
         _stop(executor, ours_before)
-        fault = ResflowError("a sweep worker process died (killed, or out of memory?); finished points are saved: rerun with --resume")
+        fault = ResflowError(
+            "a sweep worker process died (killed, or out of memory?); finished points are saved: rerun with --resume"
+        )
         fault.resumable = True
         raise fault from None
     except BaseException:
@@ -314,7 +327,7 @@ def _seconds(name: str, default: float) -> float:
 def _host_port(address: str) -> tuple[str, int] | None:
     """The TCP endpoint of a Ray address (`host:port`, `ray://host[:port]`), or None (`auto`, `local`)."""
     client = address.startswith("ray://")
-    rest = address[len("ray://"):] if client else address
+    rest = address[len("ray://") :] if client else address
     if not rest or rest in ("auto", "local") or "://" in rest:
         return None
     host, sep, port = rest.rpartition(":")
@@ -387,8 +400,9 @@ def connect_ray(workers: int, ray_address: str | None) -> bool:
         else:  # starting a local instance: here (Ray ties its processes' lives to the thread that starts them)
             ray.init(num_cpus=workers, **kwargs)
     except TimeoutError:
-        raise ResflowError(f"cannot reach {where}: no answer within {timeout:g} s (RESFLOW_RAY_TIMEOUT sets the limit); "
-                           "nothing was written") from None
+        raise ResflowError(
+            f"cannot reach {where}: no answer within {timeout:g} s (RESFLOW_RAY_TIMEOUT sets the limit); nothing was written"
+        ) from None
     except (ConnectionError, RuntimeError, ValueError) as err:
         raise ResflowError(f"cannot start or reach {where}: {str(err).splitlines()[0] if str(err) else err}") from None
     return True
@@ -449,8 +463,10 @@ def _ray(points, task, save, workers: int, ray_address: str | None, fail: Callab
                 elif unreachable_since is None:
                     unreachable_since = time.monotonic()
                 elif time.monotonic() - unreachable_since > lost_after:
-                    err = ResflowError(f"lost the Ray cluster (its GCS at {gcs[0]}:{gcs[1]} has not answered for "
-                                       f"{lost_after:g} s); finished points are saved: rerun with --resume")
+                    err = ResflowError(
+                        f"lost the Ray cluster (its GCS at {gcs[0]}:{gcs[1]} has not answered for "
+                        f"{lost_after:g} s); finished points are saved: rerun with --resume"
+                    )
                     err.resumable = True
                     raise err
             for ref in ready:
@@ -470,8 +486,9 @@ def _ray(points, task, save, workers: int, ray_address: str | None, fail: Callab
                 pass
         if isinstance(err, ray.exceptions.RayError):  # a worker died or the cluster went away, not a point's own error
             first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-            fault = ResflowError(f"a Ray task failed ({type(err).__name__}: {first}); finished points are saved: "
-                                 "rerun with --resume")
+            fault = ResflowError(
+                f"a Ray task failed ({type(err).__name__}: {first}); finished points are saved: rerun with --resume"
+            )
             fault.resumable = True
             raise fault from None
         raise

@@ -28,6 +28,7 @@ except AttributeError:  # pragma: no cover - older Typer on top of click
     from click import ClickException as _ClickError
 _PASS_THROUGH = (typer.Exit, typer.Abort, _ClickError)  # Typer's own control flow
 
+
 class _OneLineErrors(TyperGroup):
     """Usage errors (a missing argument, `--seeds abc`, an unknown option) as one line on stderr,
     like every other error, instead of a boxed panel; exit code 2."""
@@ -118,8 +119,11 @@ def _command(fn):
                 raise typer.Exit(1) from None
             report = _crash_report(err)
             first = (str(err).strip().splitlines() or [""])[0][:200]
-            stderr().print(f"error: internal error, a bug in resflow: {type(err).__name__}: {first} "
-                           f"(traceback in {report}; RESFLOW_DEBUG=1 shows it)", markup=False)
+            stderr().print(
+                f"error: internal error, a bug in resflow: {type(err).__name__}: {first} "
+                f"(traceback in {report}; RESFLOW_DEBUG=1 shows it)",
+                markup=False,
+            )
             raise typer.Exit(1) from None
 
     return wrapper
@@ -215,7 +219,9 @@ def run(
     config: str = typer.Argument(..., metavar="CONFIG", help="A YAML path, or the name of a bundled config (e.g. deep50)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="DIR", help="Results dir [default: results/<name>]."),
     set_: List[str] = typer.Option([], "--set", metavar="KEY=VALUE", help=SET_HELP),
-    seeds: Optional[int] = typer.Option(None, "--seeds", min=1, max=MAX_SEEDS, metavar="N", help="Number of seeds (overrides the config's `seeds`)."),
+    seeds: Optional[int] = typer.Option(
+        None, "--seeds", min=1, max=MAX_SEEDS, metavar="N", help="Number of seeds (overrides the config's `seeds`)."
+    ),
     force: bool = typer.Option(False, "--force", help="Replace an existing results dir."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Write no figures (profile.png, params.png)."),
     format_: TableFormat = _format_option(),
@@ -349,15 +355,40 @@ class Backend(str, Enum):
 @app.command()
 @_command
 def sweep(
-    config: str = typer.Argument(..., metavar="CONFIG", help="A YAML path (may hold a `sweep:` section), or a bundled config name."),
-    over: List[str] = typer.Option([], "--over", metavar="KEY=V1,V2,...", help="An axis: KEY=V1,V2,... e.g. --over model.residual=false,true (repeatable: a grid)."),
+    config: str = typer.Argument(
+        ..., metavar="CONFIG", help="A YAML path (may hold a `sweep:` section), or a bundled config name."
+    ),
+    over: List[str] = typer.Option(
+        [],
+        "--over",
+        metavar="KEY=V1,V2,...",
+        help="An axis: KEY=V1,V2,... e.g. --over model.residual=false,true (repeatable: a grid).",
+    ),
     set_: List[str] = typer.Option([], "--set", metavar="KEY=VALUE", help=SET_HELP),
-    seeds: Optional[int] = typer.Option(None, "--seeds", min=1, max=MAX_SEEDS, metavar="N", help="Seeds per point (overrides the config's `seeds`)."),
-    workers: Optional[int] = typer.Option(None, "--workers", "-j", metavar="N", min=1, help="Worker processes [default: the number of cores]."),
-    backend: Backend = typer.Option(Backend.local, "--backend", metavar="BACKEND", help="local processes, Ray tasks (pip install \"resflow[ray]\") or Slurm jobs via submitit (\"resflow[slurm]\"; --workers N: N jobs)."),
-    slurm_opts: List[str] = typer.Option([], "--slurm", metavar="KEY=VALUE", help="A Slurm job parameter, e.g. --slurm partition=gpu --slurm timeout_min=30 (repeatable)."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", metavar="ADDRESS", help="An existing Ray cluster [default: $RAY_ADDRESS, else a local one]."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="DIR", help="Results dir [default: results/<name>-sweep, plus -<key> per --over axis]."),
+    seeds: Optional[int] = typer.Option(
+        None, "--seeds", min=1, max=MAX_SEEDS, metavar="N", help="Seeds per point (overrides the config's `seeds`)."
+    ),
+    workers: Optional[int] = typer.Option(
+        None, "--workers", "-j", metavar="N", min=1, help="Worker processes [default: the number of cores]."
+    ),
+    backend: Backend = typer.Option(
+        Backend.local,
+        "--backend",
+        metavar="BACKEND",
+        help='local processes, Ray tasks (pip install "resflow[ray]") or Slurm jobs via submitit ("resflow[slurm]"; --workers N: N jobs).',
+    ),
+    slurm_opts: List[str] = typer.Option(
+        [],
+        "--slurm",
+        metavar="KEY=VALUE",
+        help="A Slurm job parameter, e.g. --slurm partition=gpu --slurm timeout_min=30 (repeatable).",
+    ),
+    ray_address: Optional[str] = typer.Option(
+        None, "--ray-address", metavar="ADDRESS", help="An existing Ray cluster [default: $RAY_ADDRESS, else a local one]."
+    ),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", metavar="DIR", help="Results dir [default: results/<name>-sweep, plus -<key> per --over axis]."
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted sweep in --out: finished points are kept."),
     force: bool = typer.Option(False, "--force", help="Replace an existing results dir."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Write no figures (profile, params, depth or ratio, heatmap .png)."),
@@ -398,9 +429,21 @@ def sweep(
     if backend == Backend.local:
         _load_torch()
     with results_lock(out, note=lambda text: err.print(text, markup=False)), SweepProgress(err) as progress:
-        done = run_sweep(plan, out, workers=workers, backend=backend.value, ray_address=ray_address, resume=resume,
-                         force=force, on_start=progress.start, on_point=progress.advance, resume_hint=hint, fmt=fmt,
-                         slurm_options=slurm_options, on_note=lambda text: err.print(text, markup=False))
+        done = run_sweep(
+            plan,
+            out,
+            workers=workers,
+            backend=backend.value,
+            ray_address=ray_address,
+            resume=resume,
+            force=force,
+            on_start=progress.start,
+            on_point=progress.advance,
+            resume_hint=hint,
+            fmt=fmt,
+            slurm_options=slurm_options,
+            on_note=lambda text: err.print(text, markup=False),
+        )
     console = stdout()
     figs = "" if no_plots else _write_figures(done.result, out)
     title = sweep_title(base.name, done.result.summary)
@@ -435,8 +478,12 @@ def _resume_command(config, over, overrides, workers, backend, out, fmt="csv", s
 def compare(
     refs: List[str] = typer.Argument(..., help="Two or more YAML paths or bundled config names."),
     set_: List[str] = typer.Option([], "--set", help=SET_HELP + " Applies to every config."),
-    seeds: Optional[int] = typer.Option(None, "--seeds", min=1, max=MAX_SEEDS, metavar="N", help="Number of seeds (overrides the configs' `seeds`)."),
-    workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1, help="Worker processes [default: the number of cores]."),
+    seeds: Optional[int] = typer.Option(
+        None, "--seeds", min=1, max=MAX_SEEDS, metavar="N", help="Number of seeds (overrides the configs' `seeds`)."
+    ),
+    workers: Optional[int] = typer.Option(
+        None, "--workers", "-j", min=1, help="Worker processes [default: the number of cores]."
+    ),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results dir [default: results/compare-<a>-vs-<b>]."),
     force: bool = typer.Option(False, "--force", help="Replace an existing results dir."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Write no figures (profile.png, params.png)."),
@@ -475,8 +522,10 @@ def _compare_plan(configs, workers, out: Path) -> str:
     steps = sorted({c.train.steps for c in configs.values()})
     train = f", training {'/'.join(map(str, steps))} steps each" if steps != [0] else ""
     on = f" on {workers} worker{'s' if workers != 1 else ''}" if workers else ""
-    return (f"compare: {len(configs)} configs × {'/'.join(map(str, seeds))} seeds{train}{on} → {out}/ "
-            "(progress below; the tables follow when all are done)")
+    return (
+        f"compare: {len(configs)} configs × {'/'.join(map(str, seeds))} seeds{train}{on} → {out}/ "
+        "(progress below; the tables follow when all are done)"
+    )
 
 
 @app.command()
@@ -491,8 +540,10 @@ def show(directory: Path = typer.Argument(..., help="A results dir written by ru
     if partial is not None:
         from resflow.errors import ConfigError
 
-        raise ConfigError(f"{str(directory)!r} holds an unfinished sweep ({partial[0]} of {partial[1]} points); "
-                          f"finish it with the same `resflow sweep` command plus --resume")
+        raise ConfigError(
+            f"{str(directory)!r} holds an unfinished sweep ({partial[0]} of {partial[1]} points); "
+            f"finish it with the same `resflow sweep` command plus --resume"
+        )
     console = stdout()
     for item in renderables(read_run(directory), width=console.width):
         console.print(item, markup=False) if isinstance(item, str) else console.print(item)
@@ -502,7 +553,9 @@ def show(directory: Path = typer.Argument(..., help="A results dir written by ru
 @_command
 def report(
     directory: Path = typer.Argument(..., metavar="DIR", help="A results dir written by run, sweep or compare (CSV or Parquet)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="FILE", help="Where the page goes [default: DIR/report.html]."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", metavar="FILE", help="Where the page goes [default: DIR/report.html]."
+    ),
 ):
     """Write one self-contained report.html (figures, tables, headline, config, provenance) to share or open offline."""
     from resflow.report.html import write_report
@@ -512,8 +565,10 @@ def report(
     if partial is not None:
         from resflow.errors import ConfigError
 
-        raise ConfigError(f"{str(directory)!r} holds an unfinished sweep ({partial[0]} of {partial[1]} points); "
-                          f"finish it with the same `resflow sweep` command plus --resume")
+        raise ConfigError(
+            f"{str(directory)!r} holds an unfinished sweep ({partial[0]} of {partial[1]} points); "
+            f"finish it with the same `resflow sweep` command plus --resume"
+        )
     path = write_report(directory, out)
     stdout().print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, self-contained: open it in any browser)", markup=False)
 
@@ -526,8 +581,10 @@ class Tracker(str, Enum):
 @_command
 def export(
     directory: Path = typer.Argument(..., metavar="DIR", help="A results dir written by run, sweep or compare (CSV or Parquet)."),
-    dest: Optional[Path] = typer.Argument(None, metavar="[LOGDIR]", help="Where the tracker's files go [default: runs/<DIR's name>]."),
-    to: Tracker = typer.Option(..., "--to", metavar="TRACKER", help="tensorboard (pip install \"resflow[tensorboard]\")."),
+    dest: Optional[Path] = typer.Argument(
+        None, metavar="[LOGDIR]", help="Where the tracker's files go [default: runs/<DIR's name>]."
+    ),
+    to: Tracker = typer.Option(..., "--to", metavar="TRACKER", help='tensorboard (pip install "resflow[tensorboard]").'),
     force: bool = typer.Option(False, "--force", help="Replace an earlier export in LOGDIR."),
 ):
     """Export a results dir to a tracker: per-layer gradient norms over steps, the depth profile, losses, the config."""
@@ -539,8 +596,11 @@ def export(
     result = read_run(directory)
     dest = dest or default_dest(directory)
     done = export_to(result, to.value, dest, force=force)
-    stdout().print(f"wrote {len(done.runs)} runs ({done.scalars:,} scalars, {done.histograms:,} histograms) to {dest}/; "
-                   f"view them with: tensorboard --logdir {dest}", markup=False)
+    stdout().print(
+        f"wrote {len(done.runs)} runs ({done.scalars:,} scalars, {done.histograms:,} histograms) to {dest}/; "
+        f"view them with: tensorboard --logdir {dest}",
+        markup=False,
+    )
 
 
 @app.command()
@@ -548,7 +608,9 @@ def export(
 def theory(
     config: str = typer.Argument(..., metavar="CONFIG", help="A YAML path, or the name of a bundled config."),
     set_: List[str] = typer.Option([], "--set", metavar="KEY=VALUE", help=SET_HELP),
-    critical: bool = typer.Option(False, "--critical", help="Print only the model.init.scale at the edge of chaos for the config's init scheme."),
+    critical: bool = typer.Option(
+        False, "--critical", help="Print only the model.init.scale at the edge of chaos for the config's init scheme."
+    ),
 ):
     """Print the predicted gradient flow of a config (no network is run; instant)."""
     from resflow.config.loading import load_config

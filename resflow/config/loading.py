@@ -54,8 +54,7 @@ def resolve_config_path(ref: str | Path) -> Path:
     hint = difflib.get_close_matches(Path(text).stem, names, n=1)
     did_you_mean = f"; did you mean {hint[0]!r}?" if hint else ""
     raise ConfigError(
-        f"config {text!r} not found: no such file, and not a bundled config "
-        f"(bundled: {', '.join(names) or 'none'}){did_you_mean}"
+        f"config {text!r} not found: no such file, and not a bundled config (bundled: {', '.join(names) or 'none'}){did_you_mean}"
     )
 
 
@@ -117,9 +116,7 @@ def parse_yaml(text: str, source: str) -> Any:
         raise ConfigError(f"{source}: invalid YAML: nested too deeply") from None
 
 
-def load_config(
-    ref: str | Path | dict[str, Any], overrides: list[str] | dict[str, Any] | None = None
-) -> Config:
+def load_config(ref: str | Path | dict[str, Any], overrides: list[str] | dict[str, Any] | None = None) -> Config:
     """Load and validate a config from a YAML path, a bundled config name, or a dict."""
     if isinstance(ref, dict):
         return validate(ref, overrides=overrides, source="config")
@@ -127,5 +124,3 @@ def load_config(
     data = read_yaml(path)
     data.setdefault("name", path.stem)
     return validate(data, overrides=overrides, source=str(path))
-
-

@@ -55,7 +55,12 @@ def _transformer(m, d) -> tuple[int, int, int, dict]:
     ffn_in = 2 if m.ffn == "swiglu" else 1
     params = (4 * C * C + (1 + ffn_in) * C * H + 8 * C) * (1 if m.share_weights else m.depth)
     per_token = 10 * C + (2 + 2 * ffn_in) * H + m.heads * T  # q k v, norms, FFN hidden, attention weights
-    return params, N * per_token * m.depth, 2 * m.depth, {"params": "model.width", "activations": "data.batch_size (or data.seq_len)"}
+    return (
+        params,
+        N * per_token * m.depth,
+        2 * m.depth,
+        {"params": "model.width", "activations": "data.batch_size (or data.seq_len)"},
+    )
 
 
 IMAGES = {None: ((1, 8, 8), 10), "digits": ((1, 8, 8), 10)}  # data.dataset -> (C, H, W), classes (tested against the loaders)
@@ -112,8 +117,12 @@ def estimate(cfg) -> Estimate:
     if data is not cfg.data:
         keys = {**keys, "activations": keys["activations"].replace("data.batch_size", "train.batch_size")}
     b = BYTES[cfg.dtype]
-    return Estimate(params=copies * params * b, activations=acts * b, rows=cfg.seeds * sites * recorded * ROW_BYTES,
-                    keys={**keys, "rows": "seeds" if recorded == 1 else "seeds (or train.record_every)"})
+    return Estimate(
+        params=copies * params * b,
+        activations=acts * b,
+        rows=cfg.seeds * sites * recorded * ROW_BYTES,
+        keys={**keys, "rows": "seeds" if recorded == 1 else "seeds (or train.record_every)"},
+    )
 
 
 def parse_size(text: str) -> int | None:
@@ -122,7 +131,7 @@ def parse_size(text: str) -> int | None:
     if t in ("NONE", "OFF", "0", ""):
         return None
     num = t.rstrip("KMGTB")
-    unit = t[len(num):]
+    unit = t[len(num) :]
     try:
         return int(float(num) * UNITS[unit])
     except (ValueError, KeyError):
@@ -165,8 +174,7 @@ def check_memory(cfg, parallel: int = 1, limit: int | None = -1) -> Estimate:
     need = est.total * max(1, parallel)
     if limit is not None and need > HEADROOM * limit:
         term, key = est.largest()
-        what = {"params": "weights and gradients", "activations": "activations kept for backward",
-                "rows": "result rows"}[term]
+        what = {"params": "weights and gradients", "activations": "activations kept for backward", "rows": "result rows"}[term]
         par = f" × {parallel} workers" if parallel > 1 else ""
         raise ResflowError(
             f"this run needs about {human(need)}{par} (mostly {what}: {human(getattr(est, term))}) but only "

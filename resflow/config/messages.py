@@ -18,8 +18,10 @@ def format_errors(err: ValidationError, source: str, overridden: set[str], root:
     groups: dict[tuple, list] = {}  # a value that fits none of a field's types errs once per type: one message
     for e in errors:
         groups.setdefault(tuple(_field_loc(e["loc"], root)), []).append(e)
-    parts = [_format_one(dict(g[0], loc=loc), overridden, root) if len(g) == 1 else _format_union(list(loc), g)
-             for loc, g in groups.items()]
+    parts = [
+        _format_one(dict(g[0], loc=loc), overridden, root) if len(g) == 1 else _format_union(list(loc), g)
+        for loc, g in groups.items()
+    ]
     first = parts[0]
     origin = "--set " if first.split(":")[0] in overridden else f"{source}: "
     shown = "; ".join(parts[1:4]) + ("; …" if len(parts) > 4 else "")
@@ -67,8 +69,10 @@ def _format_one(e: dict[str, Any], overridden: set[str], root: type[BaseModel]) 
     kind = e["type"]
     value = e.get("input")
     if kind == "extra_forbidden" and loc == ["sweep"]:  # a sweep's config.yaml given to run/compare/theory
-        return ("sweep: this config has a sweep: section, so it describes a sweep: run it with `resflow sweep`, "
-                "or delete the section to use its base config")
+        return (
+            "sweep: this config has a sweep: section, so it describes a sweep: run it with `resflow sweep`, "
+            "or delete the section to use its base config"
+        )
     if kind == "extra_forbidden":
         allowed = _fields_at(loc[:-1], root)
         hint = difflib.get_close_matches(loc[-1], allowed, n=1)

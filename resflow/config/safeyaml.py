@@ -23,7 +23,9 @@ class _Loader(yaml.SafeLoader):
                 break
             if first is not key_node:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"the key {key!r} appears twice (first at line {first.start_mark.line + 1})",
+                    None,
+                    None,
+                    f"the key {key!r} appears twice (first at line {first.start_mark.line + 1})",
                     key_node.start_mark,
                 )
         return super().construct_mapping(node, deep=deep)
@@ -32,8 +34,11 @@ class _Loader(yaml.SafeLoader):
         try:
             return super().construct_object(node, deep=deep)
         except (ValueError, TypeError, KeyError, OverflowError) as err:
-            problem = f"cannot read the value {node.value!r} as {node.tag.rsplit(':', 1)[-1]} ({err})" if isinstance(
-                node, yaml.ScalarNode) else f"cannot read this value ({err})"
+            problem = (
+                f"cannot read the value {node.value!r} as {node.tag.rsplit(':', 1)[-1]} ({err})"
+                if isinstance(node, yaml.ScalarNode)
+                else f"cannot read this value ({err})"
+            )
             raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark) from None
 
 

@@ -17,7 +17,16 @@ from resflow.config.safeyaml import safe_load
 from resflow.errors import ConfigError
 
 ACTIVATION_NAMES = (
-    "identity", "tanh", "relu", "gelu", "sigmoid", "silu", "leaky_relu", "elu", "selu", "softplus",
+    "identity",
+    "tanh",
+    "relu",
+    "gelu",
+    "sigmoid",
+    "silu",
+    "leaky_relu",
+    "elu",
+    "selu",
+    "softplus",
 )  # the builders live in resflow.models.activations (checked against this list by a test)
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$"
 MAX_SEED = 2**63 - 1  # torch seeds are 64-bit
@@ -36,12 +45,14 @@ class InitConfig(_Strict):
         "N(0, 2/fan_in)), `orthogonal`, `constant`",
     )
     scale: float = Field(
-        1.0, ge=0,
+        1.0,
+        ge=0,
         description="`normal`: weight std = scale/√fan_in (scale is σ_w); `constant`: every weight = scale; "
         "the others: multiplies the scheme's weights",
     )
     bias_std: Optional[float] = Field(
-        None, ge=0,
+        None,
+        ge=0,
         description="unset: the scheme's own biases (PyTorch's uniform for `default`, zeros otherwise); "
         "a number: biases ~ N(0, bias_std²), 0 meaning zeros",
     )
@@ -63,8 +74,10 @@ class InitConfig(_Strict):
     def _kaiming_options(self):
         if self.scheme != "kaiming" and (self.mode != "fan_in" or self.distribution != "normal"):
             key = "mode" if self.mode != "fan_in" else "distribution"
-            raise ValueError(f"model.init.{key}: applies to init.scheme kaiming only (the scheme is {self.scheme!r}); "
-                             f"leave it unset or set model.init.scheme=kaiming")
+            raise ValueError(
+                f"model.init.{key}: applies to init.scheme kaiming only (the scheme is {self.scheme!r}); "
+                f"leave it unset or set model.init.scheme=kaiming"
+            )
         return self
 
 
@@ -83,13 +96,14 @@ class ModelConfig(_Strict):
         "mlp", description="the block stacked `depth` times; `conv`: a CIFAR-style ResNet (He et al. 2016)"
     )
     depth: Optional[int] = Field(
-        None, ge=1,
+        None,
+        ge=1,
         description="number of blocks (required without `model.factory`); conv: the ResNet's total depth 6n + 2",
     )
     width: Optional[int] = Field(
-        None, ge=1,
-        description="features in = features out of every block (required without `model.factory`); "
-        "conv: stage 1's channels",
+        None,
+        ge=1,
+        description="features in = features out of every block (required without `model.factory`); conv: stage 1's channels",
     )
     activation: Optional[Literal[ACTIVATION_NAMES]] = Field(  # type: ignore[valid-type]
         None,
@@ -117,21 +131,18 @@ class ModelConfig(_Strict):
         description="conv only, where a stage changes shape: `pad` (option A: strided identity, zero channels "
         "added; the default) or `projection` (option B: 1x1 conv of stride 2 + norm)",
     )
-    preactivation: bool = Field(
-        False, description="the branch is W·φ(u) + b instead of φ(W·u + b) (He et al. 2016)"
-    )
+    preactivation: bool = Field(False, description="the branch is W·φ(u) + b instead of φ(W·u + b) (He et al. 2016)")
     bias: bool = Field(True, description="biases in every linear layer (conv: in every conv; unset means false)")
     share_weights: bool = Field(False, description="one block reused at every depth")
     init: InitConfig = Field(InitConfig(), description="weight initialisation (the `model.init` section)")
     # transformer only (None for mlp blocks; defaults filled in for transformers):
-    heads: Optional[int] = Field(
-        None, ge=1, description="transformer only: attention heads, unset means 4; must divide width"
-    )
+    heads: Optional[int] = Field(None, ge=1, description="transformer only: attention heads, unset means 4; must divide width")
     ffn: Optional[Literal["gelu", "relu", "swiglu"]] = Field(
         None, description="transformer only: the FFN, unset means `gelu` (exact erf)"
     )
     ffn_mult: Optional[float] = Field(
-        None, gt=0,
+        None,
+        gt=0,
         description="transformer only: FFN hidden size = round(ffn_mult × width), for SwiGLU too; unset means 4",
     )
     final_norm: Optional[bool] = Field(
@@ -141,8 +152,7 @@ class ModelConfig(_Strict):
     )
     rezero: bool = Field(
         False,
-        description="transformer only: α learnable per sublayer, initialised to 0; needs `residual: true` "
-        "and `residual_scale` 1",
+        description="transformer only: α learnable per sublayer, initialised to 0; needs `residual: true` and `residual_scale` 1",
     )
 
     @model_validator(mode="before")
@@ -154,8 +164,10 @@ class ModelConfig(_Strict):
         if data.get("factory") is not None:  # a factory builds the model: none of resflow's own keys apply
             own = [k for k in data if k not in FACTORY_KEYS]
             if own:
-                raise ValueError(f"model.{own[0]}: not used with model.factory (the factory builds the model; "
-                                 f"its arguments go in model.kwargs)")
+                raise ValueError(
+                    f"model.{own[0]}: not used with model.factory (the factory builds the model; "
+                    f"its arguments go in model.kwargs)"
+                )
             return data
         for key in ("depth", "width"):
             if data.get(key) is None and key not in data:
@@ -189,15 +201,19 @@ class ModelConfig(_Strict):
     def _check_combinations(self) -> "ModelConfig":
         if self.factory is not None:
             if not FACTORY_PATTERN.match(self.factory):
-                raise ValueError(f"model.factory: expected 'package.module:callable' or a named factory "
-                                 f"({', '.join(NAMED_FACTORIES)}), got {self.factory!r}")
+                raise ValueError(
+                    f"model.factory: expected 'package.module:callable' or a named factory "
+                    f"({', '.join(NAMED_FACTORIES)}), got {self.factory!r}"
+                )
             return self
         if self.depth is None or self.width is None:
             raise ValueError(f"model.{'depth' if self.depth is None else 'width'}: must be a whole number >= 1, got None")
         if self.block == "transformer":
             _check_transformer(self)
         if self.norm_type in ("batchnorm", "groupnorm") and self.block == "transformer":
-            raise ValueError(f"model.norm_type: {self.norm_type!r} is for mlp and conv blocks; transformers take layernorm or rmsnorm")
+            raise ValueError(
+                f"model.norm_type: {self.norm_type!r} is for mlp and conv blocks; transformers take layernorm or rmsnorm"
+            )
         if self.norm_groups is not None:
             if self.norm_type != "groupnorm":
                 raise ValueError(f"model.norm_groups: only for model.norm_type: groupnorm (it is {self.norm_type!r})")
@@ -250,11 +266,15 @@ def _check_conv(m: ModelConfig) -> None:
             f"a linear head): 8, 14, 20, 32, 44, 56, 110, ...; got {m.depth} (nearest: {', '.join(map(str, near))})"
         )
     if m.norm not in ("none", "conv"):
-        raise ValueError(f"model.norm: conv blocks take 'conv' (a norm at every conv; before it with "
-                         f"model.preactivation: true) or 'none', got {m.norm!r}")
+        raise ValueError(
+            f"model.norm: conv blocks take 'conv' (a norm at every conv; before it with "
+            f"model.preactivation: true) or 'none', got {m.norm!r}"
+        )
     if m.norm != "none" and m.norm_type not in ("batchnorm", "groupnorm"):
-        raise ValueError(f"model.norm_type: {m.norm_type!r} normalises the last dimension; conv feature maps "
-                         "(batch, channels, height, width) take batchnorm or groupnorm")
+        raise ValueError(
+            f"model.norm_type: {m.norm_type!r} normalises the last dimension; conv feature maps "
+            "(batch, channels, height, width) take batchnorm or groupnorm"
+        )
     if m.share_weights:
         raise ValueError("model.share_weights: a conv ResNet's stages have different widths; it cannot share one block")
 
@@ -262,17 +282,25 @@ def _check_conv(m: ModelConfig) -> None:
 def _check_transformer(m: ModelConfig) -> None:
     """Cross-field rules of transformer blocks; each error is one line naming the keys."""
     if m.width % m.heads:
-        raise ValueError(f"model.heads: {m.heads} heads do not divide model.width {m.width} (each head gets width/heads features)")
+        raise ValueError(
+            f"model.heads: {m.heads} heads do not divide model.width {m.width} (each head gets width/heads features)"
+        )
     if m.activation is not None:
-        raise ValueError("model.activation: not used by transformer blocks; the FFN's activation is model.ffn (gelu, relu, swiglu)")
+        raise ValueError(
+            "model.activation: not used by transformer blocks; the FFN's activation is model.ffn (gelu, relu, swiglu)"
+        )
     if m.preactivation:
         raise ValueError("model.preactivation: only for mlp and conv blocks")
     if m.rezero and not m.residual:
         raise ValueError("model.rezero: ReZero scales the branch of a residual connection; it needs model.residual: true")
     if m.rezero and m.residual_scale != 1.0:
-        raise ValueError(f"model.rezero: alpha is learnable and starts at 0, so model.residual_scale must stay 1 (got {m.residual_scale!r})")
+        raise ValueError(
+            f"model.rezero: alpha is learnable and starts at 0, so model.residual_scale must stay 1 (got {m.residual_scale!r})"
+        )
     if m.residual_scale == "deepnorm" and (m.norm != "post" or not m.residual):
-        raise ValueError(f"model.residual_scale: 'deepnorm' needs model.norm: post and model.residual: true (got norm {m.norm!r}, residual {m.residual})")
+        raise ValueError(
+            f"model.residual_scale: 'deepnorm' needs model.norm: post and model.residual: true (got norm {m.norm!r}, residual {m.residual})"
+        )
 
 
 DATASET_NAMES = ("digits",)  # the loaders live in resflow.measure.datasets (checked against this list by a test)
@@ -288,14 +316,14 @@ class DataConfig(_Strict):
     )
     input_scale: float = Field(1.0, ge=0, description="the input's scale (see `data.input`)")
     seq_len: Optional[int] = Field(
-        None, ge=1,
+        None,
+        ge=1,
         description="transformer only: tokens per sequence, unset means 32; the input is (batch, seq_len, width)",
     )
-    vocab: Optional[int] = Field(
-        None, ge=1, description="`data.input: tokens` only: vocabulary size, unset means 256"
-    )
+    vocab: Optional[int] = Field(None, ge=1, description="`data.input: tokens` only: vocabulary size, unset means 256")
     shape: Optional[list[Annotated[int, Field(ge=1)]]] = Field(
-        None, min_length=1,
+        None,
+        min_length=1,
         description="`model.factory` only: the input's whole shape, batch first, entries N(0, input_scale²)",
     )
     tokens: Optional["TokensConfig"] = Field(
@@ -317,7 +345,11 @@ class TokensConfig(_Strict):
 
 
 TASK_NAMES = ("teacher", "sequence", "classify")  # the tasks live in resflow.train.tasks (checked against this list by a test)
-TASK_FOR_BLOCK = {"mlp": "teacher", "transformer": "sequence", "conv": "classify"}  # the task each block trains on without a dataset
+TASK_FOR_BLOCK = {
+    "mlp": "teacher",
+    "transformer": "sequence",
+    "conv": "classify",
+}  # the task each block trains on without a dataset
 
 
 def default_task(block: Any, dataset: Any) -> str:
@@ -325,6 +357,8 @@ def default_task(block: Any, dataset: Any) -> str:
     if dataset is not None:
         return "classify"
     return TASK_FOR_BLOCK.get(block, "teacher") if isinstance(block, str) else "teacher"
+
+
 SEQUENCE_DEFAULTS = dict(vocab=16, chain_temperature=0.5)
 
 
@@ -337,19 +371,14 @@ def record_steps(steps: int, every: int | None) -> list[int]:
 
 class TrainConfig(_Strict):
     steps: int = Field(0, ge=0, description="optimizer steps; 0: measure at initialisation only (no training)")
-    optimizer: Literal["sgd", "adam", "adamw"] = Field(
-        "adam", description="torch.optim's, with its default betas and eps"
-    )
+    optimizer: Literal["sgd", "adam", "adamw"] = Field("adam", description="torch.optim's, with its default betas and eps")
     lr: float = Field(1e-3, gt=0, description="peak learning rate")
     weight_decay: float = Field(0.0, ge=0, description="weight decay, as the optimizer defines it")
-    warmup: int = Field(
-        0, ge=0, description="linear warmup: step s uses lr·min(1, (s+1)/warmup); at most `train.steps`"
-    )
-    batch_size: Optional[int] = Field(
-        None, ge=1, description="a fresh batch every step; unset means `data.batch_size`"
-    )
+    warmup: int = Field(0, ge=0, description="linear warmup: step s uses lr·min(1, (s+1)/warmup); at most `train.steps`")
+    batch_size: Optional[int] = Field(None, ge=1, description="a fresh batch every step; unset means `data.batch_size`")
     record_every: Optional[int] = Field(
-        None, ge=1,
+        None,
+        ge=1,
         description="record grads/params at steps 0, k, 2k, … and the last step; unset means max(1, steps // 20)",
     )
     task: Optional[Literal[TASK_NAMES]] = Field(  # type: ignore[valid-type]
@@ -362,11 +391,10 @@ class TrainConfig(_Strict):
     eval_batches: int = Field(
         4, ge=0, description="held-out batches, evaluated at every recorded step (classify: the test split instead)"
     )
-    vocab: Optional[int] = Field(
-        None, ge=2, description="`sequence` only: tokens (states of the chain), unset means 16"
-    )
+    vocab: Optional[int] = Field(None, ge=2, description="`sequence` only: tokens (states of the chain), unset means 16")
     chain_temperature: Optional[float] = Field(
-        None, gt=0,
+        None,
+        gt=0,
         description="`sequence` only: each row of the transition matrix is softmax(N(0, 1)/chain_temperature), "
         "unset means 0.5; lower is more predictable (a lower loss floor)",
     )
@@ -384,9 +412,9 @@ class TrainConfig(_Strict):
 
 class Config(_Strict):
     name: str = Field(
-        "resflow", pattern=NAME_PATTERN,
-        description="the run's name: the `variant` column and the default results dir; a config file's "
-        "default is its stem",
+        "resflow",
+        pattern=NAME_PATTERN,
+        description="the run's name: the `variant` column and the default results dir; a config file's default is its stem",
     )
     seed: int = Field(0, ge=0, le=MAX_SEED, description="the first seed")
     seeds: int = Field(1, ge=1, le=MAX_SEEDS, description="runs seeds seed, seed+1, …, seed+seeds−1")
@@ -448,25 +476,41 @@ class Config(_Strict):
             if getattr(d, key) is not None:
                 raise ValueError(f"data.{key}: only with model.factory (resflow's own models take data.batch_size)")
         if d.dataset is not None and m.block == "transformer":
-            raise ValueError(f"data.dataset: {d.dataset!r} is an image dataset; model.block: transformer takes token "
-                             "sequences (use model.block: conv or mlp)")
+            raise ValueError(
+                f"data.dataset: {d.dataset!r} is an image dataset; model.block: transformer takes token "
+                "sequences (use model.block: conv or mlp)"
+            )
         if self.loss == "cross_entropy" and d.dataset is None:
             raise ValueError("loss: 'cross_entropy' needs labels: set data.dataset (digits)")
         batch = (self.train.batch_size or d.batch_size) if self.train.steps else d.batch_size
         if m.norm != "none" and m.norm_type == "batchnorm" and batch < 2:
             key = "train.batch_size" if self.train.steps and self.train.batch_size else "data.batch_size"
-            raise ValueError(f"{key}: model.norm_type: batchnorm normalises over the batch (train mode, as a real "
-                             f"step), which needs at least 2 examples; got {batch}")
-        if (m.block == "mlp" and m.norm == "post" and m.norm_type in ("batchnorm", "groupnorm")
-                and self.loss in ("sum", "mean") and d.dataset is None):
-            raise ValueError(f"loss: {self.loss!r} has exactly zero gradient through the {m.norm_type} at the output "
-                             "(its outputs sum to a constant); use loss: random or mse")
+            raise ValueError(
+                f"{key}: model.norm_type: batchnorm normalises over the batch (train mode, as a real "
+                f"step), which needs at least 2 examples; got {batch}"
+            )
+        if (
+            m.block == "mlp"
+            and m.norm == "post"
+            and m.norm_type in ("batchnorm", "groupnorm")
+            and self.loss in ("sum", "mean")
+            and d.dataset is None
+        ):
+            raise ValueError(
+                f"loss: {self.loss!r} has exactly zero gradient through the {m.norm_type} at the output "
+                "(its outputs sum to a constant); use loss: random or mse"
+            )
         if m.block != "transformer":
             if d.seq_len is not None:
                 raise ValueError(f"data.seq_len: only for model.block: transformer (model.block is {m.block!r})")
             if d.input == "tokens":
                 raise ValueError(f"data.input: 'tokens' is only for model.block: transformer (model.block is {m.block!r})")
-        elif not self.train.steps and self.loss in ("sum", "mean") and m.norm_type == "layernorm" and (m.has_final_norm or m.norm == "post"):
+        elif (
+            not self.train.steps
+            and self.loss in ("sum", "mean")
+            and m.norm_type == "layernorm"
+            and (m.has_final_norm or m.norm == "post")
+        ):
             raise ValueError(
                 f"loss: {self.loss!r} has exactly zero gradient through the LayerNorm at the output "
                 "(its outputs sum to the bias); use loss: random or mse"
@@ -476,30 +520,41 @@ class Config(_Strict):
         task = self.train.task
         if task == "classify" or d.dataset is not None:
             if self.train.steps and d.dataset is None:
-                raise ValueError(f"train.steps: training {'a conv net' if m.block == 'conv' else 'with train.task: classify'} "
-                                 "learns a dataset's labels (train.task: classify); set data.dataset (digits)")
+                raise ValueError(
+                    f"train.steps: training {'a conv net' if m.block == 'conv' else 'with train.task: classify'} "
+                    "learns a dataset's labels (train.task: classify); set data.dataset (digits)"
+                )
             if d.dataset is not None and task != "classify":
                 raise ValueError(f"train.task: {task!r} has its own data; with data.dataset use train.task: classify")
             if m.block == "transformer":
                 raise ValueError("train.task: 'classify' is for mlp and conv blocks; transformers train on train.task: sequence")
         elif task != TASK_FOR_BLOCK[m.block]:
             allowed = TASK_FOR_BLOCK[m.block]
-            why = ("regresses vectors of width model.width; transformers take token sequences" if task == "teacher"
-                   else "needs a transformer (token sequences in, next-token logits out)")
+            why = (
+                "regresses vectors of width model.width; transformers take token sequences"
+                if task == "teacher"
+                else "needs a transformer (token sequences in, next-token logits out)"
+            )
             raise ValueError(f"train.task: {task!r} {why}; with model.block: {m.block} use train.task: {allowed}")
         if task == "sequence" and self.train.steps and d.input == "tokens":
-            raise ValueError("data.input: 'tokens' is not used by train.task: sequence, which draws its own tokens "
-                             "(train.vocab) and learns their embedding; drop data.input")
+            raise ValueError(
+                "data.input: 'tokens' is not used by train.task: sequence, which draws its own tokens "
+                "(train.vocab) and learns their embedding; drop data.input"
+            )
         return self
 
     def _check_factory(self) -> "Config":
         d = self.data
         if self.train.steps:
-            raise ValueError("train.steps: a model.factory model is measured at initialisation only; "
-                             "to follow it in training, use resflow.watch in your own loop")
+            raise ValueError(
+                "train.steps: a model.factory model is measured at initialisation only; "
+                "to follow it in training, use resflow.watch in your own loop"
+            )
         if (d.shape is None) == (d.tokens is None):
-            raise ValueError("data: a model.factory model needs exactly one of data.shape (e.g. [8, 3, 224, 224]) "
-                             "or data.tokens (e.g. {vocab: 50257, seq_len: 128})")
+            raise ValueError(
+                "data: a model.factory model needs exactly one of data.shape (e.g. [8, 3, 224, 224]) "
+                "or data.tokens (e.g. {vocab: 50257, seq_len: 128})"
+            )
         for key in ("seq_len", "vocab"):
             if getattr(d, key) is not None:
                 raise ValueError(f"data.{key}: not used with model.factory (use data.tokens)")
@@ -510,8 +565,10 @@ class Config(_Strict):
     @model_validator(mode="after")
     def _check_seed_range(self) -> "Config":
         if self.seed + self.seeds - 1 > MAX_SEED:
-            raise ValueError(f"seed: seeds {self.seed} … {self.seed + self.seeds - 1} pass the largest seed, {MAX_SEED} "
-                             f"(2^63 − 1); with seeds: {self.seeds} the first seed is at most {MAX_SEED - self.seeds + 1}")
+            raise ValueError(
+                f"seed: seeds {self.seed} … {self.seed + self.seeds - 1} pass the largest seed, {MAX_SEED} "
+                f"(2^63 − 1); with seeds: {self.seeds} the first seed is at most {MAX_SEED - self.seeds + 1}"
+            )
         return self
 
     @property

@@ -38,8 +38,13 @@ def supports(cfg) -> bool:
     """Batched when there is more than one seed of an MLP stack (not shared weights, no dataset's
     stem and head, no BatchNorm or GroupNorm: those are measured one seed at a time)."""
     m = cfg.model
-    return (cfg.seeds > 1 and m.block == "mlp" and not m.share_weights and cfg.data.dataset is None
-            and (m.norm == "none" or m.norm_type in ("layernorm", "rmsnorm")))
+    return (
+        cfg.seeds > 1
+        and m.block == "mlp"
+        and not m.share_weights
+        and cfg.data.dataset is None
+        and (m.norm == "none" or m.norm_type in ("layernorm", "rmsnorm"))
+    )
 
 
 def chunks(cfg, seeds: list[int]) -> list[list[int]]:
@@ -63,7 +68,9 @@ class StackedMLP:
         for p in self.template.parameters():  # weights and biases are all drawn below; norms' copied
             shape = (len(seeds), *p.shape)
             self.stacked[id(p)] = p.new_empty(shape) if id(p) in drawn else p.detach().unsqueeze(0).expand(shape).clone()
-        stacked = [(self.stacked[id(lin.weight)], self.stacked[id(lin.bias)] if lin.bias is not None else None) for lin in linears]
+        stacked = [
+            (self.stacked[id(lin.weight)], self.stacked[id(lin.bias)] if lin.bias is not None else None) for lin in linears
+        ]
         with torch.no_grad(), torch.random.fork_rng(devices=devices):
             for s, seed in enumerate(seeds):  # build_model's draws, seed by seed, in the same order
                 seed_rng(seed, device)
@@ -159,17 +166,21 @@ def measure_seeds(cfg, seeds: list[int], device, dtype) -> list[Record]:
     records = []
     for s in range(len(seeds)):
         (gn, xn), (pgrad, pval) = site_vals[s], param_vals[s]
-        records.append(Record(
-            layer=[site.layer for site in model.sites],
-            sublayer=[site.sublayer for site in model.sites],
-            input_grad_norm=gn,
-            activation_rms=[activation_rms(v, numel) for v in xn],
-            param_grad_norm=[group_norm([pgrad[i] for i in group]) for group in groups],
-            param_layer=[r[0] for r in rows], param_name=[r[1] for r in rows],
-            param_grad=[pgrad[r[2]] for r in rows], param_value=[pval[r[2]] for r in rows],
-            norms_exact=reads_cheaply(x)  # (then _checked took any such norm again already)
-            or not any(inexact_norm(v, numel, dtype) for v in [*(gn[layer] for layer in hooked), *xn]),
-        ))
+        records.append(
+            Record(
+                layer=[site.layer for site in model.sites],
+                sublayer=[site.sublayer for site in model.sites],
+                input_grad_norm=gn,
+                activation_rms=[activation_rms(v, numel) for v in xn],
+                param_grad_norm=[group_norm([pgrad[i] for i in group]) for group in groups],
+                param_layer=[r[0] for r in rows],
+                param_name=[r[1] for r in rows],
+                param_grad=[pgrad[r[2]] for r in rows],
+                param_value=[pval[r[2]] for r in rows],
+                norms_exact=reads_cheaply(x)  # (then _checked took any such norm again already)
+                or not any(inexact_norm(v, numel, dtype) for v in [*(gn[layer] for layer in hooked), *xn]),
+            )
+        )
     return records
 
 

@@ -76,9 +76,11 @@ def discover(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """
     runs = _runs(model)
     if not runs:
-        raise ConfigError(f"no repeated blocks found in {type(model).__name__} (no nn.ModuleList/nn.Sequential "
-                           f"holds two same-class children with parameters); pass blocks=[...] naming them, "
-                           f"e.g. one of: {_candidates(model)}")
+        raise ConfigError(
+            f"no repeated blocks found in {type(model).__name__} (no nn.ModuleList/nn.Sequential "
+            f"holds two same-class children with parameters); pass blocks=[...] naming them, "
+            f"e.g. one of: {_candidates(model)}"
+        )
     members = [name for _, _, run in runs for name, _ in run]
 
     def level(run) -> int:
@@ -148,8 +150,10 @@ def find_blocks(model: nn.Module, blocks=None) -> list[tuple[str, nn.Module]]:
             regex = glob_regex(pattern)
             hits = [(n, m) for n, m in named if regex.match(n)]
             if not hits:
-                raise ConfigError(f"blocks: the pattern {pattern!r} matches no module of {type(model).__name__}; "
-                                   f"module names look like: {_candidates(model)}")
+                raise ConfigError(
+                    f"blocks: the pattern {pattern!r} matches no module of {type(model).__name__}; "
+                    f"module names look like: {_candidates(model)}"
+                )
             out += [(n, m) for n, m in hits if id(m) not in seen and not seen.add(id(m))]
         order = {id(m): i for i, (_, m) in enumerate(named)}
         return sorted(out, key=lambda nm: order[id(nm[1])])
@@ -164,8 +168,9 @@ def find_blocks(model: nn.Module, blocks=None) -> list[tuple[str, nn.Module]]:
         if not out:
             raise ConfigError("blocks: an empty list; give glob patterns or modules, or None to discover them")
         return out
-    raise ConfigError("blocks: give glob patterns (strings) or modules, not a mix of "
-                       f"{sorted({type(b).__name__ for b in blocks})}")
+    raise ConfigError(
+        f"blocks: give glob patterns (strings) or modules, not a mix of {sorted({type(b).__name__ for b in blocks})}"
+    )
 
 
 def block_sites(blocks: list[tuple[str, nn.Module]]) -> list[Site]:

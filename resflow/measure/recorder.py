@@ -58,10 +58,26 @@ class Record:
         if any(self.module):
             site_cols["module"] = self.module
         for table, k, cols in (
-            (grads, n, {**site_cols, "input_grad_norm": self.input_grad_norm,
-                        "activation_rms": self.activation_rms, "param_grad_norm": self.param_grad_norm}),
-            (params, m, {"layer": self.param_layer, "param": self.param_name, "grad_norm": self.param_grad,
-                         "value_norm": self.param_value}),
+            (
+                grads,
+                n,
+                {
+                    **site_cols,
+                    "input_grad_norm": self.input_grad_norm,
+                    "activation_rms": self.activation_rms,
+                    "param_grad_norm": self.param_grad_norm,
+                },
+            ),
+            (
+                params,
+                m,
+                {
+                    "layer": self.param_layer,
+                    "param": self.param_name,
+                    "grad_norm": self.param_grad,
+                    "value_norm": self.param_value,
+                },
+            ),
         ):
             table.setdefault("variant", []).extend([variant] * k)
             table.setdefault("seed", []).extend([seed] * k)
@@ -400,7 +416,9 @@ class Recorder:
         p_grad_norms, p_value_norms = self._param_norms()
         if n == 0 and not p_grad_norms:
             return Record()
-        g_norms = [self._grad_norms.get(i, self._missing) for i in range(n)]  # a site whose input needed no gradient: 0.0 (by_call: NaN)
+        g_norms = [
+            self._grad_norms.get(i, self._missing) for i in range(n)
+        ]  # a site whose input needed no gradient: 0.0 (by_call: NaN)
         # every norm is taken by now: one stack, one device->host transfer, then plain float arithmetic
         vals = _as_floats(g_norms + self._input_norms + p_grad_norms + p_value_norms)
         n_params = len(self._params)

@@ -16,8 +16,9 @@ FACTORY_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 def resolve(spec: str):
     """The callable `spec` names: 'pkg.mod:callable' (an attribute path after the colon), or 'hf:gpt2'."""
     if not isinstance(spec, str) or not FACTORY_PATTERN.match(spec):
-        raise ConfigError(f"model.factory: expected 'package.module:callable' or a named factory "
-                          f"({', '.join(named())}), got {spec!r}")
+        raise ConfigError(
+            f"model.factory: expected 'package.module:callable' or a named factory ({', '.join(named())}), got {spec!r}"
+        )
     module_name, _, attr = spec.partition(":")
     if module_name == "hf":
         from resflow.models import hf

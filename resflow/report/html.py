@@ -71,14 +71,19 @@ def figure_png(fig) -> str:
 
 def _provenance(result, source: Path) -> str:
     meta = dict(result.meta or {})
-    rows = [("results dir", str(source)), ("report written", datetime.now(timezone.utc).isoformat(timespec="seconds")),
-            ("report by", f"resflow {__version__}")]
+    rows = [
+        ("results dir", str(source)),
+        ("report written", datetime.now(timezone.utc).isoformat(timespec="seconds")),
+        ("report by", f"resflow {__version__}"),
+    ]
     for key, value in meta.items():
         if key == "theory":
             continue
         text = value if isinstance(value, str) else json.dumps(value, default=str)
         rows.append((key, text if len(text) < 400 else text[:400] + "…"))
-    body = "".join(f"<tr><th>{escape(k)}</th><td style='text-align:left;white-space:normal'>{escape(str(v))}</td></tr>" for k, v in rows)
+    body = "".join(
+        f"<tr><th>{escape(k)}</th><td style='text-align:left;white-space:normal'>{escape(str(v))}</td></tr>" for k, v in rows
+    )
     return f"<table>{body}</table>"
 
 
@@ -102,8 +107,10 @@ def render(result, source: Path) -> str:
         parts.append("<h2>Figures</h2>")
         for name, fig in figs.items():
             note = FIGURE_NOTES.get(name, "")
-            parts.append(f"<figure id='fig-{escape(name)}'><img alt='{escape(name)} figure' src='data:image/png;base64,"
-                         f"{figure_png(fig)}'><figcaption>{escape(name)}.png — {escape(note)}</figcaption></figure>")
+            parts.append(
+                f"<figure id='fig-{escape(name)}'><img alt='{escape(name)} figure' src='data:image/png;base64,"
+                f"{figure_png(fig)}'><figcaption>{escape(name)}.png — {escape(note)}</figcaption></figure>"
+            )
     if tables:
         parts.append("<h2>Tables</h2>")
         parts += [rich_table_html(t) for t in tables]
@@ -112,9 +119,11 @@ def render(result, source: Path) -> str:
     parts.append("<h2>Provenance</h2>")
     parts.append(_provenance(result, source))
     body = "\n".join(parts)
-    return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-            f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
-            f"<title>{escape(title)}</title><style>{CSS}</style></head>\n<body>\n{body}\n</body></html>\n")
+    return (
+        f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>{escape(title)}</title><style>{CSS}</style></head>\n<body>\n{body}\n</body></html>\n"
+    )
 
 
 def write_report(directory: Path, out: Path | None = None) -> Path:

@@ -34,8 +34,12 @@ def quote(text: str) -> str:
 def to_csv_text(df: pd.DataFrame) -> str:
     """The text of `df.to_csv(index=False)`."""
     names = list(df.columns)
-    if (df.shape[1] < 2 or not df.columns.is_unique or isinstance(df.columns, pd.MultiIndex)
-            or not all(isinstance(name, str) for name in names)):  # (one column: the csv module quotes an empty row)
+    if (
+        df.shape[1] < 2
+        or not df.columns.is_unique
+        or isinstance(df.columns, pd.MultiIndex)
+        or not all(isinstance(name, str) for name in names)
+    ):  # (one column: the csv module quotes an empty row)
         return df.to_csv(index=False)
     cells = []
     for name in df.columns:

@@ -33,8 +33,16 @@ FORMATS = ("csv", "parquet", "both")  # how the tables are written (`--format`)
 NEEDS_PYARROW = 'Parquet needs pyarrow: pip install "resflow[parquet]" (or pip install pyarrow)'
 # Everything resflow writes into a results dir (a run's, a sweep's, the demo's): `--force` replaces
 # a dir holding nothing else, and refuses one holding anything else (the user's own files).
-WRITTEN_NAMES = {*RESULT_FILES, "train.csv", "demo.csv", "plan.json", "points", "slurm", "report.html",
-                 *(f"{t}.parquet" for t in TABLES)}  # plan.json, points/: a sweep's
+WRITTEN_NAMES = {
+    *RESULT_FILES,
+    "train.csv",
+    "demo.csv",
+    "plan.json",
+    "points",
+    "slurm",
+    "report.html",
+    *(f"{t}.parquet" for t in TABLES),
+}  # plan.json, points/: a sweep's
 FIGURE_SUFFIXES = (".png", ".svg", ".pdf")
 
 
@@ -51,18 +59,20 @@ def check_out_dir(path: Path, force: bool = False) -> None:
         raise ConfigError(f"output path {str(path)!r} exists and is a file, not a directory")
     here = Path.cwd().resolve()
     if path.exists() and (path.resolve() == here or path.resolve() in here.parents):
-        raise ConfigError(f"output path {str(path)!r} is the current directory or holds it; "
-                          "a results dir is written whole, so choose a new subdirectory with --out")
+        raise ConfigError(
+            f"output path {str(path)!r} is the current directory or holds it; "
+            "a results dir is written whole, so choose a new subdirectory with --out"
+        )
     if path.is_dir() and any(path.iterdir()):
         foreign = foreign_entries(path)
         if foreign:
             shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-            raise ConfigError(f"{str(path)!r} holds files resflow did not write ({shown}); "
-                              "--force replaces only resflow's own results: choose another --out")
-        if not force:
             raise ConfigError(
-                f"{str(path)!r} already holds results; pass --force to replace them or --out to write elsewhere"
+                f"{str(path)!r} holds files resflow did not write ({shown}); "
+                "--force replaces only resflow's own results: choose another --out"
             )
+        if not force:
+            raise ConfigError(f"{str(path)!r} already holds results; pass --force to replace them or --out to write elsewhere")
     parent = _existing_ancestor(path)
     if not parent.is_dir():
         raise ConfigError(f"output path {str(path)!r} cannot be created: {str(parent)!r} is a file")
@@ -88,14 +98,18 @@ def check_out_path(path: Path) -> None:
     too_long = [part for part in path.parts if len(os.fsencode(part)) > name_max]
     if too_long or len(os.fsencode(path.name)) + BESIDE_EXTRA > name_max:
         part = too_long[0] if too_long else path.name
-        raise ConfigError(f"output path {_short(path)!r}: the name {_short(Path(part))!r} is too long for the file system "
-                          f"({len(os.fsencode(part))} bytes; at most {name_max - BESIDE_EXTRA} for a results dir's name)")
+        raise ConfigError(
+            f"output path {_short(path)!r}: the name {_short(Path(part))!r} is too long for the file system "
+            f"({len(os.fsencode(part))} bytes; at most {name_max - BESIDE_EXTRA} for a results dir's name)"
+        )
     if len(os.fsencode(str(path.absolute()))) >= 4096:
         raise ConfigError(f"output path {_short(path)!r} is too long ({len(os.fsencode(str(path.absolute())))} bytes)")
     if path.is_symlink():
         target = os.readlink(path)
-        raise ConfigError(f"output path {str(path)!r} is a symbolic link (to {target!r}); resflow never replaces or "
-                          f"writes through a link given as --out: pass the directory itself (e.g. --out {str(path.resolve())!r})")
+        raise ConfigError(
+            f"output path {str(path)!r} is a symbolic link (to {target!r}); resflow never replaces or "
+            f"writes through a link given as --out: pass the directory itself (e.g. --out {str(path.resolve())!r})"
+        )
 
 
 def _short(path: Path, keep: int = 60) -> str:
@@ -151,6 +165,7 @@ def _existing_ancestor(path: Path) -> Path:
     while not path.exists():
         path = path.parent
     return path
+
 
 def write_csv(df: pd.DataFrame, path: Path) -> None:
     """Full precision (floats round-trip exactly), atomically: temp file + fsync + rename."""
@@ -231,8 +246,10 @@ def write_files(result: RunResult, directory: Path, fmt: str = "csv") -> None:
     write_text_atomic(directory / "meta.json", json.dumps(meta, indent=2, default=str) + "\n")
 
 
-RECORDED = {**{f"{t}.{ext}": t for t in ("grads", "params", "summary", "train") for ext in ("csv", "parquet")},
-            "config.yaml": None}  # the files meta.json's `files` vouches for (figures are redrawn from them)
+RECORDED = {
+    **{f"{t}.{ext}": t for t in ("grads", "params", "summary", "train") for ext in ("csv", "parquet")},
+    "config.yaml": None,
+}  # the files meta.json's `files` vouches for (figures are redrawn from them)
 
 
 def file_records(result: RunResult, directory: Path) -> dict[str, dict]:
@@ -340,7 +357,7 @@ def read_table(path: Path) -> pd.DataFrame:
     path = Path(path)
     if path.suffix == ".parquet":
         if not _have_pyarrow():
-            raise ConfigError(f"{str(path)!r}: reading it needs pyarrow: pip install \"resflow[parquet]\"")
+            raise ConfigError(f'{str(path)!r}: reading it needs pyarrow: pip install "resflow[parquet]"')
         return read_parquet(path)
     return read_csv(path)
 
@@ -390,18 +407,26 @@ def verify_files(path: Path, records: dict, tables: dict) -> None:
             continue
         file = Path(path) / name
         table_name = RECORDED[name]
-        if not file.is_file() and table_name and any((Path(path) / f"{table_name}.{ext}").is_file() for ext in ("csv", "parquet")):
+        if (
+            not file.is_file()
+            and table_name
+            and any((Path(path) / f"{table_name}.{ext}").is_file() for ext in ("csv", "parquet"))
+        ):
             continue  # written in both formats, one of them removed since: the other is read (and checked)
         if not file.is_file():
             raise ConfigError(f"{str(file)!r} is missing: meta.json records it as written; the results dir is incomplete")
         table = tables.get(RECORDED[name]) if RECORDED[name] else None
         rows = record.get("rows")
         if table is not None and rows is not None and len(table) != rows:
-            raise ConfigError(f"{str(file)!r} holds {len(table)} rows but {rows} were written (meta.json): "
-                              "it was truncated or edited; rerun to write it again")
+            raise ConfigError(
+                f"{str(file)!r} holds {len(table)} rows but {rows} were written (meta.json): "
+                "it was truncated or edited; rerun to write it again"
+            )
         if record.get("sha256") and file_sha256(file) != record["sha256"]:
-            raise ConfigError(f"{str(file)!r} is not what resflow wrote (its sha256 differs from meta.json's): "
-                              "it was edited or damaged; rerun to write it again")
+            raise ConfigError(
+                f"{str(file)!r} is not what resflow wrote (its sha256 differs from meta.json's): "
+                "it was edited or damaged; rerun to write it again"
+            )
 
 
 def _check_keys(file: Path, df: pd.DataFrame, keys: tuple, numeric: tuple) -> None:
@@ -417,5 +442,6 @@ def _check_keys(file: Path, df: pd.DataFrame, keys: tuple, numeric: tuple) -> No
             if not bad.any():
                 continue
             row = int(bad.to_numpy().argmax()) + 2
-            raise ConfigError(f"{str(file)!r} line {row}: {col} is {df[col].iloc[row - 2]!r}, not a number: "
-                              "the file is damaged or was edited")
+            raise ConfigError(
+                f"{str(file)!r} line {row}: {col} is {df[col].iloc[row - 2]!r}, not a number: the file is damaged or was edited"
+            )

@@ -79,8 +79,19 @@ def site_stats(grads: pd.DataFrame, column: str = "input_grad_norm", step: int |
         for i, (layer, sub) in enumerate(first_seed[["layer", "sublayer"]].itertuples(index=False)):
             values = by_site[(layer, sub)]
             med, lo, hi, bad = finite_stats(values)
-            rows.append(dict(variant=variant, x=float(x[i]), layer=int(layer), sublayer=sub,
-                             median=med, min=lo, max=hi, n_bad=bad, n=len(values)))
+            rows.append(
+                dict(
+                    variant=variant,
+                    x=float(x[i]),
+                    layer=int(layer),
+                    sublayer=sub,
+                    median=med,
+                    min=lo,
+                    max=hi,
+                    n_bad=bad,
+                    n=len(values),
+                )
+            )
     return pd.DataFrame(rows, columns=SITE_STATS_COLUMNS)
 
 

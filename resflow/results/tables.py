@@ -14,31 +14,73 @@ import pandas as pd
 
 # Columns copied from the config into every row, so CSVs of different runs concatenate directly.
 CONFIG_COLUMNS = [
-    "block", "depth", "width", "activation", "residual", "residual_scale",
-    "norm", "norm_type", "init_scheme", "init_scale",
+    "block",
+    "depth",
+    "width",
+    "activation",
+    "residual",
+    "residual_scale",
+    "norm",
+    "norm_type",
+    "init_scheme",
+    "init_scale",
 ]
 GRADS_COLUMNS = [
-    "variant", "seed", "step", "layer", "sublayer",
-    "input_grad_norm", "activation_rms", "param_grad_norm", *CONFIG_COLUMNS,
+    "variant",
+    "seed",
+    "step",
+    "layer",
+    "sublayer",
+    "input_grad_norm",
+    "activation_rms",
+    "param_grad_norm",
+    *CONFIG_COLUMNS,
 ]
 PARAMS_COLUMNS = ["variant", "seed", "step", "layer", "param", "grad_norm", "value_norm"]
 TRAIN_PARAMS_COLUMNS = ["update_ratio", "movement"]  # added to params.csv by training runs (train.steps > 0)
 TRAIN_COLUMNS = [  # train.csv: training runs only, one row per (variant, seed, step)
-    "variant", "seed", "step", "loss", "eval_loss", "grad_norm_total", "lr", "wall_time_s", "task_floor", "task_baseline",
+    "variant",
+    "seed",
+    "step",
+    "loss",
+    "eval_loss",
+    "grad_norm_total",
+    "lr",
+    "wall_time_s",
+    "task_floor",
+    "task_baseline",
     *CONFIG_COLUMNS,
 ]
 SUMMARY_COLUMNS = [
-    "variant", "seed", "step", "grad_first", "grad_last", "grad_ratio", "log10_grad_ratio",
-    "gain_per_layer", "finite", "log10_ratio_sd", "ratio_q25", "ratio_q75", *CONFIG_COLUMNS,
+    "variant",
+    "seed",
+    "step",
+    "grad_first",
+    "grad_last",
+    "grad_ratio",
+    "log10_grad_ratio",
+    "gain_per_layer",
+    "finite",
+    "log10_ratio_sd",
+    "ratio_q25",
+    "ratio_q75",
+    *CONFIG_COLUMNS,
 ]
 
 
 def config_columns(cfg) -> dict[str, Any]:
     m = cfg.model
     return dict(
-        block=m.block, depth=m.depth, width=m.width, activation=m.ffn if m.block == "transformer" else m.activation, residual=m.residual,
-        residual_scale=m.residual_scale, norm=m.norm, norm_type=m.norm_type,
-        init_scheme=m.init.scheme, init_scale=m.init.scale,
+        block=m.block,
+        depth=m.depth,
+        width=m.width,
+        activation=m.ffn if m.block == "transformer" else m.activation,
+        residual=m.residual,
+        residual_scale=m.residual_scale,
+        norm=m.norm,
+        norm_type=m.norm_type,
+        init_scheme=m.init.scheme,
+        init_scale=m.init.scale,
     )
 
 
@@ -118,8 +160,12 @@ class RunResult:
             if len(per_variant) == 1:
                 lines.append(("first/last layer gradient", f"{per_variant.iloc[0]:.3g}x (median over seeds)"))
             else:
-                lines.append(("first/last layer gradient", f"{per_variant.min():.3g}x to {per_variant.max():.3g}x "
-                              f"(median over seeds, per variant)"))
+                lines.append(
+                    (
+                        "first/last layer gradient",
+                        f"{per_variant.min():.3g}x to {per_variant.max():.3g}x (median over seeds, per variant)",
+                    )
+                )
         tables = [f"grads {len(g):,}", f"params {len(self.params):,}", f"summary {len(self.summary):,}"]
         if self.train is not None:
             tables.append(f"train {len(self.train):,}")
@@ -137,6 +183,7 @@ class RunResult:
         from html import escape
 
         title, lines = self._overview()
-        rows = "".join(f"<tr><th style='text-align:left'>{escape(w)}</th><td style='text-align:left'>{escape(v)}</td></tr>"
-                       for w, v in lines)
+        rows = "".join(
+            f"<tr><th style='text-align:left'>{escape(w)}</th><td style='text-align:left'>{escape(v)}</td></tr>" for w, v in lines
+        )
         return f"<div><strong>RunResult: {escape(title)}</strong><table>{rows}</table></div>"

@@ -1,6 +1,6 @@
 """Sweeps and their storage: plans of points (plan.py), run and persisted point by point (runner.py).
 
-    from resflow.sweep import load_base, make_plan, run_sweep
+from resflow.sweep import load_base, make_plan, run_sweep
 """
 
 from resflow.sweep.plan import load_base, make_plan

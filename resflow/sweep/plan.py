@@ -112,7 +112,7 @@ def validate_axis(base: Config, key: str, values: list, origin: str) -> Axis:
             cfg = base.replace({key: value})
         except ConfigError as err:
             msg = str(err)
-            msg = msg[len("--set "):] if msg.startswith("--set ") else msg
+            msg = msg[len("--set ") :] if msg.startswith("--set ") else msg
             raise ConfigError(f"{where}{msg}") from None
         normal = get_key(cfg.to_dict(), key)
         if normal in seen:
@@ -135,8 +135,9 @@ def merge_axes(base: Config, yaml_items: list[tuple[str, list]], cli_items: list
     given: set[str] = set()
     for key, values in cli_items:
         if key in given:
-            raise ConfigError(f"--over {key}: given twice; one --over per key, with all its values "
-                              f"(e.g. --over {key}=V1,V2,V3,V4)")
+            raise ConfigError(
+                f"--over {key}: given twice; one --over per key, with all its values (e.g. --over {key}=V1,V2,V3,V4)"
+            )
         given.add(key)
         merged[key] = (values, "--over")
     axes = [validate_axis(base, key, values, origin) for key, (values, origin) in merged.items()]
@@ -150,7 +151,8 @@ def merge_axes(base: Config, yaml_items: list[tuple[str, list]], cli_items: list
         raise ConfigError(
             f"{where}: a point runs seeds seed … seed+seeds−1 (seeds: {most_seeds}), so the points would share seeds and "
             f"each row would carry the swept value as its seed; for several seeds use --seeds N (or seeds: N) alone, "
-            f"or sweep seed with --seeds 1")
+            f"or sweep seed with --seeds 1"
+        )
     columns = [a.column for a in axes]
     for col in set(columns):
         if columns.count(col) > 1:
@@ -231,8 +233,10 @@ class Plan:
         seeds = self.base.seeds
         runs = len(self.points) * seeds
         where = f" → {out}/" if out is not None else ""
-        return (f"sweep {self.base.name}: {len(self.points)} points × {seeds} seed{'s' if seeds != 1 else ''} = {runs} runs; "
-                f"{self.describe()}{where}")
+        return (
+            f"sweep {self.base.name}: {len(self.points)} points × {seeds} seed{'s' if seeds != 1 else ''} = {runs} runs; "
+            f"{self.describe()}{where}"
+        )
 
 
 def point_hash(config: dict, variant: str, columns: dict) -> str:
@@ -270,5 +274,3 @@ def make_plan(base: Config, yaml_items=(), cli_axes: list[str] = ()) -> Plan:
     the default depth axis only when there is no axis at all."""
     axes = merge_axes(base, list(yaml_items), [parse_over(item) for item in cli_axes])
     return Plan(base, axes, expand(base, axes))
-
-

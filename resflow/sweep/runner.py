@@ -313,15 +313,31 @@ def run_sweep(
     hint = resume_hint or "the same command plus --resume"
     with backends.connected(backend, workers, ray_address):
         try:
-            return _run_sweep(plan, out, workers, backend, ray_address, resume, force, on_start, on_point, resume_hint,
-                              fmt=fmt, slurm_options=slurm_options, on_note=on_note)
+            return _run_sweep(
+                plan,
+                out,
+                workers,
+                backend,
+                ray_address,
+                resume,
+                force,
+                on_start,
+                on_point,
+                resume_hint,
+                fmt=fmt,
+                slurm_options=slurm_options,
+                on_note=on_note,
+            )
         except ResflowError as err:
             resumable = getattr(err, "resumable", False) or isinstance(err, EnvironmentFault)
             if not resumable or not (out / PLAN_FILE).is_file():
                 raise
             text = str(err).removesuffix("; finished points are saved: rerun with --resume")
-            raise ResflowError(f"{text}; the finished points are saved in {out}/{POINTS_DIR}/: once that is fixed, "
-                               f"finish the sweep with: {hint}", exit_code=err.exit_code) from None
+            raise ResflowError(
+                f"{text}; the finished points are saved in {out}/{POINTS_DIR}/: once that is fixed, "
+                f"finish the sweep with: {hint}",
+                exit_code=err.exit_code,
+            ) from None
 
 
 def _run_sweep(
@@ -355,7 +371,9 @@ def _run_sweep(
     parsed: dict[int, dict] = {}  # each point's payload: those found finished, then each as it arrives
     done, damaged = read_finished(out, plan, parsed) if resume else (set(), [])
     if damaged and on_note is not None:
-        names = ", ".join(point_path(out, p).name for p in damaged[:3]) + (f" and {len(damaged) - 3} more" if len(damaged) > 3 else "")
+        names = ", ".join(point_path(out, p).name for p in damaged[:3]) + (
+            f" and {len(damaged) - 3} more" if len(damaged) > 3 else ""
+        )
         on_note(f"note: {len(damaged)} point file(s) in {out}/{POINTS_DIR}/ were damaged ({names}); those points run again")
     todo = [p for p in plan.points if p.index not in done]
     if on_start is not None:
@@ -378,8 +396,17 @@ def _run_sweep(
 
     try:
         if todo:
-            backends.execute(todo, run_point, save, workers=workers, backend=backend, ray_address=ray_address, fail=fail,
-                             out=out, slurm_options=slurm_options)
+            backends.execute(
+                todo,
+                run_point,
+                save,
+                workers=workers,
+                backend=backend,
+                ray_address=ray_address,
+                fail=fail,
+                out=out,
+                slurm_options=slurm_options,
+            )
     except KeyboardInterrupt as err:
         from resflow._sys.signals import exit_code, signal_name
 
@@ -401,11 +428,14 @@ def _run_sweep(
     for point in missing:  # (all are parsed by now: finished ones were read and checked above)
         payload = read_point(out, point)
         if payload is None:
-            raise ResflowError(f"{str(point_path(out, point))!r} is damaged; rerun with: {resume_hint or 'the same command plus --resume'}")
+            raise ResflowError(
+                f"{str(point_path(out, point))!r} is damaged; rerun with: {resume_hint or 'the same command plus --resume'}"
+            )
         parsed[point.index] = payload
     frames = assemble(out, plan, parsed)
     meta = run_meta(
-        started, t0,
+        started,
+        t0,
         kind="sweep",
         axes=[{"key": a.key, "column": a.column, "values": list(a.values)} for a in plan.axes],
         points=len(plan.points),
@@ -413,8 +443,15 @@ def _run_sweep(
         workers=workers,
         backend=backend,
     )
-    result = RunResult(grads=frames["grads"], params=frames["params"], summary=frames["summary"],
-                       config=plan.config_yaml(), meta=meta, path=out, train=frames["train"])
+    result = RunResult(
+        grads=frames["grads"],
+        params=frames["params"],
+        summary=frames["summary"],
+        config=plan.config_yaml(),
+        meta=meta,
+        path=out,
+        train=frames["train"],
+    )
     write_files(result, out, fmt=fmt)
     return SweepRun(result, plan, skipped=len(done), ran=len(todo))
 
@@ -435,4 +472,3 @@ def unfinished_sweep(path: Path) -> tuple[int, int] | None:
         return None
     have = {f.stem for f in (Path(path) / POINTS_DIR).glob("*.json")}
     return len([k for k in keys if k in have]), len(keys)
-

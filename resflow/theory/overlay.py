@@ -83,8 +83,10 @@ def comparison_line(summary: pd.DataFrame, verdict: str) -> str:
     predicted = float(summary["predicted_grad_ratio"].iloc[0])
     ends = [summary[c].to_numpy(dtype=float) for c in ("grad_first", "grad_last") if c in summary]
     if len(ends) == 2 and len(ends[0]) and all((e == 0).all() for e in ends):  # zero is finite: no ratio, not "nan"
-        return (f"theory ({verdict}): first/last predicted {predicted:.3g}, measured: no gradient "
-                "(exactly 0 at the first and last layers, so no ratio)")
+        return (
+            f"theory ({verdict}): first/last predicted {predicted:.3g}, measured: no gradient "
+            "(exactly 0 at the first and last layers, so no ratio)"
+        )
     measured = float(np.median(summary["grad_ratio"].to_numpy(dtype=float)))
     depth = int(summary["depth"].iloc[0]) if "depth" in summary else 0
     seeds = len(summary)

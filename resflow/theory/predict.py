@@ -248,8 +248,10 @@ def critical_scale(model) -> tuple[Optional[float], str]:
         return None, f"no edge of chaos computed for activation {model.activation!r} (tanh and relu only)"
     scale = math.sqrt(sw2 / factor)
     plain = " (of the plain stack x → φ(W x + b); a residual stack has none)" if model.residual else ""
-    return scale, (f"model.init.scale = {scale:.6g} is critical for init {model.init.scheme} (σ_w² = {factor:.4g}·scale²), "
-                   f"{model.activation}, σ_b² = {sb2:.6g}: σ_w² = {sw2:.6g}, χ₁ = 1{plain}")
+    return scale, (
+        f"model.init.scale = {scale:.6g} is critical for init {model.init.scheme} (σ_w² = {factor:.4g}·scale²), "
+        f"{model.activation}, σ_b² = {sb2:.6g}: σ_w² = {sw2:.6g}, χ₁ = 1{plain}"
+    )
 
 
 def bias_variance(model) -> float:
@@ -408,8 +410,14 @@ def _mean_field(m, sw2: float, sb2: float, mean: float, var: float):
             q = length_map(act, sw2, sb2, q)
         qstar = fixed_point(act, sw2, sb2, q0=qs[0] if qs else 1.0)
         return dict(
-            kind="mean-field", model=f"plain {act} MLP x → φ(W x + b)", factors=tuple(factors), q=tuple(qs),
-            sigma_w2=sw2, sigma_b2=sb2, q_star=qstar, chi1=chi1(act, sw2, sb2, qstar),
+            kind="mean-field",
+            model=f"plain {act} MLP x → φ(W x + b)",
+            factors=tuple(factors),
+            q=tuple(qs),
+            sigma_w2=sw2,
+            sigma_b2=sb2,
+            q_star=qstar,
+            chi1=chi1(act, sw2, sb2, qstar),
             critical_sigma_w2=critical_sigma_w2(act, sb2),
         )
     if not m.residual and m.norm == "none" and m.preactivation:
@@ -420,8 +428,14 @@ def _mean_field(m, sw2: float, sb2: float, mean: float, var: float):
             mean, var = 0.0, sw2 * second_moment(act, var, mean) + sb2
         qstar = fixed_point(act, sw2, sb2, q0=max(qs[-1], 1e-12) if qs else 1.0)
         return dict(
-            kind="mean-field", model=f"plain {act} MLP x → W φ(x) + b", factors=tuple(factors), q=tuple(qs),
-            sigma_w2=sw2, sigma_b2=sb2, q_star=qstar, chi1=chi1(act, sw2, sb2, qstar),
+            kind="mean-field",
+            model=f"plain {act} MLP x → W φ(x) + b",
+            factors=tuple(factors),
+            q=tuple(qs),
+            sigma_w2=sw2,
+            sigma_b2=sb2,
+            q_star=qstar,
+            chi1=chi1(act, sw2, sb2, qstar),
             critical_sigma_w2=critical_sigma_w2(act, sb2),
         )
     if m.residual and m.preactivation:
@@ -440,8 +454,12 @@ def _mean_field(m, sw2: float, sb2: float, mean: float, var: float):
             var = var + a2 * (sw2 * second_moment(act, u_var, u_mean) + sb2)
         form = "x + α·(W φ(norm(x)) + b)" if m.norm == "pre" else "x + α·(W φ(x) + b)"
         return dict(
-            kind="mean-field", model=f"residual {act} MLP {form}, α={alpha:g}", factors=tuple(factors), q=tuple(qs),
-            sigma_w2=sw2, sigma_b2=sb2,
+            kind="mean-field",
+            model=f"residual {act} MLP {form}, α={alpha:g}",
+            factors=tuple(factors),
+            q=tuple(qs),
+            sigma_w2=sw2,
+            sigma_b2=sb2,
         )
     return NoPrediction("no recursion implemented for this combination (plain MLP with a norm)")
 
@@ -453,13 +471,19 @@ def _exact(cfg) -> Optional[Prediction | NoPrediction]:
     zero_branch = m.residual and (m.residual_scale == 0.0 or m.init.scale == 0.0)
     if zero_branch and m.norm != "post":
         why = "α = 0" if m.residual_scale == 0.0 else "zero weights"
-        return Prediction(kind="exact", model=f"residual stack with {why}: every block is the identity for the gradient",
-                          factors=(1.0,) * (L - 1))
+        return Prediction(
+            kind="exact",
+            model=f"residual stack with {why}: every block is the identity for the gradient",
+            factors=(1.0,) * (L - 1),
+        )
     if not m.residual and m.norm == "none" and m.init.scale == 0.0:
         return NoPrediction("zero weights without a residual: no gradient passes below the last block (0/0)")
     if m.init.scheme == "constant" and m.activation == "identity" and not m.residual and m.norm == "none":
         c, n = m.init.scale, m.width
         # W = c·11ᵀ: after one block δ ∝ 1, and Wᵀ(a·1) = c·n·a·1, so each block multiplies ‖δ‖ by c·n
-        return Prediction(kind="exact", model=f"linear chain, every weight {c:g}, width {n}: ‖δ_l‖ = (c·n)^(depth−1−l)·‖δ_last‖",
-                          factors=((c * n) ** 2,) * (L - 1))
+        return Prediction(
+            kind="exact",
+            model=f"linear chain, every weight {c:g}, width {n}: ‖δ_l‖ = (c·n)^(depth−1−l)·‖δ_last‖",
+            factors=((c * n) ** 2,) * (L - 1),
+        )
     return None

@@ -19,8 +19,11 @@ def describe(cfg) -> list[str]:
     m = cfg.model
     pred = predict(cfg)
     kind = m.activation if m.block == "mlp" else f"transformer ({m.norm}-norm, {m.ffn} FFN)"
-    head = (f"{cfg.name}: {m.factory}, loss {cfg.loss}" if getattr(m, "factory", None) is not None
-            else f"{cfg.name}: depth {m.depth}, width {m.width}, {kind}, loss {cfg.loss}")
+    head = (
+        f"{cfg.name}: {m.factory}, loss {cfg.loss}"
+        if getattr(m, "factory", None) is not None
+        else f"{cfg.name}: depth {m.depth}, width {m.width}, {kind}, loss {cfg.loss}"
+    )
     if not pred:
         return [head, f"no prediction: {pred.reason}"]
     lines = [head, f"theory: {pred.kind} — {pred.model}"]
@@ -30,7 +33,8 @@ def describe(cfg) -> list[str]:
         lines += [
             f"q* = {_g(pred.q_star)}",
             f"χ₁ = {_g(pred.chi1)}",
-            "ξ = ∞ (critical: |χ₁ − 1| < 1e-3)" if pred.phase == "critical"
+            "ξ = ∞ (critical: |χ₁ − 1| < 1e-3)"
+            if pred.phase == "critical"
             else f"ξ = −1/ln χ₁ = {_g(pred.depth_scale)} layers (depth scale of ‖δ‖²; < 0: it grows)",
             f"phase: {pred.phase}",
         ]

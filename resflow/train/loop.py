@@ -92,9 +92,9 @@ class SeedRun:
 
     records: list[tuple[int, Record, list[float], list[float]]] = field(default_factory=list)
     # (step, record, update_ratio per params row, movement per params row)
-    rows: dict[str, list] = field(default_factory=lambda: {
-        k: [] for k in ("step", "loss", "eval_loss", "grad_norm_total", "lr", "wall_time_s")
-    })
+    rows: dict[str, list] = field(
+        default_factory=lambda: {k: [] for k in ("step", "loss", "eval_loss", "grad_norm_total", "lr", "wall_time_s")}
+    )
     floor: float = math.nan  # the task's lowest achievable loss, for this seed
     baseline: float = math.nan  # the loss of the task's best constant prediction
 
@@ -173,8 +173,9 @@ def train_seed(cfg, seed: int, device: torch.device, on_step=None) -> SeedRun:
             optimizer.step()
             if record:
                 with torch.no_grad():
-                    per_param = _ratios(norms_as_floats(list(torch._foreach_sub([p.detach() for p in tracked], before))),
-                                        norms_as_floats(before))
+                    per_param = _ratios(
+                        norms_as_floats(list(torch._foreach_sub([p.detach() for p in tracked], before))), norms_as_floats(before)
+                    )
                 update_ratio = [per_param[i] for i in row_param]
         if record:
             out.records.append((step, rec, update_ratio, [moved[i] for i in row_param]))
@@ -187,14 +188,20 @@ def train_seed(cfg, seed: int, device: torch.device, on_step=None) -> SeedRun:
         rows["lr"].append(lr if step < t.steps else math.nan)
         rows["wall_time_s"].append(round(time.perf_counter() - t0, 6))
         if on_step is not None:
-            on_step(StepInfo(
-                seed=seed, step=step, steps=t.steps, loss=loss_val, lr=lr,
-                eval_loss=eval_loss if record else None,
-                eval_accuracy=out.rows["eval_accuracy"][-1] if record and evaluate is not None else None,
-                train_accuracy=out.rows["train_set_accuracy"][-1] if record and evaluate is not None else None,
-                grad_first=rec.input_grad_norm[0] if rec else None,
-                grad_last=rec.input_grad_norm[-1] if rec else None,
-            ))
+            on_step(
+                StepInfo(
+                    seed=seed,
+                    step=step,
+                    steps=t.steps,
+                    loss=loss_val,
+                    lr=lr,
+                    eval_loss=eval_loss if record else None,
+                    eval_accuracy=out.rows["eval_accuracy"][-1] if record and evaluate is not None else None,
+                    train_accuracy=out.rows["train_set_accuracy"][-1] if record and evaluate is not None else None,
+                    grad_first=rec.input_grad_norm[0] if rec else None,
+                    grad_last=rec.input_grad_norm[-1] if rec else None,
+                )
+            )
     return out
 
 
@@ -248,7 +255,11 @@ def _train(cfg, on_seed, on_step) -> RunResult:
     grads_df = grads_frame(add_constants(grads, cols))
     add_constants(train_rows, cols)
     meta = run_meta(
-        started, t0, device=str(device), dtype=cfg.dtype, seeds=cfg.seed_list,
+        started,
+        t0,
+        device=str(device),
+        dtype=cfg.dtype,
+        seeds=cfg.seed_list,
         train_steps=cfg.train.steps,
         task=cfg.train.task,
         task_floor=floors,  # per seed: the lowest achievable loss

@@ -47,8 +47,9 @@ class TeacherTask:
         self.w1 = torch.randn(w, w, generator=gen, dtype=torch.float64) / w**0.5 * 2.0  # gain 2: non-linear
         self.b1 = torch.randn(w, generator=gen, dtype=torch.float64) * 0.5
         self.w2 = torch.randn(w, w, generator=gen, dtype=torch.float64) / w**0.5
-        sample = self._raw(torch.randn(STANDARDISE_SAMPLES, w, generator=gen, dtype=torch.float64)
-                           * max(cfg.data.input_scale, 1e-12))
+        sample = self._raw(
+            torch.randn(STANDARDISE_SAMPLES, w, generator=gen, dtype=torch.float64) * max(cfg.data.input_scale, 1e-12)
+        )
         self.mean, self.std = sample.mean(0), sample.std(0).clamp_min(1e-12)
 
     def _raw(self, x):  # (B, W) float64 -> (B, W)
@@ -181,8 +182,10 @@ class ClassifyTask:
         counts = torch.bincount(self.data.train_y, minlength=self.data.classes).double()
         self.baseline = entropy(counts / counts.sum())
         cast = dict(device=device, dtype=dtype)
-        self.splits = {split: (as_input(x, self.block).to(**cast), y.to(device)) for split, x, y in (
-            ("train_set", self.data.train_x, self.data.train_y), ("test", self.data.test_x, self.data.test_y))}
+        self.splits = {
+            split: (as_input(x, self.block).to(**cast), y.to(device))
+            for split, x, y in (("train_set", self.data.train_x, self.data.train_y), ("test", self.data.test_x, self.data.test_y))
+        }
         self._batches = None
 
     def batch(self, gen: torch.Generator, batch_size: int):

@@ -26,7 +26,7 @@ def check_target(to: str) -> None:
     import importlib.util
 
     if importlib.util.find_spec(package) is None:
-        raise ConfigError(f"--to {to} needs {package}: pip install \"resflow[{extra}]\" (or pip install {package})")
+        raise ConfigError(f'--to {to} needs {package}: pip install "resflow[{extra}]" (or pip install {package})')
 
 
 def default_dest(directory: Path) -> Path:

@@ -64,6 +64,7 @@ def runs(result) -> Iterator[Run]:
     g = result.grads
     config = result.config or {}
     for (variant, seed), rows in g.groupby(["variant", "seed"], sort=False):
+
         def part(df):
             if df is None or not len(df) or "variant" not in df:
                 return df.iloc[0:0] if df is not None else None
@@ -73,11 +74,23 @@ def runs(result) -> Iterator[Run]:
         hparams = {}
         if len(summary):
             last = summary.iloc[-1]
-            hparams = {c: _plain(last[c]) for c in summary.columns if c not in HPARAM_SKIP and not c.startswith("predicted_")
-                       and c not in ("chi1", "depth_scale")}
+            hparams = {
+                c: _plain(last[c])
+                for c in summary.columns
+                if c not in HPARAM_SKIP and not c.startswith("predicted_") and c not in ("chi1", "depth_scale")
+            }
         per_config = config.get("compare", {}).get(variant) if isinstance(config.get("compare"), dict) else None
-        yield Run(f"{safe_name(variant)}/seed_{int(seed)}", str(variant), int(seed), rows, part(result.params), summary,
-                  part(result.train), {k: v for k, v in hparams.items() if v is not None}, per_config or config)
+        yield Run(
+            f"{safe_name(variant)}/seed_{int(seed)}",
+            str(variant),
+            int(seed),
+            rows,
+            part(result.params),
+            summary,
+            part(result.train),
+            {k: v for k, v in hparams.items() if v is not None},
+            per_config or config,
+        )
 
 
 def layer_series(run: Run, column: str) -> Iterator[tuple[str, list[tuple[int, float]]]]:

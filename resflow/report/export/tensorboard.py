@@ -49,9 +49,15 @@ def _histogram(tag: str, values: np.ndarray, bins: int = 30):
     from tensorboard.compat.proto import summary_pb2
 
     counts, edges = np.histogram(values, bins=bins)
-    histo = summary_pb2.HistogramProto(min=float(values.min()), max=float(values.max()), num=float(len(values)),
-                                       sum=float(values.sum()), sum_squares=float((values ** 2).sum()),
-                                       bucket_limit=[float(e) for e in edges[1:]], bucket=[float(c) for c in counts])
+    histo = summary_pb2.HistogramProto(
+        min=float(values.min()),
+        max=float(values.max()),
+        num=float(len(values)),
+        sum=float(values.sum()),
+        sum_squares=float((values**2).sum()),
+        bucket_limit=[float(e) for e in edges[1:]],
+        bucket=[float(c) for c in counts],
+    )
     return summary_pb2.Summary.Value(tag=tag, histo=histo)
 
 
@@ -60,9 +66,12 @@ def _text(tag: str, text: str):
     from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
     from tensorboard.plugins.text import metadata
 
-    tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, string_val=[text.encode()],
-                                    tensor_shape=tensor_shape_pb2.TensorShapeProto())
-    return summary_pb2.Summary.Value(tag=tag, tensor=tensor, metadata=metadata.create_summary_metadata(display_name=None, description=None))
+    tensor = tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_STRING, string_val=[text.encode()], tensor_shape=tensor_shape_pb2.TensorShapeProto()
+    )
+    return summary_pb2.Summary.Value(
+        tag=tag, tensor=tensor, metadata=metadata.create_summary_metadata(display_name=None, description=None)
+    )
 
 
 def _hparams(hparams: dict):
@@ -79,10 +88,13 @@ def _hparams(hparams: dict):
         else:
             info.hparams[key].string_value = str(value)
     start = metadata.create_summary_metadata(plugin_data_pb2.HParamsPluginData(session_start_info=info))
-    end = metadata.create_summary_metadata(plugin_data_pb2.HParamsPluginData(
-        session_end_info=plugin_data_pb2.SessionEndInfo(status=api_pb2.STATUS_SUCCESS)))
-    return (summary_pb2.Summary.Value(tag=metadata.SESSION_START_INFO_TAG, metadata=start),
-            summary_pb2.Summary.Value(tag=metadata.SESSION_END_INFO_TAG, metadata=end))
+    end = metadata.create_summary_metadata(
+        plugin_data_pb2.HParamsPluginData(session_end_info=plugin_data_pb2.SessionEndInfo(status=api_pb2.STATUS_SUCCESS))
+    )
+    return (
+        summary_pb2.Summary.Value(tag=metadata.SESSION_START_INFO_TAG, metadata=start),
+        summary_pb2.Summary.Value(tag=metadata.SESSION_END_INFO_TAG, metadata=end),
+    )
 
 
 def export(result, logdir: Path) -> Exported:

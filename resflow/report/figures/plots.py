@@ -38,9 +38,24 @@ GUIDE_STYLE = dict(color="0.45", linestyle=":", linewidth=1.0)
 BAD_COLOR = "#d62728"
 SUBLAYER_MARKERS = {"attn": "o", "ffn": "^", "mlp": None}
 _MEASURES = {
-    "variant", "seed", "step", "layer", "sublayer", "grad_first", "grad_last", "grad_ratio",
-    "log10_grad_ratio", "gain_per_layer", "finite", "input_grad_norm", "activation_rms",
-    "param_grad_norm", "wall_time_s", "log10_ratio_sd", "ratio_q25", "ratio_q75",
+    "variant",
+    "seed",
+    "step",
+    "layer",
+    "sublayer",
+    "grad_first",
+    "grad_last",
+    "grad_ratio",
+    "log10_grad_ratio",
+    "gain_per_layer",
+    "finite",
+    "input_grad_norm",
+    "activation_rms",
+    "param_grad_norm",
+    "wall_time_s",
+    "log10_ratio_sd",
+    "ratio_q25",
+    "ratio_q75",
 }
 
 
@@ -143,11 +158,29 @@ def _mark_unplottable(ax, x: np.ndarray, med: np.ndarray, n_bad: np.ndarray, col
     bad = n_bad > 0
     zero = np.isfinite(med) & (med <= 0)
     if bad.any():
-        ax.scatter(x[bad], np.full(bad.sum(), 0.97), transform=trans, marker="x", color=BAD_COLOR, s=30,
-                   zorder=5, clip_on=False, label="non-finite (nan/inf) in some seed" if first else None)
+        ax.scatter(
+            x[bad],
+            np.full(bad.sum(), 0.97),
+            transform=trans,
+            marker="x",
+            color=BAD_COLOR,
+            s=30,
+            zorder=5,
+            clip_on=False,
+            label="non-finite (nan/inf) in some seed" if first else None,
+        )
     if zero.any():
-        ax.scatter(x[zero], np.full(zero.sum(), 0.03), transform=trans, marker="v", color=color, s=30,
-                   zorder=5, clip_on=False, label="exactly 0 (off the log scale)" if first else None)
+        ax.scatter(
+            x[zero],
+            np.full(zero.sum(), 0.03),
+            transform=trans,
+            marker="v",
+            color=color,
+            s=30,
+            zorder=5,
+            clip_on=False,
+            label="exactly 0 (off the log scale)" if first else None,
+        )
     return int(bad.sum() + zero.sum())
 
 
@@ -178,9 +211,14 @@ def chain_reference(config: dict, last_value: float, depth: int):
     """
     m = config.get("model") or {}
     init = m.get("init") or {}
-    if not (m.get("activation") == "identity" and init.get("scheme") == "constant" and not m.get("residual")
-            and m.get("norm", "none") == "none" and config.get("loss", "sum") in ("sum", "mean")
-            and m.get("block", "mlp") == "mlp"):
+    if not (
+        m.get("activation") == "identity"
+        and init.get("scheme") == "constant"
+        and not m.get("residual")
+        and m.get("norm", "none") == "none"
+        and config.get("loss", "sum") in ("sum", "mean")
+        and m.get("block", "mlp") == "mlp"
+    ):
         return None
     w, n = float(init.get("scale", 1.0)), int(m.get("width", 1))
     gain = abs(w) * n
@@ -228,16 +266,33 @@ def profile_figure(
             label += f"  (first/last {ratio:.3g})"
         ax.plot(x, _positive(med), color=color, linewidth=1.8, label=label, gid=f"median:{variant}")
         if multi_seed:
-            ax.fill_between(x, _positive(s["min"].to_numpy()), _positive(s["max"].to_numpy()), color=color,
-                            alpha=0.2, linewidth=0, gid=f"band:{variant}")
+            ax.fill_between(
+                x,
+                _positive(s["min"].to_numpy()),
+                _positive(s["max"].to_numpy()),
+                color=color,
+                alpha=0.2,
+                linewidth=0,
+                gid=f"band:{variant}",
+            )
         for sub, marker in SUBLAYER_MARKERS.items():
             on = (s["sublayer"] == sub).to_numpy()
             if marker and on.any() and s["sublayer"].nunique() > 1:
-                ax.scatter(x[on], _positive(med[on]), marker=marker, s=14, color=color, zorder=4,
-                           label=f"{sub} sublayer" if i == 0 else None)
+                ax.scatter(
+                    x[on],
+                    _positive(med[on]),
+                    marker=marker,
+                    s=14,
+                    color=color,
+                    zorder=4,
+                    label=f"{sub} sublayer" if i == 0 else None,
+                )
         n_marked += _mark_unplottable(ax, x, med, s["n_bad"].to_numpy(), color, first=n_marked == 0)
-        ref = chain_reference(config, last, int(s["layer"].max()) + 1) if (
-            config and not many and math.isfinite(last) and last > 0) else None
+        ref = (
+            chain_reference(config, last, int(s["layer"].max()) + 1)
+            if (config and not many and math.isfinite(last) and last > 0)
+            else None
+        )
         pred_col = "predicted_" + column
         if ref is not None:  # an exact closed form (the chain) wins over the theory overlay
             ref_label, fn = ref
@@ -247,12 +302,21 @@ def profile_figure(
         elif pred_col in grads.columns:
             pstats = site_stats(grads[grads["variant"] == variant].assign(**{column: grads[pred_col]}), column)
             if pstats["median"].notna().any():
-                ax.plot(pstats["x"], _positive(pstats["median"].to_numpy()), color=color, linestyle="--",
-                        linewidth=1.2, label="predicted (theory)" if i == 0 else None, gid=f"predicted:{variant}")
+                ax.plot(
+                    pstats["x"],
+                    _positive(pstats["median"].to_numpy()),
+                    color=color,
+                    linestyle="--",
+                    linewidth=1.2,
+                    label="predicted (theory)" if i == 0 else None,
+                    gid=f"predicted:{variant}",
+                )
                 drawn.append(pstats["median"])
         if guides and math.isfinite(last) and last > 0:
-            guide_levels += [(variant, color, factor, name, last * factor)
-                             for factor, name in ((VANISHING, "vanishing"), (EXPLODING, "exploding"))]
+            guide_levels += [
+                (variant, color, factor, name, last * factor)
+                for factor, name in ((VANISHING, "vanishing"), (EXPLODING, "exploding"))
+            ]
     near = near_guides(drawn, [g[-1] for g in guide_levels])
     lo, hi = log_limits(*drawn, *near)
     set_log_axis(ax, lo, hi)
@@ -263,12 +327,24 @@ def profile_figure(
         ax.axhline(level, gid=f"guide-{name}:{variant}", **style)
         if not many:
             shade.append((factor, level))
-            ax.annotate(f"{name}: {factor:g} × last layer", xy=(1.0, level), xycoords=("axes fraction", "data"),
-                        xytext=(-4, 3 if factor > 1 else -10), textcoords="offset points", ha="right",
-                        fontsize=7.5, color="0.35")
+            ax.annotate(
+                f"{name}: {factor:g} × last layer",
+                xy=(1.0, level),
+                xycoords=("axes fraction", "data"),
+                xytext=(-4, 3 if factor > 1 else -10),
+                textcoords="offset points",
+                ha="right",
+                fontsize=7.5,
+                color="0.35",
+            )
     for factor, level in shade:  # shade the flagged zones, within the fixed limits
-        ax.axhspan(*((lo, level) if factor < 1 else (level, hi)), color="#f2c14e" if factor < 1 else BAD_COLOR,
-                   alpha=0.08, linewidth=0, zorder=0)
+        ax.axhspan(
+            *((lo, level) if factor < 1 else (level, hi)),
+            color="#f2c14e" if factor < 1 else BAD_COLOR,
+            alpha=0.08,
+            linewidth=0,
+            zorder=0,
+        )
     xmax = stats["x"].max() if len(stats) else 1
     ax.set_xlim(-0.5, xmax + 0.5)
     ax.set_xlabel("layer $l$  (0 = input side; the gradient flows right to left)")
@@ -276,8 +352,12 @@ def profile_figure(
     ax.grid(True, which="major", axis="y", alpha=0.25)
     _titles(fig, ax, title, subtitle, beside=len(variants) > 2)
     band = " Line: median over seeds; band: min–max." if multi_seed else ""
-    guide = (f" Dotted{' (in each line’s colour)' if many else ''}: the vanishing/exploding thresholds "
-             f"(×{VANISHING:g}, ×{EXPLODING:g} of the last layer's gradient)." if guides else "")
+    guide = (
+        f" Dotted{' (in each line’s colour)' if many else ''}: the vanishing/exploding thresholds "
+        f"(×{VANISHING:g}, ×{EXPLODING:g} of the last layer's gradient)."
+        if guides
+        else ""
+    )
     if guides and len(near) < len(guide_levels):
         guide += " A threshold more than a decade beyond every value is left off the axis."
     _caption(fig, (caption + band + guide).strip())
@@ -381,20 +461,34 @@ def params_figure(params: pd.DataFrame, title: str = "", caption: str = "", max_
             st = [(finite_stats(v.to_numpy(dtype=float))) for _, v in g]
             med = np.array([s[0] for s in st])
             single = len(layers) == 1  # a parameter at one layer only (a stem, a head, a final norm): a marker
-            ax.plot(layers, _positive(med), color=colors[name], linestyle=dashes[name], linewidth=1.5,
-                    marker=("o" if name.endswith("weight") else "s") if single else None, markersize=5,
-                    fillstyle="full" if name.endswith("weight") else "none",
-                    label=name if ax is axes[0] else None, gid=f"median:{variant}:{name}")
+            ax.plot(
+                layers,
+                _positive(med),
+                color=colors[name],
+                linestyle=dashes[name],
+                linewidth=1.5,
+                marker=("o" if name.endswith("weight") else "s") if single else None,
+                markersize=5,
+                fillstyle="full" if name.endswith("weight") else "none",
+                label=name if ax is axes[0] else None,
+                gid=f"median:{variant}:{name}",
+            )
             if multi_seed:
-                ax.fill_between(layers, _positive(np.array([s[1] for s in st])), _positive(np.array([s[2] for s in st])),
-                                color=colors[name], alpha=0.18, linewidth=0)
+                ax.fill_between(
+                    layers,
+                    _positive(np.array([s[1] for s in st])),
+                    _positive(np.array([s[2] for s in st])),
+                    color=colors[name],
+                    alpha=0.18,
+                    linewidth=0,
+                )
             _mark_unplottable(ax, layers, med, np.array([s[3] for s in st]), colors[name], first=False)
             drawn += [med, [s[1] for s in st], [s[2] for s in st]]
         if len(shown) > 1:
             _panel_title(ax, variant, ncols)
         ax.set_xlabel("layer")
         ax.grid(True, which="major", axis="y", alpha=0.25)
-    for ax in axes[len(shown):]:
+    for ax in axes[len(shown) :]:
         ax.set_visible(False)
     lo, hi = log_limits(*drawn)
     for ax in axes[: len(shown)]:
@@ -424,8 +518,9 @@ def _group_stats(summary: pd.DataFrame, keys: list[str], column: str) -> pd.Data
     return pd.DataFrame(rows)
 
 
-def depth_figure(summary: pd.DataFrame, keys: list[str] | None = None, title: str = "", caption: str = "",
-                 x_key: str = "depth") -> Figure:
+def depth_figure(
+    summary: pd.DataFrame, keys: list[str] | None = None, title: str = "", caption: str = "", x_key: str = "depth"
+) -> Figure:
     """First/last-layer gradient ratio against depth (or another swept key, `x_key`), log y: one line
     per value of the other swept keys (median over seeds, min–max band), guides at the
     vanishing/exploding thresholds when the data come near them, the predicted ratio dashed when the
@@ -433,10 +528,12 @@ def depth_figure(summary: pd.DataFrame, keys: list[str] | None = None, title: st
     keys = swept_keys(summary) if keys is None else keys
     others = [k for k in keys if k != x_key]
     values = sorted(summary[x_key].unique(), key=lambda v: (isinstance(v, str), v))
-    numeric = all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
-                  for v in values)
-    position = (lambda col: col.to_numpy(dtype=float)) if numeric else (
-        lambda col: np.array([values.index(v) for v in col], dtype=float))
+    numeric = all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)) for v in values)
+    position = (
+        (lambda col: col.to_numpy(dtype=float))
+        if numeric
+        else (lambda col: np.array([values.index(v) for v in col], dtype=float))
+    )
     fig = new_figure()
     ax = fig.add_subplot()
     groups = [((), summary)] if not others else list(summary.groupby(others, sort=True, dropna=False))
@@ -449,17 +546,33 @@ def depth_figure(summary: pd.DataFrame, keys: list[str] | None = None, title: st
         multi_seed |= bool((st["n"] > 1).any())
         label = point_label(dict(zip(others, key)), others) if others else "measured"
         d = position(st[x_key])
-        ax.plot(d, _positive(st["median"].to_numpy()), color=color, marker="o", markersize=4, linewidth=1.8,
-                label=label, gid=f"median:{label}")
+        ax.plot(
+            d,
+            _positive(st["median"].to_numpy()),
+            color=color,
+            marker="o",
+            markersize=4,
+            linewidth=1.8,
+            label=label,
+            gid=f"median:{label}",
+        )
         if (st["n"] > 1).any():
-            ax.fill_between(d, _positive(st["min"].to_numpy()), _positive(st["max"].to_numpy()), color=color,
-                            alpha=0.2, linewidth=0)
+            ax.fill_between(
+                d, _positive(st["min"].to_numpy()), _positive(st["max"].to_numpy()), color=color, alpha=0.2, linewidth=0
+            )
         _mark_unplottable(ax, d, st["median"].to_numpy(), st["n_bad"].to_numpy(), color, first=i == 0)
         drawn += [st["median"], st["min"], st["max"]]
         if "predicted_grad_ratio" in g.columns and g["predicted_grad_ratio"].notna().any():
             pst = _group_stats(g, [x_key], "predicted_grad_ratio").sort_values(x_key)
-            ax.plot(position(pst[x_key]), _positive(pst["median"].to_numpy()), color=color, linestyle="--", linewidth=1.2,
-                    label="predicted (theory)" if i == 0 else None, gid=f"predicted:{label}")
+            ax.plot(
+                position(pst[x_key]),
+                _positive(pst["median"].to_numpy()),
+                color=color,
+                linestyle="--",
+                linewidth=1.2,
+                label="predicted (theory)" if i == 0 else None,
+                gid=f"predicted:{label}",
+            )
             drawn.append(pst["median"])
     ax.axhline(1.0, color="0.6", linewidth=0.8)
     near = [g[0] for g in near_guides(drawn, [VANISHING, EXPLODING])]
@@ -468,17 +581,29 @@ def depth_figure(summary: pd.DataFrame, keys: list[str] | None = None, title: st
             continue
         drawn.append([factor / 10 if factor < 1 else factor * 10])  # room for the guide's label
         ax.axhline(factor, gid=f"guide-{name}", **GUIDE_STYLE)
-        ax.annotate(f"{name}: ratio {'<' if factor < 1 else '>'} {factor:g}", xy=(1.0, factor),
-                    xycoords=("axes fraction", "data"), xytext=(-4, 3 if factor > 1 else -10),
-                    textcoords="offset points", ha="right", fontsize=7.5, color="0.35")
+        ax.annotate(
+            f"{name}: ratio {'<' if factor < 1 else '>'} {factor:g}",
+            xy=(1.0, factor),
+            xycoords=("axes fraction", "data"),
+            xytext=(-4, 3 if factor > 1 else -10),
+            textcoords="offset points",
+            ha="right",
+            fontsize=7.5,
+            color="0.35",
+        )
     set_log_axis(ax, *log_limits(*drawn))
     if not numeric:
         ax.set_xticks(range(len(values)), [_show(v) for v in values])
     ax.set_xlabel("depth (number of blocks)" if x_key == "depth" else x_key)
     ax.set_ylabel("gradient at first layer / at last layer")
     ax.grid(True, which="major", axis="y", alpha=0.25)
-    _titles(fig, ax, title, "How much of the last layer's gradient reaches the first layer, by "
-            + ("depth" if x_key == "depth" else x_key), beside=len(groups) > 4)
+    _titles(
+        fig,
+        ax,
+        title,
+        "How much of the last layer's gradient reaches the first layer, by " + ("depth" if x_key == "depth" else x_key),
+        beside=len(groups) > 4,
+    )
     band = " Line: median over seeds; band: min–max." if multi_seed else ""
     shape = " A straight falling line = exponential decay with depth; flat = depth-independent." if x_key == "depth" else ""
     _caption(fig, (caption + band + shape).strip())
@@ -505,8 +630,14 @@ def heatmap_figure(summary: pd.DataFrame, x_key: str, y_key: str, title: str = "
     span = max(1.0, float(np.abs(finite).max())) if finite.size else 1.0
     span = math.ceil(span)
     cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="0.85")
-    mesh = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, norm=TwoSlopeNorm(0.0, -span, span), aspect="auto",
-                     origin="lower", interpolation="nearest")
+    mesh = ax.imshow(
+        np.ma.masked_invalid(grid),
+        cmap=cmap,
+        norm=TwoSlopeNorm(0.0, -span, span),
+        aspect="auto",
+        origin="lower",
+        interpolation="nearest",
+    )
     for i in range(len(ys)):
         for j in range(len(xs)):
             v = grid[i, j]
@@ -543,8 +674,10 @@ def loss_figure(train: pd.DataFrame, title: str = "", caption: str = "") -> Figu
     multi_seed = train["seed"].nunique() > 1
     for i, (variant, color) in enumerate(zip(variants, colors)):
         v = train[train["variant"] == variant]
-        for column, style in (("loss", dict(linestyle="-", linewidth=1.6)),
-                              ("eval_loss", dict(linestyle="--", linewidth=1.2, marker="o", markersize=3))):
+        for column, style in (
+            ("loss", dict(linestyle="-", linewidth=1.6)),
+            ("eval_loss", dict(linestyle="--", linewidth=1.2, marker="o", markersize=3)),
+        ):
             if column not in v.columns or v[column].notna().sum() == 0:
                 continue
             st = _group_stats(v[v[column].notna()], ["step"], column).sort_values("step")
@@ -559,8 +692,14 @@ def loss_figure(train: pd.DataFrame, title: str = "", caption: str = "") -> Figu
         floors = train.groupby("variant", sort=False)["task_floor"].median().dropna()
         for k, floor in enumerate(sorted(set(floors.round(12)))):
             if floor > 0:  # a floor of 0 (teacher) has no place on a log axis
-                ax.axhline(floor, color="0.35", linestyle=":", linewidth=1.1, gid=f"floor:{floor!r}",
-                           label="task floor (lowest achievable loss)" if k == 0 else None)
+                ax.axhline(
+                    floor,
+                    color="0.35",
+                    linestyle=":",
+                    linewidth=1.1,
+                    gid=f"floor:{floor!r}",
+                    label="task floor (lowest achievable loss)" if k == 0 else None,
+                )
                 drawn.append(np.array([floor]))
     values = np.concatenate([np.asarray(d, dtype=float) for d in drawn]) if drawn else np.array([])
     finite = values[np.isfinite(values)]
@@ -586,7 +725,7 @@ def steps_heatmap_figure(grads: pd.DataFrame, title: str = "", caption: str = ""
     nrows = math.ceil(len(variants) / ncols)
     fig = new_figure((FIGSIZE[0], FIGSIZE[1] if nrows == 1 else 6.4))
     axes = fig.subplots(nrows, ncols, sharey=True, sharex=True, squeeze=False).ravel()
-    for ax in axes[len(variants):]:
+    for ax in axes[len(variants) :]:
         ax.set_visible(False)
     grids = []
     for variant in variants:
@@ -605,8 +744,7 @@ def steps_heatmap_figure(grads: pd.DataFrame, title: str = "", caption: str = ""
     cmap = matplotlib.colormaps["viridis"].with_extremes(bad="0.85")
     mesh = None
     for k, (ax, (variant, steps, y, grid)) in enumerate(zip(axes, grids)):
-        mesh = ax.pcolormesh(_edges(steps), _edges(y), np.ma.masked_invalid(grid), cmap=cmap, vmin=lo, vmax=hi,
-                             shading="flat")
+        mesh = ax.pcolormesh(_edges(steps), _edges(y), np.ma.masked_invalid(grid), cmap=cmap, vmin=lo, vmax=hi, shading="flat")
         if k + ncols >= len(variants):  # the lowest panel of its column
             ax.set_xlabel("training step")
             ax.xaxis.set_tick_params(labelbottom=True)
@@ -656,13 +794,40 @@ def describe(result) -> tuple[str, str]:
         return fmt(vals[0])
 
     parts = [
-        one("depth", lambda v: f"{v} ×") and " ".join(filter(None, [one("depth", lambda v: f"{v} ×").replace(" varied", " varied,"),
-                                                                      one("block", str), one("width", lambda v: f"width {v}")]))
-        .replace(" × conv", "-layer conv"),  # a conv ResNet's depth counts its layers (6n + 2), not blocks
+        one("depth", lambda v: f"{v} ×")
+        and " ".join(
+            filter(
+                None,
+                [
+                    one("depth", lambda v: f"{v} ×").replace(" varied", " varied,"),
+                    one("block", str),
+                    one("width", lambda v: f"width {v}"),
+                ],
+            )
+        ).replace(" × conv", "-layer conv"),  # a conv ResNet's depth counts its layers (6n + 2), not blocks
         one("activation", str),
-        one("residual", lambda v: f"residual α={float(cols['residual_scale'][0]):g}" if _truthy(v) and len(cols.get("residual_scale", [1])) == 1 else ("residual" if _truthy(v) else "no residual")),
-        one("norm", lambda v: "no norm" if v == "none" else f"{v}-{cols['norm_type'][0] if len(cols.get('norm_type', [])) == 1 else 'norm'}"),
-        one("init_scheme", lambda v: f"init {v}×{float(cols['init_scale'][0]):g}" if len(cols.get("init_scale", [])) == 1 else f"init {v}, scale varied"),
+        one(
+            "residual",
+            lambda v: (
+                f"residual α={float(cols['residual_scale'][0]):g}"
+                if _truthy(v) and len(cols.get("residual_scale", [1])) == 1
+                else ("residual" if _truthy(v) else "no residual")
+            ),
+        ),
+        one(
+            "norm",
+            lambda v: (
+                "no norm" if v == "none" else f"{v}-{cols['norm_type'][0] if len(cols.get('norm_type', [])) == 1 else 'norm'}"
+            ),
+        ),
+        one(
+            "init_scheme",
+            lambda v: (
+                f"init {v}×{float(cols['init_scale'][0]):g}"
+                if len(cols.get("init_scale", [])) == 1
+                else f"init {v}, scale varied"
+            ),
+        ),
     ]
     title = f"{name}: " + ", ".join(p for p in parts if p)
     seeds = sorted(pd.unique(grads["seed"]))
@@ -703,8 +868,9 @@ def variant_styles(summary: pd.DataFrame, variants: list[str], keys: list[str]) 
                 rgb = np.array(base[tuple(first.loc[v, k] for k in others)][:3])
                 # shallow = light, deep = dark: from 45% of the hue (over white) to the hue darkened by 30%
                 t = depths.index(first.loc[v, "depth"]) / max(1, len(depths) - 1)
-                colors[v] = tuple(rgb * (0.45 + 0.55 * t * 2) + (1 - (0.45 + 0.55 * t * 2)) if t <= 0.5
-                                  else rgb * (1 - 0.3 * (2 * t - 1)))
+                colors[v] = tuple(
+                    rgb * (0.45 + 0.55 * t * 2) + (1 - (0.45 + 0.55 * t * 2)) if t <= 0.5 else rgb * (1 - 0.3 * (2 * t - 1))
+                )
     return labels, colors
 
 
@@ -718,15 +884,22 @@ def figures(result) -> dict[str, Figure]:
     kind = meta.get("kind")
     keys = swept_keys(result.summary)
     if kind == "sweep" and meta.get("axes"):  # the sweep says what it swept; a pinned (one-value) axis does not vary
-        columns = [a["column"] for a in meta["axes"] if a.get("column") in result.summary.columns
-                   and result.summary[a["column"]].nunique(dropna=False) > 1]
+        columns = [
+            a["column"]
+            for a in meta["axes"]
+            if a.get("column") in result.summary.columns and result.summary[a["column"]].nunique(dropna=False) > 1
+        ]
         keys = sorted(columns, key=lambda k: k != "depth")
     variants = list(result.grads["variant"].unique())
     single = len(variants) == 1
     labels, colors = variant_styles(result.summary, variants, keys)
     out = {
         "profile": profile_figure(
-            result.grads, labels=labels, colors=colors, title=title, caption=caption,
+            result.grads,
+            labels=labels,
+            colors=colors,
+            title=title,
+            caption=caption,
             config=result.config if single else None,
             subtitle=headline(result.grads) if single else "Gradient reaching each layer, per variant",
         )

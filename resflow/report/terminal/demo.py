@@ -12,8 +12,7 @@ from resflow.report.terminal.run import fmt
 
 def print_chain(console, demo) -> None:
     """`demo`: a resflow.demo.ChainDemo."""
-    table = Table(title="chain: a linear chain of width-1 layers, every weight w, no bias, float64",
-                  title_justify="left")
+    table = Table(title="chain: a linear chain of width-1 layers, every weight w, no bias, float64", title_justify="left")
     for col in ("w", "depth", "measured ∂out/∂in", "closed form w^depth", "relative error", "written out"):
         table.add_column(col, justify="right")
     for r, written in zip(demo.results, demo.written):
@@ -43,8 +42,12 @@ def print_tanh50(console, stats: pd.DataFrame, conclusion: list[str], seeds: int
     for col in ("variant", "min", "5%", "25%", "median", "75%", "95%", "max", "< 1e-6", "> 1e3"):
         table.add_column(col, justify="right" if col != "variant" else "left")
     for _, r in stats.iterrows():
-        table.add_row(r["variant"], *(fmt(float(r[k])) for k in ("min", "q05", "q25", "median", "q75", "q95", "max")),
-                      f"{r['frac_below_1e_6']:.1%}", f"{r['frac_above_1e3']:.1%}")
+        table.add_row(
+            r["variant"],
+            *(fmt(float(r[k])) for k in ("min", "q05", "q25", "median", "q75", "q95", "max")),
+            f"{r['frac_below_1e_6']:.1%}",
+            f"{r['frac_above_1e3']:.1%}",
+        )
     console.print(table)
     for line in conclusion:
         console.print("• " + line, markup=False)

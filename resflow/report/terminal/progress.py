@@ -60,8 +60,13 @@ class SweepProgress:
             self.console.print(f"resuming: {already} of {total} {self.label} already finished", markup=False)
         if self.console.is_terminal:
             self.bar = Progress(
-                TextColumn(f"[bold]{self.label}"), BarColumn(), MofNCompleteColumn(),
-                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=self.console,
+                TextColumn(f"[bold]{self.label}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                console=self.console,
             )
             self.task = self.bar.add_task("sweep", total=total, completed=already)
             self.bar.start()

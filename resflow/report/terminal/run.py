@@ -166,8 +166,14 @@ def run_table(grads: pd.DataFrame, title: str = "") -> Table:
         cells.append(log_bar(med))
         bad = int(r["n_bad"])  # seeds left out of the median (resflow.results.stats.finite_stats)
         f = "non-finite" if bad == r["n"] else (f"{bad} of {int(r['n'])} non-finite" if bad else site_flag(med, last))
-        cells.append(Text(f, style={"vanishing": "yellow", "exploding": "red", "no gradient": "yellow"}.get(
-            f, "bold red" if bad or f == "non-finite" else "")))
+        cells.append(
+            Text(
+                f,
+                style={"vanishing": "yellow", "exploding": "red", "no gradient": "yellow"}.get(
+                    f, "bold red" if bad or f == "non-finite" else ""
+                ),
+            )
+        )
         table.add_row(*cells)
     return table
 
@@ -211,11 +217,20 @@ def headline(grads: pd.DataFrame, dtype: str | None = None) -> str:
     ratio = g0 / gl
     seeds = int(grads["seed"].nunique())
     bad = int(max(first["n_bad"], last["n_bad"]))
-    over = (f" (median over {seeds - bad} of {seeds} seeds: {bad} non-finite)" if bad
-            else f" (median over {seeds} seeds{_spread_text(grads)})" if seeds > 1 else "")
+    over = (
+        f" (median over {seeds - bad} of {seeds} seeds: {bad} non-finite)"
+        if bad
+        else f" (median over {seeds} seeds{_spread_text(grads)})"
+        if seeds > 1
+        else ""
+    )
     verdict = {"vanishing": ": the gradient vanishes", "exploding": ": the gradient explodes"}.get(flag(ratio), "")
-    underflow = (" (exactly 0 in float32, whose smallest number is ~1e-45: if the gradient underflowed, "
-                 "--set dtype=float64 shows how small it is)" if g0 == 0 and dtype == "float32" else "")
+    underflow = (
+        " (exactly 0 in float32, whose smallest number is ~1e-45: if the gradient underflowed, "
+        "--set dtype=float64 shows how small it is)"
+        if g0 == 0 and dtype == "float32"
+        else ""
+    )
     return f"{name0} receives {fmt(ratio)} × the gradient of {namel}{over}{verdict}{underflow}"
 
 

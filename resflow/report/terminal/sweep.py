@@ -69,10 +69,20 @@ def point_stats(summary: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
         stats = finite_stats(ratio)[:3]  # (the figures' statistic too)
         sd, q25, q75 = seed_spread(ratio)
         row = {c: g[c].iloc[0] for c in columns if c in g}
-        row.update(variant=variant, ratio=stats[0], ratio_min=stats[1], ratio_max=stats[2], no_gradient=finite and not len(ratio),
-                   log10_sd=sd, ratio_q25=q25, ratio_q75=q75,
-                   gain=_median(g["gain_per_layer"]), seeds=len(g), finite=finite,
-                   predicted=_median(g["predicted_grad_ratio"]) if "predicted_grad_ratio" in g else float("nan"))
+        row.update(
+            variant=variant,
+            ratio=stats[0],
+            ratio_min=stats[1],
+            ratio_max=stats[2],
+            no_gradient=finite and not len(ratio),
+            log10_sd=sd,
+            ratio_q25=q25,
+            ratio_q75=q75,
+            gain=_median(g["gain_per_layer"]),
+            seeds=len(g),
+            finite=finite,
+            predicted=_median(g["predicted_grad_ratio"]) if "predicted_grad_ratio" in g else float("nan"),
+        )
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -82,8 +92,9 @@ def spark_scale(profiles) -> tuple[float, float]:
     decade, centred, so a flat profile stays flat at mid height), padded by half a level each side so
     the smallest value draws as ▁ rather than blank. The fixed 1e-16 … 1e+4 scale of the bars (2.5
     decades a level) drew profiles 3-5x apart as the same solid blocks."""
-    logs = np.concatenate([np.log10(v[np.isfinite(v) & (v > 0)]) for v in (np.asarray(p, dtype=float) for p in profiles)]
-                          or [np.array([])])
+    logs = np.concatenate(
+        [np.log10(v[np.isfinite(v) & (v > 0)]) for v in (np.asarray(p, dtype=float) for p in profiles)] or [np.array([])]
+    )
     if not len(logs):
         return float(BAR_LO), float(BAR_HI)
     lo, hi = float(logs.min()), float(logs.max())
@@ -95,7 +106,7 @@ def spark_scale(profiles) -> tuple[float, float]:
 
 
 def scale_label(lo: float, hi: float) -> str:
-    return f"{10 ** lo:.2g} … {10 ** hi:.2g}"
+    return f"{10**lo:.2g} … {10**hi:.2g}"
 
 
 def profile_sparklines(grads: pd.DataFrame, width: int = 8) -> tuple[dict[str, str], tuple[float, float]]:
@@ -106,29 +117,50 @@ def profile_sparklines(grads: pd.DataFrame, width: int = 8) -> tuple[dict[str, s
     return {v: sparkline(m, lo=lo, hi=hi, width=width) for v, m in medians.items()}, (lo, hi)
 
 
-def sweep_table(summary: pd.DataFrame, columns: list[str], title: str = "", grads: pd.DataFrame | None = None,
-                width: int | None = None) -> Table:
+def sweep_table(
+    summary: pd.DataFrame, columns: list[str], title: str = "", grads: pd.DataFrame | None = None, width: int | None = None
+) -> Table:
     """`width`: the terminal's. Columns are dropped, least useful first (the 0 → L sparkline, min–max,
     log10, theory), until the table fits without cutting a cell; the CSVs and a wider terminal have them all."""
     stats = point_stats(summary, columns)
     sparks, scale = profile_sparklines(grads) if grads is not None else ({}, (BAR_LO, BAR_HI))
     has_theory = bool(stats["predicted"].notna().any()) if len(stats) else False
-    options = [(True, True, True, True), (False, True, True, True), (False, False, True, True),
-               (False, False, False, True), (False, False, False, False)]
+    options = [
+        (True, True, True, True),
+        (False, True, True, True),
+        (False, False, True, True),
+        (False, False, False, True),
+        (False, False, False, False),
+    ]
     for spark, spread, log10, theory in [(bool(sparks),) + o[:3] for o in options[:1]] + [(False,) + o[:3] for o in options]:
         table = _sweep_table(stats, columns, title, spread, log10, theory and has_theory, sparks if spark else {}, scale)
         if width is None or natural_width(table) <= width:
             break
-    dropped = [name for name, kept, wanted in (("0 → L", spark, bool(sparks)), ("min–max, IQR", spread, True),
-                                               ("log10, SD log10", log10, True), ("theory", theory, has_theory))
-               if wanted and not kept]
+    dropped = [
+        name
+        for name, kept, wanted in (
+            ("0 → L", spark, bool(sparks)),
+            ("min–max, IQR", spread, True),
+            ("log10, SD log10", log10, True),
+            ("theory", theory, has_theory),
+        )
+        if wanted and not kept
+    ]
     if dropped:
         table.caption += f"; on a wider terminal also: {', '.join(dropped)}"
     return table
 
 
-def _sweep_table(stats: pd.DataFrame, columns: list[str], title: str, spread: bool, log10: bool, theory: bool,
-                 sparks: dict, scale: tuple[float, float] = (BAR_LO, BAR_HI)) -> Table:
+def _sweep_table(
+    stats: pd.DataFrame,
+    columns: list[str],
+    title: str,
+    spread: bool,
+    log10: bool,
+    theory: bool,
+    sparks: dict,
+    scale: tuple[float, float] = (BAR_LO, BAR_HI),
+) -> Table:
     seeds = int(stats["seeds"].max()) if len(stats) else 0
     spread = spread and seeds > 1
     compact = not log10
@@ -187,11 +219,17 @@ def _sweep_table(stats: pd.DataFrame, columns: list[str], title: str, spread: bo
         "gain(/layer): the fitted factor per layer; bar: log10 of the ratio on a fixed scale"
         + ("; IQR: 25th–75th percentile over seeds" if spread else "")
         + ("; SD log10: standard deviation over seeds of log10 first/last" if log10 and seeds > 1 else "")
-        + ("; predicted: the theory's first/last (— outside its domain), meas/pred = measured over predicted first/last "
-           "(1 = exact; its log is the error of the log ratio, on the same scale at the critical point as anywhere)"
-           if theory else "")
-        + (f"; 0 → L: ‖∂loss/∂x‖ from layer 0 to the last, log10 on {scale_label(*scale)} (shared by every row)"
-           if sparks else "")
+        + (
+            "; predicted: the theory's first/last (— outside its domain), meas/pred = measured over predicted first/last "
+            "(1 = exact; its log is the error of the log ratio, on the same scale at the critical point as anywhere)"
+            if theory
+            else ""
+        )
+        + (
+            f"; 0 → L: ‖∂loss/∂x‖ from layer 0 to the last, log10 on {scale_label(*scale)} (shared by every row)"
+            if sparks
+            else ""
+        )
     )
     return table
 
@@ -213,8 +251,10 @@ def depth_story(summary: pd.DataFrame, columns: list[str]) -> list[str]:
         ok = np.isfinite(ratio) & (ratio > 0)
         label = ", ".join(f"{c}={_cell(v)}" for c, v in zip(others, key)) + ": " if others else ""
         lo, hi = g.iloc[0], g.iloc[-1]
-        text = (f"{label}first/last-layer gradient {fmt(float(lo['ratio']))} at depth {int(lo['depth'])} → "
-                f"{fmt(float(hi['ratio']))} at depth {int(hi['depth'])}")
+        text = (
+            f"{label}first/last-layer gradient {fmt(float(lo['ratio']))} at depth {int(lo['depth'])} → "
+            f"{fmt(float(hi['ratio']))} at depth {int(hi['depth'])}"
+        )
         fit = np.polyfit(d[ok], np.log(ratio[ok]), 1) if ok.sum() >= 2 and np.ptp(d[ok]) > 0 else None
         if fit is not None:
             per_layer = float(np.exp(fit[0]))
@@ -258,8 +298,10 @@ def _extremes(stats: pd.DataFrame, columns: list[str]) -> str:
     dist = np.abs(np.log10(stats["ratio"].to_numpy(dtype=float)))
     dist = np.where(np.isfinite(dist), dist, np.inf)
     best, worst = stats.iloc[int(np.argmin(dist))], stats.iloc[int(np.argmax(dist))]
-    return (f"closest to 1 (the first layer gets the last layer's gradient): {best['variant']} ({fmt(float(best['ratio']))}); "
-            f"furthest: {worst['variant']} ({fmt(float(worst['ratio']))})")
+    return (
+        f"closest to 1 (the first layer gets the last layer's gradient): {best['variant']} ({fmt(float(best['ratio']))}); "
+        f"furthest: {worst['variant']} ({fmt(float(worst['ratio']))})"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -322,17 +364,23 @@ def compare_profiles(grads: pd.DataFrame) -> Table:
 def compare_headline(summary: pd.DataFrame) -> str:
     """Which config keeps the first-layer gradient closest to the last-layer one (|log10 ratio| least)."""
     rows = [(v, _median(g["grad_ratio"])) for v, g in last_step(summary).groupby("variant", sort=False)]
+
     def distance(item):
         r = item[1]
         return abs(math.log10(r)) if r > 0 and math.isfinite(r) else math.inf
+
     best = min(rows, key=distance)
     others = ", ".join(f"{fmt(r)} × in {v}" for v, r in rows if v != best[0])
-    text = (f"{best[0]} keeps the first-layer gradient closest to the last-layer one: its first layer receives "
-            f"{fmt(best[1])} × the last layer's gradient, against {others} (median over seeds)")
+    text = (
+        f"{best[0]} keeps the first-layer gradient closest to the last-layer one: its first layer receives "
+        f"{fmt(best[1])} × the last layer's gradient, against {others} (median over seeds)"
+    )
     at_init = "step" not in summary or (summary["step"] == 0).all()
     if at_init and "norm" in summary and summary["norm"].nunique() > 1:  # the reading people take wrongly
-        text += ("; that is at initialisation: whether a norm placement trains is another question "
-                 "(post-norm's trouble shows in training: `resflow compare train-postln train-preln`)")
+        text += (
+            "; that is at initialisation: whether a norm placement trains is another question "
+            "(post-norm's trouble shows in training: `resflow compare train-postln train-preln`)"
+        )
     return text
 
 
@@ -348,15 +396,25 @@ def renderables(result, width: int | None = None) -> list:
     trained = [loss_table(result, width=width)] if getattr(result, "train", None) is not None and len(result.train) else []
     if kind == "sweep":
         columns = [a["column"] for a in meta.get("axes", [])]
-        return [sweep_table(result.summary, columns, title=sweep_title(name, result.summary),
-                            grads=result.grads, width=width),
-                *depth_story(result.summary, columns), *trained]
+        return [
+            sweep_table(result.summary, columns, title=sweep_title(name, result.summary), grads=result.grads, width=width),
+            *depth_story(result.summary, columns),
+            *trained,
+        ]
     if kind == "compare":
         refs = meta.get("refs") or list(dict.fromkeys(result.grads["variant"]))
-        return [compare_table(result.grads, width=width, title=compare_title(refs, result.grads)), compare_profiles(result.grads),
-                compare_headline(result.summary), *trained]
-    return [run_table(result.grads, title=_stored_title(result)), headline(result.grads, dtype=meta.get("dtype")),
-            comparison_line(result.summary, meta.get("theory", "")), *trained]
+        return [
+            compare_table(result.grads, width=width, title=compare_title(refs, result.grads)),
+            compare_profiles(result.grads),
+            compare_headline(result.summary),
+            *trained,
+        ]
+    return [
+        run_table(result.grads, title=_stored_title(result)),
+        headline(result.grads, dtype=meta.get("dtype")),
+        comparison_line(result.summary, meta.get("theory", "")),
+        *trained,
+    ]
 
 
 def _stored_title(result) -> str:

@@ -81,16 +81,31 @@ def loss_summary(train: pd.DataFrame) -> pd.DataFrame:
     for variant, df in train.groupby("variant", sort=False):
         first, last = df["step"].min(), df["step"].max()
         at = lambda step, col: _median(df.loc[df["step"] == step, col]) if col in df else math.nan  # noqa: E731
-        gap = (df.loc[df["step"] == last, "eval_loss"] - df.loc[df["step"] == last, "task_floor"]
-               if "task_floor" in df else pd.Series(dtype=float))
+        gap = (
+            df.loc[df["step"] == last, "eval_loss"] - df.loc[df["step"] == last, "task_floor"]
+            if "task_floor" in df
+            else pd.Series(dtype=float)
+        )
         end = df.loc[df["step"] == last, "eval_loss"].astype(float)
-        rows.append(dict(variant=variant, seeds=df["seed"].nunique(), steps=int(last),
-                         loss_start=at(first, "loss"), loss_end=at(last, "loss"),
-                         eval_start=at(first, "eval_loss"), eval_end=at(last, "eval_loss"),
-                         eval_end_min=end.min(), eval_end_max=end.max(),
-                         floor=at(last, "task_floor"), baseline=at(last, "task_baseline"), above_floor=_median(gap),
-                         train_set_loss_end=at(last, "train_set_loss"),
-                         train_accuracy_end=at(last, "train_set_accuracy"), eval_accuracy_end=at(last, "eval_accuracy")))
+        rows.append(
+            dict(
+                variant=variant,
+                seeds=df["seed"].nunique(),
+                steps=int(last),
+                loss_start=at(first, "loss"),
+                loss_end=at(last, "loss"),
+                eval_start=at(first, "eval_loss"),
+                eval_end=at(last, "eval_loss"),
+                eval_end_min=end.min(),
+                eval_end_max=end.max(),
+                floor=at(last, "task_floor"),
+                baseline=at(last, "task_baseline"),
+                above_floor=_median(gap),
+                train_set_loss_end=at(last, "train_set_loss"),
+                train_accuracy_end=at(last, "train_set_accuracy"),
+                eval_accuracy_end=at(last, "eval_accuracy"),
+            )
+        )
     return pd.DataFrame(rows)
 
 
@@ -105,22 +120,37 @@ def layer_movement(params: pd.DataFrame) -> pd.DataFrame:
         init_norm = math.sqrt(float((p0["value_norm"].astype(float) ** 2).sum()))
         moved = math.sqrt(float((pend["movement"].astype(float) ** 2).sum()))
         weights = df[df["param"].str.endswith("weight")]
-        rows.append(dict(variant=variant, seed=seed, layer=layer,
-                         movement=moved / init_norm if init_norm > 0 else math.nan,
-                         update_ratio=_median(weights["update_ratio"])))
+        rows.append(
+            dict(
+                variant=variant,
+                seed=seed,
+                layer=layer,
+                movement=moved / init_norm if init_norm > 0 else math.nan,
+                update_ratio=_median(weights["update_ratio"]),
+            )
+        )
     return pd.DataFrame(rows)
 
 
 def train_table(result, title: str = "") -> Table:
     """Per layer: relative movement since initialisation, median update ratio, and the input gradient
     at the first and the last recorded step (medians over seeds)."""
-    move = layer_movement(result.params).groupby(["variant", "layer"], sort=False)[["movement", "update_ratio"]].median().reset_index()
+    move = (
+        layer_movement(result.params)
+        .groupby(["variant", "layer"], sort=False)[["movement", "update_ratio"]]
+        .median()
+        .reset_index()
+    )
     order = {v: i for i, v in enumerate(move["variant"].unique())}  # variants as they came, layers in order (a stem's -1 first)
-    move = move.sort_values(["variant", "layer"], key=lambda c: c.map(order) if c.name == "variant" else c, kind="stable").reset_index(drop=True)
+    move = move.sort_values(
+        ["variant", "layer"], key=lambda c: c.map(order) if c.name == "variant" else c, kind="stable"
+    ).reset_index(drop=True)
     g = result.grads
     first, last = g["step"].min(), g["step"].max()
     grad = lambda step: g[g["step"] == step].groupby(["variant", "layer"], sort=False)["input_grad_norm"].median()  # noqa: E731
-    move = move.join(grad(first).rename("grad_start"), on=["variant", "layer"]).join(grad(last).rename("grad_end"), on=["variant", "layer"])
+    move = move.join(grad(first).rename("grad_start"), on=["variant", "layer"]).join(
+        grad(last).rename("grad_end"), on=["variant", "layer"]
+    )
     table = Table(title=title, title_justify="left", caption_justify="left")
     for col in ("layer", "moved ‖ΔΘ‖/‖Θ₀‖", "update ratio (median)", f"‖∂loss/∂x‖ step {first}", f"step {last}"):
         table.add_column(col, justify="right")
@@ -151,7 +181,8 @@ def loss_table(result, title: str = "loss (median over seeds)", width: int | Non
             break
     if not batch_loss:
         table.caption += "; on a wider terminal also: " + ", ".join(
-            ["loss start/end (training batch)"] + (["min–max"] if seeds > 1 and not spread else []))
+            ["loss start/end (training batch)"] + (["min–max"] if seeds > 1 and not spread else [])
+        )
     return table
 
 
@@ -180,13 +211,19 @@ def _loss_table(stats: pd.DataFrame, title: str, batch_loss: bool, spread: bool)
         if accuracy:
             cells += [_g(r["train_set_loss_end"]), f"{r['train_accuracy_end']:.1%}", f"{r['eval_accuracy_end']:.1%}"]
         table.add_row(*cells)
-    notes = ["eval: the test set; train-set loss, train acc: the whole training set (eval mode)" if accuracy
-             else "eval: held-out batches"]
+    notes = [
+        "eval: the test set; train-set loss, train acc: the whole training set (eval mode)"
+        if accuracy
+        else "eval: held-out batches"
+    ]
     if spread:
         notes.append(f"min–max: of eval end over {seeds} seeds")
     if floors:
-        notes += ["floor: the task's lowest achievable loss", "above floor: eval end − floor",
-                  "constant: the loss of the best constant prediction (a model that learnt nothing from its input)"]
+        notes += [
+            "floor: the task's lowest achievable loss",
+            "above floor: eval end − floor",
+            "constant: the loss of the best constant prediction (a model that learnt nothing from its input)",
+        ]
     table.caption = "; ".join(notes)
     return table
 
