@@ -54,15 +54,15 @@ def parse_options(items: list[str]) -> dict:
 
 def _task(task, points) -> list:
     """On a node: (point, text, None) for each point that ran, (point, None, error) for one that raised."""
-    from resflow._sys.workers import _error_text, _worker_process
+    from resflow._sys.worker_setup import error_text, worker_process
 
-    _worker_process()
+    worker_process()
     out = []
     for point in points:
         try:
             out.append((point, task(point), None))
         except Exception as err:  # noqa: BLE001 - a failed point, as the local pool records it
-            out.append((point, None, _error_text(err)))
+            out.append((point, None, error_text(err)))
     return out
 
 

@@ -22,6 +22,7 @@ import os
 from contextlib import contextmanager
 from typing import Callable
 
+from resflow._sys.worker_setup import error_text, worker_process
 from resflow.errors import ConfigError, ResflowError
 
 BACKENDS = ("local", "ray", "slurm")  # slurm: resflow/_sys/slurm.py (submitit)
@@ -106,25 +107,9 @@ def _in_process(points, task, save, fail=None) -> None:
             except Exception as err:  # noqa: BLE001 - one bad point must not sink the sweep
                 if fail is None:
                     raise
-                fail(point, _error_text(err))
+                fail(point, error_text(err))
                 continue
             save(point, text)
-
-
-def _error_text(err: BaseException) -> str:
-    first = (str(err).strip().splitlines() or [""])[0]
-    return f"{type(err).__name__}: {first}"
-
-
-def _worker_process() -> None:
-    """What every worker process (the local pool's or a Ray task's) runs on: one torch thread, and
-    glibc's malloc keeping freed memory (resflow._sys.allocator; inherited with fork, set here otherwise)."""
-    import torch
-
-    from resflow._sys.allocator import retain_freed_memory
-
-    torch.set_num_threads(1)
-    retain_freed_memory()
 
 
 def die_with(main: int) -> None:
@@ -185,7 +170,7 @@ def _init_worker(main: int | None = None) -> None:
     for name in ("SIGTERM", "SIGHUP"):  # not the parent's handler (inherited by fork): terminate() must end us
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), signal.SIG_DFL)
-    _worker_process()
+    worker_process()
 
 
 START_METHODS = ("fork", "forkserver", "spawn")
@@ -266,7 +251,7 @@ def _pool(points, task, save, workers: int, fail=None) -> None:
                 if err is None:
                     save(point, future.result())
                 elif fail is not None and isinstance(err, Exception) and not isinstance(err, BrokenProcessPool):
-                    fail(point, _error_text(err))
+                    fail(point, error_text(err))
                 else:
                     raise err
     except BrokenProcessPool:
@@ -300,13 +285,13 @@ def _stop(executor, ours_before: set[int]) -> None:
 
 def _ray_task(task, points):
     """(point, text, None) for each point that ran, (point, None, error) for one that raised."""
-    _worker_process()
+    worker_process()
     out = []
     for point in points:
         try:
             out.append((point, task(point), None))
         except Exception as err:  # noqa: BLE001 - recorded as a failed point, as the local pool does
-            out.append((point, None, _error_text(err)))
+            out.append((point, None, error_text(err)))
     return out
 
 
