@@ -389,8 +389,31 @@ def connect_ray(workers: int, ray_address: str | None) -> bool:
             f"cannot reach {where}: no answer within {timeout:g} s (RESFLOW_RAY_TIMEOUT sets the limit); nothing was written"
         ) from None
     except (ConnectionError, RuntimeError, ValueError) as err:
-        raise ResflowError(f"cannot start or reach {where}: {str(err).splitlines()[0] if str(err) else err}") from None
+        raise ResflowError(f"cannot start or reach {where}: {ray_cause(err)}; nothing was written") from None
     return True
+
+
+CAUSE_WORDS = ("auth", "token", "unauthenticated", "permission", "denied", "version mismatch")
+
+
+def ray_cause(err: BaseException) -> str:
+    """The real reason behind Ray's connection error, in one line: Ray wraps it ("Failed to
+    connect ..."), so the innermost exception of the chain is named, and a line of any message in
+    the chain that names an authentication, permission or version problem is preferred."""
+    chain, e = [], err
+    while e is not None and e not in chain:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    for exc in reversed(chain):
+        for line in str(exc).splitlines():
+            if any(word in line.lower() for word in CAUSE_WORDS):
+                return f"{type(exc).__name__}: {line.strip()}"[:300]
+    inner = chain[-1]
+    first = next((line.strip() for line in str(inner).splitlines() if line.strip()), "")
+    outer = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
+    if inner is err:
+        return f"{type(err).__name__}: {first}"[:300] if first else type(err).__name__
+    return f"{outer} (cause: {type(inner).__name__}: {first})"[:300]
 
 
 def disconnect_ray() -> None:
