@@ -258,7 +258,11 @@ def test_ray_backend_equals_local(tmp_path):
     assert local.exit_code == 0 and ray.exit_code == 0, local.output + ray.output
     for name in CSVS:
         assert (tmp_path / "local" / name).read_bytes() == (tmp_path / "ray" / name).read_bytes(), name
-    assert json.loads((tmp_path / "ray" / "meta.json").read_text())["backend"] == "ray"
+    meta = json.loads((tmp_path / "ray" / "meta.json").read_text())
+    assert meta["backend"] == "ray"
+    import torch
+
+    assert meta["worker_versions"]["torch"] == torch.__version__ and meta["worker_versions"]["resflow"] == meta["resflow"]
 
 
 def test_ray_is_not_imported_by_the_cli(cli_env):

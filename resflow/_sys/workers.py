@@ -22,7 +22,7 @@ import os
 from contextlib import contextmanager
 from typing import Callable
 
-from resflow._sys.worker_setup import error_text, worker_process
+from resflow._sys.worker_setup import error_text, versions, worker_process
 from resflow.errors import ConfigError, ResflowError
 
 BACKENDS = ("local", "ray", "slurm")  # slurm: resflow/_sys/slurm.py (submitit)
@@ -448,12 +448,14 @@ def _gcs_endpoint():
         return None
 
 
-def _ray(points, task, save, workers: int, ray_address: str | None, fail: Callable | None = None) -> None:
+def _ray(points, task, save, workers: int, ray_address: str | None, fail: Callable | None = None) -> dict:
+    """Run the points as Ray tasks; returns a worker's versions (resflow, torch, Python, host)."""
     import time
 
     started_here = connect_ray(workers, ray_address)
     import ray
 
+    worker_versions = None
     remote = ray.remote(num_cpus=1)(_ray_task)
     size = max(1, min(16, len(points) // (4 * workers)))  # a few points per task: fewer round trips
     refs = {}
@@ -461,6 +463,7 @@ def _ray(points, task, save, workers: int, ray_address: str | None, fail: Callab
     lost_after = _seconds("RESFLOW_RAY_LOST_AFTER", RAY_LOST_AFTER)
     unreachable_since = None
     try:
+        worker_versions = ray.get(ray.remote(num_cpus=1)(versions).remote())
         for i in range(0, len(points), size):
             refs[remote.remote(task, points[i : i + size])] = True
         while refs:
@@ -503,3 +506,4 @@ def _ray(points, task, save, workers: int, ray_address: str | None, fail: Callab
     finally:
         if started_here:
             disconnect_ray()
+    return worker_versions

@@ -394,9 +394,10 @@ def _run_sweep(
         if on_point is not None:
             on_point(point)
 
+    worker_versions = None  # Ray's workers' versions (a remote cluster's may differ from this machine's)
     try:
         if todo:
-            backends.execute(
+            worker_versions = backends.execute(
                 todo,
                 run_point,
                 save,
@@ -442,6 +443,7 @@ def _run_sweep(
         resumed_points=len(done),
         workers=workers,
         backend=backend,
+        **({"worker_versions": worker_versions} if worker_versions else {}),
     )
     result = RunResult(
         grads=frames["grads"],
