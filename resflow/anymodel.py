@@ -36,6 +36,8 @@ from resflow.results.tables import (
     summary_frame,
     train_frame,
 )
+from resflow.results.tensorboard_events import write_step
+from resflow.results.tensorboard_events import writer as tensorboard_writer
 from resflow.theory.overlay import add_prediction
 from resflow.theory.predict import NoPrediction
 
@@ -319,9 +321,14 @@ class Watch:
     results dir after every flush) and at exit, also on error: a crash or Ctrl-C loses at most the
     steps since the last recorded one. Each flush writes the whole tables again. In memory:
     `w.grads`, `w.params`, `w.summary`, `w.train` (DataFrames), `w.result()` (a RunResult).
+
+    With `tensorboard=LOGDIR`, each recorded step's per-layer scalars (`input_grad_norm/layer_003`,
+    `param_grad_norm/...`, `activation_rms/...`: the tags of `resflow export --to tensorboard`) and
+    its loss (if given to that step's `step()`) are appended to an event file in LOGDIR and flushed,
+    so `tensorboard --logdir LOGDIR` shows the curves while you train. Steps not recorded write nothing.
     """
 
-    def __init__(self, model, *, blocks=None, every: int = 1, out=None, name=None, force: bool = False):
+    def __init__(self, model, *, blocks=None, every: int = 1, out=None, name=None, force: bool = False, tensorboard=None):
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ConfigError(f"every: must be a whole number >= 1, got {every!r}")
         self.model, self.every, self.name = model, every, name or type(model).__name__
@@ -338,6 +345,13 @@ class Watch:
         self._inexact: list[int] = []
         self._armed = False
         self._entered = False
+        self.tensorboard = Path(tensorboard) if tensorboard is not None else None
+        self._tb = None  # the event file writer, open inside the `with`
+        if self.tensorboard is not None:
+            try:
+                import tensorboard as _  # noqa: F401  (optional: the `tensorboard` extra)
+            except ImportError:
+                raise ResflowError('watch: tensorboard= needs TensorBoard: pip install "resflow[tensorboard]"') from None
 
     # -- the loop ---------------------------------------------------------------------------
     def __enter__(self) -> "Watch":
@@ -347,6 +361,8 @@ class Watch:
                 self.out.mkdir(parents=True, exist_ok=True)
             except OSError as err:
                 raise ResflowError(f"cannot create the results dir {str(self.out)!r}: {err.strerror or err}") from None
+        if self.tensorboard is not None:
+            self._tb = tensorboard_writer(self.tensorboard)
         self._started, self._t0 = datetime.now(timezone.utc), time.perf_counter()
         self._entered = True
         if self.steps % self.every == 0:
@@ -356,6 +372,9 @@ class Watch:
     def __exit__(self, *exc) -> None:
         self._disarm()  # a step left half done (no step() call) is not recorded
         self._entered = False
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
         if self.out is not None:
             self.flush()
 
@@ -364,7 +383,7 @@ class Watch:
         if not self._entered:
             raise ResflowError("watch: step() outside the `with resflow.watch(...)` block")
         s = self.steps
-        recorded = False
+        recorded, first = False, 0
         again = (s + 1) % self.every == 0  # the next step records too: the module hooks stay
         if self._armed:
             try:
@@ -377,6 +396,7 @@ class Watch:
             else:
                 self._disarm()
             if rec.layer:
+                first = len(self._grads.get("step", ()))
                 rec.add_rows(self._grads, self._params, self.name, seed=0, step=s)
                 self.recorded.append(s)
                 recorded = True
@@ -386,11 +406,21 @@ class Watch:
             self._losses.append(
                 (s, loss.detach() if isinstance(loss, torch.Tensor) else float(loss), time.perf_counter() - self._t0)
             )
+        if recorded and self._tb is not None:
+            self._write_tensorboard(s, first, loss)
         self.steps = s + 1
         if again and not self._armed:
             self._arm()
         if recorded and self.out is not None:
             self.flush()
+
+    def _write_tensorboard(self, s: int, first: int, loss) -> None:
+        """Step s's grads rows (from index `first` on) and its loss, as one TensorBoard event."""
+        columns = ("layer", "sublayer", "input_grad_norm", "param_grad_norm", "activation_rms")
+        n = len(self._grads["step"])
+        rows = [{c: self._grads[c][i] for c in columns if c in self._grads} for i in range(first, n)]
+        value = None if loss is None else float(loss.detach().double() if isinstance(loss, torch.Tensor) else loss)
+        write_step(self._tb, s, rows, value)
 
     def _arm(self) -> None:
         self._recorder.reset()
@@ -464,6 +494,7 @@ class Watch:
         return self.result().train
 
 
-def watch(model, *, blocks=None, every: int = 1, out=None, name=None, force: bool = False) -> Watch:
-    """A context manager recording `model`'s gradient flow inside your own training loop (see Watch)."""
-    return Watch(model, blocks=blocks, every=every, out=out, name=name, force=force)
+def watch(model, *, blocks=None, every: int = 1, out=None, name=None, force: bool = False, tensorboard=None) -> Watch:
+    """A context manager recording `model`'s gradient flow inside your own training loop (see Watch);
+    `tensorboard=LOGDIR` also logs each recorded step's scalars there, live."""
+    return Watch(model, blocks=blocks, every=every, out=out, name=name, force=force, tensorboard=tensorboard)

@@ -10,7 +10,9 @@ from typing import Any, Iterator
 
 import pandas as pd
 
-MEASURES = ("input_grad_norm", "param_grad_norm", "activation_rms")  # grads.csv columns exported per layer
+from resflow.results.tensorboard_events import MEASURES as MEASURES  # re-exported: what every tracker exports
+from resflow.results.tensorboard_events import layer_tag
+
 LOSSES = ("loss", "eval_loss", "grad_norm_total", "lr")  # train.csv columns exported per step
 METRICS = ("grad_ratio", "log10_grad_ratio", "gain_per_layer")  # summary.csv columns: hparams metrics
 HPARAM_SKIP = {"variant", "seed", "step", "finite", *METRICS, "grad_first", "grad_last"}
@@ -42,13 +44,6 @@ class Run:
 def safe_name(text: str) -> str:
     """A variant as a path component: '/' and control characters replaced."""
     return re.sub(r"[/\\\x00-\x1f]", "_", str(text)) or "_"
-
-
-def layer_tag(row) -> str:
-    """layer_003, or layer_003/attn for a transformer's sub-layer: sorts in layer order in every tracker."""
-    sub = row.get("sublayer") if hasattr(row, "get") else None
-    sub = "" if sub is None or (isinstance(sub, float) and math.isnan(sub)) or sub in ("", "mlp") else f"/{sub}"
-    return f"layer_{int(row['layer']):03d}{sub}"
 
 
 def _plain(value):

@@ -24,25 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from resflow.report.export.runs import LOSSES, MEASURES, METRICS, Exported, layer_series, profile, runs, steps
-
-
-def _writer(path: Path):
-    from tensorboard.summary.writer.event_file_writer import EventFileWriter
-
-    path.mkdir(parents=True, exist_ok=True)
-    return EventFileWriter(str(path))
-
-
-def _event(writer, step: int, values, wall_time: float) -> None:
-    from tensorboard.compat.proto import event_pb2, summary_pb2
-
-    writer.add_event(event_pb2.Event(wall_time=wall_time, step=int(step), summary=summary_pb2.Summary(value=values)))
-
-
-def _scalar(tag: str, value: float):
-    from tensorboard.compat.proto import summary_pb2
-
-    return summary_pb2.Summary.Value(tag=tag, simple_value=float(value))
+from resflow.results.tensorboard_events import event as _event
+from resflow.results.tensorboard_events import scalar as _scalar
+from resflow.results.tensorboard_events import writer as _writer
 
 
 def _histogram(tag: str, values: np.ndarray, bins: int = 30):
