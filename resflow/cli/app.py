@@ -225,6 +225,12 @@ def run(
     force: bool = typer.Option(False, "--force", help="Replace an existing results dir."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Write no figures (profile.png, params.png)."),
     format_: TableFormat = _format_option(),
+    tensorboard: Optional[Path] = typer.Option(
+        None,
+        "--tensorboard",
+        metavar="LOGDIR",
+        help="Training runs: log each recorded step's per-layer norms and loss to TensorBoard live (LOGDIR/<name>/seed_<n>).",
+    ),
 ):
     """Measure per-layer gradient norms at initialisation (or train, with train.steps > 0); write CSVs and figures, print the table."""
     from resflow.config.loading import load_config
@@ -239,9 +245,22 @@ def run(
     out = out or Path("results") / cfg.name
     check_out_dir(out, force)
     check_memory(cfg)
+    if tensorboard is not None and not cfg.train.steps:
+        from resflow.errors import ConfigError
+
+        raise ConfigError(
+            "--tensorboard: logs a training run live (train.steps > 0); for any results dir use 'resflow export DIR --to tensorboard'"
+        )
+    if tensorboard is not None:
+        import importlib.util
+
+        from resflow.errors import ConfigError
+
+        if importlib.util.find_spec("tensorboard") is None:
+            raise ConfigError('--tensorboard: TensorBoard is not installed: pip install "resflow[tensorboard]"')
     with _writing(out, force):
         if cfg.train.steps:
-            return _train(cfg, out, force, no_plots, fmt)
+            return _train(cfg, out, force, no_plots, fmt, tensorboard)
 
         from resflow.experiment import run as run_experiment
         from resflow.report.terminal.run import headline, run_table, run_title
@@ -298,21 +317,47 @@ def plot(
     stdout().print(f"wrote {', '.join(str(p) for p in paths)}", markup=False)
 
 
-def _train(cfg, out: Path, force: bool, no_plots: bool, fmt: str = "csv") -> None:
-    """`run` with train.steps > 0: a live view while training, then the loss and per-layer tables."""
+def _train(cfg, out: Path, force: bool, no_plots: bool, fmt: str = "csv", tensorboard: Path | None = None) -> None:
+    """`run` with train.steps > 0: a live view while training (and TensorBoard, if asked), then the
+    loss and per-layer tables."""
     from resflow.experiment import run as run_experiment
     from resflow.report.terminal.run import run_title
     from resflow.report.terminal.train import LiveView, loss_table, train_headline, train_table
     from resflow.results.files import write_run
 
     console = stdout()
-    with LiveView(console, cfg.name) as view:
-        result = run_experiment(cfg, on_step=view.update)
+    with LiveView(console, cfg.name) as view, _live_tensorboard(tensorboard, cfg.name, view.update) as on_step:
+        result = run_experiment(cfg, on_step=on_step)
     write_run(result, out, force, extra=None if no_plots else _figure_writer(result), fmt=fmt)
     console.print(loss_table(result, width=console.width))
     console.print(train_table(result, title=run_title(cfg)))
     console.print(train_headline(result), markup=False)
     _print_wrote(console, out, no_plots)
+
+
+@contextmanager
+def _live_tensorboard(logdir: Path | None, name: str, then):
+    """An on_step callback that logs each recorded step to LOGDIR/<name>/seed_<n> (the layout of
+    `resflow export`), then calls `then`; just `then` without a logdir. Writers closed on exit."""
+    if logdir is None:
+        yield then
+        return
+    from resflow.results.tensorboard_events import write_step, writer
+
+    writers: dict = {}
+
+    def on_step(info):
+        if info.layers is not None:
+            if info.seed not in writers:
+                writers[info.seed] = writer(Path(logdir) / name / f"seed_{info.seed}")
+            write_step(writers[info.seed], info.step, info.layers, info.loss)
+        then(info)
+
+    try:
+        yield on_step
+    finally:
+        for w in writers.values():
+            w.close()
 
 
 class DemoName(str, Enum):

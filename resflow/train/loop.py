@@ -70,6 +70,15 @@ class StepInfo:
     train_accuracy: float | None = None  # classify: at recorded steps, the training set's
     grad_first: float | None = None  # ||dloss/dx|| at the first / last site, at recorded steps
     grad_last: float | None = None
+    layers: list | None = None  # at recorded steps: one dict per site (layer, sublayer and its three norms)
+
+
+def site_rows(rec: Record) -> list[dict]:
+    """A Record's per-site values as one dict each (what a live tracker logs per step)."""
+    return [
+        dict(layer=layer, sublayer=sub, input_grad_norm=g, activation_rms=a, param_grad_norm=p)
+        for layer, sub, g, a, p in zip(rec.layer, rec.sublayer, rec.input_grad_norm, rec.activation_rms, rec.param_grad_norm)
+    ]
 
 
 def batch_size(cfg) -> int:
@@ -200,6 +209,7 @@ def train_seed(cfg, seed: int, device: torch.device, on_step=None) -> SeedRun:
                     train_accuracy=out.rows["train_set_accuracy"][-1] if record and evaluate is not None else None,
                     grad_first=rec.input_grad_norm[0] if rec else None,
                     grad_last=rec.input_grad_norm[-1] if rec else None,
+                    layers=site_rows(rec) if rec else None,
                 )
             )
     return out
