@@ -408,36 +408,14 @@ def _mean_field(m, sw2: float, sb2: float, mean: float, var: float):
             qs.append(q)
             factors.append(chi(act, sw2, q))
             q = length_map(act, sw2, sb2, q)
-        qstar = fixed_point(act, sw2, sb2, q0=qs[0] if qs else 1.0)
-        return dict(
-            kind="mean-field",
-            model=f"plain {act} MLP x → φ(W x + b)",
-            factors=tuple(factors),
-            q=tuple(qs),
-            sigma_w2=sw2,
-            sigma_b2=sb2,
-            q_star=qstar,
-            chi1=chi1(act, sw2, sb2, qstar),
-            critical_sigma_w2=critical_sigma_w2(act, sb2),
-        )
+        return _plain(f"plain {act} MLP x → φ(W x + b)", act, sw2, sb2, factors, qs, q0=qs[0] if qs else 1.0)
     if not m.residual and m.norm == "none" and m.preactivation:
         # x' = W φ(x) + b: x is the pre-activation itself; after layer 0 it is N(0, q)
         for _ in range(depth - 1):
             qs.append(mean * mean + var)
             factors.append(sw2 * deriv_moment(act, var, mean))
             mean, var = 0.0, sw2 * second_moment(act, var, mean) + sb2
-        qstar = fixed_point(act, sw2, sb2, q0=max(qs[-1], 1e-12) if qs else 1.0)
-        return dict(
-            kind="mean-field",
-            model=f"plain {act} MLP x → W φ(x) + b",
-            factors=tuple(factors),
-            q=tuple(qs),
-            sigma_w2=sw2,
-            sigma_b2=sb2,
-            q_star=qstar,
-            chi1=chi1(act, sw2, sb2, qstar),
-            critical_sigma_w2=critical_sigma_w2(act, sb2),
-        )
+        return _plain(f"plain {act} MLP x → W φ(x) + b", act, sw2, sb2, factors, qs, q0=max(qs[-1], 1e-12) if qs else 1.0)
     if m.residual and m.preactivation:
         # x' = x + α·(W φ(u) + b), u = x (no norm) or norm(x) (pre-norm)
         a2 = alpha * alpha
@@ -462,6 +440,23 @@ def _mean_field(m, sw2: float, sb2: float, mean: float, var: float):
             sigma_b2=sb2,
         )
     return NoPrediction("no recursion implemented for this combination (plain MLP with a norm)")
+
+
+def _plain(model: str, act: str, sw2: float, sb2: float, factors: list, qs: list, q0: float) -> dict:
+    """A plain (no residual, no norm) stack's mean-field prediction: its per-layer factors and
+    variances, the fixed point q* reached from `q0`, χ1 there and the critical σ_w²."""
+    qstar = fixed_point(act, sw2, sb2, q0=q0)
+    return dict(
+        kind="mean-field",
+        model=model,
+        factors=tuple(factors),
+        q=tuple(qs),
+        sigma_w2=sw2,
+        sigma_b2=sb2,
+        q_star=qstar,
+        chi1=chi1(act, sw2, sb2, qstar),
+        critical_sigma_w2=critical_sigma_w2(act, sb2),
+    )
 
 
 def _exact(cfg) -> Optional[Prediction | NoPrediction]:
