@@ -243,6 +243,36 @@ def test_deepnorm_scales_value_output_and_ffn_weights_by_beta():
         assert b1.attn_res.skip == pytest.approx((2 * DEPTH) ** 0.25)
 
 
+@pytest.mark.parametrize("ffn", ["gelu", "swiglu"])
+def test_deepnorm_beta_scales_the_biases_of_the_layers_it_scales(ffn):
+    """init.scheme default draws biases that are not zero: DeepNet's reference code (torchscale) divides
+    every parameter of v_proj, out_proj, fc1 and fc2 by (8N)^(1/4), biases included; checked here
+    against that hand computation, N = 3: β = 24^(-1/4), on the same draws without DeepNorm."""
+    base = tiny(norm="post", ffn=ffn, init=dict(scheme="default"))
+    deep = tiny(norm="post", ffn=ffn, residual_scale="deepnorm", init=dict(scheme="default"))
+    m0, m1 = build(base), build(deep)
+    beta = 1.0 / math.sqrt(math.sqrt(8.0 * DEPTH))
+    scaled = ["attn.v", "attn.out", "ffn.up", "ffn.out"] + (["ffn.gate"] if ffn == "swiglu" else [])
+    for b0, b1 in zip(m0.blocks, m1.blocks):
+        p0 = {f"attn.{n}": p for n, p in b0.attn_res.f.named_parameters()} | {
+            f"ffn.{n}": p for n, p in b0.ffn_res.f.named_parameters()
+        }
+        p1 = {f"attn.{n}": p for n, p in b1.attn_res.f.named_parameters()} | {
+            f"ffn.{n}": p for n, p in b1.ffn_res.f.named_parameters()
+        }
+        assert p0.keys() == p1.keys()
+        for name in p0:
+            layer = name.rsplit(".", 1)[0]
+            if layer in scaled:
+                assert bool((p0[name] != 0).all()), name  # (a bias of zero would prove nothing)
+                torch.testing.assert_close(p1[name], p0[name] * beta, rtol=1e-15, atol=0, msg=name)
+            else:
+                assert torch.equal(p1[name], p0[name]), name  # q, k: as the scheme drew them
+        for norm in ("attn_res", "ffn_res"):  # the norms keep their own init (weight 1, bias 0)
+            assert torch.equal(getattr(b1, norm).norm.weight, getattr(b0, norm).norm.weight)
+            assert torch.equal(getattr(b1, norm).norm.bias, getattr(b0, norm).norm.bias)
+
+
 def test_shared_weights_apply_deepnorm_beta_once():
     cfg = tiny(norm="post", residual_scale="deepnorm", share_weights=True, init=dict(scheme="constant", scale=1.0))
     model = build(cfg)

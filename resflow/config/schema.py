@@ -113,7 +113,7 @@ class ModelConfig(_Strict):
     residual_scale: Union[float, Literal["deepnorm"]] = Field(
         1.0,
         description="α; transformer post-norm only: `deepnorm` = DeepNet's norm(a·x + f(x)), a = (2N)^¼, "
-        "with v, out and FFN weights × β = (8N)^−¼ at init",
+        "with the v, out and FFN layers (weights and biases) × β = (8N)^−¼ at init",
     )
     norm: Literal["none", "pre", "post", "conv"] = Field(
         "none", description="where the norm sits; conv: `conv` (a norm at every conv, the default) or `none`"

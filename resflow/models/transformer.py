@@ -3,8 +3,8 @@
     pre-norm   x -> x + α·f(norm(x))       GPT-2 (with a norm after the last block)
     post-norm  x -> norm(x + α·f(x))       the original Transformer (Vaswani et al. 2017)
     none       x -> x + α·f(x)
-    DeepNorm   x -> norm(a·x + f(x)), a = (2N)^(1/4); at init the value, output and FFN weights
-               are multiplied by β = (8N)^(-1/4) (Wang et al. 2022, N = depth)
+    DeepNorm   x -> norm(a·x + f(x)), a = (2N)^(1/4); at init the value, output and FFN layers
+               (weights and biases) are multiplied by β = (8N)^(-1/4) (Wang et al. 2022, N = depth)
     ReZero     α is a learnable scalar per sublayer, initialised to 0 (Bachlechner et al. 2020)
 `model.residual: false` drops the x term. `init.zero_out` zeroes both output projections (microgpt).
 Two residual connections per block, so two recording sites, "attn" and "ffn", each measured at the
@@ -109,12 +109,17 @@ class TransformerBlock(nn.Module):
 
     @torch.no_grad()
     def init_branches(self) -> None:
-        """After the scheme's init: DeepNorm's β on v, out and the FFN; zero_out on both outputs."""
+        """After the scheme's init: DeepNorm's β on v, out and the FFN, weights and biases; zero_out on
+        both outputs. Biases too, as DeepNet's reference code (torchscale) divides every parameter of
+        those layers by 1/β: with biases that are not zero (init.scheme default, init.bias_std) the
+        branch f(x) = W·x + b is then β times its scheme's, as DeepNet's analysis takes it to be."""
         attn, ffn = self.attn_res.f, self.ffn_res.f
         if self.beta != 1.0:
             for lin in (attn.v, attn.out, ffn.up, ffn.gate, ffn.out):
                 if lin is not None:
                     lin.weight.mul_(self.beta)
+                    if lin.bias is not None:
+                        lin.bias.mul_(self.beta)
         if self.zero_out:
             for lin in (attn.out, ffn.out):
                 lin.weight.zero_()
