@@ -4,6 +4,7 @@ import errno
 
 USAGE = 2  # bad config, bad arguments, bad paths
 RUNTIME = 1  # something failed while running
+FIGURE = 3  # the results (tables, config, meta.json) are written, but a figure could not be drawn
 
 
 class ResflowError(Exception):
@@ -21,6 +22,31 @@ class ConfigError(ResflowError):
     """The config (YAML, --set, a path) is wrong; nothing has been run or written."""
 
     exit_code = USAGE
+
+
+class FigureError(ResflowError):
+    """One or more figures could not be drawn (a bug in resflow); the tables were written all the same.
+
+    `failed`: (figure file name, the exception) per figure; `directory`: where the figures go; `drawn`:
+    the figures that were drawn. The message is one line naming each failed figure and its error."""
+
+    exit_code = FIGURE
+
+    def __init__(self, failed: list, directory, drawn: list | None = None, written: str | None = None):
+        self.failed, self.directory, self.drawn = list(failed), directory, list(drawn or [])
+        what = ", ".join(f"{name} ({type(err).__name__}: {_first_line(err)})" for name, err in self.failed)
+        written = written or (
+            f"the tables, config.yaml and meta.json in {str(directory)!r} are complete (redraw with: resflow plot {directory})"
+        )
+        super().__init__(f"a bug in resflow: could not draw {what}; {written}")
+
+    def at(self, directory) -> "FigureError":
+        """The same failure, told of `directory` (a results dir staged elsewhere, then renamed)."""
+        return FigureError(self.failed, directory, drawn=self.drawn)
+
+
+def _first_line(err: BaseException, limit: int = 160) -> str:
+    return (str(err).strip().splitlines() or [""])[0][:limit]
 
 
 class Interrupted(ResflowError):

@@ -20,7 +20,7 @@ from typer.core import TyperGroup
 
 from resflow._version import __version__
 from resflow.config.limits import MAX_SEEDS
-from resflow.errors import ResflowError
+from resflow.errors import FigureError, ResflowError
 
 try:  # the base of click's usage errors; recent Typer vendors click and exposes it as TyperException
     _ClickError = typer.TyperException
@@ -78,7 +78,8 @@ def stderr() -> Console:
 def _command(fn):
     """Map errors to a one-line message on stderr and an exit code; the one place that does.
 
-    ResflowError: its message and code (2 usage/config, 1 runtime). Ctrl-C / SIGTERM: a clean stop,
+    ResflowError: its message and code (2 usage/config, 1 runtime, 3 a figure that could not be drawn
+    while the results were written: then the traceback is saved to a file too). Ctrl-C / SIGTERM: a clean stop,
     128 + the signal (130, 143). Anything else is a bug: one line, the traceback saved to a file
     (RESFLOW_DEBUG=1 shows it instead), exit 1.
     """
@@ -92,7 +93,10 @@ def _command(fn):
                 return fn(*args, **kwargs)
         except ResflowError as err:
             prefix = "" if err.exit_code >= 128 else "error: "  # an interrupt is not an error
-            stderr().print(f"{prefix}{err}", markup=False)
+            text = str(err)
+            if isinstance(err, FigureError):  # a bug, as below, but the results are written: exit 3
+                text += f" (traceback in {_crash_report(err.failed[0][1])})"
+            stderr().print(f"{prefix}{text}", markup=False)
             raise typer.Exit(err.exit_code) from None
         except KeyboardInterrupt as err:
             stderr().print(f"interrupted ({signal_name(err)}): stopped cleanly; nothing was written", markup=False)
@@ -266,12 +270,14 @@ def run(
         from resflow.report.terminal.run import headline, run_table, run_title
 
         result = run_experiment(cfg)
-        write_run(result, out, force, extra=None if no_plots else _figure_writer(result), fmt=fmt)
+        figures = _figure_writer(result, no_plots)
+        write_run(result, out, force, extra=figures, fmt=fmt)
     console = stdout()
     console.print(run_table(result.grads, title=run_title(cfg)))
     console.print(headline(result.grads, dtype=cfg.dtype), markup=False)
     console.print(comparison_line(result.summary, result.meta.get("theory", "")), markup=False)
     _print_wrote(console, out, no_plots)
+    _check_figures(figures, out)
 
 
 def _tables_written(out: Path) -> str:
@@ -286,15 +292,36 @@ def _print_wrote(console, out: Path, no_plots: bool) -> None:
     console.print(f"wrote {out}/ ({_tables_written(out)}, config.yaml, meta.json{figs})", markup=False)
 
 
-def _figure_writer(result):
-    """The `extra` hook of write_run: draw the figures into the staging dir before it is renamed."""
+class _FigureWriter:
+    """The `extra` hook of write_run: draw the figures into the staging dir before it is renamed. A
+    figure that fails is kept aside (`error`), so the tables are still renamed into place; `check(out)`
+    raises it afterwards, told of `out` (exit 3: the results are there, a figure is not)."""
 
-    def write(staging: Path) -> None:
+    def __init__(self, result):
+        self.result, self.error, self.names = result, None, []
+
+    def __call__(self, staging: Path) -> None:
+        from resflow.errors import FigureError
         from resflow.report.figures.plots import write_figures
 
-        write_figures(result, staging)
+        try:
+            paths = write_figures(self.result, staging)
+        except FigureError as err:
+            self.error, paths = err, err.drawn
+        self.names = [p.name for p in paths]
 
-    return write
+    def check(self, out: Path) -> None:
+        if self.error is not None:
+            raise self.error.at(out)
+
+
+def _figure_writer(result, no_plots: bool = False) -> _FigureWriter | None:
+    return None if no_plots else _FigureWriter(result)
+
+
+def _check_figures(writer: _FigureWriter | None, out: Path) -> None:
+    if writer is not None:
+        writer.check(out)
 
 
 class PlotFormat(str, Enum):
@@ -313,7 +340,12 @@ def plot(
     from resflow.report.figures.plots import write_figures
     from resflow.results.files import read_run
 
-    paths = write_figures(read_run(directory), directory, fmt=format_.value)
+    try:
+        paths = write_figures(read_run(directory), directory, fmt=format_.value)
+    except FigureError as err:
+        if err.drawn:
+            stdout().print(f"wrote {', '.join(str(p) for p in err.drawn)}", markup=False)
+        raise
     stdout().print(f"wrote {', '.join(str(p) for p in paths)}", markup=False)
 
 
@@ -328,11 +360,13 @@ def _train(cfg, out: Path, force: bool, no_plots: bool, fmt: str = "csv", tensor
     console = stdout()
     with LiveView(console, cfg.name) as view, _live_tensorboard(tensorboard, cfg.name, view.update) as on_step:
         result = run_experiment(cfg, on_step=on_step)
-    write_run(result, out, force, extra=None if no_plots else _figure_writer(result), fmt=fmt)
+    figures = _figure_writer(result, no_plots)
+    write_run(result, out, force, extra=figures, fmt=fmt)
     console.print(loss_table(result, width=console.width))
     console.print(train_table(result, title=run_title(cfg)))
     console.print(train_headline(result), markup=False)
     _print_wrote(console, out, no_plots)
+    _check_figures(figures, out)
 
 
 @contextmanager
@@ -490,7 +524,10 @@ def sweep(
             on_note=lambda text: err.print(text, markup=False),
         )
     console = stdout()
-    figs = "" if no_plots else _write_figures(done.result, out)
+    figures = _figure_writer(done.result, no_plots)
+    if figures is not None:
+        figures(out)  # (the tables are written: a figure that fails is told after them)
+    figs = "".join(", " + name for name in figures.names) if figures is not None else ""
     title = sweep_title(base.name, done.result.summary)
     console.print(sweep_table(done.result.summary, plan.columns, title=title, grads=done.result.grads, width=console.width))
     for line in depth_story(done.result.summary, plan.columns):
@@ -498,13 +535,7 @@ def sweep(
     if done.result.train is not None:
         console.print(loss_table(done.result, width=console.width))
     console.print(f"wrote {out}/ ({_tables_written(out)}, config.yaml, meta.json{figs}; points/ per point)", markup=False)
-
-
-def _write_figures(result, directory: Path) -> str:
-    """Figures for a results dir written in place (sweep); returns ', a.png, b.png' for the 'wrote' line."""
-    from resflow.report.figures.plots import write_figures
-
-    return "".join(", " + p.name for p in write_figures(result, directory))
+    _check_figures(figures, out)
 
 
 def _resume_command(config, over, overrides, workers, backend, out, fmt="csv", slurm_opts=()) -> str:
@@ -551,7 +582,8 @@ def compare(
     err.print(_compare_plan(configs, workers, out), markup=False)
     with _writing(out, force), SweepProgress(err, label="configs") as progress:
         result = run_compare(configs, workers=workers, on_start=progress.start, on_point=progress.advance)
-        write_run(result, out, force, extra=None if no_plots else _figure_writer(result), fmt=format_.value)
+        figures = _figure_writer(result, no_plots)
+        write_run(result, out, force, extra=figures, fmt=format_.value)
     console = stdout()
     console.print(compare_table(result.grads, title=compare_title(list(configs), result.grads), width=console.width))
     console.print(compare_profiles(result.grads))
@@ -559,6 +591,7 @@ def compare(
     if result.train is not None:
         console.print(loss_table(result, width=console.width))
     _print_wrote(console, out, no_plots)
+    _check_figures(figures, out)
 
 
 def _compare_plan(configs, workers, out: Path) -> str:

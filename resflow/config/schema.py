@@ -558,6 +558,11 @@ class Config(_Strict):
         for key in ("seq_len", "vocab"):
             if getattr(d, key) is not None:
                 raise ValueError(f"data.{key}: not used with model.factory (use data.tokens)")
+        if self.loss == "cross_entropy":  # (it failed on the model's output, after the model was built)
+            raise ValueError(
+                "loss: 'cross_entropy' needs labels, and a model.factory model is measured on random inputs; "
+                "use loss: random, sum, mean or mse"
+            )
         if d.input != "normal":
             raise ValueError(f"data.input: {d.input!r} is not used with model.factory (data.shape is N(0, input_scale^2))")
         return self

@@ -87,12 +87,15 @@ def _provenance(result, source: Path) -> str:
     return f"<table>{body}</table>"
 
 
-def render(result, source: Path) -> str:
-    """The report page of a RunResult read from `source` (read_run)."""
+def render(result, source: Path, failed: list | None = None) -> str:
+    """The report page of a RunResult read from `source` (read_run). A figure that cannot be drawn
+    is left out, with a line saying so in its place, and added to `failed` as (name, error)."""
     from rich.table import Table
 
-    from resflow.report.figures.plots import describe, figures
+    from resflow.report.figures.plots import describe, figure_builders
     from resflow.report.terminal.sweep import renderables
+
+    failed = [] if failed is None else failed
 
     title, caption = describe(result)
     parts = [f"<h1>{escape(title)}</h1>", f"<p class='sub'>{escape(caption)}</p>"]
@@ -102,14 +105,20 @@ def render(result, source: Path) -> str:
     if sentences:
         parts.append("<h2>Headline</h2>")
         parts += [f"<p class='headline'>{escape(s)}</p>" for s in sentences]
-    figs = figures(result)
-    if figs:
+    builders = figure_builders(result)
+    if builders:
         parts.append("<h2>Figures</h2>")
-        for name, fig in figs.items():
+        for name, build in builders.items():
             note = FIGURE_NOTES.get(name, "")
+            try:
+                png = figure_png(build())
+            except Exception as err:  # noqa: BLE001 - a figure's bug costs that figure, not the page
+                failed.append((f"{name}.png", err))
+                parts.append(f"<p class='figure-error'>{escape(name)}.png could not be drawn ({escape(type(err).__name__)}).</p>")
+                continue
             parts.append(
                 f"<figure id='fig-{escape(name)}'><img alt='{escape(name)} figure' src='data:image/png;base64,"
-                f"{figure_png(fig)}'><figcaption>{escape(name)}.png — {escape(note)}</figcaption></figure>"
+                f"{png}'><figcaption>{escape(name)}.png — {escape(note)}</figcaption></figure>"
             )
     if tables:
         parts.append("<h2>Tables</h2>")
@@ -127,12 +136,18 @@ def render(result, source: Path) -> str:
 
 
 def write_report(directory: Path, out: Path | None = None) -> Path:
-    """Read results dir `directory` and write its report (default: DIR/report.html), atomically."""
+    """Read results dir `directory` and write its report (default: DIR/report.html), atomically. A
+    figure that cannot be drawn: the page is written without it, then a FigureError (exit 3)."""
     from resflow._sys.files import write_text_atomic
     from resflow.results.files import read_run
 
     directory = Path(directory)
     result = read_run(directory)
     out = Path(out) if out is not None else directory / "report.html"
-    write_text_atomic(out, render(result, directory))
+    failed: list = []
+    write_text_atomic(out, render(result, directory, failed))
+    if failed:  # the page is written, its tables whole: the exit code says what is missing
+        from resflow.errors import FigureError
+
+        raise FigureError(failed, directory, written=f"{out} is written without them, its tables complete")
     return out

@@ -253,6 +253,11 @@ def expand(base: Config, axes: list[Axis]) -> list[Point]:
         except ConfigError as err:
             what = ", ".join(f"{k}={fmt_value(v)}" for k, v in overrides.items())
             raise ConfigError(f"sweep point {what}: {str(err).removeprefix('--set ')}") from None
+        if "loss" in overrides and cfg.train.steps:  # (and its column would overwrite train.csv's measured loss)
+            raise ConfigError(
+                "--over loss: the top-level loss is not used when training (train.task sets the loss); "
+                "sweep train.task, or measure at initialisation (train.steps: 0)"
+            )
         columns = {a.column: v for a, v in zip(axes, combo)}
         variant = f"{base.name}[{','.join(f'{c}={fmt_value(v)}' for c, v in columns.items())}]"
         config = cfg.to_dict()

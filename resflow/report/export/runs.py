@@ -8,10 +8,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+import numpy as np
 import pandas as pd
 
 from resflow.results.tensorboard_events import MEASURES as MEASURES  # re-exported: what every tracker exports
 from resflow.results.tensorboard_events import layer_tag
+from resflow.results.values import as_bool, as_number, show, unset
 
 LOSSES = ("loss", "eval_loss", "grad_norm_total", "lr")  # train.csv columns exported per step
 METRICS = ("grad_ratio", "log10_grad_ratio", "gain_per_layer")  # summary.csv columns: hparams metrics
@@ -54,10 +56,39 @@ def _plain(value):
     return value
 
 
+def hparam_kinds(summary: pd.DataFrame) -> dict[str, str]:
+    """Each hparam column's one type over every run ("number", "bool" or "text"): a tracker compares
+    runs by an hparam only when every run gives it the same type, so a column holding a word anywhere
+    (residual_scale 1 and deepnorm) is text in every run ("1", "deepnorm")."""
+    kinds = {}
+    for c in summary.columns:
+        values = [v for v in summary[c] if not unset(v)]
+        if all(isinstance(v, (bool, np.bool_)) for v in values):
+            kinds[c] = "bool"
+        elif all(as_number(v) is not None for v in values):
+            kinds[c] = "number"
+        elif all(as_bool(v) is not None for v in values):
+            kinds[c] = "bool"
+        else:
+            kinds[c] = "text"
+    return kinds
+
+
+def _hparam(value, kind: str):
+    if unset(value):
+        return None
+    if kind == "number":  # (an int stays an int; a number's text, '1.0', becomes the number)
+        return value if isinstance(value, (int, float)) and not isinstance(value, bool) else as_number(value)
+    if kind == "bool":
+        return as_bool(value)
+    return show(value)
+
+
 def runs(result) -> Iterator[Run]:
     """One Run per (variant, seed), in the tables' order."""
     g = result.grads
     config = result.config or {}
+    kinds = hparam_kinds(result.summary)
     for (variant, seed), rows in g.groupby(["variant", "seed"], sort=False):
 
         def part(df):
@@ -70,7 +101,7 @@ def runs(result) -> Iterator[Run]:
         if len(summary):
             last = summary.iloc[-1]
             hparams = {
-                c: _plain(last[c])
+                c: _hparam(_plain(last[c]), kinds[c])
                 for c in summary.columns
                 if c not in HPARAM_SKIP and not c.startswith("predicted_") and c not in ("chi1", "depth_scale")
             }

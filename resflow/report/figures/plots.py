@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import textwrap
 from pathlib import Path
+from typing import Callable
 
 import matplotlib
 import numpy as np
@@ -27,8 +28,11 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullFormatter
 
 from resflow._sys.files import atomic_file
+from resflow.errors import FigureError
 from resflow.results.stats import EXPLODING, VANISHING, finite_stats, site_stats
 from resflow.results.tables import CONFIG_COLUMNS
+from resflow.results.values import all_numbers, as_number, ordered, sort_key
+from resflow.results.values import show as _show
 
 MAX_GUIDED = 4  # profiles with more lines than this get no per-line threshold guides
 FIGSIZE = (8.0, 4.8)  # inches
@@ -97,14 +101,6 @@ def swept_keys(summary: pd.DataFrame) -> list[str]:
 
 def point_label(row: pd.Series | dict, keys: list[str]) -> str:
     return ", ".join(f"{k}={_show(row[k])}" for k in keys)
-
-
-def _show(value) -> str:
-    if isinstance(value, (bool, np.bool_)):
-        return str(bool(value)).lower()
-    if isinstance(value, (float, np.floating)):
-        return f"{float(value):.4g}"  # 1.3270096607057091 -> 1.327 in a legend
-    return str(value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -518,31 +514,45 @@ def _group_stats(summary: pd.DataFrame, keys: list[str], column: str) -> pd.Data
     return pd.DataFrame(rows)
 
 
+def _by_value(df: pd.DataFrame, key: str) -> pd.DataFrame:
+    """`df`'s rows in `resflow.results.values` order of column `key` (numbers, booleans, words)."""
+    return df.iloc[sorted(range(len(df)), key=lambda i: sort_key(df[key].iloc[i]))]
+
+
+def _ordered_groups(df: pd.DataFrame, keys: list[str]) -> list:
+    """groupby(keys) as a list of (key tuple, rows), in `resflow.results.values` order of the keys."""
+    groups = list(df.groupby(keys, sort=False, dropna=False))
+    return sorted(groups, key=lambda kg: tuple(sort_key(v) for v in (kg[0] if isinstance(kg[0], tuple) else (kg[0],))))
+
+
 def depth_figure(
     summary: pd.DataFrame, keys: list[str] | None = None, title: str = "", caption: str = "", x_key: str = "depth"
 ) -> Figure:
     """First/last-layer gradient ratio against depth (or another swept key, `x_key`), log y: one line
     per value of the other swept keys (median over seeds, min–max band), guides at the
     vanishing/exploding thresholds when the data come near them, the predicted ratio dashed when the
-    summary has one. A non-numeric `x_key` is placed at evenly spaced positions."""
+    summary has one. An `x_key` that is not all numbers (words, booleans, a number beside a word
+    such as residual_scale 1 and deepnorm, an unset value) is placed at evenly spaced positions in
+    `resflow.results.values` order, each labelled."""
     keys = swept_keys(summary) if keys is None else keys
     others = [k for k in keys if k != x_key]
-    values = sorted(summary[x_key].unique(), key=lambda v: (isinstance(v, str), v))
-    numeric = all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)) for v in values)
+    values = ordered(summary[x_key])
+    numeric = all_numbers(values)
+    slot = {sort_key(v): i for i, v in enumerate(values)}
     position = (
-        (lambda col: col.to_numpy(dtype=float))
+        (lambda col: np.array([as_number(v) for v in col], dtype=float))
         if numeric
-        else (lambda col: np.array([values.index(v) for v in col], dtype=float))
+        else (lambda col: np.array([slot[sort_key(v)] for v in col], dtype=float))
     )
     fig = new_figure()
     ax = fig.add_subplot()
-    groups = [((), summary)] if not others else list(summary.groupby(others, sort=True, dropna=False))
+    groups = [((), summary)] if not others else _ordered_groups(summary, others)
     colors = _colors(len(groups))
     drawn = [[1.0]]
     multi_seed = False
     for i, ((key, g), color) in enumerate(zip(groups, colors)):
         key = key if isinstance(key, tuple) else (key,)
-        st = _group_stats(g, [x_key], "grad_ratio").sort_values(x_key)
+        st = _by_value(_group_stats(g, [x_key], "grad_ratio"), x_key)
         multi_seed |= bool((st["n"] > 1).any())
         label = point_label(dict(zip(others, key)), others) if others else "measured"
         d = position(st[x_key])
@@ -563,7 +573,7 @@ def depth_figure(
         _mark_unplottable(ax, d, st["median"].to_numpy(), st["n_bad"].to_numpy(), color, first=i == 0)
         drawn += [st["median"], st["min"], st["max"]]
         if "predicted_grad_ratio" in g.columns and g["predicted_grad_ratio"].notna().any():
-            pst = _group_stats(g, [x_key], "predicted_grad_ratio").sort_values(x_key)
+            pst = _by_value(_group_stats(g, [x_key], "predicted_grad_ratio"), x_key)
             ax.plot(
                 position(pst[x_key]),
                 _positive(pst["median"].to_numpy()),
@@ -615,13 +625,14 @@ def heatmap_figure(summary: pd.DataFrame, x_key: str, y_key: str, title: str = "
     """log10 of the first/last gradient ratio (median over seeds) over a two-key grid: diverging
     colormap centred on 0 (= no loss, no gain), colorbar in decades, each cell labelled."""
     st = _group_stats(summary, [y_key, x_key], "log10_grad_ratio")
-    xs = sorted(st[x_key].unique())
-    ys = sorted(st[y_key].unique())
+    xs, ys = ordered(st[x_key]), ordered(st[y_key])  # numbers, booleans, words (resflow.results.values)
+    col_of = {sort_key(v): j for j, v in enumerate(xs)}
+    row_of = {sort_key(v): i for i, v in enumerate(ys)}
     grid = np.full((len(ys), len(xs)), np.nan)
     bad = np.zeros_like(grid, dtype=bool)
     for r in st.itertuples(index=False):
         rd = r._asdict()
-        i, j = ys.index(rd[y_key]), xs.index(rd[x_key])
+        i, j = row_of[sort_key(rd[y_key])], col_of[sort_key(rd[x_key])]
         grid[i, j] = rd["median"]
         bad[i, j] = rd["n_bad"] == rd["n"]
     fig = new_figure()
@@ -809,7 +820,7 @@ def describe(result) -> tuple[str, str]:
         one(
             "residual",
             lambda v: (
-                f"residual α={float(cols['residual_scale'][0]):g}"
+                _residual_text(cols["residual_scale"][0])
                 if _truthy(v) and len(cols.get("residual_scale", [1])) == 1
                 else ("residual" if _truthy(v) else "no residual")
             ),
@@ -845,6 +856,11 @@ def _truthy(v) -> bool:
     return str(v).lower() in ("true", "1")
 
 
+def _residual_text(scale) -> str:
+    """'residual α=0.5', or the scheme's name for a word (DeepNorm: 'residual deepnorm')."""
+    return f"residual α={_show(scale)}" if as_number(scale) is not None else f"residual {_show(scale)}"
+
+
 def variant_styles(summary: pd.DataFrame, variants: list[str], keys: list[str]) -> tuple[dict, dict]:
     """Legend labels and colours per variant. A sweep's point is labelled by its swept values; with
     depth and other keys swept, the other keys pick the hue and depth the shade (light = shallow)."""
@@ -860,12 +876,16 @@ def variant_styles(summary: pd.DataFrame, variants: list[str], keys: list[str]) 
     colors = {}
     others = [k for k in keys if k != "depth"]
     if "depth" in keys and others and len(variants) > MAX_GUIDED:
-        combos = list(dict.fromkeys(tuple(first.loc[v, k] for k in others) for v in variants if v in first.index))
+
+        def combo(v):  # (sort keys: an unset value, NaN, is equal to itself there)
+            return tuple(sort_key(first.loc[v, k]) for k in others)
+
+        combos = list(dict.fromkeys(combo(v) for v in variants if v in first.index))
         depths = sorted(first["depth"].unique())
         base = dict(zip(combos, _colors(len(combos))))
         for v in variants:
             if v in first.index:
-                rgb = np.array(base[tuple(first.loc[v, k] for k in others)][:3])
+                rgb = np.array(base[combo(v)][:3])
                 # shallow = light, deep = dark: from 45% of the hue (over white) to the hue darkened by 30%
                 t = depths.index(first.loc[v, "depth"]) / max(1, len(depths) - 1)
                 colors[v] = tuple(
@@ -874,12 +894,13 @@ def variant_styles(summary: pd.DataFrame, variants: list[str], keys: list[str]) 
     return labels, colors
 
 
-def figures(result) -> dict[str, Figure]:
-    """The figures a results dir calls for: the profile and the parameter view always; the depth
-    curve when depth varies; the heatmap when exactly two keys vary."""
+def figure_builders(result) -> dict[str, Callable[[], Figure]]:
+    """The figures a results dir calls for, each as a function that draws it: the profile and the
+    parameter view always; the loss and step heatmap when trained; the depth curve when depth varies,
+    the ratio line when one other key does (sweeps), the heatmap when exactly two keys vary. Drawn one
+    at a time, so one figure that fails costs only itself (`write_figures`)."""
     from resflow.report.terminal.run import headline
 
-    title, caption = describe(result)
     meta = result.meta or {}
     kind = meta.get("kind")
     keys = swept_keys(result.summary)
@@ -892,35 +913,42 @@ def figures(result) -> dict[str, Figure]:
         keys = sorted(columns, key=lambda k: k != "depth")
     variants = list(result.grads["variant"].unique())
     single = len(variants) == 1
-    labels, colors = variant_styles(result.summary, variants, keys)
-    out = {
-        "profile": profile_figure(
-            result.grads,
-            labels=labels,
-            colors=colors,
-            title=title,
-            caption=caption,
-            config=result.config if single else None,
-            subtitle=headline(result.grads) if single else "Gradient reaching each layer, per variant",
-        )
-    }
+    texts: list[tuple[str, str]] = []
+
+    def titled():  # (title, caption), worked out once, when the first figure is drawn
+        if not texts:
+            texts.append(describe(result))
+        return dict(zip(("title", "caption"), texts[0]))
+
+    def profile():
+        labels, colors = variant_styles(result.summary, variants, keys)
+        subtitle = headline(result.grads) if single else "Gradient reaching each layer, per variant"
+        config = result.config if single else None
+        return profile_figure(result.grads, labels=labels, colors=colors, config=config, subtitle=subtitle, **titled())
+
+    out: dict[str, Callable[[], Figure]] = {"profile": profile}
     if result.params is not None and len(result.params):
-        out["params"] = params_figure(result.params, title=title, caption=caption)
+        out["params"] = lambda: params_figure(result.params, **titled())
     train = getattr(result, "train", None)
     if train is not None and len(train):
-        out["loss"] = loss_figure(train, title=title, caption=caption)
+        out["loss"] = lambda: loss_figure(train, **titled())
     if "step" in result.grads.columns and result.grads["step"].nunique() > 1:
-        out["steps"] = steps_heatmap_figure(result.grads, title=title, caption=caption)
+        out["steps"] = lambda: steps_heatmap_figure(result.grads, **titled())
     if kind == "compare":  # configs side by side: the profile and parameters say it all
         return out
     if "depth" in keys and result.summary["depth"].nunique() > 1:
-        out["depth"] = depth_figure(result.summary, keys, title=title, caption=caption)
+        out["depth"] = lambda: depth_figure(result.summary, keys, **titled())
     elif len(keys) == 1 and kind == "sweep":  # one key varies (not depth): the ratio against it, a line
-        out["ratio"] = depth_figure(result.summary, keys, title=title, caption=caption, x_key=keys[0])
+        out["ratio"] = lambda: depth_figure(result.summary, keys, x_key=keys[0], **titled())
     if len(keys) == 2:
         x_key, y_key = keys  # depth (when swept) goes on x
-        out["heatmap"] = heatmap_figure(result.summary, x_key, y_key, title=title, caption=caption)
+        out["heatmap"] = lambda: heatmap_figure(result.summary, x_key, y_key, **titled())
     return out
+
+
+def figures(result) -> dict[str, Figure]:
+    """Every figure `figure_builders(result)` calls for, drawn."""
+    return {name: build() for name, build in figure_builders(result).items()}
 
 
 def save_figure(fig: Figure, path: Path) -> None:
@@ -932,10 +960,25 @@ def save_figure(fig: Figure, path: Path) -> None:
 
 
 def write_figures(result, directory: Path, fmt: str = "png") -> list[Path]:
-    """Draw and save every figure `figures(result)` calls for into `directory`; returns the paths."""
-    paths = []
-    for name, fig in figures(result).items():
+    """Draw and save every figure `figure_builders(result)` calls for into `directory`; returns the
+    paths. A figure that fails to draw is skipped and the others are drawn; then a `FigureError` names
+    the ones that failed (a full disk or a permission is the environment's: raised as it comes)."""
+    paths: list[Path] = []
+    failed: list[tuple[str, BaseException]] = []
+    try:
+        builders = figure_builders(result)
+    except Exception as err:  # noqa: BLE001 - which figures to draw could not be worked out: none is drawn
+        raise FigureError([("figures", err)], Path(directory)) from err
+    for name, build in builders.items():
         path = Path(directory) / f"{name}.{fmt}"
-        save_figure(fig, path)
+        try:
+            save_figure(build(), path)
+        except OSError:  # writing, not drawing: a full disk, a permission (the caller names the path)
+            raise
+        except Exception as err:  # noqa: BLE001 - one figure's bug costs that figure, not the others
+            failed.append((path.name, err))
+            continue
         paths.append(path)
+    if failed:
+        raise FigureError(failed, Path(directory), drawn=paths)
     return paths

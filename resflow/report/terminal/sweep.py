@@ -30,6 +30,7 @@ from resflow.report.terminal.run import (
 )
 from resflow.report.terminal.train import loss_table
 from resflow.results.stats import EXPLODING, VANISHING, finite_stats, flag, seed_spread, site_stats
+from resflow.results.values import as_number
 from resflow.theory.overlay import comparison_line, log_ratio_gap
 
 FLAG_STYLE = {"vanishing": "yellow", "exploding": "red", "non-finite": "bold red", "no gradient": "yellow"}
@@ -41,6 +42,8 @@ def _median(values) -> float:
 
 
 def _cell(value) -> str:
+    if isinstance(value, str) and as_number(value) is not None:  # '1.0' read back beside 'deepnorm': 1, as written
+        value = as_number(value)
     if isinstance(value, (bool, np.bool_)):
         return "true" if value else "false"
     if isinstance(value, float):
