@@ -1,7 +1,9 @@
 """Summaries and flags computed from the tidy grads table (pandas only: no torch here).
 
 Direction convention: the gradient travels backwards, from the last layer to the first.
-    grad_ratio      = input_grad_norm(first site) / input_grad_norm(last site)
+    grad_ratio      = input_grad_norm(first block's input) / input_grad_norm(last block's input):
+                      the first site of layer 0 over the first site of the last layer (`end_sites`;
+                      a transformer's `attn` rows at both ends, one block apart per layer)
     gain_per_layer  = the per-layer factor the gradient is multiplied by on its way back, fitted:
                       exp(-slope) of ln(input_grad_norm) against layer; < 1 vanishes, > 1 explodes,
                       so grad_ratio ~ gain_per_layer ** (depth - 1).
@@ -29,6 +31,40 @@ def flag(ratio: float) -> str:
     if ratio > EXPLODING:
         return "exploding"
     return ""
+
+
+def end_sites(layers) -> tuple[int, int]:
+    """The two sites a first/last ratio compares, as positions in one seed's rows (site order): the
+    first block's input (the first row) and the last block's input (the last layer's first row).
+
+    With one site per layer (mlp, conv, any model's blocks) these are the first and last rows; a
+    transformer block has two (attn, then ffn), and both ends are its `attn` row, the block's input,
+    so the ratio spans whole blocks (depth − 1 of them). The one definition: the summary, the
+    tables' headline and flags, the figures and the training view all ask here."""
+    layers = np.asarray(layers)
+    if not len(layers):
+        raise ValueError("no sites: a first/last ratio needs at least one")
+    return 0, int(np.flatnonzero(layers == layers[-1])[0])
+
+
+def ratio_of(first: float, last: float) -> float:
+    """first / last, with a zero last: inf over a non-zero first, NaN over a zero one (no gradient)."""
+    if last == 0:
+        return float("nan") if first == 0 else float("inf")
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return float(np.float64(first) / np.float64(last))
+
+
+def seed_ratios(grads: pd.DataFrame, column: str = "input_grad_norm") -> np.ndarray:
+    """Each seed's first/last ratio of `column` (`end_sites`), at the last recorded step."""
+    if "step" in grads.columns and len(grads):
+        grads = grads[grads["step"] == grads["step"].max()]
+    out = []
+    for _, g in grads.groupby("seed", sort=False):
+        i, j = end_sites(g["layer"].to_numpy())
+        v = g[column].to_numpy(dtype=float)
+        out.append(ratio_of(v[i], v[j]))
+    return np.asarray(out, dtype=float)
 
 
 def fitted_gain(position: np.ndarray, values: np.ndarray) -> float:
@@ -110,17 +146,17 @@ SPREAD_COLUMNS = ["log10_ratio_sd", "ratio_q25", "ratio_q75"]
 
 
 def summarize(grads: pd.DataFrame, config_columns: list[str]) -> pd.DataFrame:
-    """One row per (variant, seed, step): first/last gradient, their ratio, fitted gain, finiteness;
+    """One row per (variant, seed, step): first/last gradient (`end_sites`), their ratio, fitted gain, finiteness;
     and the spread of the ratio over the seeds of the same (variant, step), on each of its rows
     (`seed_spread`: log10_ratio_sd, ratio_q25, ratio_q75)."""
     rows = []
     keys = ["variant", "seed", "step"]
     for key, group in grads.groupby(keys, sort=False):
         g = group["input_grad_norm"].to_numpy(dtype=float)
-        first, last = float(g[0]), float(g[-1])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = first / last if last != 0 else (float("nan") if first == 0 else float("inf"))
-            log10 = math.log10(ratio) if ratio > 0 and math.isfinite(ratio) else float("nan")
+        i, j = end_sites(group["layer"].to_numpy())
+        first, last = float(g[i]), float(g[j])
+        ratio = ratio_of(first, last)
+        log10 = math.log10(ratio) if ratio > 0 and math.isfinite(ratio) else float("nan")
         finite = bool(np.isfinite(group[["input_grad_norm", "activation_rms", "param_grad_norm"]].to_numpy(dtype=float)).all())
         row = dict(zip(keys, key))
         row.update(

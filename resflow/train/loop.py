@@ -31,7 +31,7 @@ from resflow.measure.recorder import Record, Recorder, group_norm, norms_as_floa
 from resflow.models import build_model
 from resflow.models.init import seed_rng
 from resflow.results.meta import run_meta
-from resflow.results.stats import summarize
+from resflow.results.stats import end_sites, summarize
 from resflow.results.tables import (
     CONFIG_COLUMNS,
     PARAMS_COLUMNS,
@@ -68,7 +68,7 @@ class StepInfo:
     eval_loss: float | None = None  # at recorded steps
     eval_accuracy: float | None = None  # classify: at recorded steps, the test set's
     train_accuracy: float | None = None  # classify: at recorded steps, the training set's
-    grad_first: float | None = None  # ||dloss/dx|| at the first / last site, at recorded steps
+    grad_first: float | None = None  # ||dloss/dx|| at the first / last block's input (end_sites), at recorded steps
     grad_last: float | None = None
     layers: list | None = None  # at recorded steps: one dict per site (layer, sublayer and its three norms)
 
@@ -207,8 +207,8 @@ def train_seed(cfg, seed: int, device: torch.device, on_step=None) -> SeedRun:
                     eval_loss=eval_loss if record else None,
                     eval_accuracy=out.rows["eval_accuracy"][-1] if record and evaluate is not None else None,
                     train_accuracy=out.rows["train_set_accuracy"][-1] if record and evaluate is not None else None,
-                    grad_first=rec.input_grad_norm[0] if rec else None,
-                    grad_last=rec.input_grad_norm[-1] if rec else None,
+                    grad_first=rec.input_grad_norm[end_sites(rec.layer)[0]] if rec else None,
+                    grad_last=rec.input_grad_norm[end_sites(rec.layer)[1]] if rec else None,
                     layers=site_rows(rec) if rec else None,
                 )
             )

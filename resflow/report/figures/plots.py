@@ -29,7 +29,7 @@ from matplotlib.ticker import FixedLocator, NullFormatter
 
 from resflow._sys.files import atomic_file
 from resflow.errors import FigureError
-from resflow.results.stats import EXPLODING, VANISHING, finite_stats, site_stats
+from resflow.results.stats import EXPLODING, VANISHING, end_sites, finite_stats, seed_ratios, site_stats
 from resflow.results.tables import CONFIG_COLUMNS
 from resflow.results.values import all_numbers, as_number, ordered, sort_key
 from resflow.results.values import show as _show
@@ -255,7 +255,7 @@ def profile_figure(
         s = stats[stats["variant"] == variant]
         x = s["x"].to_numpy()
         med = s["median"].to_numpy()
-        last = med[-1]
+        last = med[end_sites(s["layer"])[1]]  # the last block's input (the guides' reference, as the flags')
         ratio = _first_last_ratio(grads[grads["variant"] == variant], column)
         label = labels.get(variant, variant)
         if len(variants) <= MAX_GUIDED and math.isfinite(ratio):
@@ -384,17 +384,8 @@ def _legend(fig, ax, entries: int, inside: int = 2, wrap: int = 34) -> None:
 
 
 def _first_last_ratio(vgrads: pd.DataFrame, column: str) -> float:
-    """Median over seeds of first site / last site (as summary.csv's grad_ratio), at the last step."""
-    if "step" in vgrads.columns:
-        vgrads = vgrads[vgrads["step"] == vgrads["step"].max()]
-    ratios = []
-    for _, g in vgrads.groupby("seed", sort=False):
-        v = g[column].to_numpy(dtype=float)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratios.append(v[0] / v[-1])
-    ratios = np.asarray(ratios)
-    ratios = ratios[np.isfinite(ratios)]
-    return float(np.median(ratios)) if ratios.size else math.nan
+    """Median over seeds of the first/last ratio (summary.csv's grad_ratio: `end_sites`), at the last step."""
+    return finite_stats(seed_ratios(vgrads, column))[0]
 
 
 def _panel_title(ax, variant: str, ncols: int) -> None:

@@ -9,7 +9,7 @@ import pandas as pd
 from rich.table import Table
 from rich.text import Text
 
-from resflow.results.stats import EXPLODING, VANISHING, flag, seed_spread, site_stats
+from resflow.results.stats import EXPLODING, VANISHING, end_sites, finite_stats, flag, seed_ratios, seed_spread, site_stats
 
 BAR_LO, BAR_HI = -16, 4  # the bar's fixed log10 scale: 1e-16 ... 1e+4, never rescaled to the data
 BAR_WIDTH = 20  # characters: one per decade
@@ -131,7 +131,7 @@ def run_title(cfg) -> str:
 def run_table(grads: pd.DataFrame, title: str = "") -> Table:
     stats = site_stats(grads)
     seeds = int(grads["seed"].nunique())
-    last = float(stats["median"].iloc[-1])
+    last = float(stats["median"].iloc[end_sites(stats["layer"])[1]])  # the last block's input
     multi_sub = stats["sublayer"].nunique() > 1
     table = Table(title=title, title_justify="left", caption_justify="left")
     table.add_column("layer", justify="right")
@@ -203,10 +203,12 @@ def _caption(shown: str = "") -> str:
 
 
 def headline(grads: pd.DataFrame, dtype: str | None = None) -> str:
-    """One sentence: how much of the last layer's gradient reaches the first layer. With `dtype`
+    """One sentence: how much of the last layer's gradient reaches the first layer: the summary's
+    grad_ratio (the block inputs at both ends, `end_sites`; median over seeds). With `dtype`
     "float32", a first-layer gradient of exactly 0 under a non-zero last one says it may be underflow."""
     stats = site_stats(grads)
-    first, last = stats.iloc[0], stats.iloc[-1]
+    i, j = end_sites(stats["layer"])
+    first, last = stats.iloc[i], stats.iloc[j]
     g0, gl = float(first["median"]), float(last["median"])
     name0 = _site_name(first, stats)
     namel = _site_name(last, stats)
@@ -214,7 +216,8 @@ def headline(grads: pd.DataFrame, dtype: str | None = None) -> str:
         return f"non-finite gradients: {name0} has {fmt(g0)}, {namel} has {fmt(gl)}"
     if gl == 0:
         return f"{namel} receives no gradient at all (0.0); {name0} receives {fmt(g0)}"
-    ratio = g0 / gl
+    ratio = finite_stats(seed_ratios(grads))[0]  # = median of summary.csv's grad_ratio
+    ratio = g0 / gl if math.isnan(ratio) else ratio
     seeds = int(grads["seed"].nunique())
     bad = int(max(first["n_bad"], last["n_bad"]))
     over = (
@@ -235,13 +238,9 @@ def headline(grads: pd.DataFrame, dtype: str | None = None) -> str:
 
 
 def _spread_text(grads: pd.DataFrame) -> str:
-    """'; SD of log10 over seeds 0.12, IQR 1.1e-12 – 2.3e-12' of each seed's first/last ratio (last step)."""
-    df = grads[grads["step"] == grads["step"].max()] if "step" in grads else grads
-    ratios = []
-    for _, g in df.groupby("seed", sort=False):
-        v = g["input_grad_norm"].to_numpy(dtype=float)
-        ratios.append(v[0] / v[-1] if v[-1] != 0 else math.nan)
-    sd, q25, q75 = seed_spread(ratios)
+    """'; SD of log10 over seeds 0.12, IQR 1.1e-12 – 2.3e-12' of each seed's first/last ratio (last step;
+    a zero last gives inf, which seed_spread leaves out, as before)."""
+    sd, q25, q75 = seed_spread(seed_ratios(grads))
     return f"; SD of log10 {sd:.2g}, IQR {fmt(q25)} – {fmt(q75)}" if math.isfinite(sd) else ""
 
 
