@@ -171,3 +171,61 @@ def test_every_word_value_of_every_bundled_config_is_drawn(name, tmp_path):
         every = False
         swept += 1
     assert swept >= 3
+
+
+# ---------------------------------------------------------------------------------------------
+# DeepNorm beside numbers, end to end through the CLI: run, sweep, show, plot, compare, report, export
+
+TINY_POST_NORM = ["--set", "model.depth=2", "--set", "model.width=8", "--set", "model.heads=2"]
+TINY_POST_NORM += ["--set", "data.batch_size=2", "--set", "data.seq_len=4", "--seeds", "2"]
+
+
+def test_deepnorm_through_every_command(tmp_path):
+    from clirunner import Runner
+
+    from resflow.cli.app import app
+
+    runner = Runner()
+
+    def invoke(*args):
+        result = runner.invoke(app, [str(a) for a in args])
+        assert result.exit_code == 0, result.output
+        return result
+
+    run_dir, sweep_dir, compare_dir = tmp_path / "run", tmp_path / "sweep", tmp_path / "compare"
+    invoke("run", "post-norm", "--set", "model.residual_scale=deepnorm", *TINY_POST_NORM, "--out", run_dir)
+    assert {"profile.png", "params.png"} <= {p.name for p in run_dir.glob("*.png")}
+    invoke("sweep", "post-norm", "--over", "model.residual_scale=deepnorm,1,0.5", *TINY_POST_NORM, "-j", 1, "--out", sweep_dir)
+    assert (sweep_dir / "ratio.png").is_file()
+    shown = invoke("show", sweep_dir).stdout
+    rows = [line for line in shown.splitlines() if line.startswith("│")]
+    assert [row.split("│")[1].strip() for row in rows] == ["deepnorm", "1", "0.5"]  # the sweep's own order, as written
+    invoke("plot", sweep_dir)
+    ax = check_ratio_axis(sweep_dir)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0.5", "1", "deepnorm"]
+    invoke("compare", "post-norm", "post-norm[model.residual_scale=deepnorm]", *TINY_POST_NORM, "-j", 1, "--out", compare_dir)
+    assert (compare_dir / "profile.png").is_file()
+    for directory in (run_dir, sweep_dir, compare_dir):
+        invoke("report", directory)
+        page = (directory / "report.html").read_text()
+        assert "could not be drawn" not in page and "deepnorm" in page
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    invoke("export", sweep_dir, tmp_path / "tb", "--to", "tensorboard")
+    seen = {}
+    for run in sorted((tmp_path / "tb").glob("*/seed_*")):
+        acc = EventAccumulator(str(run), size_guidance={"tensors": 0})
+        acc.Reload()
+        content = acc.SummaryMetadata("_hparams_/session_start_info").plugin_data.content
+        hparams = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
+        value = hparams["residual_scale"]
+        assert value.WhichOneof("kind") == "string_value"  # one type in every run: TensorBoard compares them
+        seen[value.string_value] = seen.get(value.string_value, 0) + 1
+    assert seen == {"deepnorm": 2, "1": 2, "0.5": 2}
+
+
+def check_ratio_axis(directory):
+    """The ratio figure of a results dir, drawn again from its CSVs: its axes."""
+    return figure_builders(read_run(directory))["ratio"]().axes[0]
