@@ -229,3 +229,31 @@ def test_deepnorm_through_every_command(tmp_path):
 def check_ratio_axis(directory):
     """The ratio figure of a results dir, drawn again from its CSVs: its axes."""
     return figure_builders(read_run(directory))["ratio"]().axes[0]
+
+
+def test_two_word_keys_make_a_labelled_heatmap_and_depth_lines(tmp_path):
+    """Two keys, one mixing a word with numbers: the heatmap's rows and columns in values order, each
+    cell the summary's median log10 ratio; with depth, one line per word, labelled."""
+    import numpy as np
+
+    from resflow.report.figures.plots import depth_figure, heatmap_figure
+
+    base = tiny("post-norm")
+    axes = [("model.residual_scale", ["deepnorm", 1.0]), ("model.norm_type", ["rmsnorm", "layernorm"])]
+    done = run_sweep(make_plan(base, axes), tmp_path / "grid", workers=1)
+    for result in (done.result, read_run(tmp_path / "grid")):
+        s = result.summary
+        ax = heatmap_figure(s, "residual_scale", "norm_type").axes[0]
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "deepnorm"]
+        assert [t.get_text() for t in ax.get_yticklabels()] == ["layernorm", "rmsnorm"]
+        grid = ax.get_images()[0].get_array()
+        for i, norm_type in enumerate(["layernorm", "rmsnorm"]):
+            for j, scale in enumerate(["1", "deepnorm"]):
+                rows = s[(s["norm_type"] == norm_type).to_numpy() & np.array([_text(v) == scale for v in s["residual_scale"]])]
+                assert grid[i, j] == np.median(rows["log10_grad_ratio"])
+    depth = run_sweep(
+        make_plan(base, [("model.residual_scale", [1.0, "deepnorm"]), ("model.depth", [1, 2])]), tmp_path / "d", workers=1
+    )
+    ax = depth_figure(depth.result.summary, ["depth", "residual_scale"]).axes[0]
+    labels = [line.get_label() for line in ax.get_lines() if line.get_gid() and line.get_gid().startswith("median:")]
+    assert labels == ["residual_scale=1", "residual_scale=deepnorm"]
