@@ -120,8 +120,9 @@ def test_export_sweep_profile_and_summary(tmp_path):
     for variant in grads["variant"].unique():
         acc = events(logdir / variant / "seed_0")
         mine = grads[grads["variant"] == variant]
-        profile = [e.value for e in sorted(acc.Scalars("profile/input_grad_norm"), key=lambda e: e.step)]
-        assert profile == [np.float32(v) for v in mine["input_grad_norm"]]  # site order = the CSV's row order
+        profile = [(e.step, e.value) for e in sorted(acc.Scalars("profile/log10_input_grad_norm"), key=lambda e: e.step)]
+        # x = the site index in the CSV's row order, y = log10 of the norm (a vanishing profile reads as a slope, not 0)
+        assert profile == [(i, np.float32(np.log10(v))) for i, v in enumerate(mine["input_grad_norm"])]
         ratio = summary.loc[summary["variant"] == variant, "grad_ratio"].iloc[0]
         assert acc.Scalars("summary/grad_ratio")[0].value == np.float32(ratio)
 

@@ -11,11 +11,11 @@ from typing import Any, Iterator
 import pandas as pd
 
 from resflow.results.tensorboard_events import MEASURES as MEASURES  # re-exported: what every tracker exports
+from resflow.results.tensorboard_events import METRICS as METRICS
+from resflow.results.tensorboard_events import STEP_SCALARS as LOSSES
 from resflow.results.tensorboard_events import layer_tag
 
-LOSSES = ("loss", "eval_loss", "grad_norm_total", "lr")  # train.csv columns exported per step
-METRICS = ("grad_ratio", "log10_grad_ratio", "gain_per_layer")  # summary.csv columns: hparams metrics
-HPARAM_SKIP = {"variant", "seed", "step", "finite", *METRICS, "grad_first", "grad_last"}
+NOT_CONFIG = {"variant", "seed", "step", "layer", "sublayer", *MEASURES}  # grads.csv's columns that are not config
 
 
 @dataclass
@@ -66,14 +66,9 @@ def runs(result) -> Iterator[Run]:
             return df[(df["variant"] == variant) & (df["seed"] == seed)]
 
         summary = part(result.summary)
-        hparams = {}
-        if len(summary):
-            last = summary.iloc[-1]
-            hparams = {
-                c: _plain(last[c])
-                for c in summary.columns
-                if c not in HPARAM_SKIP and not c.startswith("predicted_") and c not in ("chi1", "depth_scale")
-            }
+        first = rows.iloc[0]
+        hparams = {c: _plain(first[c]) for c in rows.columns if c not in NOT_CONFIG}  # the config columns, swept ones too
+        hparams["seed"] = int(seed)
         per_config = config.get("compare", {}).get(variant) if isinstance(config.get("compare"), dict) else None
         yield Run(
             f"{safe_name(variant)}/seed_{int(seed)}",
@@ -108,3 +103,46 @@ def profile(run: Run, column: str = "input_grad_norm") -> list[float]:
 
 def steps(run: Run) -> list[int]:
     return sorted(int(s) for s in run.grads["step"].unique())
+
+
+def summary_values(run: Run) -> dict[str, float]:
+    """The run's headline figures (METRICS) at its last summary row: every tracker's run summary."""
+    if run.summary is None or not len(run.summary):
+        return {}
+    last = run.summary.iloc[-1]
+    return {m: float(last[m]) for m in METRICS if m in run.summary and not pd.isna(last[m])}
+
+
+def started(result) -> float:
+    """The run's start as a Unix time (meta.json's `started`), else now."""
+    from datetime import datetime
+
+    text = (result.meta or {}).get("started")
+    try:
+        return datetime.fromisoformat(str(text)).timestamp()
+    except ValueError:
+        import time
+
+        return time.time()
+
+
+def replay(run: Run, sink, start: float) -> None:
+    """Feed one run's tables to a sink (resflow.results.sinks) step by step, as a live run would
+    have: each recorded step's sites, each train.csv row's scalars (at its real wall time, `start` +
+    wall_time_s; `start` where the run has no train.csv), then the summary."""
+    g = run.grads
+    keep = [c for c in ("layer", "sublayer", *MEASURES) if c in g]
+    sites = {int(s): rows[keep].to_dict("records") for s, rows in g.groupby("step", sort=True)}
+    scalars: dict[int, dict] = {}
+    walls: dict[int, float] = {}
+    if run.train is not None and len(run.train):
+        t = run.train
+        columns = [c for c in LOSSES if c in t]
+        for record in t[["step", *columns, *(["wall_time_s"] if "wall_time_s" in t else [])]].to_dict("records"):
+            step = int(record["step"])
+            scalars[step] = {c: _plain(record[c]) for c in columns}
+            if "wall_time_s" in record and not pd.isna(record["wall_time_s"]):
+                walls[step] = start + float(record["wall_time_s"])
+    for step in sorted(set(sites) | set(scalars)):
+        sink.log(step, sites.get(step, ()), scalars.get(step), walls.get(step, start))
+    sink.close(summary_values(run))
