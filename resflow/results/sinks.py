@@ -257,3 +257,42 @@ class MLflowRun:
 
 
 __all__ = ["Sink", "open_sink", "check_spec", "parse_spec", "as_specs", "layer_tag", "flatten", "KINDS"]
+
+
+def check_log_to(log_to, tensorboard=None, default_name: str = "resflow") -> list:
+    """`watch(log_to=..., tensorboard=...)`'s trackers as a checked list of specs (`tensorboard=LOGDIR`
+    is `log_to="tensorboard:LOGDIR"`); a one-line ConfigError before anything runs."""
+    specs = ([f"tensorboard:{tensorboard}"] if tensorboard is not None else []) + as_specs(log_to)
+    for spec in specs:
+        check_spec(spec, default_name)
+    return specs
+
+
+def summary_of(summary) -> dict[str, float]:
+    """A summary table's last row's METRICS (a DataFrame or None): what `close` is given."""
+    if summary is None or not len(summary):
+        return {}
+    last = summary.iloc[-1]
+    return {m: float(last[m]) for m in METRICS if m in summary and not missing(float(last[m]))}
+
+
+class Sinks:
+    """Every tracker of a `log_to` list as one sink (what resflow.watch holds while it runs)."""
+
+    def __init__(self, specs: list, run: str | None, project: str, hparams: dict | None = None, config: dict | None = None):
+        self.sinks: list = []
+        try:
+            for spec in specs:
+                self.sinks.append(open_sink(spec, run, project, hparams, config))
+        except BaseException:
+            self.close()
+            raise
+
+    def log(self, step: int, rows=(), scalars: dict | None = None, wall_time: float | None = None) -> None:
+        rows = list(rows)
+        for sink in self.sinks:
+            sink.log(step, rows, scalars, wall_time)
+
+    def close(self, summary: dict | None = None) -> None:
+        while self.sinks:
+            self.sinks.pop(0).close(summary)
