@@ -197,6 +197,19 @@ def main_options(
     """Run `resflow COMMAND --help` for a command's options."""
 
 
+def _complete_config(incomplete: str) -> list[str]:
+    """Shell completion of CONFIG: the bundled config names, then YAML files and dirs, that start with
+    what is typed (`resflow run de<TAB>` -> deep50, deep50-residual, ...)."""
+    import glob
+
+    from resflow.config.loading import bundled_config_names
+
+    names = [n for n in bundled_config_names() if n.startswith(incomplete)]
+    paths = sorted(glob.glob(glob.escape(incomplete) + "*"))
+    paths = [p + "/" if os.path.isdir(p) else p for p in paths if os.path.isdir(p) or p.endswith((".yaml", ".yml"))]
+    return names + paths
+
+
 SET_HELP = "Override a config key, e.g. --set model.depth=100 (repeatable; values read as YAML)."
 
 
@@ -216,7 +229,12 @@ def _format_option():
 @app.command()
 @_command
 def run(
-    config: str = typer.Argument(..., metavar="CONFIG", help="A YAML path, or the name of a bundled config (e.g. deep50)."),
+    config: str = typer.Argument(
+        ...,
+        metavar="CONFIG",
+        help="A YAML path, or the name of a bundled config (e.g. deep50).",
+        autocompletion=_complete_config,
+    ),
     out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="DIR", help="Results dir [default: results/<name>]."),
     set_: List[str] = typer.Option([], "--set", metavar="KEY=VALUE", help=SET_HELP),
     seeds: Optional[int] = typer.Option(
@@ -429,7 +447,10 @@ class Backend(str, Enum):
 @_command
 def sweep(
     config: str = typer.Argument(
-        ..., metavar="CONFIG", help="A YAML path (may hold a `sweep:` section), or a bundled config name."
+        ...,
+        metavar="CONFIG",
+        help="A YAML path (may hold a `sweep:` section), or a bundled config name.",
+        autocompletion=_complete_config,
     ),
     over: List[str] = typer.Option(
         [],
@@ -549,7 +570,9 @@ def _resume_command(config, over, overrides, workers, backend, out, fmt="csv", s
 @app.command()
 @_command
 def compare(
-    refs: List[str] = typer.Argument(..., help="Two or more YAML paths or bundled config names."),
+    refs: List[str] = typer.Argument(
+        ..., help="Two or more YAML paths or bundled config names.", autocompletion=_complete_config
+    ),
     set_: List[str] = typer.Option([], "--set", help=SET_HELP + " Applies to every config."),
     seeds: Optional[int] = typer.Option(
         None, "--seeds", min=1, max=MAX_SEEDS, metavar="N", help="Number of seeds (overrides the configs' `seeds`)."
@@ -695,7 +718,9 @@ def export(
 @app.command()
 @_command
 def theory(
-    config: str = typer.Argument(..., metavar="CONFIG", help="A YAML path, or the name of a bundled config."),
+    config: str = typer.Argument(
+        ..., metavar="CONFIG", help="A YAML path, or the name of a bundled config.", autocompletion=_complete_config
+    ),
     set_: List[str] = typer.Option([], "--set", metavar="KEY=VALUE", help=SET_HELP),
     critical: bool = typer.Option(
         False, "--critical", help="Print only the model.init.scale at the edge of chaos for the config's init scheme."
