@@ -487,6 +487,12 @@ def sweep(
     force: bool = typer.Option(False, "--force", help="Replace an existing results dir."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Write no figures (profile, params, depth or ratio, heatmap .png)."),
     format_: TableFormat = _format_option(),
+    tensorboard: Optional[Path] = typer.Option(
+        None,
+        "--tensorboard",
+        metavar="LOGDIR",
+        help="Also write the sweep to TensorBoard, as `export --to tensorboard` does (LOGDIR/<point>/seed_<n>).",
+    ),
 ):
     """Run a grid of configs over the --over axes (no axis at all: over depth); every point's rows in one set of CSVs, and figures."""
     from resflow._sys.locks import results_lock
@@ -517,6 +523,8 @@ def sweep(
     err = stderr()
     err.print(plan.summary_line(out), markup=False)
     check_plan_memory(plan, workers)
+    if tensorboard is not None:
+        _check_logdir(tensorboard, force)
     from resflow.results.files import check_out_path
 
     check_out_path(out)  # (before the lock beside it is made)
@@ -547,6 +555,28 @@ def sweep(
     if done.result.train is not None:
         console.print(loss_table(done.result, width=console.width))
     console.print(f"wrote {out}/ ({_tables_written(out)}, config.yaml, meta.json{figs}; points/ per point)", markup=False)
+    if tensorboard is not None:
+        from resflow.report.export import export as export_to
+
+        logged = export_to(done.result, "tensorboard", tensorboard, force=force)
+        console.print(
+            f"wrote {len(logged.runs)} TensorBoard runs to {tensorboard}/: tensorboard --logdir {tensorboard}", markup=False
+        )
+
+
+def _check_logdir(logdir: Path, force: bool) -> None:
+    """--tensorboard LOGDIR before a sweep runs: the tensorboard package, and a LOGDIR that is new,
+    empty, or (with --force) replaceable; the export itself refuses a LOGDIR holding other files."""
+    from resflow.errors import ConfigError
+    from resflow.report.export import check_target
+
+    check_target("tensorboard")
+    if logdir.exists() and not logdir.is_dir():
+        raise ConfigError(f"--tensorboard {str(logdir)!r} exists and is a file, not a directory")
+    if logdir.is_dir() and any(logdir.iterdir()) and not force:
+        raise ConfigError(
+            f"--tensorboard {str(logdir)!r} already holds files; pass --force to replace an earlier export, or name another"
+        )
 
 
 def _write_figures(result, directory: Path) -> str:
