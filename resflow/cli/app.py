@@ -682,6 +682,9 @@ def report(
     out: Optional[Path] = typer.Option(
         None, "--out", "-o", metavar="FILE", help="Where the page goes [default: DIR/report.html]."
     ),
+    redact: bool = typer.Option(
+        False, "--redact", help="Leave out absolute paths, the command line and host details (to share the page)."
+    ),
 ):
     """Write one self-contained report.html (figures, tables, headline, config, provenance) to share or open offline."""
     from resflow.report.html import write_report
@@ -695,7 +698,7 @@ def report(
             f"{str(directory)!r} holds an unfinished sweep ({partial[0]} of {partial[1]} points); "
             f"finish it with the same `resflow sweep` command plus --resume"
         )
-    path = write_report(directory, out)
+    path = write_report(directory, out, redact=redact)
     stdout().print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, self-contained: open it in any browser)", markup=False)
 
 
