@@ -11,8 +11,10 @@ from resflow.results.sinks import MLflowRun, check_mlflow_uri
 
 
 def export(result, uri: str | None, experiment: str) -> Exported:
+    from mlflow import get_tracking_uri
+
     check_mlflow_uri(uri)
-    done = Exported(uri or "(MLflow's default tracking URI)")
+    done = Exported(uri or get_tracking_uri())
     start = started(result)
     for run in runs(result):
         sink = MLflowRun(uri, experiment, run.name, run.hparams, run.config)
