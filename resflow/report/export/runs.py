@@ -1,5 +1,6 @@
-"""What every tracker exports, in tracker-neutral terms: one run per (variant, seed), the per-layer
-series over steps, the depth profile, the loss curves, the config and its headline metrics."""
+"""What every tracker exports, in tracker-neutral terms: one run per (variant, seed) with its rows,
+its config columns (the hyperparameters) and its config, and `replay`, which feeds a run's tables to
+a tracker's sink (resflow.results.sinks) step by step, as a live run would have."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ from typing import Any, Iterator
 
 import pandas as pd
 
+from resflow.results.sinks import summary_of
 from resflow.results.tensorboard_events import MEASURES as MEASURES  # re-exported: what every tracker exports
 from resflow.results.tensorboard_events import METRICS as METRICS
 from resflow.results.tensorboard_events import STEP_SCALARS as LOSSES
-from resflow.results.tensorboard_events import layer_tag
 
 NOT_CONFIG = {"variant", "seed", "step", "layer", "sublayer", *MEASURES}  # grads.csv's columns that are not config
 
@@ -83,36 +84,6 @@ def runs(result) -> Iterator[Run]:
         )
 
 
-def layer_series(run: Run, column: str) -> Iterator[tuple[str, list[tuple[int, float]]]]:
-    """(tag, [(step, value), ...]) per layer (and sub-layer) for one grads.csv column."""
-    g = run.grads
-    if column not in g or g[column].isna().all():
-        return
-    keys = g.apply(layer_tag, axis=1)
-    for tag in dict.fromkeys(keys):
-        rows = g[keys == tag]
-        yield tag, [(int(s), float(v)) for s, v in zip(rows["step"], rows[column]) if not pd.isna(v)]
-
-
-def profile(run: Run, column: str = "input_grad_norm") -> list[float]:
-    """The depth profile at the last step: one value per site (layer, sub-layer), first layer first."""
-    g = run.grads
-    last = g[g["step"] == g["step"].max()]
-    return [float(v) for v in last[column]]
-
-
-def steps(run: Run) -> list[int]:
-    return sorted(int(s) for s in run.grads["step"].unique())
-
-
-def summary_values(run: Run) -> dict[str, float]:
-    """The run's headline figures (METRICS) at its last summary row: every tracker's run summary."""
-    if run.summary is None or not len(run.summary):
-        return {}
-    last = run.summary.iloc[-1]
-    return {m: float(last[m]) for m in METRICS if m in run.summary and not pd.isna(last[m])}
-
-
 def started(result) -> float:
     """The run's start as a Unix time (meta.json's `started`), else now."""
     from datetime import datetime
@@ -145,4 +116,4 @@ def replay(run: Run, sink, start: float) -> None:
                 walls[step] = start + float(record["wall_time_s"])
     for step in sorted(set(sites) | set(scalars)):
         sink.log(step, sites.get(step, ()), scalars.get(step), walls.get(step, start))
-    sink.close(summary_values(run))
+    sink.close(summary_of(run.summary))
