@@ -25,6 +25,7 @@ from resflow.measure.device import DTYPES, resolve_device
 from resflow.measure.recorder import Recorder
 from resflow.results.files import check_out_dir, write_files
 from resflow.results.meta import run_meta
+from resflow.results.sinks import Sinks, check_log_to, summary_of  # live trackers (log_to=)
 from resflow.results.stats import summarize
 from resflow.results.tables import (
     CONFIG_COLUMNS,
@@ -36,8 +37,6 @@ from resflow.results.tables import (
     summary_frame,
     train_frame,
 )
-from resflow.results.tensorboard_events import write_step
-from resflow.results.tensorboard_events import writer as tensorboard_writer
 from resflow.theory.overlay import add_prediction
 from resflow.theory.predict import NoPrediction
 
@@ -322,13 +321,16 @@ class Watch:
     steps since the last recorded one. Each flush writes the whole tables again. In memory:
     `w.grads`, `w.params`, `w.summary`, `w.train` (DataFrames), `w.result()` (a RunResult).
 
-    With `tensorboard=LOGDIR`, each recorded step's per-layer scalars (`input_grad_norm/layer_003`,
+    With `log_to` (or `tensorboard=LOGDIR`), each recorded step's per-layer scalars (`input_grad_norm/layer_003`,
     `param_grad_norm/...`, `activation_rms/...`: the tags of `resflow export --to tensorboard`) and
-    its loss (if given to that step's `step()`) are appended to an event file in LOGDIR and flushed,
-    so `tensorboard --logdir LOGDIR` shows the curves while you train. Steps not recorded write nothing.
+    its loss (if given to that step's `step()`) go to each tracker (resflow.results.sinks: an event
+    file in LOGDIR, flushed; a W&B run; an MLflow run), so `tensorboard --logdir LOGDIR` shows the
+    curves while you train. Steps not recorded write nothing; at exit the summary is logged.
     """
 
-    def __init__(self, model, *, blocks=None, every: int = 1, out=None, name=None, force: bool = False, tensorboard=None):
+    def __init__(
+        self, model, *, blocks=None, every: int = 1, out=None, name=None, force: bool = False, tensorboard=None, log_to=None
+    ):
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ConfigError(f"every: must be a whole number >= 1, got {every!r}")
         self.model, self.every, self.name = model, every, name or type(model).__name__
@@ -346,12 +348,8 @@ class Watch:
         self._armed = False
         self._entered = False
         self.tensorboard = Path(tensorboard) if tensorboard is not None else None
-        self._tb = None  # the event file writer, open inside the `with`
-        if self.tensorboard is not None:
-            try:
-                import tensorboard as _  # noqa: F401  (optional: the `tensorboard` extra)
-            except ImportError:
-                raise ResflowError('watch: tensorboard= needs TensorBoard: pip install "resflow[tensorboard]"') from None
+        self._log_to = check_log_to(log_to, tensorboard, self.name)  # tracker specs, checked now
+        self._sinks = None  # the trackers' runs, open inside the `with`
 
     # -- the loop ---------------------------------------------------------------------------
     def __enter__(self) -> "Watch":
@@ -361,8 +359,8 @@ class Watch:
                 self.out.mkdir(parents=True, exist_ok=True)
             except OSError as err:
                 raise ResflowError(f"cannot create the results dir {str(self.out)!r}: {err.strerror or err}") from None
-        if self.tensorboard is not None:
-            self._tb = tensorboard_writer(self.tensorboard)
+        if self._log_to:
+            self._sinks = Sinks(self._log_to, None, self.name, {"every": self.every})
         self._started, self._t0 = datetime.now(timezone.utc), time.perf_counter()
         self._entered = True
         if self.steps % self.every == 0:
@@ -372,9 +370,9 @@ class Watch:
     def __exit__(self, *exc) -> None:
         self._disarm()  # a step left half done (no step() call) is not recorded
         self._entered = False
-        if self._tb is not None:
-            self._tb.close()
-            self._tb = None
+        if self._sinks is not None:
+            sinks, self._sinks = self._sinks, None
+            sinks.close(summary_of(self.result().summary) if self.recorded else None)
         if self.out is not None:
             self.flush()
 
@@ -406,21 +404,21 @@ class Watch:
             self._losses.append(
                 (s, loss.detach() if isinstance(loss, torch.Tensor) else float(loss), time.perf_counter() - self._t0)
             )
-        if recorded and self._tb is not None:
-            self._write_tensorboard(s, first, loss)
+        if recorded and self._sinks is not None:
+            self._log_sinks(s, first, loss)
         self.steps = s + 1
         if again and not self._armed:
             self._arm()
         if recorded and self.out is not None:
             self.flush()
 
-    def _write_tensorboard(self, s: int, first: int, loss) -> None:
-        """Step s's grads rows (from index `first` on) and its loss, as one TensorBoard event."""
+    def _log_sinks(self, s: int, first: int, loss) -> None:
+        """Step s's grads rows (from index `first` on) and its loss, to every tracker of log_to."""
         columns = ("layer", "sublayer", "input_grad_norm", "param_grad_norm", "activation_rms")
         n = len(self._grads["step"])
         rows = [{c: self._grads[c][i] for c in columns if c in self._grads} for i in range(first, n)]
         value = None if loss is None else float(loss.detach().double() if isinstance(loss, torch.Tensor) else loss)
-        write_step(self._tb, s, rows, value)
+        self._sinks.log(s, rows, {"loss": value})
 
     def _arm(self) -> None:
         self._recorder.reset()
@@ -494,7 +492,10 @@ class Watch:
         return self.result().train
 
 
-def watch(model, *, blocks=None, every: int = 1, out=None, name=None, force: bool = False, tensorboard=None) -> Watch:
+def watch(
+    model, *, blocks=None, every: int = 1, out=None, name=None, force: bool = False, tensorboard=None, log_to=None
+) -> Watch:
     """A context manager recording `model`'s gradient flow inside your own training loop (see Watch);
-    `tensorboard=LOGDIR` also logs each recorded step's scalars there, live."""
-    return Watch(model, blocks=blocks, every=every, out=out, name=name, force=force, tensorboard=tensorboard)
+    `log_to` ("tensorboard:LOGDIR", "wandb[:PROJECT]", "mlflow[:URI]", or a list) also logs each
+    recorded step's scalars there, live; `tensorboard=LOGDIR` is `log_to="tensorboard:LOGDIR"`."""
+    return Watch(model, blocks=blocks, every=every, out=out, name=name, force=force, tensorboard=tensorboard, log_to=log_to)

@@ -70,3 +70,28 @@ def test_hook_replaces_only_its_marker():
     assert hook.on_page_markdown("no marker here", None, None, None) == "no marker here"
     out = hook.on_page_markdown(f"before\n{hook.MARKER}\nafter", None, None, None)
     assert out.startswith("before\n### Top level") and out.endswith("after") and hook.MARKER not in out
+
+
+def test_committed_reference_is_current():
+    """docs/config.md holds the rendered reference as text (readable in the repository, not only on
+    the built site), and it equals what the schema renders now."""
+    hook = _hook()
+    text = hook.PAGE.read_text(encoding="utf-8")
+    assert hook.committed(text) is not None, "docs/config.md lost its config-reference markers"
+    assert hook.is_current(text), f"docs/config.md's config reference is stale; run: {hook.HOW}"
+    assert "| `model.depth` |" in text
+
+
+def test_a_stale_reference_is_caught(tmp_path):
+    hook = _hook()
+    page = tmp_path / "config.md"
+    page.write_text(hook.PAGE.read_text(encoding="utf-8").replace("| `model.depth` |", "| `model.dept` |"))
+    assert not hook.is_current(page.read_text())
+    from types import SimpleNamespace
+
+    import pytest
+    from mkdocs.exceptions import PluginError
+
+    with pytest.raises(PluginError, match="stale"):  # the docs build fails on it
+        hook.on_page_markdown(page.read_text(), SimpleNamespace(file=SimpleNamespace(src_path="config.md")), None, None)
+    assert hook.write(page) and hook.is_current(page.read_text())

@@ -92,6 +92,26 @@ def test_export_training_run(tmp_path):
         text = acc.Tensors("config")[0].tensor_proto.string_val[0].decode()
         assert '"depth": 3' in text
         assert "_hparams_/session_start_info" in acc.Tags()["tensors"] or acc.SummaryMetadata("_hparams_/session_start_info")
+        # real wall times: meta.json's start plus train.csv's wall_time_s (not one time for every event)
+        import json
+        from datetime import datetime
+
+        start = datetime.fromisoformat(json.loads((out / "meta.json").read_text())["started"]).timestamp()
+        walls = {e.step: e.wall_time for e in acc.Scalars("loss")}
+        assert walls == pytest.approx({int(s): start + w for s, w in zip(rows["step"], rows["wall_time_s"])}, abs=1e-6)
+        assert len(set(walls.values())) == len(walls)
+        # the custom-scalars layout: one chart per quantity overlaying every layer (a tag regex)
+        from tensorboard.plugins.custom_scalar import layout_pb2
+
+        layout = layout_pb2.Layout.FromString(acc.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0])
+        charts = {c.title: list(c.multiline.tag) for cat in layout.category for c in cat.chart}
+        assert charts["input_grad_norm"] == ["^input_grad_norm/layer_"]
+        import re
+
+        tags = acc.Tags()["scalars"]
+        assert sorted(t for t in tags if re.search(charts["input_grad_norm"][0], t)) == [
+            f"input_grad_norm/layer_{i:03d}" for i in range(3)
+        ]
 
 
 def test_export_sweep_profile_and_summary(tmp_path):
@@ -120,8 +140,9 @@ def test_export_sweep_profile_and_summary(tmp_path):
     for variant in grads["variant"].unique():
         acc = events(logdir / variant / "seed_0")
         mine = grads[grads["variant"] == variant]
-        profile = [e.value for e in sorted(acc.Scalars("profile/input_grad_norm"), key=lambda e: e.step)]
-        assert profile == [np.float32(v) for v in mine["input_grad_norm"]]  # site order = the CSV's row order
+        profile = [(e.step, e.value) for e in sorted(acc.Scalars("profile/log10_input_grad_norm"), key=lambda e: e.step)]
+        # x = the site index in the CSV's row order, y = log10 of the norm (a vanishing profile reads as a slope, not 0)
+        assert profile == [(i, np.float32(np.log10(v))) for i, v in enumerate(mine["input_grad_norm"])]
         ratio = summary.loc[summary["variant"] == variant, "grad_ratio"].iloc[0]
         assert acc.Scalars("summary/grad_ratio")[0].value == np.float32(ratio)
 
@@ -160,3 +181,23 @@ def test_export_compare_parquet_and_refusals(tmp_path):
     assert invoke("export", out, tmp_path / "x", "--to", "wandb").exit_code == 2
     missing = invoke("export", tmp_path / "nope", tmp_path / "y", "--to", "tensorboard")
     assert missing.exit_code == 2 and "does not exist" in missing.stderr and not (tmp_path / "y").exists()
+
+
+def test_sweep_tensorboard_writes_what_export_writes(tmp_path):
+    out, live, exported = tmp_path / "sweep", tmp_path / "live", tmp_path / "exported"
+    args = ["sweep", "deep50", "--over", "model.residual=false,true", "--set", "model.depth=3", "--seeds", 1, "--workers", 1]
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "x").write_text("")
+    refused = invoke(*args, "--out", tmp_path / "no", *SMALL, "--tensorboard", tmp_path / "taken")
+    assert refused.exit_code == 2 and "--tensorboard" in refused.output and not (tmp_path / "no").exists()
+    done = invoke(*args, "--out", out, *SMALL, "--tensorboard", live)
+    assert done.exit_code == 0, done.output
+    assert invoke("export", out, exported, "--to", "tensorboard").exit_code == 0
+    runs = sorted(p.parent.relative_to(live) for p in live.rglob("events.out.tfevents.*"))
+    assert len(runs) == 2 and runs == sorted(p.parent.relative_to(exported) for p in exported.rglob("events.out.tfevents.*"))
+    for run in runs:
+        a, b = events(live / run), events(exported / run)
+        assert sorted(a.Tags()["scalars"]) == sorted(b.Tags()["scalars"])
+        for tag in a.Tags()["scalars"]:
+            assert [(e.step, e.value) for e in a.Scalars(tag)] == [(e.step, e.value) for e in b.Scalars(tag)]
+    assert check_against_csv(out, live) == len(read_csv(out / "grads.csv"))

@@ -149,3 +149,25 @@ def test_report_in_headless_chromium(sweep_report, tmp_path):
     non_white = float((image.astype(int).sum(axis=2) < 720).mean())
     colours = len(np.unique(image.reshape(-1, 3), axis=0))
     assert non_white > 0.03 and colours > 50, (non_white, colours)
+
+
+def test_redact_leaves_out_paths_command_and_host(sweep_report, tmp_path):
+    """--redact: no absolute path, no command line, no platform string or host name on the page; the
+    default page holds them and says so, and says how to leave them out."""
+    import json
+    import platform
+
+    meta = json.loads((sweep_report / "meta.json").read_text())
+    secrets = [str(sweep_report.resolve()), str(sweep_report.parent), meta["command"], meta["platform"], platform.platform()]
+    secrets = [s for s in secrets if len(s) > 8]  # (under pytest-xdist the command is just "-c")
+    default = (sweep_report / "report.html").read_text(encoding="utf-8")
+    assert meta["platform"] in default and "<th>command</th>" in default
+    assert "the command line as typed" in default and "--redact" in default
+    out = tmp_path / "shared.html"
+    assert invoke("report", sweep_report.resolve(), "--out", out, "--redact").exit_code == 0
+    page = out.read_text(encoding="utf-8")
+    for secret in secrets:
+        assert secret not in page, secret
+    assert "<th>command</th>" not in page and "<th>platform</th>" not in page
+    assert "Redacted for sharing" in page and "sweep" in page  # the dir's own name stays
+    assert parse(out).imgs == parse(sweep_report / "report.html").imgs  # the same figures

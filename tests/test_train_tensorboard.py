@@ -39,15 +39,52 @@ def test_a_training_run_logs_every_recorded_step_live(tmp_path):
                 points = {e.step: e.value for e in acc.Scalars(f"{column}/{layer_tag(row)}")}
                 assert sorted(points) == recorded
                 assert points[row["step"]] == np.float32(row[column])
-        losses = {e.step: e.value for e in acc.Scalars("loss")}
-        assert "loss" in tags and sorted(losses) == recorded
-        t = train[train["seed"] == seed].set_index("step")["loss"]
-        assert all(losses[s] == np.float32(t[s]) for s in recorded)
+        t = train[train["seed"] == seed]
+        for column in ("loss", "grad_norm_total", "lr", "eval_loss"):  # every train.csv value, every step it has one
+            assert column in tags
+            want = {int(s): np.float32(v) for s, v in zip(t["step"], t[column]) if not math.isnan(v)}
+            assert {e.step: e.value for e in acc.Scalars(column)} == want, column
+        assert len(acc.Scalars("loss")) == 7  # steps 0..6, not only the recorded ones
 
 
-def test_tensorboard_is_refused_for_a_run_at_initialisation(tmp_path):
-    done = CliRunner().invoke(
-        app, ["run", "deep50", "--set", "model.depth=2", "--out", str(tmp_path / "r"), "--tensorboard", str(tmp_path / "tb")]
+def test_live_logdir_holds_what_export_writes(tmp_path):
+    """`run --tensorboard` and `export --to tensorboard` of the same run: the same tags, the same
+    (step, value) points, the same config text, HParams session and layout (wall times differ)."""
+    out, live, exported = tmp_path / "r", tmp_path / "live", tmp_path / "exported"
+    args = ["run", "train50-residual", *ARGS, "--seeds", "1", "--no-plots", "--out", str(out), "--tensorboard", str(live)]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert CliRunner().invoke(app, ["export", str(out), str(exported), "--to", "tensorboard"]).exit_code == 0
+    name = pd.read_csv(out / "grads.csv")["variant"].iloc[0]
+    a, b = (
+        EventAccumulator(str(d / name / "seed_0"), size_guidance={"scalars": 0, "histograms": 0, "tensors": 0})
+        for d in (live, exported)
     )
-    assert done.exit_code == 2 and "training run" in done.output
-    assert not (tmp_path / "r").exists() and not (tmp_path / "tb").exists()
+    a.Reload()
+    b.Reload()
+    assert a.Tags()["scalars"] and sorted(a.Tags()["scalars"]) == sorted(b.Tags()["scalars"])
+    for tag in a.Tags()["scalars"]:
+        assert [(e.step, e.value) for e in a.Scalars(tag)] == [(e.step, e.value) for e in b.Scalars(tag)], tag
+    assert [h.step for h in a.Histograms("log10_input_grad_norm")] == [h.step for h in b.Histograms("log10_input_grad_norm")]
+    for tag in ("config", "custom_scalars__config__"):
+        assert a.Tensors(tag)[0].tensor_proto == b.Tensors(tag)[0].tensor_proto, tag
+    from tensorboard.plugins.hparams import metadata
+
+    def hparams(acc):
+        experiment = metadata.parse_experiment_plugin_data(acc.SummaryMetadata(metadata.EXPERIMENT_TAG).plugin_data.content)
+        start = metadata.parse_session_start_info_plugin_data(
+            acc.SummaryMetadata(metadata.SESSION_START_INFO_TAG).plugin_data.content
+        )
+        experiment.ClearField("time_created_secs")
+        start.ClearField("start_time_secs")
+        return experiment, start
+
+    assert hparams(a) == hparams(b)
+    experiment, start = hparams(a)
+    # hyperparameters: the config columns (and the seed); metrics: the summary figures alone
+    assert [h.name for h in experiment.hparam_infos] == [*pd.read_csv(out / "grads.csv").columns[8:], "seed"]
+    assert [m.name.tag for m in experiment.metric_infos] == [
+        "summary/grad_ratio",
+        "summary/log10_grad_ratio",
+        "summary/gain_per_layer",
+    ]
+    assert start.hparams["depth"].number_value == 3 and start.hparams["residual"].bool_value is True

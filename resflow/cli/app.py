@@ -201,6 +201,19 @@ def main_options(
     """Run `resflow COMMAND --help` for a command's options."""
 
 
+def _complete_config(incomplete: str) -> list[str]:
+    """Shell completion of CONFIG: the bundled config names, then YAML files and dirs, that start with
+    what is typed (`resflow run de<TAB>` -> deep50, deep50-residual, ...)."""
+    import glob
+
+    from resflow.config.loading import bundled_config_names
+
+    names = [n for n in bundled_config_names() if n.startswith(incomplete)]
+    paths = sorted(glob.glob(glob.escape(incomplete) + "*"))
+    paths = [p + "/" if os.path.isdir(p) else p for p in paths if os.path.isdir(p) or p.endswith((".yaml", ".yml"))]
+    return names + paths
+
+
 SET_HELP = "Override a config key, e.g. --set model.depth=100 (repeatable; values read as YAML)."
 
 
@@ -220,7 +233,12 @@ def _format_option():
 @app.command()
 @_command
 def run(
-    config: str = typer.Argument(..., metavar="CONFIG", help="A YAML path, or the name of a bundled config (e.g. deep50)."),
+    config: str = typer.Argument(
+        ...,
+        metavar="CONFIG",
+        help="A YAML path, or the name of a bundled config (e.g. deep50).",
+        autocompletion=_complete_config,
+    ),
     out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="DIR", help="Results dir [default: results/<name>]."),
     set_: List[str] = typer.Option([], "--set", metavar="KEY=VALUE", help=SET_HELP),
     seeds: Optional[int] = typer.Option(
@@ -233,7 +251,13 @@ def run(
         None,
         "--tensorboard",
         metavar="LOGDIR",
-        help="Training runs: log each recorded step's per-layer norms and loss to TensorBoard live (LOGDIR/<name>/seed_<n>).",
+        help="Training runs: log to TensorBoard live what `export --to tensorboard` writes (LOGDIR/<name>/seed_<n>).",
+    ),
+    log_to: List[str] = typer.Option(
+        [],
+        "--log-to",
+        metavar="TRACKER",
+        help="Training runs: log live to tensorboard:LOGDIR, wandb[:PROJECT] or mlflow[:TRACKING_URI] (repeatable).",
     ),
 ):
     """Measure per-layer gradient norms at initialisation (or train, with train.steps > 0); write CSVs and figures, print the table."""
@@ -249,22 +273,22 @@ def run(
     out = out or Path("results") / cfg.name
     check_out_dir(out, force)
     check_memory(cfg)
-    if tensorboard is not None and not cfg.train.steps:
+    specs = ([f"tensorboard:{tensorboard}"] if tensorboard is not None else []) + list(log_to)
+    if specs and not cfg.train.steps:
         from resflow.errors import ConfigError
 
         raise ConfigError(
-            "--tensorboard: logs a training run live (train.steps > 0); for any results dir use 'resflow export DIR --to tensorboard'"
+            "--tensorboard/--log-to: log a training run live (train.steps > 0); "
+            "for any results dir use 'resflow export DIR --to tensorboard|wandb|mlflow'"
         )
-    if tensorboard is not None:
-        import importlib.util
+    if specs:
+        from resflow.results.sinks import check_spec
 
-        from resflow.errors import ConfigError
-
-        if importlib.util.find_spec("tensorboard") is None:
-            raise ConfigError('--tensorboard: TensorBoard is not installed: pip install "resflow[tensorboard]"')
+        for spec in specs:
+            check_spec(spec, cfg.name)  # before anything is written: the package, the project name, the URI
     with _writing(out, force):
         if cfg.train.steps:
-            return _train(cfg, out, force, no_plots, fmt, tensorboard)
+            return _train(cfg, out, force, no_plots, fmt, specs)
 
         from resflow.experiment import run as run_experiment
         from resflow.report.terminal.run import headline, run_table, run_title
@@ -349,17 +373,18 @@ def plot(
     stdout().print(f"wrote {', '.join(str(p) for p in paths)}", markup=False)
 
 
-def _train(cfg, out: Path, force: bool, no_plots: bool, fmt: str = "csv", tensorboard: Path | None = None) -> None:
-    """`run` with train.steps > 0: a live view while training (and TensorBoard, if asked), then the
-    loss and per-layer tables."""
+def _train(cfg, out: Path, force: bool, no_plots: bool, fmt: str = "csv", log_to=()) -> None:
+    """`run` with train.steps > 0: a live view while training (and the trackers of --log-to), then
+    the loss and per-layer tables."""
     from resflow.experiment import run as run_experiment
     from resflow.report.terminal.run import run_title
     from resflow.report.terminal.train import LiveView, loss_table, train_headline, train_table
     from resflow.results.files import write_run
 
     console = stdout()
-    with LiveView(console, cfg.name) as view, _live_tensorboard(tensorboard, cfg.name, view.update) as on_step:
-        result = run_experiment(cfg, on_step=on_step)
+    with LiveView(console, cfg.name) as view, _live_sinks(log_to, cfg, view.update) as live:
+        result = run_experiment(cfg, on_step=live.on_step)
+        live.finish(result)
     figures = _figure_writer(result, no_plots)
     write_run(result, out, force, extra=figures, fmt=fmt)
     console.print(loss_table(result, width=console.width))
@@ -370,28 +395,49 @@ def _train(cfg, out: Path, force: bool, no_plots: bool, fmt: str = "csv", tensor
 
 
 @contextmanager
-def _live_tensorboard(logdir: Path | None, name: str, then):
-    """An on_step callback that logs each recorded step to LOGDIR/<name>/seed_<n> (the layout of
-    `resflow export`), then calls `then`; just `then` without a logdir. Writers closed on exit."""
-    if logdir is None:
-        yield then
-        return
-    from resflow.results.tensorboard_events import write_step, writer
+def _live_sinks(specs, cfg, then):
+    """`on_step` logs each step of each seed to every tracker in `specs` (one tracker run per seed,
+    `<name>/seed_<n>`: the layout `resflow export` uses), then calls `then`; `finish(result)` closes
+    them with each seed's summary. Trackers left open by an error are closed without one."""
+    from types import SimpleNamespace
 
-    writers: dict = {}
+    if not specs:
+        yield SimpleNamespace(on_step=then, finish=lambda result: None)
+        return
+    import math
+
+    from resflow.results.sinks import open_sink
+    from resflow.results.tables import config_columns
+    from resflow.results.tensorboard_events import METRICS
+
+    sinks: dict[int, list] = {}
 
     def on_step(info):
-        if info.layers is not None:
-            if info.seed not in writers:
-                writers[info.seed] = writer(Path(logdir) / name / f"seed_{info.seed}")
-            write_step(writers[info.seed], info.step, info.layers, info.loss)
+        if info.seed not in sinks:
+            hparams = {**config_columns(cfg), "seed": info.seed}
+            name = f"{cfg.name}/seed_{info.seed}"
+            sinks[info.seed] = [open_sink(spec, name, cfg.name, hparams, cfg.to_dict()) for spec in specs]
+        scalars = {"loss": info.loss, "eval_loss": info.eval_loss, "grad_norm_total": info.grad_norm_total}
+        scalars["lr"] = info.lr if info.step < info.steps else None  # train.csv has no lr after the last step
+        for sink in sinks[info.seed]:
+            sink.log(info.step, info.layers or (), scalars)
         then(info)
 
+    def finish(result):
+        summary = result.summary
+        while sinks:
+            seed, opened = sinks.popitem()
+            rows = summary[summary["seed"] == seed]
+            values = {m: float(rows[m].iloc[-1]) for m in METRICS if len(rows) and not math.isnan(rows[m].iloc[-1])}
+            for sink in opened:
+                sink.close(values)
+
     try:
-        yield on_step
+        yield SimpleNamespace(on_step=on_step, finish=finish)
     finally:
-        for w in writers.values():
-            w.close()
+        for opened in sinks.values():
+            for sink in opened:
+                sink.close()
 
 
 class DemoName(str, Enum):
@@ -435,7 +481,10 @@ class Backend(str, Enum):
 @_command
 def sweep(
     config: str = typer.Argument(
-        ..., metavar="CONFIG", help="A YAML path (may hold a `sweep:` section), or a bundled config name."
+        ...,
+        metavar="CONFIG",
+        help="A YAML path (may hold a `sweep:` section), or a bundled config name.",
+        autocompletion=_complete_config,
     ),
     over: List[str] = typer.Option(
         [],
@@ -472,6 +521,12 @@ def sweep(
     force: bool = typer.Option(False, "--force", help="Replace an existing results dir."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Write no figures (profile, params, depth or ratio, heatmap .png)."),
     format_: TableFormat = _format_option(),
+    tensorboard: Optional[Path] = typer.Option(
+        None,
+        "--tensorboard",
+        metavar="LOGDIR",
+        help="Also write the sweep to TensorBoard, as `export --to tensorboard` does (LOGDIR/<point>/seed_<n>).",
+    ),
 ):
     """Run a grid of configs over the --over axes (no axis at all: over depth); every point's rows in one set of CSVs, and figures."""
     from resflow._sys.locks import results_lock
@@ -502,6 +557,8 @@ def sweep(
     err = stderr()
     err.print(plan.summary_line(out), markup=False)
     check_plan_memory(plan, workers)
+    if tensorboard is not None:
+        _check_logdir(tensorboard, force)
     from resflow.results.files import check_out_path
 
     check_out_path(out)  # (before the lock beside it is made)
@@ -535,7 +592,29 @@ def sweep(
     if done.result.train is not None:
         console.print(loss_table(done.result, width=console.width))
     console.print(f"wrote {out}/ ({_tables_written(out)}, config.yaml, meta.json{figs}; points/ per point)", markup=False)
+    if tensorboard is not None:
+        from resflow.report.export import export as export_to
+
+        logged = export_to(done.result, "tensorboard", tensorboard, force=force)
+        console.print(
+            f"wrote {len(logged.runs)} TensorBoard runs to {tensorboard}/: tensorboard --logdir {tensorboard}", markup=False
+        )
     _check_figures(figures, out)
+
+
+def _check_logdir(logdir: Path, force: bool) -> None:
+    """--tensorboard LOGDIR before a sweep runs: the tensorboard package, and a LOGDIR that is new,
+    empty, or (with --force) replaceable; the export itself refuses a LOGDIR holding other files."""
+    from resflow.errors import ConfigError
+    from resflow.report.export import check_target
+
+    check_target("tensorboard")
+    if logdir.exists() and not logdir.is_dir():
+        raise ConfigError(f"--tensorboard {str(logdir)!r} exists and is a file, not a directory")
+    if logdir.is_dir() and any(logdir.iterdir()) and not force:
+        raise ConfigError(
+            f"--tensorboard {str(logdir)!r} already holds files; pass --force to replace an earlier export, or name another"
+        )
 
 
 def _resume_command(config, over, overrides, workers, backend, out, fmt="csv", slurm_opts=()) -> str:
@@ -552,7 +631,9 @@ def _resume_command(config, over, overrides, workers, backend, out, fmt="csv", s
 @app.command()
 @_command
 def compare(
-    refs: List[str] = typer.Argument(..., help="Two or more YAML paths or bundled config names."),
+    refs: List[str] = typer.Argument(
+        ..., help="Two or more YAML paths or bundled config names.", autocompletion=_complete_config
+    ),
     set_: List[str] = typer.Option([], "--set", help=SET_HELP + " Applies to every config."),
     seeds: Optional[int] = typer.Option(
         None, "--seeds", min=1, max=MAX_SEEDS, metavar="N", help="Number of seeds (overrides the configs' `seeds`)."
@@ -634,6 +715,9 @@ def report(
     out: Optional[Path] = typer.Option(
         None, "--out", "-o", metavar="FILE", help="Where the page goes [default: DIR/report.html]."
     ),
+    redact: bool = typer.Option(
+        False, "--redact", help="Leave out absolute paths, the command line and host details (to share the page)."
+    ),
 ):
     """Write one self-contained report.html (figures, tables, headline, config, provenance) to share or open offline."""
     from resflow.report.html import write_report
@@ -647,23 +731,33 @@ def report(
             f"{str(directory)!r} holds an unfinished sweep ({partial[0]} of {partial[1]} points); "
             f"finish it with the same `resflow sweep` command plus --resume"
         )
-    path = write_report(directory, out)
+    path = write_report(directory, out, redact=redact)
     stdout().print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, self-contained: open it in any browser)", markup=False)
 
 
 class Tracker(str, Enum):
     tensorboard = "tensorboard"
+    wandb = "wandb"
+    mlflow = "mlflow"
 
 
 @app.command()
 @_command
 def export(
     directory: Path = typer.Argument(..., metavar="DIR", help="A results dir written by run, sweep or compare (CSV or Parquet)."),
-    dest: Optional[Path] = typer.Argument(
-        None, metavar="[LOGDIR]", help="Where the tracker's files go [default: runs/<DIR's name>]."
+    dest: Optional[str] = typer.Argument(
+        None,
+        metavar="[DEST]",
+        help="tensorboard: the LOGDIR [default: runs/<DIR's name>]; wandb: the PROJECT [default: DIR's name]; "
+        "mlflow: the TRACKING_URI [default: MLflow's own; experiment: DIR's name].",
     ),
-    to: Tracker = typer.Option(..., "--to", metavar="TRACKER", help='tensorboard (pip install "resflow[tensorboard]").'),
-    force: bool = typer.Option(False, "--force", help="Replace an earlier export in LOGDIR."),
+    to: Tracker = typer.Option(
+        ...,
+        "--to",
+        metavar="TRACKER",
+        help='tensorboard, wandb or mlflow (pip install "resflow[tensorboard]", "resflow[wandb]", "resflow[mlflow]").',
+    ),
+    force: bool = typer.Option(False, "--force", help="tensorboard: replace an earlier export in LOGDIR."),
 ):
     """Export a results dir to a tracker: per-layer gradient norms over steps, the depth profile, losses, the config."""
     from resflow.report.export import check_target, default_dest
@@ -672,19 +766,27 @@ def export(
 
     check_target(to.value)
     result = read_run(directory)
-    dest = dest or default_dest(directory)
-    done = export_to(result, to.value, dest, force=force)
-    stdout().print(
-        f"wrote {len(done.runs)} runs ({done.scalars:,} scalars, {done.histograms:,} histograms) to {dest}/; "
-        f"view them with: tensorboard --logdir {dest}",
-        markup=False,
-    )
+    name = Path(directory).resolve().name
+    if to == Tracker.tensorboard:
+        logdir = Path(dest) if dest else default_dest(directory)
+        done = export_to(result, to.value, logdir, force=force)
+        stdout().print(
+            f"wrote {len(done.runs)} runs ({done.scalars:,} scalars, {done.histograms:,} histograms) to {logdir}/; "
+            f"view them with: tensorboard --logdir {logdir}",
+            markup=False,
+        )
+        return
+    done = export_to(result, to.value, dest, name=name)
+    where = f"W&B project {done.dest!r}" if to == Tracker.wandb else f"MLflow experiment {name!r} at {done.dest}"
+    stdout().print(f"wrote {len(done.runs)} runs ({done.scalars:,} scalars) to {where}", markup=False)
 
 
 @app.command()
 @_command
 def theory(
-    config: str = typer.Argument(..., metavar="CONFIG", help="A YAML path, or the name of a bundled config."),
+    config: str = typer.Argument(
+        ..., metavar="CONFIG", help="A YAML path, or the name of a bundled config.", autocompletion=_complete_config
+    ),
     set_: List[str] = typer.Option([], "--set", metavar="KEY=VALUE", help=SET_HELP),
     critical: bool = typer.Option(
         False, "--critical", help="Print only the model.init.scale at the edge of chaos for the config's init scheme."

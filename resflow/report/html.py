@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 from datetime import datetime, timezone
 from html import escape
 from pathlib import Path
@@ -69,10 +70,42 @@ def figure_png(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _provenance(result, source: Path) -> str:
-    meta = dict(result.meta or {})
+REDACTED_KEYS = {"command", "platform", "host", "hostname", "node", "user", "cwd"}  # left out by --redact, at any depth
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/])(?:[A-Za-z]:\\|/)[^\s'\",;]+")
+
+
+def _redact(value):
+    """meta/config values with REDACTED_KEYS left out and every absolute path cut to its last part."""
+    if isinstance(value, dict):
+        return {k: _redact(v) for k, v in value.items() if str(k).lower() not in REDACTED_KEYS}
+    if isinstance(value, (list, tuple)):
+        return [_redact(v) for v in value]
+    if isinstance(value, str):
+        return _ABSOLUTE_PATH.sub(lambda m: "…/" + re.split(r"[\\/]", m.group(0).rstrip("\\/"))[-1], value)
+    return value
+
+
+def _contents_note(redact: bool) -> str:
+    """What the page holds, said on the page, so a user knows what they share."""
+    if redact:
+        text = (
+            "Redacted for sharing (resflow report --redact): absolute paths are cut to their last part; the command "
+            "line, the platform string and host names are left out. It holds the results' figures, tables, config and "
+            "versions."
+        )
+    else:
+        text = (
+            "This page holds the results' figures, tables and config, and their provenance: the resflow, torch and "
+            "Python versions, the platform string, the command line as typed and the results dir's path. "
+            "To share it without the paths, command line and host details: resflow report DIR --redact."
+        )
+    return f"<p class='sub'>{escape(text)}</p>"
+
+
+def _provenance(result, source: Path, redact: bool = False) -> str:
+    meta = _redact(dict(result.meta or {})) if redact else dict(result.meta or {})
     rows = [
-        ("results dir", str(source)),
+        ("results dir", Path(source).resolve().name if redact else str(source)),
         ("report written", datetime.now(timezone.utc).isoformat(timespec="seconds")),
         ("report by", f"resflow {__version__}"),
     ]
@@ -87,9 +120,10 @@ def _provenance(result, source: Path) -> str:
     return f"<table>{body}</table>"
 
 
-def render(result, source: Path, failed: list | None = None) -> str:
+def render(result, source: Path, failed: list | None = None, redact: bool = False) -> str:
     """The report page of a RunResult read from `source` (read_run). A figure that cannot be drawn
-    is left out, with a line saying so in its place, and added to `failed` as (name, error)."""
+    is left out, with a line saying so in its place, and added to `failed` as (name, error);
+    `redact`: without absolute paths, the command line or host details (see _contents_note)."""
     from rich.table import Table
 
     from resflow.report.figures.plots import describe, figure_builders
@@ -98,7 +132,7 @@ def render(result, source: Path, failed: list | None = None) -> str:
     failed = [] if failed is None else failed
 
     title, caption = describe(result)
-    parts = [f"<h1>{escape(title)}</h1>", f"<p class='sub'>{escape(caption)}</p>"]
+    parts = [f"<h1>{escape(title)}</h1>", f"<p class='sub'>{escape(caption)}</p>", _contents_note(redact)]
     items = renderables(result, width=140)
     sentences = [i for i in items if isinstance(i, str) and i.strip()]
     tables = [i for i in items if isinstance(i, Table)]
@@ -124,9 +158,10 @@ def render(result, source: Path, failed: list | None = None) -> str:
         parts.append("<h2>Tables</h2>")
         parts += [rich_table_html(t) for t in tables]
     parts.append("<h2>Config</h2>")
-    parts.append(f"<pre>{escape(yaml.safe_dump(result.config or {}, sort_keys=False))}</pre>")
+    config = _redact(result.config or {}) if redact else (result.config or {})
+    parts.append(f"<pre>{escape(yaml.safe_dump(config, sort_keys=False))}</pre>")
     parts.append("<h2>Provenance</h2>")
-    parts.append(_provenance(result, source))
+    parts.append(_provenance(result, source, redact))
     body = "\n".join(parts)
     return (
         f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
@@ -135,7 +170,7 @@ def render(result, source: Path, failed: list | None = None) -> str:
     )
 
 
-def write_report(directory: Path, out: Path | None = None) -> Path:
+def write_report(directory: Path, out: Path | None = None, redact: bool = False) -> Path:
     """Read results dir `directory` and write its report (default: DIR/report.html), atomically. A
     figure that cannot be drawn: the page is written without it, then a FigureError (exit 3)."""
     from resflow._sys.files import write_text_atomic
@@ -145,7 +180,7 @@ def write_report(directory: Path, out: Path | None = None) -> Path:
     result = read_run(directory)
     out = Path(out) if out is not None else directory / "report.html"
     failed: list = []
-    write_text_atomic(out, render(result, directory, failed))
+    write_text_atomic(out, render(result, directory, failed, redact))
     if failed:  # the page is written, its tables whole: the exit code says what is missing
         from resflow.errors import FigureError
 

@@ -65,6 +65,7 @@ class StepInfo:
     steps: int
     loss: float
     lr: float
+    grad_norm_total: float | None = None  # the norm of all parameters' gradients (train.csv's column)
     eval_loss: float | None = None  # at recorded steps
     eval_accuracy: float | None = None  # classify: at recorded steps, the test set's
     train_accuracy: float | None = None  # classify: at recorded steps, the training set's
@@ -204,6 +205,7 @@ def train_seed(cfg, seed: int, device: torch.device, on_step=None) -> SeedRun:
                     steps=t.steps,
                     loss=loss_val,
                     lr=lr,
+                    grad_norm_total=total_val,
                     eval_loss=eval_loss if record else None,
                     eval_accuracy=out.rows["eval_accuracy"][-1] if record and evaluate is not None else None,
                     train_accuracy=out.rows["train_set_accuracy"][-1] if record and evaluate is not None else None,

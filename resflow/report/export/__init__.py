@@ -2,7 +2,8 @@
 
 One small module per tracker, named in EXPORTERS; each has `export(result, dest) -> Exported`
 and reads the tables through `runs.py` (one run per variant and seed, tag names, per-step values),
-so another tracker (W&B offline, MLflow) is one module and one line here.
+so another tracker is one module and one line here. W&B and MLflow replay the tables through the
+live sinks of resflow.results.sinks; their destination is a project / a tracking URI, not a dir.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from resflow.errors import ConfigError
 
 EXPORTERS = {  # name -> (module, the pip extra that brings what it needs, that package's import name)
     "tensorboard": ("resflow.report.export.tensorboard", "tensorboard", "tensorboard"),
+    "wandb": ("resflow.report.export.wandb", "wandb", "wandb"),
+    "mlflow": ("resflow.report.export.mlflow", "mlflow", "mlflow"),
 }
 
 
@@ -54,10 +57,15 @@ def prepare_dest(dest: Path, force: bool) -> None:
         raise ConfigError(f"cannot create {str(dest)!r}: {err.strerror or err}") from None
 
 
-def export(result, to: str, dest: Path, force: bool = False):
-    """Write `result` (a RunResult, e.g. read_run(DIR)) for tracker `to` into `dest`; returns what
-    the tracker's module reports (an `Exported`)."""
+def export(result, to: str, dest, force: bool = False, name: str = "resflow"):
+    """Write `result` (a RunResult, e.g. read_run(DIR)) for tracker `to` into `dest` (TensorBoard: a
+    logdir; W&B: a project, default `name`; MLflow: a tracking URI, default MLflow's, experiment
+    `name`); returns what the tracker's module reports (an `Exported`)."""
     check_target(to)
-    prepare_dest(dest, force)
     module = importlib.import_module(EXPORTERS[to][0])
+    if to == "wandb":
+        return module.export(result, str(dest) if dest else name)
+    if to == "mlflow":
+        return module.export(result, str(dest) if dest else None, name)
+    prepare_dest(dest, force)
     return module.export(result, Path(dest))

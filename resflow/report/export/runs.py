@@ -1,5 +1,6 @@
-"""What every tracker exports, in tracker-neutral terms: one run per (variant, seed), the per-layer
-series over steps, the depth profile, the loss curves, the config and its headline metrics."""
+"""What every tracker exports, in tracker-neutral terms: one run per (variant, seed) with its rows,
+its config columns (the hyperparameters) and its config, and `replay`, which feeds a run's tables to
+a tracker's sink (resflow.results.sinks) step by step, as a live run would have."""
 
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 
+from resflow.results.sinks import summary_of
 from resflow.results.tensorboard_events import MEASURES as MEASURES  # re-exported: what every tracker exports
-from resflow.results.tensorboard_events import layer_tag
+from resflow.results.tensorboard_events import METRICS as METRICS
+from resflow.results.tensorboard_events import STEP_SCALARS as LOSSES
 from resflow.results.values import as_bool, as_number, show, unset
 
-LOSSES = ("loss", "eval_loss", "grad_norm_total", "lr")  # train.csv columns exported per step
-METRICS = ("grad_ratio", "log10_grad_ratio", "gain_per_layer")  # summary.csv columns: hparams metrics
-HPARAM_SKIP = {"variant", "seed", "step", "finite", *METRICS, "grad_first", "grad_last"}
+NOT_CONFIG = {"variant", "seed", "step", "layer", "sublayer", *MEASURES}  # grads.csv's columns that are not config
 
 
 @dataclass
@@ -88,7 +89,8 @@ def runs(result) -> Iterator[Run]:
     """One Run per (variant, seed), in the tables' order."""
     g = result.grads
     config = result.config or {}
-    kinds = hparam_kinds(result.summary)
+    config_columns = [c for c in g.columns if c not in NOT_CONFIG]
+    kinds = hparam_kinds(g[config_columns].drop_duplicates())
     for (variant, seed), rows in g.groupby(["variant", "seed"], sort=False):
 
         def part(df):
@@ -97,14 +99,9 @@ def runs(result) -> Iterator[Run]:
             return df[(df["variant"] == variant) & (df["seed"] == seed)]
 
         summary = part(result.summary)
-        hparams = {}
-        if len(summary):
-            last = summary.iloc[-1]
-            hparams = {
-                c: _hparam(_plain(last[c]), kinds[c])
-                for c in summary.columns
-                if c not in HPARAM_SKIP and not c.startswith("predicted_") and c not in ("chi1", "depth_scale")
-            }
+        first = rows.iloc[0]
+        hparams = {c: _hparam(_plain(first[c]), kinds[c]) for c in config_columns}  # the config columns, swept ones too
+        hparams["seed"] = int(seed)
         per_config = config.get("compare", {}).get(variant) if isinstance(config.get("compare"), dict) else None
         yield Run(
             f"{safe_name(variant)}/seed_{int(seed)}",
@@ -119,23 +116,36 @@ def runs(result) -> Iterator[Run]:
         )
 
 
-def layer_series(run: Run, column: str) -> Iterator[tuple[str, list[tuple[int, float]]]]:
-    """(tag, [(step, value), ...]) per layer (and sub-layer) for one grads.csv column."""
+def started(result) -> float:
+    """The run's start as a Unix time (meta.json's `started`), else now."""
+    from datetime import datetime
+
+    text = (result.meta or {}).get("started")
+    try:
+        return datetime.fromisoformat(str(text)).timestamp()
+    except ValueError:
+        import time
+
+        return time.time()
+
+
+def replay(run: Run, sink, start: float) -> None:
+    """Feed one run's tables to a sink (resflow.results.sinks) step by step, as a live run would
+    have: each recorded step's sites, each train.csv row's scalars (at its real wall time, `start` +
+    wall_time_s; `start` where the run has no train.csv), then the summary."""
     g = run.grads
-    if column not in g or g[column].isna().all():
-        return
-    keys = g.apply(layer_tag, axis=1)
-    for tag in dict.fromkeys(keys):
-        rows = g[keys == tag]
-        yield tag, [(int(s), float(v)) for s, v in zip(rows["step"], rows[column]) if not pd.isna(v)]
-
-
-def profile(run: Run, column: str = "input_grad_norm") -> list[float]:
-    """The depth profile at the last step: one value per site (layer, sub-layer), first layer first."""
-    g = run.grads
-    last = g[g["step"] == g["step"].max()]
-    return [float(v) for v in last[column]]
-
-
-def steps(run: Run) -> list[int]:
-    return sorted(int(s) for s in run.grads["step"].unique())
+    keep = [c for c in ("layer", "sublayer", *MEASURES) if c in g]
+    sites = {int(s): rows[keep].to_dict("records") for s, rows in g.groupby("step", sort=True)}
+    scalars: dict[int, dict] = {}
+    walls: dict[int, float] = {}
+    if run.train is not None and len(run.train):
+        t = run.train
+        columns = [c for c in LOSSES if c in t]
+        for record in t[["step", *columns, *(["wall_time_s"] if "wall_time_s" in t else [])]].to_dict("records"):
+            step = int(record["step"])
+            scalars[step] = {c: _plain(record[c]) for c in columns}
+            if "wall_time_s" in record and not pd.isna(record["wall_time_s"]):
+                walls[step] = start + float(record["wall_time_s"])
+    for step in sorted(set(sites) | set(scalars)):
+        sink.log(step, sites.get(step, ()), scalars.get(step), walls.get(step, start))
+    sink.close(summary_of(run.summary))

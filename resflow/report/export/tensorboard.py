@@ -1,125 +1,27 @@
 """TensorBoard event files from a results dir (`resflow export DIR --to tensorboard [LOGDIR]`).
 
-Written with TensorBoard's own event writer and protos (the `tensorboard` package alone: no
-TensorFlow, no torch). One run per variant and seed, `LOGDIR/<variant>/seed_<n>/`, holding:
-
-  input_grad_norm/layer_003[/attn]   scalars over training steps (one point at step 0 when measured at init)
-  param_grad_norm/..., activation_rms/...
-  profile/input_grad_norm            the depth profile at the last step: x (TensorBoard's "step") = site index
-  log10_input_grad_norm              histogram per step: log10 of every layer's gradient norm
-  loss, eval_loss, grad_norm_total, lr   training runs: over steps
-  summary/grad_ratio, ...            the run's summary.csv values (the hparams view's metrics)
-  config                             the run's config, as text; and the hparams view's session
-
-TensorBoard keeps scalars as float32: a value below ~1e-45 shows as 0, one above ~3e38 as inf.
+One run per variant and seed, `LOGDIR/<variant>/seed_<n>/`, each replayed step by step through the
+TensorBoard sink that `run --tensorboard` and `resflow.watch(log_to=...)` write live
+(resflow.results.tensorboard_events: the tags, HParams, the custom-scalars layout), so an export
+and a live log hold the same events. Wall times are the run's own (meta.json's start plus
+train.csv's wall_time_s).
 """
 
 from __future__ import annotations
 
-import json
-import math
-import time
 from pathlib import Path
 
-import numpy as np
-
-from resflow.report.export.runs import LOSSES, MEASURES, METRICS, Exported, layer_series, profile, runs, steps
-from resflow.results.tensorboard_events import event as _event
-from resflow.results.tensorboard_events import scalar as _scalar
-from resflow.results.tensorboard_events import writer as _writer
-
-
-def _histogram(tag: str, values: np.ndarray, bins: int = 30):
-    from tensorboard.compat.proto import summary_pb2
-
-    counts, edges = np.histogram(values, bins=bins)
-    histo = summary_pb2.HistogramProto(
-        min=float(values.min()),
-        max=float(values.max()),
-        num=float(len(values)),
-        sum=float(values.sum()),
-        sum_squares=float((values**2).sum()),
-        bucket_limit=[float(e) for e in edges[1:]],
-        bucket=[float(c) for c in counts],
-    )
-    return summary_pb2.Summary.Value(tag=tag, histo=histo)
-
-
-def _text(tag: str, text: str):
-    """A text-plugin summary (a string tensor), built from the protos: the plugin's own `pb` needs TensorFlow."""
-    from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
-    from tensorboard.plugins.text import metadata
-
-    tensor = tensor_pb2.TensorProto(
-        dtype=types_pb2.DT_STRING, string_val=[text.encode()], tensor_shape=tensor_shape_pb2.TensorShapeProto()
-    )
-    return summary_pb2.Summary.Value(
-        tag=tag, tensor=tensor, metadata=metadata.create_summary_metadata(display_name=None, description=None)
-    )
-
-
-def _hparams(hparams: dict):
-    """The hparams plugin's session-start summary (what torch's add_hparams writes, without torch)."""
-    from tensorboard.compat.proto import summary_pb2
-    from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
-
-    info = plugin_data_pb2.SessionStartInfo()
-    for key, value in hparams.items():
-        if isinstance(value, bool):
-            info.hparams[key].bool_value = value
-        elif isinstance(value, (int, float)) and math.isfinite(value):
-            info.hparams[key].number_value = float(value)
-        else:
-            info.hparams[key].string_value = str(value)
-    start = metadata.create_summary_metadata(plugin_data_pb2.HParamsPluginData(session_start_info=info))
-    end = metadata.create_summary_metadata(
-        plugin_data_pb2.HParamsPluginData(session_end_info=plugin_data_pb2.SessionEndInfo(status=api_pb2.STATUS_SUCCESS))
-    )
-    return (
-        summary_pb2.Summary.Value(tag=metadata.SESSION_START_INFO_TAG, metadata=start),
-        summary_pb2.Summary.Value(tag=metadata.SESSION_END_INFO_TAG, metadata=end),
-    )
+from resflow.report.export.runs import Exported, replay, runs, started
+from resflow.results.tensorboard_events import TensorBoardRun
 
 
 def export(result, logdir: Path) -> Exported:
     done = Exported(Path(logdir))
-    wall = time.time()
+    start = started(result)
     for run in runs(result):
-        writer = _writer(Path(logdir) / run.name)
-        try:
-            start, end = _hparams(run.hparams)
-            config_text = "```\n" + json.dumps(run.config, indent=2, default=str) + "\n```"
-            _event(writer, 0, [start, _text("config", config_text)], wall)
-            for column in MEASURES:
-                for tag, points in layer_series(run, column):
-                    for step, value in points:
-                        _event(writer, step, [_scalar(f"{column}/{tag}", value)], wall)
-                        done.scalars += 1
-            for site, value in enumerate(profile(run)):
-                _event(writer, site, [_scalar("profile/input_grad_norm", value)], wall)
-                done.scalars += 1
-            g = run.grads
-            for step in steps(run):
-                norms = g.loc[g["step"] == step, "input_grad_norm"].to_numpy(dtype=float)
-                logs = np.log10(norms[np.isfinite(norms) & (norms > 0)])
-                if len(logs):
-                    _event(writer, step, [_histogram("log10_input_grad_norm", logs)], wall)
-                    done.histograms += 1
-            if run.train is not None and len(run.train):
-                for column in LOSSES:
-                    if column in run.train and not run.train[column].isna().all():
-                        for step, value in zip(run.train["step"], run.train[column]):
-                            if value == value:  # not NaN (eval_loss only on eval steps)
-                                _event(writer, int(step), [_scalar(column, value)], wall)
-                                done.scalars += 1
-            last_step = steps(run)[-1]
-            for column in METRICS:
-                if column in run.summary and len(run.summary):
-                    value = float(run.summary[column].iloc[-1])
-                    _event(writer, last_step, [_scalar(f"summary/{column}", value)], wall)
-                    done.scalars += 1
-            _event(writer, last_step, [end], wall)
-        finally:
-            writer.close()
+        sink = TensorBoardRun(Path(logdir) / run.name, run.hparams, run.config, wall_time=start)
+        replay(run, sink, start)
+        done.scalars += sink.scalars
+        done.histograms += sink.histograms
         done.runs.append(run.name)
     return done
