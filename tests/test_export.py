@@ -149,7 +149,7 @@ def test_export_compare_parquet_and_refusals(tmp_path):
         == 0
     )
     assert invoke("export", out, logdir, "--to", "tensorboard").exit_code == 0
-    assert sorted(p.name for p in logdir.iterdir()) == ["deep50", "deep50-residual"]
+    assert sorted(p.name for p in logdir.iterdir()) == [".resflow-export.json", "deep50", "deep50-residual"]
     again = invoke("export", out, logdir, "--to", "tensorboard")
     assert again.exit_code == 2 and "--force" in again.stderr
     assert invoke("export", out, logdir, "--to", "tensorboard", "--force").exit_code == 0

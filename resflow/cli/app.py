@@ -198,6 +198,14 @@ def main_options(
 
 
 SET_HELP = "Override a config key, e.g. --set model.depth=100 (repeatable; values read as YAML)."
+ALLOW_CODE_HELP = (
+    "Let the config's model.factory import and call a module:callable (runs that code; trust the config first). "
+    "Also: RESFLOW_ALLOW_CODE=1. hf: factories and installed packages' registered ones need neither."
+)
+
+
+def _allow_code_option():
+    return typer.Option(False, "--allow-code", help=ALLOW_CODE_HELP)
 
 
 class TableFormat(str, Enum):
@@ -231,10 +239,12 @@ def run(
         metavar="LOGDIR",
         help="Training runs: log each recorded step's per-layer norms and loss to TensorBoard live (LOGDIR/<name>/seed_<n>).",
     ),
+    allow_code: bool = _allow_code_option(),
 ):
     """Measure per-layer gradient norms at initialisation (or train, with train.steps > 0); write CSVs and figures, print the table."""
     from resflow.config.loading import load_config
     from resflow.config.memory import check_memory
+    from resflow.models.factory import check, code_allowed
     from resflow.results.files import check_format, check_out_dir, write_run
     from resflow.theory.overlay import comparison_line
 
@@ -242,6 +252,8 @@ def run(
     check_format(fmt)
     overrides = _with_seeds(set_, seeds)
     cfg = load_config(config, overrides)
+    allowed = code_allowed(True if allow_code else None)
+    check(cfg.model.factory, allowed)  # before anything is made or imported
     out = out or Path("results") / cfg.name
     check_out_dir(out, force)
     check_memory(cfg)
@@ -265,7 +277,7 @@ def run(
         from resflow.experiment import run as run_experiment
         from resflow.report.terminal.run import headline, run_table, run_title
 
-        result = run_experiment(cfg)
+        result = run_experiment(cfg, allow_code=allowed)
         write_run(result, out, force, extra=None if no_plots else _figure_writer(result), fmt=fmt)
     console = stdout()
     console.print(run_table(result.grads, title=run_title(cfg)))
@@ -438,6 +450,7 @@ def sweep(
     force: bool = typer.Option(False, "--force", help="Replace an existing results dir."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Write no figures (profile, params, depth or ratio, heatmap .png)."),
     format_: TableFormat = _format_option(),
+    allow_code: bool = _allow_code_option(),
 ):
     """Run a grid of configs over the --over axes (no axis at all: over depth); every point's rows in one set of CSVs, and figures."""
     from resflow._sys.locks import results_lock
@@ -464,7 +477,7 @@ def sweep(
     base, yaml_axes = load_base(config, overrides)
     plan = make_plan(base, yaml_axes, over)
     out = out or default_out(plan)
-    hint = _resume_command(config, over, overrides, workers, backend.value, out, fmt, slurm_opts)
+    hint = _resume_command(config, over, overrides, workers, backend.value, out, fmt, slurm_opts, allow_code)
     err = stderr()
     err.print(plan.summary_line(out), markup=False)
     check_plan_memory(plan, workers)
@@ -488,6 +501,7 @@ def sweep(
             fmt=fmt,
             slurm_options=slurm_options,
             on_note=lambda text: err.print(text, markup=False),
+            allow_code=True if allow_code else None,
         )
     console = stdout()
     figs = "" if no_plots else _write_figures(done.result, out)
@@ -507,7 +521,7 @@ def _write_figures(result, directory: Path) -> str:
     return "".join(", " + p.name for p in write_figures(result, directory))
 
 
-def _resume_command(config, over, overrides, workers, backend, out, fmt="csv", slurm_opts=()) -> str:
+def _resume_command(config, over, overrides, workers, backend, out, fmt="csv", slurm_opts=(), allow_code=False) -> str:
     import shlex
 
     args = ["resflow", "sweep", str(config)]
@@ -515,6 +529,7 @@ def _resume_command(config, over, overrides, workers, backend, out, fmt="csv", s
     args += (["--workers", str(workers)] if workers else []) + (["--backend", backend] if backend != "local" else [])
     args += ["--format", fmt] if fmt != "csv" else []
     args += [a for o in slurm_opts for a in ("--slurm", o)]
+    args += ["--allow-code"] if allow_code else []
     return shlex.join(args + ["--out", str(out), "--resume"])
 
 
@@ -533,6 +548,7 @@ def compare(
     force: bool = typer.Option(False, "--force", help="Replace an existing results dir."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Write no figures (profile.png, params.png)."),
     format_: TableFormat = _format_option(),
+    allow_code: bool = _allow_code_option(),
 ):
     """Run configs side by side: one row per layer, one gradient column per config."""
     from resflow.compare import load_refs, run_compare
@@ -550,7 +566,9 @@ def compare(
     err = stderr()
     err.print(_compare_plan(configs, workers, out), markup=False)
     with _writing(out, force), SweepProgress(err, label="configs") as progress:
-        result = run_compare(configs, workers=workers, on_start=progress.start, on_point=progress.advance)
+        result = run_compare(
+            configs, workers=workers, on_start=progress.start, on_point=progress.advance, allow_code=True if allow_code else None
+        )
         write_run(result, out, force, extra=None if no_plots else _figure_writer(result), fmt=format_.value)
     console = stdout()
     console.print(compare_table(result.grads, title=compare_title(list(configs), result.grads), width=console.width))
@@ -601,6 +619,7 @@ def report(
     out: Optional[Path] = typer.Option(
         None, "--out", "-o", metavar="FILE", help="Where the page goes [default: DIR/report.html]."
     ),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out file that resflow did not write."),
 ):
     """Write one self-contained report.html (figures, tables, headline, config, provenance) to share or open offline."""
     from resflow.report.html import write_report
@@ -614,7 +633,7 @@ def report(
             f"{str(directory)!r} holds an unfinished sweep ({partial[0]} of {partial[1]} points); "
             f"finish it with the same `resflow sweep` command plus --resume"
         )
-    path = write_report(directory, out)
+    path = write_report(directory, out, force=force)
     stdout().print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, self-contained: open it in any browser)", markup=False)
 
 

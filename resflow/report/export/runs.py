@@ -3,11 +3,13 @@ series over steps, the depth profile, the loss curves, the config and its headli
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+import numpy as np
 import pandas as pd
 
 from resflow.results.tensorboard_events import MEASURES as MEASURES  # re-exported: what every tracker exports
@@ -42,8 +44,16 @@ class Run:
 
 
 def safe_name(text: str) -> str:
-    """A variant as a path component: '/' and control characters replaced."""
-    return re.sub(r"[/\\\x00-\x1f]", "_", str(text)) or "_"
+    """A variant as one path component under the destination: '/', '\\' and control characters
+    replaced, never '.', '..' nor a hidden name (a leading '.'), at most 200 bytes (a long one is cut
+    and given a hash of the whole): `record(name="..")` or a crafted CSV cannot write outside it."""
+    name = re.sub(r"[/\\\x00-\x1f\x7f]", "_", str(text)) or "_"
+    if name.startswith("."):
+        name = "_" + name[1:]
+    if len(name.encode()) > 200:
+        digest = hashlib.sha1(name.encode()).hexdigest()[:10]
+        name = name.encode()[:180].decode(errors="ignore") + "-" + digest
+    return name
 
 
 def _plain(value):
@@ -54,18 +64,29 @@ def _plain(value):
     return value
 
 
+def _by_run(df: pd.DataFrame | None) -> dict:
+    """{(variant, seed): that run's rows} of a table, grouped once (not filtered per run)."""
+    if df is None or not len(df) or "variant" not in df:
+        return {}
+    return {key: rows for key, rows in df.groupby(["variant", "seed"], sort=False)}
+
+
 def runs(result) -> Iterator[Run]:
-    """One Run per (variant, seed), in the tables' order."""
+    """One Run per (variant, seed), in the tables' order; names are distinct path components
+    (two variants that sanitise alike get -2, -3, ...)."""
     g = result.grads
     config = result.config or {}
+    tables = {name: _by_run(getattr(result, name)) for name in ("params", "summary", "train")}
+    taken: set[str] = set()
     for (variant, seed), rows in g.groupby(["variant", "seed"], sort=False):
 
-        def part(df):
-            if df is None or not len(df) or "variant" not in df:
-                return df.iloc[0:0] if df is not None else None
-            return df[(df["variant"] == variant) & (df["seed"] == seed)]
+        def part(name):
+            df = getattr(result, name)
+            if df is None:
+                return None
+            return tables[name].get((variant, seed), df.iloc[0:0])
 
-        summary = part(result.summary)
+        summary = part("summary")
         hparams = {}
         if len(summary):
             last = summary.iloc[-1]
@@ -75,28 +96,47 @@ def runs(result) -> Iterator[Run]:
                 if c not in HPARAM_SKIP and not c.startswith("predicted_") and c not in ("chi1", "depth_scale")
             }
         per_config = config.get("compare", {}).get(variant) if isinstance(config.get("compare"), dict) else None
+        base, k = safe_name(variant), 2
+        folder = base
+        while f"{folder}/seed_{int(seed)}" in taken:
+            folder, k = f"{base}-{k}", k + 1
+        name = f"{folder}/seed_{int(seed)}"
+        taken.add(name)
         yield Run(
-            f"{safe_name(variant)}/seed_{int(seed)}",
+            name,
             str(variant),
             int(seed),
             rows,
-            part(result.params),
+            part("params"),
             summary,
-            part(result.train),
+            part("train"),
             {k: v for k, v in hparams.items() if v is not None},
             per_config or config,
         )
 
 
+def layer_tags(g: pd.DataFrame) -> np.ndarray:
+    """layer_tag of every row of a grads table, computed once per distinct (layer, sublayer)."""
+    layer = g["layer"].to_numpy()
+    sub = g["sublayer"].to_numpy(dtype=object) if "sublayer" in g else np.full(len(g), None, dtype=object)
+    keys = pd.MultiIndex.from_arrays([layer, pd.Series(sub).fillna("").to_numpy()])
+    codes, uniques = pd.factorize(keys)
+    names = np.array([layer_tag({"layer": lay, "sublayer": s}) for lay, s in uniques], dtype=object)
+    return names[codes]
+
+
 def layer_series(run: Run, column: str) -> Iterator[tuple[str, list[tuple[int, float]]]]:
-    """(tag, [(step, value), ...]) per layer (and sub-layer) for one grads.csv column."""
+    """(tag, [(step, value), ...]) per layer (and sub-layer) for one grads.csv column, grouped once."""
     g = run.grads
     if column not in g or g[column].isna().all():
         return
-    keys = g.apply(layer_tag, axis=1)
-    for tag in dict.fromkeys(keys):
-        rows = g[keys == tag]
-        yield tag, [(int(s), float(v)) for s, v in zip(rows["step"], rows[column]) if not pd.isna(v)]
+    tags = layer_tags(g)
+    series: dict[str, list] = {}
+    for tag, step, value in zip(tags, g["step"].to_numpy(), g[column].to_numpy(dtype=float)):
+        if value == value:  # not NaN
+            series.setdefault(tag, []).append((int(step), float(value)))
+    for tag in dict.fromkeys(tags):
+        yield tag, series.get(tag, [])
 
 
 def profile(run: Run, column: str = "input_grad_norm") -> list[float]:

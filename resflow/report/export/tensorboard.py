@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from resflow.report.export.runs import LOSSES, MEASURES, METRICS, Exported, layer_series, profile, runs, steps
+from resflow.report.export.runs import LOSSES, MEASURES, METRICS, Exported, layer_tags, runs
 from resflow.results.tensorboard_events import event as _event
 from resflow.results.tensorboard_events import scalar as _scalar
 from resflow.results.tensorboard_events import writer as _writer
@@ -81,38 +81,57 @@ def _hparams(hparams: dict):
     )
 
 
-def export(result, logdir: Path) -> Exported:
+def _step_groups(steps: np.ndarray):
+    """(step, row indices) per distinct step, in step order (one stable sort, not a filter per step)."""
+    order = np.argsort(steps, kind="stable")
+    uniq, starts = np.unique(steps[order], return_index=True)
+    bounds = [*starts[1:], len(order)]
+    return [(int(step), order[a:b]) for step, a, b in zip(uniq, starts, bounds)]
+
+
+def export(result, logdir: Path, mark=None) -> Exported:
+    """Write one run per variant and seed into `logdir`; `mark(name)` is told each run's name before
+    its directory is made (resflow.report.export records what it wrote, for --force)."""
     done = Exported(Path(logdir))
     wall = time.time()
     for run in runs(result):
+        if mark is not None:
+            mark(run.name)
         writer = _writer(Path(logdir) / run.name)
         try:
             start, end = _hparams(run.hparams)
             config_text = "```\n" + json.dumps(run.config, indent=2, default=str) + "\n```"
             _event(writer, 0, [start, _text("config", config_text)], wall)
-            for column in MEASURES:
-                for tag, points in layer_series(run, column):
-                    for step, value in points:
-                        _event(writer, step, [_scalar(f"{column}/{tag}", value)], wall)
-                        done.scalars += 1
-            for site, value in enumerate(profile(run)):
+            g = run.grads
+            tags = layer_tags(g)
+            columns = [(c, g[c].to_numpy(dtype=float)) for c in MEASURES if c in g and not g[c].isna().all()]
+            norms = g["input_grad_norm"].to_numpy(dtype=float)
+            groups = _step_groups(g["step"].to_numpy())
+            for step, rows in groups:  # one event per step: every layer's scalars, and the histogram
+                values = [
+                    _scalar(f"{column}/{tags[i]}", v)
+                    for column, array in columns
+                    for i, v in zip(rows, array[rows].tolist())
+                    if v == v  # not NaN
+                ]
+                done.scalars += len(values)
+                step_norms = norms[rows]
+                logs = np.log10(step_norms[np.isfinite(step_norms) & (step_norms > 0)])
+                if len(logs):
+                    values.append(_histogram("log10_input_grad_norm", logs))
+                    done.histograms += 1
+                _event(writer, step, values, wall)
+            last_step, last_rows = groups[-1]
+            for site, value in enumerate(norms[last_rows].tolist()):  # the depth profile at the last step
                 _event(writer, site, [_scalar("profile/input_grad_norm", value)], wall)
                 done.scalars += 1
-            g = run.grads
-            for step in steps(run):
-                norms = g.loc[g["step"] == step, "input_grad_norm"].to_numpy(dtype=float)
-                logs = np.log10(norms[np.isfinite(norms) & (norms > 0)])
-                if len(logs):
-                    _event(writer, step, [_histogram("log10_input_grad_norm", logs)], wall)
-                    done.histograms += 1
             if run.train is not None and len(run.train):
                 for column in LOSSES:
                     if column in run.train and not run.train[column].isna().all():
-                        for step, value in zip(run.train["step"], run.train[column]):
+                        for step, value in zip(run.train["step"].tolist(), run.train[column].tolist()):
                             if value == value:  # not NaN (eval_loss only on eval steps)
                                 _event(writer, int(step), [_scalar(column, value)], wall)
                                 done.scalars += 1
-            last_step = steps(run)[-1]
             for column in METRICS:
                 if column in run.summary and len(run.summary):
                     value = float(run.summary[column].iloc[-1])
