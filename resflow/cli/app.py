@@ -45,7 +45,7 @@ class _OneLineErrors(TyperGroup):
                 sys.exit(err.exit_code)
             hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
             message = " ".join(err.format_message().split())
-            stderr().print(f"error: {message}{hint}", markup=False)
+            stderr().print(_error_line(f"error: {message}{hint}"), markup=False)
             sys.exit(err.exit_code)
         except typer.Abort:
             stderr().print("aborted", markup=False)
@@ -67,12 +67,25 @@ app = typer.Typer(
 
 
 def stdout() -> Console:
-    console = Console()
-    return console if console.is_terminal else Console(width=120)
+    """Where tables and results go: data printed as text (resflow.report.terminal.console)."""
+    from resflow.report.terminal.console import PlainConsole
+
+    console = PlainConsole()
+    return console if console.is_terminal else PlainConsole(width=120)
 
 
 def stderr() -> Console:
-    return Console(stderr=True, highlight=False, soft_wrap=True)
+    """Where errors and progress go: text, never markup or control codes."""
+    from resflow.report.terminal.console import PlainConsole
+
+    return PlainConsole(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _error_line(text: str) -> str:
+    """An error message as printed: one line of at most ~2,000 characters (a huge --set value is cut)."""
+    from resflow.report.terminal.console import capped
+
+    return capped(str(text))
 
 
 def _command(fn):
@@ -92,7 +105,7 @@ def _command(fn):
                 return fn(*args, **kwargs)
         except ResflowError as err:
             prefix = "" if err.exit_code >= 128 else "error: "  # an interrupt is not an error
-            stderr().print(f"{prefix}{err}", markup=False)
+            stderr().print(_error_line(f"{prefix}{err}"), markup=False)
             raise typer.Exit(err.exit_code) from None
         except KeyboardInterrupt as err:
             stderr().print(f"interrupted ({signal_name(err)}): stopped cleanly; nothing was written", markup=False)
@@ -110,7 +123,7 @@ def _command(fn):
 
             fault = environment_error(err, doing="")  # a full disk, a name too long: the environment, not a bug
             if fault is not None:
-                stderr().print(f"error: {fault}", markup=False)
+                stderr().print(_error_line(f"error: {fault}"), markup=False)
                 raise typer.Exit(fault.exit_code) from None
             if os.environ.get("RESFLOW_DEBUG"):
                 raise
