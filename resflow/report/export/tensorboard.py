@@ -24,9 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from resflow.report.export.runs import LOSSES, MEASURES, METRICS, Exported, layer_tags, runs
-from resflow.results.tensorboard_events import event as _event
+from resflow.results.tensorboard_events import make_event, write_event_file
 from resflow.results.tensorboard_events import scalar as _scalar
-from resflow.results.tensorboard_events import writer as _writer
 
 
 def _histogram(tag: str, values: np.ndarray, bins: int = 30):
@@ -91,54 +90,60 @@ def _step_groups(steps: np.ndarray):
 
 def export(result, logdir: Path, mark=None) -> Exported:
     """Write one run per variant and seed into `logdir`; `mark(name)` is told each run's name before
-    its directory is made (resflow.report.export records what it wrote, for --force)."""
+    its directory is made (resflow.report.export records what it wrote, for --force). Each run's
+    rows are grouped once by step, and its event file is written whole (write_event_file)."""
+    from tensorboard.compat.proto import summary_pb2
+
+    value_of = summary_pb2.Summary.Value
     done = Exported(Path(logdir))
     wall = time.time()
     for run in runs(result):
+        events = []
+
+        def add(step, values):
+            events.append(make_event(step, values, wall))
+
+        start, end = _hparams(run.hparams)
+        config_text = "```\n" + json.dumps(run.config, indent=2, default=str) + "\n```"
+        add(0, [start, _text("config", config_text)])
+        g = run.grads
+        tags = layer_tags(g)
+        columns = [(c, g[c].to_numpy(dtype=float)) for c in MEASURES if c in g and not g[c].isna().all()]
+        names = {c: np.array([f"{c}/{t}" for t in tags.tolist()], dtype=object) for c, _ in columns}
+        norms = g["input_grad_norm"].to_numpy(dtype=float)
+        groups = _step_groups(g["step"].to_numpy())
+        for step, rows in groups:  # one event per step: every layer's scalars, and the histogram
+            values = [
+                value_of(tag=tag, simple_value=v)
+                for column, array in columns
+                for tag, v in zip(names[column][rows].tolist(), array[rows].tolist())
+                if v == v  # not NaN
+            ]
+            done.scalars += len(values)
+            step_norms = norms[rows]
+            logs = np.log10(step_norms[np.isfinite(step_norms) & (step_norms > 0)])
+            if len(logs):
+                values.append(_histogram("log10_input_grad_norm", logs))
+                done.histograms += 1
+            add(step, values)
+        last_step, last_rows = groups[-1]
+        for site, value in enumerate(norms[last_rows].tolist()):  # the depth profile at the last step
+            add(site, [_scalar("profile/input_grad_norm", value)])
+            done.scalars += 1
+        if run.train is not None and len(run.train):
+            for column in LOSSES:
+                if column in run.train and not run.train[column].isna().all():
+                    for step, value in zip(run.train["step"].tolist(), run.train[column].tolist()):
+                        if value == value:  # not NaN (eval_loss only on eval steps)
+                            add(int(step), [_scalar(column, value)])
+                            done.scalars += 1
+        for column in METRICS:
+            if column in run.summary and len(run.summary):
+                add(last_step, [_scalar(f"summary/{column}", float(run.summary[column].iloc[-1]))])
+                done.scalars += 1
+        add(last_step, [end])
         if mark is not None:
             mark(run.name)
-        writer = _writer(Path(logdir) / run.name)
-        try:
-            start, end = _hparams(run.hparams)
-            config_text = "```\n" + json.dumps(run.config, indent=2, default=str) + "\n```"
-            _event(writer, 0, [start, _text("config", config_text)], wall)
-            g = run.grads
-            tags = layer_tags(g)
-            columns = [(c, g[c].to_numpy(dtype=float)) for c in MEASURES if c in g and not g[c].isna().all()]
-            norms = g["input_grad_norm"].to_numpy(dtype=float)
-            groups = _step_groups(g["step"].to_numpy())
-            for step, rows in groups:  # one event per step: every layer's scalars, and the histogram
-                values = [
-                    _scalar(f"{column}/{tags[i]}", v)
-                    for column, array in columns
-                    for i, v in zip(rows, array[rows].tolist())
-                    if v == v  # not NaN
-                ]
-                done.scalars += len(values)
-                step_norms = norms[rows]
-                logs = np.log10(step_norms[np.isfinite(step_norms) & (step_norms > 0)])
-                if len(logs):
-                    values.append(_histogram("log10_input_grad_norm", logs))
-                    done.histograms += 1
-                _event(writer, step, values, wall)
-            last_step, last_rows = groups[-1]
-            for site, value in enumerate(norms[last_rows].tolist()):  # the depth profile at the last step
-                _event(writer, site, [_scalar("profile/input_grad_norm", value)], wall)
-                done.scalars += 1
-            if run.train is not None and len(run.train):
-                for column in LOSSES:
-                    if column in run.train and not run.train[column].isna().all():
-                        for step, value in zip(run.train["step"].tolist(), run.train[column].tolist()):
-                            if value == value:  # not NaN (eval_loss only on eval steps)
-                                _event(writer, int(step), [_scalar(column, value)], wall)
-                                done.scalars += 1
-            for column in METRICS:
-                if column in run.summary and len(run.summary):
-                    value = float(run.summary[column].iloc[-1])
-                    _event(writer, last_step, [_scalar(f"summary/{column}", value)], wall)
-                    done.scalars += 1
-            _event(writer, last_step, [end], wall)
-        finally:
-            writer.close()
+        write_event_file(Path(logdir) / run.name, events)
         done.runs.append(run.name)
     return done
