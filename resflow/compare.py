@@ -72,7 +72,7 @@ def run_compare(configs: dict[str, Config], workers: int | None = None, on_start
     import functools
 
     from resflow._sys import workers as backends
-    from resflow.models.factory import check, code_allowed
+    from resflow._sys.code import check, code_allowed
     from resflow.results.meta import run_meta
     from resflow.results.tables import RunResult
     from resflow.sweep.plan import Point, point_hash

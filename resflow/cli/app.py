@@ -255,9 +255,9 @@ def run(
     allow_code: bool = _allow_code_option(),
 ):
     """Measure per-layer gradient norms at initialisation (or train, with train.steps > 0); write CSVs and figures, print the table."""
+    from resflow._sys.code import check, code_allowed
     from resflow.config.loading import load_config
     from resflow.config.memory import check_memory
-    from resflow.models.factory import check, code_allowed
     from resflow.results.files import check_format, check_out_dir, write_run
     from resflow.theory.overlay import comparison_line
 

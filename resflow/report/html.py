@@ -146,8 +146,8 @@ def write_report(directory: Path, out: Path | None = None, force: bool = False) 
     from resflow.results.files import check_out_file, read_run
 
     directory = Path(directory)
+    result = read_run(directory)  # (first: a DIR that is not a results dir is named as such)
     out = Path(out) if out is not None else directory / "report.html"
     check_out_file(out, force, own_name="report.html", ours=written_by_report)
-    result = read_run(directory)
     write_text_atomic(out, render(result, directory))
     return out

@@ -322,8 +322,8 @@ def run_sweep(
     lost, a full disk) says how to finish the sweep with --resume. `allow_code`: may a
     `module:callable` factory run (resflow.models.factory.check; unset: RESFLOW_ALLOW_CODE)."""
     from resflow._sys import workers as backends
+    from resflow._sys.code import check, code_allowed
     from resflow.errors import EnvironmentFault
-    from resflow.models.factory import check, code_allowed
     from resflow.results.files import check_format
 
     out = Path(out)
