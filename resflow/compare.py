@@ -97,7 +97,8 @@ def run_compare(configs: dict[str, Config], workers: int | None = None, on_start
 
     if on_start is not None:
         on_start(len(points), 0)
-    backends.execute(points, functools.partial(run_point, allow_code=allow_code), save, workers=workers)
+    task = functools.partial(run_point, allow_code=True) if allow_code else run_point  # (a worker's default: refuse)
+    backends.execute(points, task, save, workers=workers)
     import json
 
     frames = tables([json.loads(texts[p.index]) for p in points], [])

@@ -197,6 +197,15 @@ def test_a_variant_named_dotdot_stays_inside_the_logdir(results, tmp_path):
     assert len(events) == 1 and logdir.resolve() in events[0].resolve().parents
 
 
+def test_export_never_writes_into_a_results_dir(results):
+    tb("tensorboard")
+    before = sorted(p.name for p in results.iterdir())
+    for dest in (results / "tb", results / "a" / "b"):
+        line = _one_error(invoke("export", results, dest, "--to", "tensorboard"))
+        assert "inside the results dir" in line
+    assert sorted(p.name for p in results.iterdir()) == before
+
+
 def test_safe_names_are_single_components():
     from resflow.report.export.runs import safe_name
 

@@ -290,7 +290,7 @@ def run(
         from resflow.experiment import run as run_experiment
         from resflow.report.terminal.run import headline, run_table, run_title
 
-        result = run_experiment(cfg, allow_code=allowed)
+        result = run_experiment(cfg, allow_code=True) if allowed else run_experiment(cfg)
         write_run(result, out, force, extra=None if no_plots else _figure_writer(result), fmt=fmt)
     console = stdout()
     console.print(run_table(result.grads, title=run_title(cfg)))

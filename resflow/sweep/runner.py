@@ -36,7 +36,7 @@ TABLES = ("grads", "params", "summary", "train")  # train: training points only 
 # Running one point (in a worker: this is where torch is imported)
 
 
-def run_point(point: Point, allow_code: bool | None = None) -> str:
+def run_point(point: Point, allow_code: bool = False) -> str:
     """Run one point and return its file's text: the tables' rows, relabelled, as JSON.
 
     Each table is {"n": rows, "order": columns, "const": {column: value}, "cols": {column: values}}:
@@ -428,7 +428,7 @@ def _run_sweep(
         if todo:
             worker_versions = backends.execute(
                 todo,
-                functools.partial(run_point, allow_code=allow_code),
+                functools.partial(run_point, allow_code=True) if allow_code else run_point,
                 save,
                 workers=workers,
                 backend=backend,

@@ -16,6 +16,7 @@ from pathlib import Path
 from resflow._sys.files import not_replaceable, write_text_atomic
 from resflow._version import __version__
 from resflow.errors import ConfigError
+from resflow.results.files import holds_results
 
 EXPORTERS = {  # name -> (module, the pip extra that brings what it needs, that package's import name)
     "tensorboard": ("resflow.report.export.tensorboard", "tensorboard", "tensorboard"),
@@ -89,6 +90,14 @@ def prepare_dest(dest: Path, force: bool) -> None:
         raise ConfigError(
             f"{str(dest)!r} is a symbolic link (to {os.readlink(dest)!r}); resflow never writes through a link "
             f"given as LOGDIR: pass the directory itself ({str(dest.resolve())!r})"
+        )
+    above = dest.absolute().parent
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if holds_results(above):
+        raise ConfigError(
+            f"{str(dest)!r} is inside the results dir {str(above)!r}; resflow never adds to a results dir "
+            "what it did not write there: name a LOGDIR outside it (the default is runs/<DIR's name>)"
         )
     if dest.exists() and not dest.is_dir():
         raise ConfigError(f"{str(dest)!r} exists and is {not_replaceable(dest) or 'a file'}, not a directory")
