@@ -560,6 +560,12 @@ def bench_depth(quick: bool, device) -> list[Row]:
 # 7. Large outputs
 
 
+def bench_export(quick: bool, device=None) -> list[Row]:  # (benchmarks/export_tensorboard.py)
+    from benchmarks.export_tensorboard import bench_export as run
+
+    return run(quick, device)
+
+
 def bench_large_csv(quick: bool, device=None) -> list[Row]:  # CSV writing: no device
     import numpy as np
     import pandas as pd
@@ -619,6 +625,7 @@ BENCHES = {
     "depth": bench_depth,
     "sweep1000": bench_big_sweep,
     "csv": bench_large_csv,
+    "export": bench_export,
 }
 
 

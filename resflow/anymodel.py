@@ -232,10 +232,11 @@ def measure(model, named, inputs, loss=None):
     return rec, value
 
 
-def run_factory(cfg, on_seed=None) -> RunResult:
+def run_factory(cfg, on_seed=None, allow_code: bool | None = None) -> RunResult:
     """`resflow.run` for a config whose model.factory builds the model: each seed's model (torch's
     RNG seeded as for resflow's own models) and data (data.shape or data.tokens), measured by
-    `measure` with the config's loss on the output tensor (a ModelOutput's .logits)."""
+    `measure` with the config's loss on the output tensor (a ModelOutput's .logits). `allow_code`:
+    the opt-in for a module:callable factory (resflow.models.factory.check)."""
     from resflow.models.factory import build
     from resflow.models.init import seed_rng
 
@@ -246,7 +247,7 @@ def run_factory(cfg, on_seed=None) -> RunResult:
     for seed in cfg.seed_list:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             seed_rng(seed, device)
-            model = build(cfg.model.factory, cfg.model.kwargs).to(device=device, dtype=dtype)
+            model = build(cfg.model.factory, cfg.model.kwargs, allow_code).to(device=device, dtype=dtype)
         gen = data_generator(seed)
         if d.shape is not None:
             inputs = (torch.randn(tuple(d.shape), generator=gen, dtype=torch.float64) * d.input_scale).to(

@@ -65,15 +65,22 @@ def load_refs(refs: list[str], overrides: list[str]) -> dict[str, Config]:
     return configs
 
 
-def run_compare(configs: dict[str, Config], workers: int | None = None, on_start=None, on_point=None):
+def run_compare(configs: dict[str, Config], workers: int | None = None, on_start=None, on_point=None, allow_code=None):
     """Run each config (one sweep point each) and return one RunResult holding all of them.
-    `on_start(total, 0)` before, `on_point(point)` as each config finishes (progress)."""
+    `on_start(total, 0)` before, `on_point(point)` as each config finishes (progress); `allow_code`:
+    may a `module:callable` factory run (resflow.models.factory.check; unset: RESFLOW_ALLOW_CODE)."""
+    import functools
+
     from resflow._sys import workers as backends
+    from resflow._sys.code import check, code_allowed
     from resflow.results.meta import run_meta
     from resflow.results.tables import RunResult
     from resflow.sweep.plan import Point, point_hash
     from resflow.sweep.runner import run_point, tables
 
+    allow_code = code_allowed(allow_code)  # decided here, once, and sent with every task
+    for cfg in configs.values():
+        check(cfg.model.factory, allow_code)
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     points = []
@@ -90,7 +97,8 @@ def run_compare(configs: dict[str, Config], workers: int | None = None, on_start
 
     if on_start is not None:
         on_start(len(points), 0)
-    backends.execute(points, run_point, save, workers=workers)
+    task = functools.partial(run_point, allow_code=True) if allow_code else run_point  # (a worker's default: refuse)
+    backends.execute(points, task, save, workers=workers)
     import json
 
     frames = tables([json.loads(texts[p.index]) for p in points], [])

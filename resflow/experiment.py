@@ -87,15 +87,17 @@ def measure_all(cfg: Config, device: torch.device):
             yield seed, record if record.norms_exact else measure_seed(cfg, seed, device, exact=True)
 
 
-def run(cfg: Config, on_seed=None, on_step=None) -> RunResult:
+def run(cfg: Config, on_seed=None, on_step=None, allow_code: bool | None = None) -> RunResult:
     """Measure every seed of `cfg`; returns the tables that the CSVs hold (nothing is written).
 
     With `train.steps` > 0 the seeds are trained instead (resflow.train.loop); `on_step` sees each step.
+    `allow_code=True` lets a `model.factory: module:callable` run (code the config names); unset, the
+    environment variable RESFLOW_ALLOW_CODE=1 does; `hf:` and registered factories need neither.
     """
     if cfg.model.factory is not None:  # any model a factory builds (resflow.anymodel)
         from resflow.anymodel import run_factory
 
-        return run_factory(cfg, on_seed=on_seed)
+        return run_factory(cfg, on_seed=on_seed, allow_code=allow_code)
     check_memory(cfg)  # refuse up front what the machine cannot hold
     if cfg.train.steps > 0:
         from resflow.train.loop import train

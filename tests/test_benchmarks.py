@@ -46,3 +46,13 @@ def test_interleaved_waits_for_the_device_before_each_clock_stops():
     )
     # warm-up (one sync after it), then every timed call followed by a sync
     assert events == ["a", "b", "sync", "a", "sync", "b", "sync", "a", "sync", "b", "sync"]
+
+
+def test_the_export_benchmark_runs_and_old_and_new_exporters_agree(tmp_path):
+    """`--only export` (issue 25): its before/now row checks that both exporters write the same events."""
+    assert main(["--quick", "--only", "export", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert (
+        "6,102 scalars, 40 histograms" in next(r for r in rows if "grads rows (" in r["target"])["detail"]
+    )  # 3 × 2,000 + 2 × 51
+    assert "the same events: True" in next(r for r in rows if "before / now" in r["target"])["detail"]

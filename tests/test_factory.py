@@ -41,7 +41,7 @@ def write(tmp_path, data, name="cfg.yaml"):
 def test_factory_run_matches_retain_grad_on_the_same_model_and_batch():
     cfg = load_config(FACTORY, ["seeds=2"])
     assert cfg.loss == "random"  # the default for a factory's model
-    result = run(cfg)
+    result = run(cfg, allow_code=True)  # test_factory:tiny_net is code: opted in (tests/test_factory_trust.py)
     g = result.grads
     assert list(g["module"]) == ["0", "1", "2"] * 2 and list(g["seed"]) == [0] * 3 + [1] * 3
     for seed in (0, 1):
@@ -98,7 +98,9 @@ def test_named_factories_and_pattern_match_the_config_ones():
 def test_sweep_over_a_factory_kwarg(tmp_path):
     path = write(tmp_path, FACTORY)
     out = tmp_path / "sweep"
-    res = runner.invoke(app, ["sweep", str(path), "--over", "model.kwargs.depth=2,4", "--workers", "1", "--out", str(out)])
+    res = runner.invoke(
+        app, ["sweep", str(path), "--over", "model.kwargs.depth=2,4", "--workers", "1", "--out", str(out), "--allow-code"]
+    )
     assert res.exit_code == 0, res.output
     g = read_run(out).grads
     assert sorted(g.groupby("depth")["layer"].max().to_dict().items()) == [(2, 1), (4, 3)]
@@ -107,7 +109,7 @@ def test_sweep_over_a_factory_kwarg(tmp_path):
 def test_compare_a_factory_model_with_a_resflow_model(tmp_path):
     path = write(tmp_path, FACTORY)
     own = write(tmp_path, {"name": "own", "model": {"depth": 3, "width": 5}}, "own.yaml")
-    res = runner.invoke(app, ["compare", str(path), str(own), "--out", str(tmp_path / "c"), "--no-plots"])
+    res = runner.invoke(app, ["compare", str(path), str(own), "--out", str(tmp_path / "c"), "--no-plots", "--allow-code"])
     assert res.exit_code == 0, res.output
     assert set(read_run(tmp_path / "c").grads["variant"]) == {"tiny", "own"}
 
@@ -129,7 +131,7 @@ def test_compare_a_factory_model_with_a_resflow_model(tmp_path):
 def test_cli_bad_factory_input_is_one_line_exit_2(tmp_path, sets, message):
     path = write(tmp_path, FACTORY)
     out = tmp_path / "r"
-    args = ["run", str(path), "--out", str(out)]
+    args = ["run", str(path), "--out", str(out), "--allow-code"]
     for s in sets:
         args += ["--set", s]
     res = runner.invoke(app, args)

@@ -4,16 +4,51 @@ The temp file is created exclusively and never through a link (mkstemp: O_CREAT|
 written and chmod'ed through its descriptor, and renamed only if its name still is that file: a
 link swapped in by another process is never written through nor renamed into place. A write the
 environment refuses (disk full, name too long) is an EnvironmentFault naming the destination.
+
+What is at the destination must be absent or a regular file (`not_replaceable`): a symbolic link, a
+directory, a device, a FIFO or a socket is never replaced (checked before the write and again just
+before the rename), so `--out /dev/null` or a planted link is a one-line refusal, not a new file.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from resflow.errors import ResflowError, environment_error
+from resflow.errors import ConfigError, ResflowError, environment_error
+
+_KINDS = (
+    (stat.S_ISLNK, "a symbolic link"),
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISCHR, "a device"),
+    (stat.S_ISBLK, "a device"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def not_replaceable(path) -> str | None:
+    """What `path` is if a file resflow writes must not replace it ("a symbolic link", "a directory",
+    "a device", "a FIFO", "a socket"; looked at without following a link), or None: absent, or a
+    regular file. The rule every writer shares: only regular files are ever replaced."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:  # absent (or not reachable: the write itself will say why)
+        return None
+    return next((kind for test, kind in _KINDS if test(mode)), None if stat.S_ISREG(mode) else "not a regular file")
+
+
+def check_replaceable(path) -> None:
+    """A one-line ConfigError if `path` is anything but absent or a regular file (not_replaceable)."""
+    kind = not_replaceable(path)
+    if kind is not None:
+        raise ConfigError(
+            f"{str(path)!r} is {kind}; resflow replaces only regular files, never a link, directory, "
+            "device, FIFO or socket: choose another path"
+        )
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -50,9 +85,11 @@ def shareable(path, directory: bool = False) -> None:
 @contextmanager
 def atomic_file(path: Path, suffix: str = ".tmp"):
     """Yield a binary file open on a new temp file beside `path` (mode as under the umask) to write
-    into; on success it is fsync'ed and renamed over `path` (a link at `path` is replaced, never its
-    target), on any error or interrupt removed. A reader never sees half a file."""
+    into; on success it is fsync'ed and renamed over `path` (only ever a regular file: a link, a
+    device, a dir at `path` is refused, see not_replaceable), on any error or interrupt removed. A
+    reader never sees half a file."""
     path = Path(path)
+    check_replaceable(path)
     fh, tmp = None, None
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
@@ -66,6 +103,7 @@ def atomic_file(path: Path, suffix: str = ".tmp"):
                 f"the temp file {tmp!r} was replaced by another process while resflow wrote it; {str(path)!r} is left as it was"
             )
         fh.close()
+        check_replaceable(path)  # again: a link or device put there while it was written is left alone
         os.replace(tmp, path)
     except BaseException as err:
         if fh is not None and not fh.closed:

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
-from resflow.errors import ConfigError, ResflowError
+from resflow.errors import ConfigError, ResflowError, environment_error
 
 try:
     import fcntl
@@ -219,8 +219,14 @@ def _acquire(path: Path, out: Path, note) -> int:
             started=time.strftime("%Y-%m-%d %H:%M:%S"),
             command=" ".join(["resflow", *sys.argv[1:]]),
         )
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
+        except OSError as err:  # a full disk, a quota: no lock file (not even an empty one) left behind
+            _release(path, fd)
+            raise environment_error(err, out, doing="cannot start writing") or ResflowError(
+                f"cannot lock {str(out)!r}: {err.strerror or err}"
+            ) from None
         _held.add(fd)
         return fd
     raise ResflowError(f"cannot lock {str(out)!r}: its lock file keeps changing; is another resflow writing it?")

@@ -45,7 +45,7 @@ class _OneLineErrors(TyperGroup):
                 sys.exit(err.exit_code)
             hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
             message = " ".join(err.format_message().split())
-            stderr().print(f"error: {message}{hint}", markup=False)
+            stderr().print(_error_line(f"error: {message}{hint}"), markup=False)
             sys.exit(err.exit_code)
         except typer.Abort:
             stderr().print("aborted", markup=False)
@@ -67,12 +67,25 @@ app = typer.Typer(
 
 
 def stdout() -> Console:
-    console = Console()
-    return console if console.is_terminal else Console(width=120)
+    """Where tables and results go: data printed as text (resflow.report.terminal.console)."""
+    from resflow.report.terminal.console import PlainConsole
+
+    console = PlainConsole()
+    return console if console.is_terminal else PlainConsole(width=120)
 
 
 def stderr() -> Console:
-    return Console(stderr=True, highlight=False, soft_wrap=True)
+    """Where errors and progress go: text, never markup or control codes."""
+    from resflow.report.terminal.console import PlainConsole
+
+    return PlainConsole(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _error_line(text: str) -> str:
+    """An error message as printed: one line of at most ~2,000 characters (a huge --set value is cut)."""
+    from resflow.report.terminal.console import capped
+
+    return capped(str(text))
 
 
 def _command(fn):
@@ -96,7 +109,7 @@ def _command(fn):
             text = str(err)
             if isinstance(err, FigureError):  # a bug, as below, but the results are written: exit 3
                 text += f" (traceback in {_crash_report(err.failed[0][1])})"
-            stderr().print(f"{prefix}{text}", markup=False)
+            stderr().print(_error_line(f"{prefix}{text}"), markup=False)
             raise typer.Exit(err.exit_code) from None
         except KeyboardInterrupt as err:
             stderr().print(f"interrupted ({signal_name(err)}): stopped cleanly; nothing was written", markup=False)
@@ -114,7 +127,7 @@ def _command(fn):
 
             fault = environment_error(err, doing="")  # a full disk, a name too long: the environment, not a bug
             if fault is not None:
-                stderr().print(f"error: {fault}", markup=False)
+                stderr().print(_error_line(f"error: {fault}"), markup=False)
                 raise typer.Exit(fault.exit_code) from None
             if os.environ.get("RESFLOW_DEBUG"):
                 raise
@@ -215,6 +228,14 @@ def _complete_config(incomplete: str) -> list[str]:
 
 
 SET_HELP = "Override a config key, e.g. --set model.depth=100 (repeatable; values read as YAML)."
+ALLOW_CODE_HELP = (
+    "Let the config's model.factory import and call a module:callable (runs that code; trust the config first). "
+    "Also: RESFLOW_ALLOW_CODE=1. hf: factories and installed packages' registered ones need neither."
+)
+
+
+def _allow_code_option():
+    return typer.Option(False, "--allow-code", help=ALLOW_CODE_HELP)
 
 
 class TableFormat(str, Enum):
@@ -259,8 +280,10 @@ def run(
         metavar="TRACKER",
         help="Training runs: log live to tensorboard:LOGDIR, wandb[:PROJECT] or mlflow[:TRACKING_URI] (repeatable).",
     ),
+    allow_code: bool = _allow_code_option(),
 ):
     """Measure per-layer gradient norms at initialisation (or train, with train.steps > 0); write CSVs and figures, print the table."""
+    from resflow._sys.code import check, code_allowed
     from resflow.config.loading import load_config
     from resflow.config.memory import check_memory
     from resflow.results.files import check_format, check_out_dir, write_run
@@ -270,6 +293,8 @@ def run(
     check_format(fmt)
     overrides = _with_seeds(set_, seeds)
     cfg = load_config(config, overrides)
+    allowed = code_allowed(True if allow_code else None)
+    check(cfg.model.factory, allowed)  # before anything is made or imported
     out = out or Path("results") / cfg.name
     check_out_dir(out, force)
     check_memory(cfg)
@@ -293,7 +318,7 @@ def run(
         from resflow.experiment import run as run_experiment
         from resflow.report.terminal.run import headline, run_table, run_title
 
-        result = run_experiment(cfg)
+        result = run_experiment(cfg, allow_code=True) if allowed else run_experiment(cfg)
         figures = _figure_writer(result, no_plots)
         write_run(result, out, force, extra=figures, fmt=fmt)
     console = stdout()
@@ -527,6 +552,7 @@ def sweep(
         metavar="LOGDIR",
         help="Also write the sweep to TensorBoard, as `export --to tensorboard` does (LOGDIR/<point>/seed_<n>).",
     ),
+    allow_code: bool = _allow_code_option(),
 ):
     """Run a grid of configs over the --over axes (no axis at all: over depth); every point's rows in one set of CSVs, and figures."""
     from resflow._sys.locks import results_lock
@@ -553,7 +579,7 @@ def sweep(
     base, yaml_axes = load_base(config, overrides)
     plan = make_plan(base, yaml_axes, over)
     out = out or default_out(plan)
-    hint = _resume_command(config, over, overrides, workers, backend.value, out, fmt, slurm_opts)
+    hint = _resume_command(config, over, overrides, workers, backend.value, out, fmt, slurm_opts, allow_code)
     err = stderr()
     err.print(plan.summary_line(out), markup=False)
     check_plan_memory(plan, workers)
@@ -579,6 +605,7 @@ def sweep(
             fmt=fmt,
             slurm_options=slurm_options,
             on_note=lambda text: err.print(text, markup=False),
+            allow_code=True if allow_code else None,
         )
     console = stdout()
     figures = _figure_writer(done.result, no_plots)
@@ -617,7 +644,7 @@ def _check_logdir(logdir: Path, force: bool) -> None:
         )
 
 
-def _resume_command(config, over, overrides, workers, backend, out, fmt="csv", slurm_opts=()) -> str:
+def _resume_command(config, over, overrides, workers, backend, out, fmt="csv", slurm_opts=(), allow_code=False) -> str:
     import shlex
 
     args = ["resflow", "sweep", str(config)]
@@ -625,6 +652,7 @@ def _resume_command(config, over, overrides, workers, backend, out, fmt="csv", s
     args += (["--workers", str(workers)] if workers else []) + (["--backend", backend] if backend != "local" else [])
     args += ["--format", fmt] if fmt != "csv" else []
     args += [a for o in slurm_opts for a in ("--slurm", o)]
+    args += ["--allow-code"] if allow_code else []
     return shlex.join(args + ["--out", str(out), "--resume"])
 
 
@@ -645,6 +673,7 @@ def compare(
     force: bool = typer.Option(False, "--force", help="Replace an existing results dir."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Write no figures (profile.png, params.png)."),
     format_: TableFormat = _format_option(),
+    allow_code: bool = _allow_code_option(),
 ):
     """Run configs side by side: one row per layer, one gradient column per config."""
     from resflow.compare import load_refs, run_compare
@@ -662,7 +691,9 @@ def compare(
     err = stderr()
     err.print(_compare_plan(configs, workers, out), markup=False)
     with _writing(out, force), SweepProgress(err, label="configs") as progress:
-        result = run_compare(configs, workers=workers, on_start=progress.start, on_point=progress.advance)
+        result = run_compare(
+            configs, workers=workers, on_start=progress.start, on_point=progress.advance, allow_code=True if allow_code else None
+        )
         figures = _figure_writer(result, no_plots)
         write_run(result, out, force, extra=figures, fmt=format_.value)
     console = stdout()
@@ -718,6 +749,7 @@ def report(
     redact: bool = typer.Option(
         False, "--redact", help="Leave out absolute paths, the command line and host details (to share the page)."
     ),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out file that resflow did not write."),
 ):
     """Write one self-contained report.html (figures, tables, headline, config, provenance) to share or open offline."""
     from resflow.report.html import write_report
@@ -731,7 +763,7 @@ def report(
             f"{str(directory)!r} holds an unfinished sweep ({partial[0]} of {partial[1]} points); "
             f"finish it with the same `resflow sweep` command plus --resume"
         )
-    path = write_report(directory, out, redact=redact)
+    path = write_report(directory, out, redact=redact, force=force)
     stdout().print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, self-contained: open it in any browser)", markup=False)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from resflow import __version__
+from resflow._version import __version__
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1100px;
@@ -39,6 +39,18 @@ pre { background: #f7f7f7; padding: .8em; overflow-x: auto; font-size: .85em; }
 """
 
 FIGURE_DPI = 110
+GENERATOR = "<meta name='generator' content='resflow report'>"  # marks a page resflow wrote: --out may replace it
+
+
+def written_by_report(path: Path) -> bool:
+    """Is the regular file `path` a page `resflow report` wrote (its generator mark in its head)?"""
+    try:
+        with open(path, "rb") as fh:
+            return GENERATOR.encode() in fh.read(512)
+    except OSError:
+        return False
+
+
 FIGURE_NOTES = {
     "profile": "Gradient norm reaching each layer (median over seeds; band: min-max).",
     "params": "Parameter gradient norms per layer.",
@@ -164,21 +176,24 @@ def render(result, source: Path, failed: list | None = None, redact: bool = Fals
     parts.append(_provenance(result, source, redact))
     body = "\n".join(parts)
     return (
-        f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>{GENERATOR}"
         f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
         f"<title>{escape(title)}</title><style>{CSS}</style></head>\n<body>\n{body}\n</body></html>\n"
     )
 
 
-def write_report(directory: Path, out: Path | None = None, redact: bool = False) -> Path:
-    """Read results dir `directory` and write its report (default: DIR/report.html), atomically. A
-    figure that cannot be drawn: the page is written without it, then a FigureError (exit 3)."""
+def write_report(directory: Path, out: Path | None = None, redact: bool = False, force: bool = False) -> Path:
+    """Read results dir `directory` and write its report (default: DIR/report.html), atomically.
+    `out` may replace only a regular file: an earlier report, DIR's own report.html, or with `force`
+    a file the user names (resflow.results.files.check_out_file). A figure that cannot be drawn: the
+    page is written without it, then a FigureError (exit 3)."""
     from resflow._sys.files import write_text_atomic
-    from resflow.results.files import read_run
+    from resflow.results.files import check_out_file, read_run
 
     directory = Path(directory)
-    result = read_run(directory)
+    result = read_run(directory)  # (first: a DIR that is not a results dir is named as such)
     out = Path(out) if out is not None else directory / "report.html"
+    check_out_file(out, force, own_name="report.html", ours=written_by_report)
     failed: list = []
     write_text_atomic(out, render(result, directory, failed, redact))
     if failed:  # the page is written, its tables whole: the exit code says what is missing

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from resflow._sys.files import atomic_file, shareable, write_text_atomic
+from resflow._sys.files import atomic_file, not_replaceable, shareable, write_text_atomic
 from resflow._sys.signals import deferred
 from resflow.errors import ConfigError, EnvironmentFault, ResflowError
 from resflow.results.csvtext import to_csv_text
@@ -56,7 +56,8 @@ def check_out_dir(path: Path, force: bool = False) -> None:
     path = Path(path)
     check_out_path(path)
     if path.exists() and not path.is_dir():
-        raise ConfigError(f"output path {str(path)!r} exists and is a file, not a directory")
+        kind = not_replaceable(path) or "a file"
+        raise ConfigError(f"output path {str(path)!r} exists and is {kind}, not a directory")
     here = Path.cwd().resolve()
     if path.exists() and (path.resolve() == here or path.resolve() in here.parents):
         raise ConfigError(
@@ -143,7 +144,9 @@ def foreign_entries(path: Path) -> list[str]:
 
 def _point_file(entry: Path) -> bool:
     """What a sweep writes into points/: <index>-<hash>.json, <index>-<hash>.failed.txt, temp files."""
-    return entry.is_file() and (entry.name.endswith((".json", ".failed.txt")) or _temp_name(entry.name))
+    return (
+        entry.is_file() and not entry.is_symlink() and (entry.name.endswith((".json", ".failed.txt")) or _temp_name(entry.name))
+    )
 
 
 def _temp_name(name: str) -> bool:
@@ -153,11 +156,54 @@ def _temp_name(name: str) -> bool:
 
 def _written_by_resflow(entry: Path) -> bool:
     name = entry.name
+    if entry.is_symlink():  # resflow writes no links: one is the user's (and never replaced)
+        return False
     if name.startswith("."):  # only those temp files: never .git and the like
         return _temp_name(name) and entry.is_file()
     if name in ("points", "slurm"):  # a sweep's point files; its Slurm jobs' logs (resflow/_sys/slurm.py)
         return entry.is_dir()
     return entry.is_file() and (name in WRITTEN_NAMES or name.endswith(FIGURE_SUFFIXES))
+
+
+def holds_results(directory: Path) -> bool:
+    """Is `directory` a results dir (resflow's tables, or a sweep's plan.json, or a meta.json in it)?"""
+    directory = Path(directory)
+    return is_results_dir(directory) or any((directory / n).is_file() for n in ("meta.json", "plan.json"))
+
+
+def check_out_file(path: Path, force: bool = False, own_name: str | None = None, ours=None, option: str = "--out") -> None:
+    """Fail before any work unless `path` may become a file this writer writes (`resflow report --out`).
+
+    The rule every writer follows: only a regular file is ever replaced (never a link, directory,
+    device, FIFO or socket); inside a results dir only the writer's own file (`own_name`, e.g.
+    report.html) is written, never the results' tables; elsewhere an existing file is replaced only if
+    resflow wrote it (`ours(path)` says so) or with `force` (a regular file the user names). The
+    directory it goes into must exist."""
+    path = Path(path)
+    kind = not_replaceable(path)
+    if kind == "a directory":
+        example = path / own_name if own_name else path / "FILE"
+        raise ConfigError(f"{option} {str(path)!r} is a directory; name the file to write, e.g. {option} {str(example)!r}")
+    if kind is not None:
+        raise ConfigError(
+            f"{option} {str(path)!r} is {kind}; resflow replaces only regular files, never a link, device, "
+            "FIFO or socket: name another file"
+        )
+    parent = path.absolute().parent
+    if not parent.is_dir():
+        what = "is not a directory" if parent.exists() else "does not exist"
+        raise ConfigError(
+            f"{option} {str(path)!r}: the directory {str(path.parent)!r} {what}; create it first or name another file"
+        )
+    inside = holds_results(parent)
+    if inside and path.name != own_name:
+        allowed = f" (only its {own_name} goes there)" if own_name else ""
+        raise ConfigError(
+            f"{option} {str(path)!r} is inside the results dir {str(path.parent)!r}{allowed}; "
+            "resflow never writes over a results dir's own files: name a file elsewhere"
+        )
+    if path.exists() and not inside and not force and not (ours is not None and ours(path)):
+        raise ConfigError(f"{option} {str(path)!r} already exists and resflow did not write it; pass --force to replace it")
 
 
 def _existing_ancestor(path: Path) -> Path:

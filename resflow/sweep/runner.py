@@ -12,6 +12,7 @@ Torch is imported only where points run (the workers, or this process with one w
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import shutil
@@ -35,16 +36,17 @@ TABLES = ("grads", "params", "summary", "train")  # train: training points only 
 # Running one point (in a worker: this is where torch is imported)
 
 
-def run_point(point: Point) -> str:
+def run_point(point: Point, allow_code: bool = False) -> str:
     """Run one point and return its file's text: the tables' rows, relabelled, as JSON.
 
     Each table is {"n": rows, "order": columns, "const": {column: value}, "cols": {column: values}}:
     a column with one value in every row (the config's columns, the swept ones) is stored once, so
-    the file is a fraction of the size and the parent, which reads every point, parses less.
+    the file is a fraction of the size and the parent, which reads every point, parses less. `allow_code`: the sweep's opt-in for a
+    module:callable factory, decided once in the parent and sent with the task.
     """
     from resflow.experiment import run
 
-    result = run(validate(point.config))
+    result = run(validate(point.config), allow_code=allow_code)
     payload = {"format": 2, "index": point.index, "hash": point.hash, "variant": point.variant}  # 2: const/cols tables
     for name in TABLES:
         df = getattr(result, name)
@@ -175,6 +177,7 @@ def prepare_out(out: Path, plan: Plan, resume: bool, force: bool) -> None:
                 f"--resume: {str(out)!r} holds a different sweep (its config or axes differ from these); "
                 f"resume with the same config and --over, or pass --out to start a new sweep"
             )
+        _check_points_dir(out)
         return
     if out.is_dir() and any(out.iterdir()):
         if not force:
@@ -204,6 +207,24 @@ def prepare_out(out: Path, plan: Plan, resume: bool, force: bool) -> None:
         if isinstance(err, OSError):
             raise ResflowError(f"cannot create the results dir {str(out)!r}: {err.strerror or err}") from None
         raise
+
+
+def _check_points_dir(out: Path) -> None:
+    """--resume writes point files into <out>/points/: it must be a real directory (made if missing),
+    never a link to somewhere else, nor a file."""
+    from resflow._sys.files import not_replaceable
+
+    points = out / POINTS_DIR
+    kind = not_replaceable(points)
+    if kind is None and points.exists():
+        kind = "a file"
+    if kind not in (None, "a directory"):
+        raise ConfigError(
+            f"--resume: {str(points)!r} is {kind}, not the sweep's directory of point files; "
+            "resflow never writes through it: remove it, or pass --force to start the sweep over"
+        )
+    if kind is None:
+        points.mkdir()
 
 
 def _read_plan(plan_file: Path) -> dict:
@@ -292,18 +313,24 @@ def run_sweep(
     fmt: str = "csv",
     slurm_options: dict | None = None,
     on_note: Callable[[str], None] | None = None,
+    allow_code: bool | None = None,
 ) -> SweepRun:
     """Run every unfinished point, persist each as it finishes, then write the CSVs.
 
     The backend is reached first (a Ray cluster: in bounded time), so nothing is created for a sweep
     that cannot run. A failure that leaves the finished points usable (a worker killed, the cluster
-    lost, a full disk) says how to finish the sweep with --resume."""
+    lost, a full disk) says how to finish the sweep with --resume. `allow_code`: may a
+    `module:callable` factory run (resflow.models.factory.check; unset: RESFLOW_ALLOW_CODE)."""
     from resflow._sys import workers as backends
+    from resflow._sys.code import check, code_allowed
     from resflow.errors import EnvironmentFault
     from resflow.results.files import check_format
 
     out = Path(out)
     check_format(fmt)  # before any work
+    allow_code = code_allowed(allow_code)  # decided here, once: every worker is sent this decision
+    for point in plan.points:
+        check(point.config["model"].get("factory"), allow_code)
     backends.check_backend(plan.points, backend)  # before the dir is made
     if backend == "local" and any(p.config.get("device") == "cuda" for p in plan.points):
         from resflow.measure.device import resolve_device
@@ -327,6 +354,7 @@ def run_sweep(
                 fmt=fmt,
                 slurm_options=slurm_options,
                 on_note=on_note,
+                allow_code=allow_code,
             )
         except ResflowError as err:
             resumable = getattr(err, "resumable", False) or isinstance(err, EnvironmentFault)
@@ -354,6 +382,7 @@ def _run_sweep(
     fmt: str = "csv",
     slurm_options: dict | None = None,
     on_note: Callable[[str], None] | None = None,
+    allow_code: bool = False,
 ) -> SweepRun:
     """Run every unfinished point, persist each as it finishes, then write the tables (`fmt`: csv,
     parquet or both; the point files are JSON whatever the format, so --resume reads them alike)."""
@@ -399,7 +428,7 @@ def _run_sweep(
         if todo:
             worker_versions = backends.execute(
                 todo,
-                run_point,
+                functools.partial(run_point, allow_code=True) if allow_code else run_point,
                 save,
                 workers=workers,
                 backend=backend,

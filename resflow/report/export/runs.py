@@ -4,6 +4,7 @@ a tracker's sink (resflow.results.sinks) step by step, as a live run would have.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from dataclasses import dataclass, field
@@ -45,8 +46,16 @@ class Run:
 
 
 def safe_name(text: str) -> str:
-    """A variant as a path component: '/' and control characters replaced."""
-    return re.sub(r"[/\\\x00-\x1f]", "_", str(text)) or "_"
+    """A variant as one path component under the destination: '/', '\\' and control characters
+    replaced, never '.', '..' nor a hidden name (a leading '.'), at most 200 bytes (a long one is cut
+    and given a hash of the whole): `record(name="..")` or a crafted CSV cannot write outside it."""
+    name = re.sub(r"[/\\\x00-\x1f\x7f]", "_", str(text)) or "_"
+    if name.startswith("."):
+        name = "_" + name[1:]
+    if len(name.encode()) > 200:
+        digest = hashlib.sha1(name.encode()).hexdigest()[:10]
+        name = name.encode()[:180].decode(errors="ignore") + "-" + digest
+    return name
 
 
 def _plain(value):
@@ -85,32 +94,49 @@ def _hparam(value, kind: str):
     return show(value)
 
 
+def _by_run(df: pd.DataFrame | None) -> dict:
+    """{(variant, seed): that run's rows} of a table, grouped once (not filtered per run)."""
+    if df is None or not len(df) or "variant" not in df:
+        return {}
+    return {key: rows for key, rows in df.groupby(["variant", "seed"], sort=False)}
+
+
 def runs(result) -> Iterator[Run]:
-    """One Run per (variant, seed), in the tables' order."""
+    """One Run per (variant, seed), in the tables' order; names are distinct path components
+    (two variants that sanitise alike get -2, -3, ...)."""
     g = result.grads
     config = result.config or {}
     config_columns = [c for c in g.columns if c not in NOT_CONFIG]
     kinds = hparam_kinds(g[config_columns].drop_duplicates())
+    tables = {name: _by_run(getattr(result, name)) for name in ("params", "summary", "train")}
+    taken: set[str] = set()
     for (variant, seed), rows in g.groupby(["variant", "seed"], sort=False):
 
-        def part(df):
-            if df is None or not len(df) or "variant" not in df:
-                return df.iloc[0:0] if df is not None else None
-            return df[(df["variant"] == variant) & (df["seed"] == seed)]
+        def part(name):
+            df = getattr(result, name)
+            if df is None:
+                return None
+            return tables[name].get((variant, seed), df.iloc[0:0])
 
-        summary = part(result.summary)
+        summary = part("summary")
         first = rows.iloc[0]
         hparams = {c: _hparam(_plain(first[c]), kinds[c]) for c in config_columns}  # the config columns, swept ones too
         hparams["seed"] = int(seed)
         per_config = config.get("compare", {}).get(variant) if isinstance(config.get("compare"), dict) else None
+        base, k = safe_name(variant), 2
+        folder = base
+        while f"{folder}/seed_{int(seed)}" in taken:
+            folder, k = f"{base}-{k}", k + 1
+        name = f"{folder}/seed_{int(seed)}"
+        taken.add(name)
         yield Run(
-            f"{safe_name(variant)}/seed_{int(seed)}",
+            name,
             str(variant),
             int(seed),
             rows,
-            part(result.params),
+            part("params"),
             summary,
-            part(result.train),
+            part("train"),
             {k: v for k, v in hparams.items() if v is not None},
             per_config or config,
         )

@@ -15,10 +15,13 @@ from resflow.report.export.runs import Exported, replay, runs, started
 from resflow.results.tensorboard_events import TensorBoardRun
 
 
-def export(result, logdir: Path) -> Exported:
+def export(result, logdir: Path, mark=None) -> Exported:
+    """Each run replayed into LOGDIR/<run>; `mark(run)` (the export's mark) is told before a run is written."""
     done = Exported(Path(logdir))
     start = started(result)
     for run in runs(result):
+        if mark is not None:
+            mark(run.name)
         sink = TensorBoardRun(Path(logdir) / run.name, run.hparams, run.config, wall_time=start)
         replay(run, sink, start)
         done.scalars += sink.scalars

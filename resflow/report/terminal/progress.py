@@ -11,10 +11,12 @@ import time
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from resflow.report.terminal.console import PlainConsole
+
 
 class SweepProgress:
     def __init__(self, console: Console | None = None, label: str = "points", heartbeat: float | None = None):
-        self.console = console or Console(stderr=True, highlight=False)
+        self.console = console or PlainConsole(stderr=True, highlight=False)
         self.label = label
         if heartbeat is None:
             try:

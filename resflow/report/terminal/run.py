@@ -251,7 +251,7 @@ def _site_name(row, stats) -> str:
 
 def natural_width(table: Table) -> int:
     """The width `table` takes when nothing constrains it (to choose columns that fit a terminal)."""
-    from rich.console import Console
+    from resflow.report.terminal.console import PlainConsole
 
-    console = Console(width=10_000)
+    console = PlainConsole(width=10_000)  # (as it will be printed: a name's `[/bold]` is text)
     return table.__rich_measure__(console, console.options).maximum

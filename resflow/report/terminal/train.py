@@ -14,6 +14,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from resflow.report.terminal.console import printable
 from resflow.report.terminal.run import fmt, natural_width, shown_rows
 
 
@@ -63,7 +64,7 @@ class LiveView:
             if getattr(info, "eval_accuracy", None) is not None:
                 self.accuracy = (info.train_accuracy, info.eval_accuracy)
         if self.live is not None:
-            self.live.update(Text(self.line(info)), refresh=False)
+            self.live.update(Text(printable(self.line(info))), refresh=False)
         elif recorded:
             self.console.print(self.line(info), markup=False, highlight=False)
 
