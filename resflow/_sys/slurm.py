@@ -27,15 +27,54 @@ DEFAULTS = {"timeout_min": 60, "cpus_per_task": 1, "name": "resflow-sweep"}
 LOGS = "slurm"  # inside the results dir
 
 
+CLUSTERS = ("slurm", "local", "debug")  # RESFLOW_SUBMITIT_CLUSTER: submitit's executors resflow runs on
+TYPES = {  # submitit's generic parameters and the type it asserts for each
+    "timeout_min": (int, "an integer"),
+    "mem_gb": ((int, float), "a number"),
+    "nodes": (int, "an integer"),
+    "cpus_per_task": (int, "an integer"),
+    "gpus_per_node": (int, "an integer"),
+    "tasks_per_node": (int, "an integer"),
+    "name": (str, "text"),
+    "stderr_to_stdout": (bool, "true or false"),
+}
+
+
+def cluster() -> str:
+    """The submitit executor the jobs go to: RESFLOW_SUBMITIT_CLUSTER (slurm, local, debug), else Slurm,
+    which must be there: without it submitit would quietly run the jobs on this machine, so that is
+    refused unless asked for (RESFLOW_SUBMITIT_CLUSTER=local)."""
+    asked = os.environ.get("RESFLOW_SUBMITIT_CLUSTER")
+    if asked:
+        if asked not in CLUSTERS:
+            raise ConfigError(
+                f"RESFLOW_SUBMITIT_CLUSTER={asked[:100]!r}: expected one of {', '.join(CLUSTERS)} "
+                "(local: the jobs as processes on this machine; debug: in this process)"
+            )
+        return asked
+    import shutil
+
+    if shutil.which("sbatch") is None or shutil.which("srun") is None:
+        raise ConfigError(
+            "--backend slurm: no Slurm here (sbatch and srun not found on PATH); run on the cluster's login node, "
+            "or set RESFLOW_SUBMITIT_CLUSTER=local to run the jobs as processes on this machine"
+        )
+    return "slurm"
+
+
 def check() -> None:
+    """Refused before anything is written: submitit missing, no Slurm (unless the local executor is
+    asked for), an unknown RESFLOW_SUBMITIT_CLUSTER."""
     import importlib.util
 
     if importlib.util.find_spec("submitit") is None:
         raise ConfigError(NEEDS_SUBMITIT)
+    cluster()
 
 
 def parse_options(items: list[str]) -> dict:
-    """['partition=gpu', 'timeout_min=30'] -> {'slurm_partition': 'gpu', 'timeout_min': 30}."""
+    """['partition=gpu', 'timeout_min=30'] -> {'slurm_partition': 'gpu', 'timeout_min': 30}; a generic
+    parameter of the wrong type (timeout_min=abc) is a ConfigError."""
     import yaml
 
     out = {}
@@ -48,6 +87,10 @@ def parse_options(items: list[str]) -> dict:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
+        if key in TYPES:
+            kind, what = TYPES[key]
+            if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+                raise ConfigError(f"--slurm {key}: must be {what}, got {raw.strip()[:100]!r}")
         out[key if key in GENERIC or key.startswith("slurm_") else f"slurm_{key}"] = value
     return out
 
@@ -83,12 +126,12 @@ def execute(
     except ImportError:
         raise ConfigError(NEEDS_SUBMITIT) from None
 
-    cluster = os.environ.get("RESFLOW_SUBMITIT_CLUSTER") or None
-    executor = submitit.AutoExecutor(folder=Path(out) / LOGS, cluster=cluster)
+    where = cluster()
+    executor = submitit.AutoExecutor(folder=Path(out) / LOGS, cluster=where)
     params = {**DEFAULTS, **(options or {})}
     try:
         executor.update_parameters(**params)
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, AssertionError) as err:  # (submitit asserts its parameters' types)
         raise ConfigError(f"--slurm: {str(err).splitlines()[0]}") from None
     jobs_n = max(1, min(workers, len(points)))
     by_cost = sorted(points, key=lambda p: getattr(p, "cost", 0.0), reverse=True)
@@ -100,7 +143,7 @@ def execute(
         raise ResflowError(f"cannot submit the Slurm jobs: {type(err).__name__}: {_first(err)}") from None
     pending = list(jobs)
     try:
-        for job in as_completed(jobs, poll_frequency=1 if cluster in ("local", "debug") else 10):
+        for job in as_completed(jobs, poll_frequency=1 if where in ("local", "debug") else 10):
             pending.remove(job)
             try:
                 results = job.result()

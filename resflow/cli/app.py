@@ -86,9 +86,10 @@ def _command(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         from resflow._sys.signals import exit_code, signal_name, stop_on_signals
+        from resflow.cli.streams import guarded_stdout
 
         try:
-            with stop_on_signals():
+            with stop_on_signals(), guarded_stdout():
                 return fn(*args, **kwargs)
         except ResflowError as err:
             prefix = "" if err.exit_code >= 128 else "error: "  # an interrupt is not an error
@@ -130,12 +131,9 @@ def _command(fn):
 
 
 def _silence_stdout() -> None:
-    """Point stdout at /dev/null, so that the interpreter's final flush cannot fail again."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass
+    from resflow.cli.streams import silence_stdout
+
+    silence_stdout()
 
 
 def _with_seeds(set_: list[str], seeds: int | None) -> list[str]:
