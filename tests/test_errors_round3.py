@@ -278,3 +278,229 @@ def test_resflow_error_is_the_base_of_the_stdout_fault():
     from resflow.cli.streams import StdoutFault
 
     assert issubclass(StdoutFault, ResflowError) and StdoutFault(OSError(28, "No space left on device")).exit_code == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# --resume: a point file whose values have the wrong types is run again, never assembled
+
+
+SMALL = ["sweep", "deep50", "--over", "model.depth=1,2", "--set", "model.width=8", "--seeds", "2", "--no-plots", "--workers", "1"]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda p: p["grads"]["cols"]["input_grad_norm"].__setitem__(0, "abc"),
+        lambda p: p["grads"]["cols"]["seed"].__setitem__(0, "x"),
+        lambda p: p["grads"]["cols"]["seed"].__setitem__(0, True),
+        lambda p: p["grads"]["const"].__setitem__("layer", "abc"),
+        lambda p: p["grads"]["const"].__setitem__("step", {"a": 1}),
+        lambda p: p["summary"]["cols"]["grad_first"].__setitem__(0, [1]),
+        lambda p: p["summary"]["const"].__setitem__("grad_ratio", "big"),
+        lambda p: p["grads"]["const"].__setitem__("variant", "another"),
+    ],
+    ids=["str-measure", "str-seed", "bool-seed", "str-layer", "dict-step", "list-cell", "str-ratio", "variant"],
+)
+def test_a_point_file_with_wrong_typed_values_is_run_again_on_resume(tmp_path, damage):
+    import json
+
+    reference = tmp_path / "reference"
+    assert invoke(*SMALL, "--out", reference).exit_code == 0
+    out = tmp_path / "s"
+    assert invoke(*SMALL, "--out", out).exit_code == 0
+    first = sorted((out / "points").glob("*.json"))[0]
+    payload = json.loads(first.read_text())
+    damage(payload)
+    first.write_text(json.dumps(payload))
+    for name in TABLES:
+        (out / name).unlink()
+    result = invoke(*SMALL, "--out", out, "--resume")
+    assert result.exit_code == 0, result.output
+    assert "1 point file(s)" in result.stderr and "run again" in result.stderr
+    for name in TABLES:  # the point ran again: the tables as a sweep that was never damaged writes them
+        assert (out / name).read_bytes() == (reference / name).read_bytes(), name
+    assert invoke("show", out).exit_code == 0
+
+
+def test_an_undamaged_resume_reads_every_point_file():
+    from resflow.sweep.runner import _well_typed
+
+    assert _well_typed("seed", [0, 1]) and _well_typed("input_grad_norm", [1.5, float("nan"), None])
+    assert _well_typed("module", ["a", None]) and _well_typed("residual", [True, False])
+    assert not _well_typed("layer", [None]) and not _well_typed("module", [{"a": 1}])
+
+
+# ---------------------------------------------------------------------------------------------
+# A full disk at the start: the lock's own write names the results dir and leaves no lock behind
+
+
+def _can_unshare_mount() -> bool:
+    import shutil
+
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"],
+        capture_output=True,
+    )
+    return probe.returncode == 0
+
+
+needs_tmpfs = pytest.mark.skipif(not _can_unshare_mount(), reason="cannot mount a tmpfs here (unshare)")
+
+
+@needs_tmpfs
+def test_a_full_disk_names_the_path_for_the_lock_and_the_export(tmp_path, cli_env, resflow_cmd):
+    source = tmp_path / "src"
+    assert invoke("run", "deep50", *S, "--out", source).exit_code == 0
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    py = " ".join(resflow_cmd)
+    script = (
+        f"mount -t tmpfs -o size=16k tmpfs {disk} && head -c 16384 /dev/zero > {disk}/fill 2>/dev/null; "
+        f"{py} run deep50 {' '.join(S)} --out {disk}/r; echo rc=$?; "
+        f"{py} demo tanh50 --seeds 5 --out {disk}/d; echo rc=$?; "
+        f"{py} export {source} {disk}/tb --to tensorboard; echo rc=$?; ls -A {disk}"
+    )
+    result = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors[0] == f"error: cannot start writing '{disk}/r': No space left on device", result.stderr
+    assert errors[1] == f"error: cannot start writing '{disk}/d': No space left on device", result.stderr
+    assert errors[2] == f"error: cannot write the export to '{disk}/tb': No space left on device", result.stderr
+    assert result.stdout.split() == ["rc=1", "rc=1", "rc=1", "fill"], result.stdout  # no lock, no partial export
+
+
+# ---------------------------------------------------------------------------------------------
+# TensorBoard: a stopped export or run leaves no partial event dir; a run logged twice
+
+
+def _events(root: Path) -> list[Path]:
+    return sorted(root.rglob("events.out.tfevents.*"))
+
+
+def _term_once_events_appear(proc, root: Path, newer_than: float = 0.0, timeout: float = 90) -> None:
+    import signal
+    import time
+
+    t0 = time.monotonic()
+    while not any(p.stat().st_mtime > newer_than for p in _events(root) if p.exists()):
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() - t0 < timeout, "no event file appeared"
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+
+
+def test_sigterm_during_export_leaves_no_partial_event_dir(tmp_path, resflow_cmd, cli_env):
+    pytest.importorskip("tensorboard")
+    source = tmp_path / "src"
+    assert (
+        invoke(
+            "run", "deep50", "--set", "model.depth=200", "--set", "model.width=8", "--seeds", "16", "--no-plots", "--out", source
+        ).exit_code
+        == 0
+    )
+    dest = tmp_path / "logs" / "tb"
+    proc = subprocess.Popen(
+        [*resflow_cmd, "export", str(source), str(dest), "--to", "tensorboard"],
+        env=cli_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _term_once_events_appear(proc, dest)
+    assert proc.returncode == 143, proc.stderr.read()
+    assert "nothing was written" in proc.stderr.read()
+    assert os.listdir(tmp_path / "logs") == []  # the export's dir is gone, the parent left as it was
+
+
+TRAIN = ["--set", "model.depth=3", "--set", "model.width=8", "--seeds", "2", "--no-plots"]
+
+
+def test_run_tensorboard_into_a_logdir_holding_that_run_is_refused_or_replaced(tmp_path, resflow_cmd, cli_env):
+    pytest.importorskip("tensorboard")
+    logdir = tmp_path / "tb"
+    first = invoke("run", "deep50", *TRAIN, "--set", "train.steps=4", "--out", tmp_path / "a", "--tensorboard", logdir)
+    assert first.exit_code == 0, first.output
+    before = {p: p.read_bytes() for p in _events(logdir)}
+    assert len(before) == 2
+    again = invoke("run", "deep50", *TRAIN, "--set", "train.steps=4", "--out", tmp_path / "b", "--tensorboard", logdir)
+    line = one_error(again.stderr)
+    assert again.exit_code == 2 and "already holds a TensorBoard log of this run; pass --force" in line
+    assert {p: p.read_bytes() for p in _events(logdir)} == before and not (tmp_path / "b").exists()
+    forced = invoke(
+        "run", "deep50", *TRAIN, "--set", "train.steps=4", "--out", tmp_path / "b", "--tensorboard", logdir, "--force"
+    )
+    assert forced.exit_code == 0, forced.output
+    after = _events(logdir)
+    assert len(after) == 2 and not set(after) & set(before)  # one events file per seed: the new run's only
+    # a stopped run with --force keeps the earlier log as it was, and leaves no partial one
+    proc = subprocess.Popen(
+        [
+            *resflow_cmd,
+            "run",
+            "deep50",
+            *TRAIN,
+            "--set",
+            "train.steps=100000",
+            "--out",
+            str(tmp_path / "c"),
+            "--tensorboard",
+            str(logdir),
+            "--force",
+        ],
+        env=cli_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    kept = {p: p.read_bytes() for p in after}
+    _term_once_events_appear(proc, tmp_path, newer_than=max(p.stat().st_mtime for p in after))
+    assert proc.returncode == 143
+    assert {p: p.read_bytes() for p in _events(logdir)} == kept
+    assert not (tmp_path / "c").exists() and not list(logdir.glob(".*"))
+    # anything but resflow's own layout is never replaced
+    (logdir / "deep50" / "notes.txt").write_text("mine")
+    refused = invoke(
+        "run", "deep50", *TRAIN, "--set", "train.steps=4", "--out", tmp_path / "d", "--tensorboard", logdir, "--force"
+    )
+    assert refused.exit_code == 2 and "'notes.txt', which is not a log resflow wrote" in one_error(refused.stderr)
+
+
+def test_demo_force_over_a_run_dir_keeps_nothing_of_the_run(tmp_path):
+    out = tmp_path / "r"
+    assert invoke("run", "deep50", *S, "--out", out).exit_code == 0
+    assert invoke("demo", "tanh50", "--seeds", "3", "--out", out).exit_code == 2  # refused without --force
+    result = invoke("demo", "tanh50", "--seeds", "3", "--out", out, "--force")
+    assert result.exit_code == 0, result.output
+    assert sorted(os.listdir(out)) == ["demo.csv"] and sorted(os.listdir(tmp_path)) == ["r"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Ray: a local instance that cannot start (a memory ulimit) is one line, and nothing stays
+
+
+def test_a_local_ray_that_cannot_start_is_one_line(tmp_path, monkeypatch):
+    ray = pytest.importorskip("ray")
+    from resflow._sys import workers
+
+    def init(**kwargs):  # what Ray raises when its raylet never registers (seen under ulimit -v)
+        raise Exception("The current node timed out during startup. This could happen because some of the raylet failed")
+
+    shut = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(workers, "disconnect_ray", lambda: shut.append(True))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    result = invoke(*SWEEP, "--backend", "ray", "--out", tmp_path / "s")
+    line = one_error(result.stderr)
+    assert result.exit_code == 1 and line.startswith("error: cannot start a local Ray instance: Exception: The current node")
+    assert "ulimit -v" in line and "nothing was written" in line
+    assert shut == [True] and os.listdir(tmp_path) == []

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
-from resflow.errors import ConfigError, ResflowError
+from resflow.errors import ConfigError, ResflowError, environment_error
 
 try:
     import fcntl
@@ -219,8 +219,13 @@ def _acquire(path: Path, out: Path, note) -> int:
             started=time.strftime("%Y-%m-%d %H:%M:%S"),
             command=" ".join(["resflow", *sys.argv[1:]]),
         )
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
+        except OSError as err:  # a full disk: say where, and leave no empty lock file behind
+            _release(path, fd)
+            fault = environment_error(err, path=out, doing="cannot start writing")
+            raise fault or err from None
         _held.add(fd)
         return fd
     raise ResflowError(f"cannot lock {str(out)!r}: its lock file keeps changing; is another resflow writing it?")

@@ -390,6 +390,14 @@ def connect_ray(workers: int, ray_address: str | None) -> bool:
         ) from None
     except (ConnectionError, RuntimeError, ValueError) as err:
         raise ResflowError(f"cannot start or reach {where}: {ray_cause(err)}; nothing was written") from None
+    except Exception as err:  # noqa: BLE001 - Ray raises a bare Exception when its local processes cannot start
+        if address:
+            raise ResflowError(f"cannot reach {where}: {ray_cause(err)}; nothing was written") from None
+        disconnect_ray()  # what did start (a GCS, a raylet) goes with the failed start
+        raise ResflowError(
+            f"cannot start {where}: {ray_cause(err)} (a memory limit, ulimit -v, is a common cause: Ray's "
+            f"processes reserve gigabytes of address space); nothing was written"
+        ) from None
     return True
 
 

@@ -253,9 +253,11 @@ def run(
         import importlib.util
 
         from resflow.errors import ConfigError
+        from resflow.results.tensorboard_events import check_run_logdir
 
         if importlib.util.find_spec("tensorboard") is None:
             raise ConfigError('--tensorboard: TensorBoard is not installed: pip install "resflow[tensorboard]"')
+        check_run_logdir(tensorboard / cfg.name, force)  # that run logged before: replaced with --force only
     with _writing(out, force):
         if cfg.train.steps:
             return _train(cfg, out, force, no_plots, fmt, tensorboard)
@@ -340,6 +342,7 @@ def _live_tensorboard(logdir: Path | None, name: str, then):
     if logdir is None:
         yield then
         return
+    from resflow._sys.undo import removed_on_failure, set_aside
     from resflow.results.tensorboard_events import write_step, writer
 
     writers: dict = {}
@@ -351,11 +354,14 @@ def _live_tensorboard(logdir: Path | None, name: str, then):
             write_step(writers[info.seed], info.step, info.layers, info.loss)
         then(info)
 
-    try:
-        yield on_step
-    finally:
-        for w in writers.values():
-            w.close()
+    # An earlier log of this run (allowed with --force) is replaced only if this one completes; a run
+    # stopped or failed leaves no partial event files, and the earlier log as it was.
+    with removed_on_failure(Path(logdir)), set_aside(Path(logdir) / name):
+        try:
+            yield on_step
+        finally:
+            for w in writers.values():
+                w.close()
 
 
 class DemoName(str, Enum):
@@ -383,9 +389,10 @@ def demo(
     if which in (DemoName.all, DemoName.tanh50):
         check_out_dir(out, force)
         with _writing(out, force):  # two demos into one dir: the second is refused, as for run
+            from resflow._sys.undo import replace_dir
+
             df = demos.tanh50(seeds=seeds)
-            out.mkdir(parents=True, exist_ok=True)
-            write_csv(df, out / "demo.csv")
+            replace_dir(out, lambda staging: write_csv(df, staging / "demo.csv"))  # (nothing of an earlier run kept)
             print_tanh50(console, demos.tanh50_stats(df), demos.tanh50_conclusion(df), seeds=seeds, out=out)
 
 
@@ -631,6 +638,8 @@ def export(
     force: bool = typer.Option(False, "--force", help="Replace an earlier export in LOGDIR."),
 ):
     """Export a results dir to a tracker: per-layer gradient norms over steps, the depth profile, losses, the config."""
+    from resflow._sys.undo import removed_on_failure
+    from resflow.errors import environment_error
     from resflow.report.export import check_target, default_dest
     from resflow.report.export import export as export_to
     from resflow.results.files import read_run
@@ -638,7 +647,14 @@ def export(
     check_target(to.value)
     result = read_run(directory)
     dest = dest or default_dest(directory)
-    done = export_to(result, to.value, dest, force=force)
+    try:
+        with removed_on_failure(dest):  # stopped or failed: no partial event files left
+            done = export_to(result, to.value, dest, force=force)
+    except OSError as err:  # a full disk: named by where the export was going
+        fault = environment_error(err, path=dest, doing="cannot write the export to")
+        if fault is None:
+            raise
+        raise fault from None
     stdout().print(
         f"wrote {len(done.runs)} runs ({done.scalars:,} scalars, {done.histograms:,} histograms) to {dest}/; "
         f"view them with: tensorboard --logdir {dest}",
