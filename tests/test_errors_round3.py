@@ -370,6 +370,8 @@ def test_a_full_disk_names_the_path_for_the_lock_and_the_export(tmp_path, cli_en
         timeout=180,
     )
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 3, result.stdout + result.stderr
+    assert [line for line in result.stderr.splitlines() if line.strip()] == errors  # no thread's traceback
     assert errors[0] == f"error: cannot start writing '{disk}/r': No space left on device", result.stderr
     assert errors[1] == f"error: cannot start writing '{disk}/d': No space left on device", result.stderr
     assert errors[2] == f"error: cannot write the export to '{disk}/tb': No space left on device", result.stderr

@@ -112,7 +112,14 @@ class GuardedStdout:
 @contextlib.contextmanager
 def guarded_stdout():
     """sys.stdout as a GuardedStdout for the block, flushed at its end (so a failing flush is
-    reported here, not by the interpreter on its way out); restored after."""
+    reported here, not by the interpreter on its way out); restored after. Also: a helper thread's
+    environment error (TensorBoard's event writer thread on a full disk) prints no traceback, which
+    would garble the one line the command prints for it."""
+    with _quiet_thread_environment_errors():
+        yield from _guarded()
+
+
+def _guarded():
     original = sys.stdout
     carry_what_the_encoding_can(sys.stdout, sys.stderr)
     if original is None:
@@ -127,6 +134,26 @@ def guarded_stdout():
         raise
     finally:
         sys.stdout = original
+
+
+@contextlib.contextmanager
+def _quiet_thread_environment_errors():
+    import threading
+
+    from resflow.errors import ENVIRONMENT_ERRNOS
+
+    previous = threading.excepthook
+
+    def hook(args):
+        if isinstance(args.exc_value, OSError) and args.exc_value.errno in ENVIRONMENT_ERRNOS:
+            return  # (the main thread meets the same error when it writes or closes, and says it in one line)
+        previous(args)
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        threading.excepthook = previous
 
 
 def silence_stdout() -> None:
