@@ -222,11 +222,10 @@ def _acquire(path: Path, out: Path, note) -> int:
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
-        except OSError as err:  # a full disk, a quota: no lock file (not even an empty one) left behind
+        except OSError as err:  # a full disk: say where, and leave no empty lock file behind
             _release(path, fd)
-            raise environment_error(err, out, doing="cannot start writing") or ResflowError(
-                f"cannot lock {str(out)!r}: {err.strerror or err}"
-            ) from None
+            fault = environment_error(err, path=out, doing="cannot start writing")
+            raise fault or ResflowError(f"cannot lock {str(out)!r}: {err.strerror or err}") from None
         _held.add(fd)
         return fd
     raise ResflowError(f"cannot lock {str(out)!r}: its lock file keeps changing; is another resflow writing it?")

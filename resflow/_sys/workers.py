@@ -360,10 +360,33 @@ def _call_within(fn, seconds: float):
     return box.get("value")
 
 
-def connect_ray(workers: int, ray_address: str | None) -> bool:
+class _Started:
+    """What connect_ray returns when it connected (truthy): for disconnect_ray, the watchdog that
+    ends a local instance with this process (resflow/_sys/reaper.py), if it started one."""
+
+    def __init__(self, reaper=None):
+        self.reaper = reaper
+
+
+def _reaper():
+    import sys
+
+    if not sys.platform.startswith("linux"):  # (it reads /proc)
+        return None
+    from resflow._sys.reaper import Reaper
+
+    try:
+        return Reaper()
+    except OSError:
+        return None
+
+
+def connect_ray(workers: int, ray_address: str | None):
     """Reach the Ray cluster (`ray_address`, else RAY_ADDRESS, else a local one with `workers` CPUs)
-    in bounded time, before anything is written; True if this call connected (so it should shut down).
-    An address that refuses or does not answer is a one-line ResflowError."""
+    in bounded time, before anything is written; truthy if this call connected (so it should shut
+    down: pass it to disconnect_ray). An address that refuses or does not answer is a one-line
+    ResflowError. A local instance started here is watched so that it ends with this process, even
+    after a kill -9 (resflow/_sys/reaper.py)."""
     try:
         import ray
     except ImportError:
@@ -379,6 +402,17 @@ def connect_ray(workers: int, ray_address: str | None) -> bool:
         if why is not None:
             raise ResflowError(f"cannot reach {where}: {why}; nothing was written")
     kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR", configure_logging=True)
+    started = _Started(None if address else _reaper())
+    try:
+        _init_ray(ray, address, workers, kwargs, timeout, where)
+    except BaseException:
+        if started.reaper is not None:
+            started.reaper.close()  # what did start of a local instance goes with the failed start
+        raise
+    return started
+
+
+def _init_ray(ray, address, workers: int, kwargs: dict, timeout: float, where: str) -> None:
     try:
         if address:  # connecting only: in a thread, so that this one stays free to take a signal
             _call_within(lambda: ray.init(address=address, **kwargs), timeout)
@@ -390,7 +424,14 @@ def connect_ray(workers: int, ray_address: str | None) -> bool:
         ) from None
     except (ConnectionError, RuntimeError, ValueError) as err:
         raise ResflowError(f"cannot start or reach {where}: {ray_cause(err)}; nothing was written") from None
-    return True
+    except Exception as err:  # noqa: BLE001 - Ray raises a bare Exception when its local processes cannot start
+        if address:
+            raise ResflowError(f"cannot reach {where}: {ray_cause(err)}; nothing was written") from None
+        disconnect_ray()  # what did start (a GCS, a raylet) goes with the failed start
+        raise ResflowError(
+            f"cannot start {where}: {ray_cause(err)} (a memory limit, ulimit -v, is a common cause: Ray's "
+            f"processes reserve gigabytes of address space); nothing was written"
+        ) from None
 
 
 CAUSE_WORDS = ("auth", "token", "unauthenticated", "permission", "denied", "version mismatch")
@@ -416,27 +457,33 @@ def ray_cause(err: BaseException) -> str:
     return f"{outer} (cause: {type(inner).__name__}: {first})"[:300]
 
 
-def disconnect_ray() -> None:
-    """ray.shutdown(), waited for a few seconds at most (a lost cluster can keep it waiting)."""
+def disconnect_ray(started=None) -> None:
+    """ray.shutdown(), waited for a few seconds at most (a lost cluster can keep it waiting); then
+    the watchdog of a local instance `started` by connect_ray ends what is left of it."""
     import ray
 
     try:
         _call_within(ray.shutdown, 10.0)
     except Exception:  # noqa: BLE001 - leaving anyway
         pass
+    finally:
+        reaper = getattr(started, "reaper", None)
+        if reaper is not None:
+            reaper.close()
 
 
 @contextmanager
 def connected(backend: str, workers: int, ray_address: str | None = None):
     """Within: the backend's cluster is reached (Ray: connected first, in bounded time, so that a
     caller creates its files only once it is); disconnected after. A no-op for the local backend."""
-    if backend != "ray" or not connect_ray(workers, ray_address):
+    started = backend == "ray" and connect_ray(workers, ray_address)
+    if not started:
         yield
         return
     try:
         yield
     finally:
-        disconnect_ray()
+        disconnect_ray(started)
 
 
 def _gcs_endpoint():
@@ -505,5 +552,5 @@ def _ray(points, task, save, workers: int, ray_address: str | None, fail: Callab
         raise
     finally:
         if started_here:
-            disconnect_ray()
+            disconnect_ray(started_here)
     return worker_versions

@@ -100,9 +100,10 @@ def _command(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         from resflow._sys.signals import exit_code, signal_name, stop_on_signals
+        from resflow.cli.streams import guarded_stdout
 
         try:
-            with stop_on_signals():
+            with stop_on_signals(), guarded_stdout():
                 return fn(*args, **kwargs)
         except ResflowError as err:
             prefix = "" if err.exit_code >= 128 else "error: "  # an interrupt is not an error
@@ -147,12 +148,9 @@ def _command(fn):
 
 
 def _silence_stdout() -> None:
-    """Point stdout at /dev/null, so that the interpreter's final flush cannot fail again."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass
+    from resflow.cli.streams import silence_stdout
+
+    silence_stdout()
 
 
 def _with_seeds(set_: list[str], seeds: int | None) -> list[str]:
@@ -311,6 +309,10 @@ def run(
 
         for spec in specs:
             check_spec(spec, cfg.name)  # before anything is written: the package, the project name, the URI
+        if tensorboard is not None:
+            from resflow.results.tensorboard_events import check_run_logdir
+
+            check_run_logdir(tensorboard / cfg.name, force)  # that run logged before: replaced with --force only
     with _writing(out, force):
         if cfg.train.steps:
             return _train(cfg, out, force, no_plots, fmt, specs)
@@ -423,7 +425,8 @@ def _train(cfg, out: Path, force: bool, no_plots: bool, fmt: str = "csv", log_to
 def _live_sinks(specs, cfg, then):
     """`on_step` logs each step of each seed to every tracker in `specs` (one tracker run per seed,
     `<name>/seed_<n>`: the layout `resflow export` uses), then calls `then`; `finish(result)` closes
-    them with each seed's summary. Trackers left open by an error are closed without one."""
+    them with each seed's summary. Trackers left open by an error are closed without one; a TensorBoard
+    log of a run that fails or is stopped is removed, and an earlier log (--force) put back."""
     from types import SimpleNamespace
 
     if not specs:
@@ -457,12 +460,22 @@ def _live_sinks(specs, cfg, then):
             for sink in opened:
                 sink.close(values)
 
-    try:
-        yield SimpleNamespace(on_step=on_step, finish=finish)
-    finally:
-        for opened in sinks.values():
-            for sink in opened:
-                sink.close()
+    from contextlib import ExitStack
+
+    from resflow._sys.undo import removed_on_failure, set_aside
+
+    with ExitStack() as stack:
+        for spec in specs:
+            if spec.startswith("tensorboard:"):
+                logdir = Path(spec.split(":", 1)[1])
+                stack.enter_context(removed_on_failure(logdir))
+                stack.enter_context(set_aside(logdir / cfg.name))
+        try:
+            yield SimpleNamespace(on_step=on_step, finish=finish)
+        finally:
+            for opened in sinks.values():
+                for sink in opened:
+                    sink.close()
 
 
 class DemoName(str, Enum):
@@ -490,9 +503,10 @@ def demo(
     if which in (DemoName.all, DemoName.tanh50):
         check_out_dir(out, force)
         with _writing(out, force):  # two demos into one dir: the second is refused, as for run
+            from resflow._sys.undo import replace_dir
+
             df = demos.tanh50(seeds=seeds)
-            out.mkdir(parents=True, exist_ok=True)
-            write_csv(df, out / "demo.csv")
+            replace_dir(out, lambda staging: write_csv(df, staging / "demo.csv"))  # (nothing of an earlier run kept)
             print_tanh50(console, demos.tanh50_stats(df), demos.tanh50_conclusion(df), seeds=seeds, out=out)
 
 
@@ -792,6 +806,8 @@ def export(
     force: bool = typer.Option(False, "--force", help="tensorboard: replace an earlier export in LOGDIR."),
 ):
     """Export a results dir to a tracker: per-layer gradient norms over steps, the depth profile, losses, the config."""
+    from resflow._sys.undo import removed_on_failure
+    from resflow.errors import environment_error
     from resflow.report.export import check_target, default_dest
     from resflow.report.export import export as export_to
     from resflow.results.files import read_run
@@ -801,7 +817,14 @@ def export(
     name = Path(directory).resolve().name
     if to == Tracker.tensorboard:
         logdir = Path(dest) if dest else default_dest(directory)
-        done = export_to(result, to.value, logdir, force=force)
+        try:
+            with removed_on_failure(logdir):  # stopped or failed: no partial event files left
+                done = export_to(result, to.value, logdir, force=force)
+        except OSError as err:  # a full disk: named by where the export was going
+            fault = environment_error(err, path=logdir, doing="cannot write the export to")
+            if fault is None:
+                raise
+            raise fault from None
         stdout().print(
             f"wrote {len(done.runs)} runs ({done.scalars:,} scalars, {done.histograms:,} histograms) to {logdir}/; "
             f"view them with: tensorboard --logdir {logdir}",

@@ -118,6 +118,11 @@ def parse_yaml(text: str, source: str) -> Any:
 
 def load_config(ref: str | Path | dict[str, Any], overrides: list[str] | dict[str, Any] | None = None) -> Config:
     """Load and validate a config from a YAML path, a bundled config name, or a dict."""
+    if not isinstance(ref, (str, os.PathLike, dict)):
+        raise ConfigError(
+            f"load_config: expected a YAML path, a bundled config name ({', '.join(bundled_config_names()[:3])}, ...) "
+            f"or a dict, got {type(ref).__name__}"
+        )
     if isinstance(ref, dict):
         return validate(ref, overrides=overrides, source="config")
     path = resolve_config_path(ref)

@@ -12,6 +12,7 @@ The limit is MemAvailable (Linux; the cgroup limit if lower), or $RESFLOW_MEMORY
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,9 +134,14 @@ def parse_size(text: str) -> int | None:
     num = t.rstrip("KMGTB")
     unit = t[len(num) :]
     try:
-        return int(float(num) * UNITS[unit])
+        size = float(num) * UNITS[unit]
     except (ValueError, KeyError):
-        raise ResflowError(f"RESFLOW_MEMORY_LIMIT={text!r}: expected a size such as 8GB or 500MB, or none", exit_code=2) from None
+        size = math.nan
+    if not (math.isfinite(size) and size >= 1):  # -5, nan, inf, 0.1: not an amount of memory
+        raise ResflowError(
+            f"RESFLOW_MEMORY_LIMIT={text[:100]!r}: expected a positive size such as 8GB or 500MB, or none", exit_code=2
+        )
+    return int(size)
 
 
 def available() -> int | None:

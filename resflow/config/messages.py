@@ -23,10 +23,16 @@ def format_errors(err: ValidationError, source: str, overridden: set[str], root:
         for loc, g in groups.items()
     ]
     first = parts[0]
-    origin = "--set " if first.split(":")[0] in overridden else f"{source}: "
+    origin = "--set " if _overridden(first.split(":")[0], overridden) else f"{source}: "
     shown = "; ".join(parts[1:4]) + ("; …" if len(parts) > 4 else "")
     more = f" (and {len(parts) - 1} more: {shown})" if len(parts) > 1 else ""
     return " ".join((origin + first + more).splitlines())  # one line, whatever a key contains
+
+
+def _overridden(key: str, overridden: set[str]) -> bool:
+    """The error's key came from an override: it is one, or a section on its path (`--set modle.depth=3`
+    fails at `modle`), or a key inside one (`--set model={...}`)."""
+    return any(key == o or o.startswith(key + ".") or key.startswith(o + ".") for o in overridden)
 
 
 def _field_loc(loc, root: type[BaseModel]) -> list[str]:

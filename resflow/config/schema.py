@@ -90,7 +90,8 @@ class ModelConfig(_Strict):
     )
     kwargs: Optional[dict[str, Any]] = Field(None, description="`model.factory` only: its keyword arguments")
     blocks: Optional[list[str]] = Field(
-        None, description="`model.factory` only: glob patterns of the modules measured, unset means discovered"
+        None,
+        description="`model.factory` only: glob patterns of the modules measured (at least one), unset means discovered",
     )
     block: Literal["mlp", "transformer", "conv"] = Field(
         "mlp", description="the block stacked `depth` times; `conv`: a CIFAR-style ResNet (He et al. 2016)"
@@ -189,6 +190,15 @@ class ModelConfig(_Strict):
         if data.get("norm_type") == "groupnorm" and data.get("norm_groups") is None:
             data["norm_groups"] = 8
         return data
+
+    @field_validator("blocks")
+    @classmethod
+    def _some_blocks(cls, value: Optional[list[str]]) -> Optional[list[str]]:
+        if value is not None and not value:  # [] would measure nothing
+            raise ValueError(
+                "must name at least one glob pattern, e.g. ['transformer.h.*'], or be left unset to discover the blocks"
+            )
+        return value
 
     @field_validator("residual_scale", mode="before")
     @classmethod
@@ -607,18 +617,20 @@ class Config(_Strict):
 # Overrides and validation
 
 
-def parse_override(item: str) -> tuple[str, Any]:
-    """'model.depth=100' -> ('model.depth', 100); the value is read as YAML (true, 1e-3, [1, 2])."""
+def parse_override(item: str, flag: str = "--set") -> tuple[str, Any]:
+    """'model.depth=100' -> ('model.depth', 100); the value is read as YAML (true, 1e-3, [1, 2]).
+    `flag`: the option the item came from, as its errors name it (--set, or --over for an axis)."""
     key, sep, raw = item.partition("=")
     key = key.strip()
+    example = "--over model.depth=1,2,5" if flag == "--over" else f"{flag} model.depth=100"
     if not sep or not key:
-        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set model.depth=100")
+        raise ConfigError(f"{flag} {item!r}: expected KEY={'V1,V2,...' if flag == '--over' else 'VALUE'}, e.g. {example}")
     if any(not part.strip() for part in key.split(".")):
-        raise ConfigError(f"--set {item!r}: {key!r} is not a dotted key such as model.depth")
+        raise ConfigError(f"{flag} {item!r}: {key!r} is not a dotted key such as model.depth")
     try:
         value = safe_load(raw) if raw.strip() else raw
     except (yaml.YAMLError, RecursionError):
-        raise ConfigError(f"--set {item!r}: cannot read the value {raw!r} (values are read as YAML)") from None
+        raise ConfigError(f"{flag} {item!r}: cannot read the value {raw!r} (values are read as YAML)") from None
     return key, value
 
 

@@ -88,6 +88,12 @@ def build(spec: str, kwargs: dict | None, allow_code: bool | None = None):
             model = factory(**(kwargs or {}))
     except (TypeError, ValueError) as err:
         raise ConfigError(f"model.kwargs: {spec} rejected them ({type(err).__name__}: {_first(err)})") from None
+    except SystemExit as err:  # the factory tried to end the process: refused, and said
+        raise ConfigError(f"model.factory: {spec} called sys.exit({err.code!r}) instead of returning a model") from None
+    except Exception as err:  # noqa: BLE001 - the factory's own failure: named as its, not resflow's
+        raise ConfigError(
+            f"model.factory: {spec} raised {type(err).__name__}: {_first(err)} (the error is in the factory)"
+        ) from err
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model.factory: {spec} returned a {type(model).__name__}, not a torch.nn.Module")
     return model
@@ -100,5 +106,5 @@ def named() -> list[str]:
 
 
 def _first(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return (lines[0] if lines else "")[:300]
+    """The error's text on one line (a multi-line message, e.g. transformers' validation errors, joined)."""
+    return " ".join(str(err).split())[:300]

@@ -22,7 +22,7 @@ import math
 import time
 from pathlib import Path
 
-from resflow.errors import ResflowError
+from resflow.errors import ConfigError, ResflowError
 
 MEASURES = ("input_grad_norm", "param_grad_norm", "activation_rms")  # grads.csv columns written per layer
 STEP_SCALARS = ("loss", "eval_loss", "grad_norm_total", "lr")  # train.csv columns written per step
@@ -329,3 +329,29 @@ class TensorBoardRun:
             event(self._writer, self._step, [*metrics, hparams_end(wall)], wall)
         finally:
             self._writer.close()
+
+
+EVENTS_PREFIX = "events.out.tfevents."
+
+
+def check_run_logdir(path: Path, force: bool) -> None:
+    """`run --tensorboard LOGDIR`: LOGDIR/<name> must not hold an earlier log of the run (a second
+    events file would be appended to its curves), unless `force`, and then only resflow's own
+    layout (seed_<n> dirs of event files) is replaced; never a symlink or anything else."""
+    path = Path(path)
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise ConfigError(f"--tensorboard: {str(path)!r} is not a directory; refusing to replace it (choose another LOGDIR)")
+    if not path.is_dir() or not any(path.iterdir()):
+        return
+    if not force:
+        raise ConfigError(
+            f"--tensorboard: {str(path)!r} already holds a TensorBoard log of this run; pass --force to replace it, "
+            "or choose another LOGDIR"
+        )
+    for entry in path.iterdir():
+        own = entry.name.startswith("seed_") and entry.is_dir() and not entry.is_symlink()
+        if not own or any(not (f.name.startswith(EVENTS_PREFIX) and f.is_file() and not f.is_symlink()) for f in entry.iterdir()):
+            raise ConfigError(
+                f"--tensorboard: {str(path)!r} holds {entry.name!r}, which is not a log resflow wrote; "
+                "refusing to replace it (choose another LOGDIR)"
+            )

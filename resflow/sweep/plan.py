@@ -55,7 +55,7 @@ def parse_over(item: str) -> tuple[str, list]:
     """'model.depth=1,2,5' -> ('model.depth', [1, 2, 5]); values read as YAML; `[a, b]` also works."""
     if "=" not in item:
         raise ConfigError(f"--over {item!r}: expected KEY=V1,V2,..., e.g. --over model.depth=1,2,5")
-    key, raw = parse_override(item)  # checks the key's shape; the value is re-read below
+    key, raw = parse_override(item, flag="--over")  # checks the key's shape; the value is re-read below
     text = item.partition("=")[2].strip()
     if text.startswith("["):
         values = raw
@@ -111,14 +111,22 @@ def validate_axis(base: Config, key: str, values: list, origin: str) -> Axis:
         try:
             cfg = base.replace({key: value})
         except ConfigError as err:
-            msg = str(err)
-            msg = msg[len("--set ") :] if msg.startswith("--set ") else msg
-            raise ConfigError(f"{where}{msg}") from None
+            raise ConfigError(f"{where}{_as_axis(str(err), f'{key}={fmt_value(value)}')}") from None
         normal = get_key(cfg.to_dict(), key)
         if normal in seen:
             raise ConfigError(f"{where}{key}: the value {value!r} appears twice")
         seen.append(normal)
     return Axis(key, tuple(seen), origin)
+
+
+def _as_axis(message: str, what: str) -> str:
+    """A Config.replace error worded for a sweep's axis: the key's own error without its '--set ', a
+    rule across keys ('config: ...') after the value that broke it (`what`, e.g. model.block=transformer)."""
+    if message.startswith("--set "):
+        return message[len("--set ") :]
+    if message.startswith("config: "):
+        return f"{what}: {message[len('config: ') :]}"
+    return message
 
 
 def get_key(data: dict, key: str) -> Any:
@@ -252,7 +260,7 @@ def expand(base: Config, axes: list[Axis]) -> list[Point]:
             cfg = base.replace(overrides)
         except ConfigError as err:
             what = ", ".join(f"{k}={fmt_value(v)}" for k, v in overrides.items())
-            raise ConfigError(f"sweep point {what}: {str(err).removeprefix('--set ')}") from None
+            raise ConfigError(f"sweep point {what}: {str(err).removeprefix('--set ').removeprefix('config: ')}") from None
         if "loss" in overrides and cfg.train.steps:  # (and its column would overwrite train.csv's measured loss)
             raise ConfigError(
                 "--over loss: the top-level loss is not used when training (train.task sets the loss); "

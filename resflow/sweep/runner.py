@@ -120,6 +120,8 @@ def read_point(out: Path, point: Point) -> dict | None:
         return None
     if not all(isinstance(payload.get(name), dict) for name in ("grads", "params", "summary")):
         return None
+    if _const(payload["grads"]).get("variant", point.variant) != point.variant:
+        return None
     for name in TABLES:
         if name not in payload:
             continue
@@ -127,11 +129,39 @@ def read_point(out: Path, point: Point) -> dict | None:
         try:
             columns = _columns(part)
             n = part["n"] if "n" in part else len(next(iter(columns.values()), []))
-            if not all(isinstance(v, list) and len(v) == n for v in columns.values()):
+            if isinstance(n, bool) or not isinstance(n, int):
+                return None
+            if not all(isinstance(v, list) and len(v) == n and _well_typed(col, v) for col, v in columns.items()):
                 return None
         except (KeyError, TypeError, AttributeError):
             return None
     return payload
+
+
+def _const(part) -> dict:
+    const = part.get("const") if isinstance(part, dict) else None
+    return const if isinstance(const, dict) else {}
+
+
+SCALARS = (str, int, float, bool, type(None))  # what a column of a point file holds (a CSV cell)
+NUMBERS = (  # columns that hold numbers in every table that has them (the keys, then the measures)
+    {"seed", "step", "layer", "depth", "width", "init_scale"}
+    | {"input_grad_norm", "activation_rms", "param_grad_norm", "grad_norm", "value_norm", "update_ratio", "movement"}
+    | {"loss", "eval_loss", "grad_norm_total", "lr", "wall_time_s", "task_floor", "task_baseline"}
+    | {"grad_first", "grad_last", "grad_ratio", "log10_grad_ratio", "gain_per_layer", "log10_ratio_sd", "ratio_q25"}
+    | {"ratio_q75"}
+)
+KEYS = {"seed", "step", "layer"}  # never empty
+
+
+def _well_typed(column: str, values: list) -> bool:
+    """A column of a point file as resflow writes it: CSV cells (no lists or mappings); a number
+    column's values numbers (a key's never missing), so that a hand-edited or crafted file is run
+    again on --resume rather than failing the assembly or being written into the CSVs."""
+    if column in NUMBERS:
+        allowed = (int, float) if column in KEYS else (int, float, type(None))
+        return all(isinstance(v, allowed) and not isinstance(v, bool) for v in values)
+    return all(isinstance(v, SCALARS) for v in values)
 
 
 def read_finished(out: Path, plan: Plan, parsed: dict[int, dict]) -> tuple[set[int], list[Point]]:
