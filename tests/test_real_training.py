@@ -311,3 +311,55 @@ def test_grad_scaler_scale_is_divided_out(unscale_first):
     for col in ("input_grad_norm", "param_grad_norm"):
         assert w.grads[col].to_numpy() == pytest.approx(plain.grads[col].to_numpy(), rel=1e-6, nan_ok=True), col
     assert w.params["grad_norm"].to_numpy() == pytest.approx(plain.params["grad_norm"].to_numpy(), rel=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# torch.compile
+
+
+def compiled_run(compile_how: str, when: str, every: int):
+    """6 SGD steps of the same model and batches, eagerly and compiled ("torch.compile": the
+    OptimizedModule is watched; "model.compile": in place), the model compiled and run before
+    entering watch or inside it: (eager grads, compiled grads, graph breaks while watched)."""
+    from torch._dynamo.utils import counters
+
+    gen = torch.Generator().manual_seed(12)
+    batches = [(torch.randn(8, 8, generator=gen), torch.randint(3, (8,), generator=gen)) for _ in range(6)]
+    torch.manual_seed(11)
+    eager = Net()
+    model = copy.deepcopy(eager)
+
+    def train(model, w_target, compile_inside=None):
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        with resflow.watch(w_target, every=every) as w:
+            call = compile_inside() if compile_inside else w_target
+            for x, y in batches:
+                ce(call(x), y).backward()
+                w.step()
+                opt.step()
+                opt.zero_grad()
+        return w.grads
+
+    want = train(eager, eager)
+    torch._dynamo.reset()
+    if compile_how == "torch.compile":
+        target = torch.compile(model, backend="eager")
+    else:
+        model.compile(backend="eager")
+        target = model
+    if when == "before":
+        target(batches[0][0])  # compiled and run: its graph has no hooks
+    counters.clear()
+    got = train(model, target)
+    return want, got, sum(counters["graph_break"].values())
+
+
+@pytest.mark.parametrize("compile_how", ["torch.compile", "model.compile"])
+@pytest.mark.parametrize("when", ["before", "inside"])
+def test_a_compiled_model_records_what_eager_does(compile_how, when):
+    want, got, breaks = compiled_run(compile_how, when, every=2)
+    assert list(got["module"]) == list(want["module"])  # (no `_orig_mod.` prefix)
+    assert list(got["step"]) == list(want["step"]) and sorted(set(got["step"])) == [0, 2, 4]
+    for col in COLS:
+        assert got[col].to_numpy() == pytest.approx(want[col].to_numpy(), rel=1e-6), col
+    assert breaks == 0  # the recorded steps run eagerly: no hook is ever traced
