@@ -15,6 +15,7 @@ without gathering the shards. One all_reduce of one float64 tensor per recorded 
 from __future__ import annotations
 
 import math
+import sys
 
 import torch
 from torch import nn
@@ -90,12 +91,9 @@ class DataParallel:
 
 
 def _fsdp():
-    """torch.distributed.fsdp, or None where torch has no distributed support."""
-    if not torch.distributed.is_available():
-        return None
-    import torch.distributed.fsdp as fsdp
-
-    return fsdp
+    """torch.distributed.fsdp if it was imported (no model can be wrapped by it otherwise; importing
+    it takes seconds), else None."""
+    return sys.modules.get("torch.distributed.fsdp")
 
 
 def data_parallel(model: nn.Module, doing: str = "watch") -> DataParallel | None:
