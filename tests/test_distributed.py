@@ -1,5 +1,7 @@
 """watch under DistributedDataParallel and FSDP2 (fully_shard): 2 processes on the CPU (gloo),
-started here with torch.multiprocessing and ended within a time limit.
+started here (as torchrun would: one Python process per rank) and ended within a time limit. (Not
+torch.multiprocessing: its children share the test process's stdout, which pytest-xdist's workers
+use to talk to the controller.)
 
 Reference: a single process training the same model on the concatenated global batch, with the
 ranks' losses averaged (what DDP's and FSDP2's gradient averaging computes): its watch rows must
@@ -10,7 +12,9 @@ import json
 import math
 import os
 import socket
-import time
+import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -108,21 +112,29 @@ def free_port() -> int:
 
 
 def run_ranks(kind: str, out) -> None:
-    """WORLD processes running _worker, joined within TIMEOUT; killed (and the test failed) beyond it."""
-    import torch.multiprocessing as mp
-
-    ctx = mp.start_processes(_worker, args=(kind, free_port(), str(out)), nprocs=WORLD, join=False, start_method="spawn")
-    deadline = time.monotonic() + TIMEOUT
+    """WORLD processes running _worker, each its own Python (stdout/stderr to files in `out`),
+    waited for within TIMEOUT; killed (and the test failed) beyond it or if one fails."""
+    port, here = free_port(), str(Path(__file__).parent)
+    code = f"import sys; sys.path.insert(0, {here!r}); import test_distributed as t; t._worker(int(sys.argv[1]), {kind!r}, {port}, {str(out)!r})"
+    procs = []
     try:
-        while not ctx.join(timeout=1):
-            if time.monotonic() > deadline:
-                pytest.fail(f"{kind}: the {WORLD} processes did not finish within {TIMEOUT} s")
+        for rank in range(WORLD):
+            log = open(Path(out) / f"log{rank}.txt", "w")
+            procs.append(
+                subprocess.Popen([sys.executable, "-c", code, str(rank)], stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+            )
+            log.close()
+        for rank, proc in enumerate(procs):
+            try:
+                code_ = proc.wait(timeout=TIMEOUT)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"{kind}: rank {rank} did not finish within {TIMEOUT} s")
+            assert code_ == 0, (Path(out) / f"log{rank}.txt").read_text()[-3000:]
     finally:
-        for p in ctx.processes:
-            if p.is_alive():
-                p.kill()
-            p.join(5)
-    assert not any(p.is_alive() for p in ctx.processes)
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(10)
 
 
 def single_process():
