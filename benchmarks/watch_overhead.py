@@ -4,7 +4,11 @@ A training step (forward, backward, SGD step, zero_grad) of two Hugging Face mod
 config classes (random weights, nothing downloaded):
   resnet  ResNet-18-shaped ResNetForImageClassification (basic blocks 2-2-2-2, widths 64-512),
           batch 16 of 3x64x64, cross-entropy over 10 classes;
-  gpt2    12-layer GPT-2-small-shaped GPT2LMHeadModel (768 wide, 12 heads), next-token loss.
+  gpt2    12-layer GPT-2-small-shaped GPT2LMHeadModel (768 wide, 12 heads), next-token loss;
+  mlp     50 residual blocks x + tanh(Linear(LayerNorm(x))), 256 wide, batch 64, cross-entropy.
+In a real run's setting too: `--checkpoint` (activation checkpointing: Hugging Face's
+gradient_checkpointing_enable() for resnet/gpt2, torch.utils.checkpoint around each mlp block, both
+non-reentrant) and `--micro 4` (gradient accumulation: 4 forward/backward per step, each loss / 4).
 Variants, each the same loop:
   bare              nothing attached
   watch every=1     resflow.watch(model, every=1): every step recorded
@@ -22,8 +26,8 @@ Timing: rounds of `steps` consecutive steps per variant (every=10's recorded ste
 over its round), variants interleaved round by round, median round time over `rounds`; ratios to
 bare. Targets: every=10 <= 1.02x bare; every=1 within 0.02 of hand hooks.
 
-    PYTHONPATH=. python benchmarks/watch_overhead.py [--models resnet,gpt2] [--rounds 3] [--steps 10]
-        [--vocab 50257] [--threads N]
+    PYTHONPATH=. python benchmarks/watch_overhead.py [--models resnet,gpt2,mlp] [--rounds 3] [--steps 10]
+        [--vocab 50257] [--threads N] [--checkpoint] [--micro 4]
 """
 
 from __future__ import annotations
@@ -69,6 +73,32 @@ def gpt2_small(batch: int = 2, seq: int = 32, vocab: int = 50257):
     return model, (lambda: model(ids, labels=ids).loss), f"GPT-2 small shape (12 x 768), batch {batch} x seq {seq}, vocab {vocab}"
 
 
+class ResMLP(nn.Module):
+    def __init__(self, width: int = 256, depth: int = 50, checkpointed: bool = False):
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            [nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width), nn.Tanh()) for _ in range(depth)]
+        )
+        self.head = nn.Linear(width, 10)
+        self.checkpointed = checkpointed
+
+    def forward(self, x):
+        from torch.utils.checkpoint import checkpoint
+
+        for block in self.blocks:
+            x = x + (checkpoint(block, x, use_reentrant=False) if self.checkpointed else block(x))
+        return self.head(x)
+
+
+def mlp(batch: int = 64, width: int = 256, checkpointed: bool = False):
+    torch.manual_seed(0)
+    model = ResMLP(width, checkpointed=checkpointed)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(batch, width, generator=gen)
+    y = torch.randint(10, (batch,), generator=gen)
+    return model, (lambda: nn.functional.cross_entropy(model(x), y)), f"50 x {width} residual MLP, batch {batch}"
+
+
 # ---------------------------------------------------------------------------------------------
 # The comparison recorders
 
@@ -85,13 +115,12 @@ class HandHooks:
     def pre(self, module, args, kwargs):
         x = args[0] if args else kwargs["hidden_states"]
         i = self.index[id(module)]
-        self.x_norms[i] = torch._foreach_norm([x.detach(), *[p.detach() for p in self.params[i]]])[0]
+        self.x_norms.append(torch._foreach_norm([x.detach(), *[p.detach() for p in self.params[i]]])[0])
         if x.requires_grad:
-            x.register_hook(lambda g, i=i: self.g_norms.__setitem__(i, torch.linalg.vector_norm(g)))
+            x.register_hook(lambda g: self.g_norms.append(torch.linalg.vector_norm(g)))
 
     def begin(self):
-        n = len(self.blocks)
-        self.x_norms, self.g_norms = [None] * n, [None] * n
+        self.x_norms, self.g_norms = [], []  # one per block call (accumulation: several per block)
 
     def end(self):
         p_norms = [torch.linalg.vector_norm(torch.stack(torch._foreach_norm([p.grad for p in ps]))) for ps in self.params]
@@ -139,8 +168,9 @@ def lightning_grad_norm(model) -> dict:
 # The loops
 
 
-def variants(model, loss_fn, steps: int):
-    """name -> a function running `steps` training steps of that variant."""
+def variants(model, loss_fn, steps: int, micro: int = 1):
+    """name -> a function running `steps` training steps of that variant, each of `micro`
+    forward/backward passes (gradient accumulation, each loss / micro)."""
     import resflow
     from resflow.measure.blocks import find_blocks, outside_params
 
@@ -152,17 +182,22 @@ def variants(model, loss_fn, steps: int):
         opt.step()
         opt.zero_grad(set_to_none=True)
 
+    def backward():
+        for _ in range(micro):
+            loss = loss_fn() / micro
+            loss.backward()
+        return loss
+
     def bare():
         for _ in range(steps):
-            loss_fn().backward()
+            backward()
             finish()
 
     def watched(every):
         def loop():
             with resflow.watch(model, every=every) as w:
                 for _ in range(steps):
-                    loss = loss_fn()
-                    loss.backward()
+                    loss = backward()
                     w.step(loss)
                     finish()
             return w
@@ -174,8 +209,7 @@ def variants(model, loss_fn, steps: int):
         try:
             for _ in range(steps):
                 hooks.begin()
-                loss = loss_fn()
-                loss.backward()
+                backward()
                 hooks.end()
                 finish()
         finally:
@@ -185,7 +219,7 @@ def variants(model, loss_fn, steps: int):
         hooks = WandbStyle(model)
         try:
             for _ in range(steps):
-                loss_fn().backward()
+                backward()
                 hooks.end()
                 finish()
         finally:
@@ -193,7 +227,7 @@ def variants(model, loss_fn, steps: int):
 
     def lightning_style():
         for _ in range(steps):
-            loss_fn().backward()
+            backward()
             lightning_grad_norm(model)
             finish()
 
@@ -207,10 +241,10 @@ def variants(model, loss_fn, steps: int):
     }
 
 
-def measure(model, loss_fn, rounds: int, steps: int, clock=time.perf_counter) -> dict[str, float]:
-    for loop in variants(model, loss_fn, 2).values():  # warm up every path (2 steps each)
+def measure(model, loss_fn, rounds: int, steps: int, clock=time.perf_counter, micro: int = 1) -> dict[str, float]:
+    for loop in variants(model, loss_fn, 2, micro).values():  # warm up every path (2 steps each)
         loop()
-    loops = variants(model, loss_fn, steps)
+    loops = variants(model, loss_fn, steps, micro)
     times = {name: [] for name in loops}
     for _ in range(rounds):
         for name, loop in loops.items():  # interleaved: drift on a shared machine hits all alike
@@ -227,6 +261,8 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=10, help="steps per round (every=10 records one of them)")
     parser.add_argument("--vocab", type=int, default=50257, help="gpt2's vocabulary (its LM head's size)")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--checkpoint", action="store_true", help="activation checkpointing (non-reentrant)")
+    parser.add_argument("--micro", type=int, default=1, help="micro-batches per step (gradient accumulation)")
     parser.add_argument(
         "--clock",
         choices=("wall", "cpu"),
@@ -237,14 +273,22 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    builders = {"resnet": resnet18, "gpt2": lambda: gpt2_small(vocab=args.vocab)}
+    builders = {
+        "resnet": resnet18,
+        "gpt2": lambda: gpt2_small(vocab=args.vocab),
+        "mlp": lambda: mlp(checkpointed=args.checkpoint),
+    }
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.rounds} rounds of {args.steps} steps; "
-        f"{args.clock} clock"
+        f"{args.clock} clock; checkpointing {'on' if args.checkpoint else 'off'}; {args.micro} micro-batch(es) per step"
     )
     for key in args.models.split(","):
         model, loss_fn, label = builders[key]()
-        t = measure(model, loss_fn, args.rounds, args.steps, time.process_time if args.clock == "cpu" else time.perf_counter)
+        if args.checkpoint and key != "mlp":
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.train()
+        clock = time.process_time if args.clock == "cpu" else time.perf_counter
+        t = measure(model, loss_fn, args.rounds, args.steps, clock, args.micro)
         print(f"\n{label}: bare {t['bare'] * 1e3:.1f} ms/step")
         for name, sec in t.items():
             print(f"  {name:16s} {sec * 1e3:9.1f} ms/step  {sec / t['bare']:.3f}x bare")

@@ -3,15 +3,20 @@ user's own training loop). Both return / hold the same tables as `resflow.run`, 
 column naming each block; `write_run` and `show`/`plot`/`compare` take them as they are.
 
 The blocks are found by resflow.measure.blocks; the measuring is resflow.measure.recorder's
-Recorder (by_call: each call of a block is a site, `layer` its index in forward order). A block called twice in one forward
-(shared weights) is two sites: each row is that call's input and the gradient reaching it, and
-its parameters' gradient (in both rows) is their total gradient, from both calls.
+Recorder (by_call: `layer` is a block's index in forward order; a step's forwards, i.e. gradient
+accumulation's micro-batches, combined; checkpointing's recompute not counted). A block called
+twice in one forward (shared weights) is two sites: each row is that call's input and the gradient
+reaching it, and its parameters' gradient (in both rows) is their total gradient, from both calls.
+A data-parallel model (DDP, FSDP2) is measured over the global batch: resflow.measure.distributed.
+A compiled model runs its recorded steps eagerly (`_eager`), so the hooks see every block.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 import time
+import warnings
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,6 +27,7 @@ from resflow.errors import ConfigError, ResflowError
 from resflow.measure.blocks import block_sites, family, find_blocks, outside_params
 from resflow.measure.data import data_generator, make_loss
 from resflow.measure.device import DTYPES, resolve_device
+from resflow.measure.distributed import data_parallel, initialized, is_writer, unwrap, world_size
 from resflow.measure.recorder import Recorder
 from resflow.results.files import check_out_dir, write_files
 from resflow.results.meta import run_meta
@@ -161,7 +167,19 @@ def _config(model, named, name: str, loss: str, extra: dict) -> dict:
 
 def _meta(model, started: datetime, t0: float, **extra) -> dict:
     device, dtype = _device_dtype(model)
+    if initialized():  # a data-parallel run: the rows are the global batch's, over this many ranks
+        extra["ranks"] = world_size()
     return run_meta(started, t0, device=device, dtype=dtype, seeds=[0], theory=NO_THEORY, **extra)
+
+
+def _eager():
+    """torch.compile's stance set to force_eager (undo with `.__exit__(None, None, None)`) if torch.compile
+    may be in use (torch._dynamo imported), else None. A recorded step then runs eagerly: every hook
+    fires as without compiling (a compiled graph skips hooks added after it was compiled, and
+    hooks traced into one break it)."""
+    if "torch._dynamo" not in sys.modules:  # (importing it would take seconds; nothing is compiled)
+        return None
+    return torch.compiler.set_stance("force_eager")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,9 +196,10 @@ def record(model, inputs, loss=None, *, blocks=None, name=None) -> RunResult:
     Gaussian v (a ModelOutput's `.logits`). `blocks`: None (discovered), glob patterns, or modules
     (resflow.measure.blocks). The model is left as found: its parameters' `.grad`s and its buffers (a
     BatchNorm's running statistics, which a forward in train mode updates) are put back, every hook
-    is removed, also on error. The forward runs in the mode the model is in (train/eval).
+    is removed, also on error. The forward runs in the mode the model is in (train/eval); a compiled
+    model's runs eagerly. Under DDP/FSDP2 every rank must call it (with its slice of the batch).
     """
-    named = find_blocks(model, blocks)
+    named = find_blocks(unwrap(model), blocks)
     started, t0 = datetime.now(timezone.utc), time.perf_counter()
     rec, value = measure(model, named, inputs, loss)
     variant = name or type(model).__name__
@@ -200,7 +219,9 @@ def record(model, inputs, loss=None, *, blocks=None, name=None) -> RunResult:
 def measure(model, named, inputs, loss=None):
     """(Record, loss value) of one recorded step of `model` on `inputs` at the blocks `named`,
     leaving the model as found (record's doc)."""
-    sites, extra = block_sites(named), outside_params(model, named)
+    dp = data_parallel(model, "record")
+    inner = unwrap(model)
+    sites, extra = block_sites(named), outside_params(inner, named)
     args, kwargs = call_args(inputs)
     args = tuple(_needing_grad(a) for a in args)
     kwargs = {k: _needing_grad(v) for k, v in kwargs.items()}
@@ -208,6 +229,7 @@ def measure(model, named, inputs, loss=None):
     grads_before = [p.grad for p in params]
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
     cuda = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    stance = _eager()
     try:
         with torch.random.fork_rng(devices=cuda):  # the same dropout draw if the step is taken again
             state = torch.random.get_rng_state(), [torch.cuda.get_rng_state(d) for d in cuda]
@@ -220,10 +242,15 @@ def measure(model, named, inputs, loss=None):
                 torch.random.set_rng_state(state[0])
                 for d, s in zip(cuda, state[1]):
                     torch.cuda.set_rng_state(s, d)
-                rec, value = _step(model, sites, extra, args, kwargs, loss, exact)
+                rec, value = _step(model, sites, extra, args, kwargs, loss, exact, inner, dp)
                 if rec.norms_exact:  # else (off the CPU) a norm may have under/overflowed: again in float64
                     break
+        if dp is not None:
+            dp.reduce(rec)
+        rec.micro_batches = None  # (one forward: record's files have no micro_batches column)
     finally:
+        if stance is not None:
+            stance.__exit__(None, None, None)
         with torch.no_grad():
             for p, g in zip(params, grads_before):
                 p.grad = g
@@ -273,9 +300,10 @@ def run_factory(cfg, on_seed=None, allow_code: bool | None = None) -> RunResult:
     return RunResult(grads=grads_df, params=params_df, summary=summary_df, config=cfg.to_dict(), meta=meta)
 
 
-def _step(model, sites, extra, args, kwargs, loss, exact: bool):
+def _step(model, sites, extra, args, kwargs, loss, exact: bool, root=None, dp=None):
     """Forward, loss, backward under a Recorder: (Record, loss value)."""
-    with Recorder(sites, exact=exact, extra_params=extra, by_call=True) as rec:
+    local = dp.local if dp is not None else None
+    with Recorder(sites, exact=exact, extra_params=extra, by_call=True, root=root, local=local) as rec:
         try:
             out = model(*args, **kwargs)
         except ResflowError:
@@ -310,12 +338,20 @@ class Watch:
     step before a recorded one, so the *next* forward is the one measured; that same step's
     `step()` reads the gradients (after your `loss.backward()`, before `opt.step()`/`zero_grad()`)
     and disarms them. Between, no hook is attached: a step that does not record runs your model as
-    it is. What a recorded step measures: the first forward after arming with gradients enabled
-    (forwards under `torch.no_grad()` are skipped; several forwards in one step, e.g. gradient
-    accumulation, are all recorded, their blocks numbered on), each block's input and dloss/dx
-    from your backward, and each parameter's `.grad` as it is at `step()`. A block whose input
-    needs no gradient (the first block fed by your data directly) reads NaN: no gradient exists
-    there. `loss` (optional) goes to train.csv for every step it is given.
+    it is. What a recorded step measures: every forward of the model between arming and `step()`
+    (forwards under `torch.no_grad()` are skipped), each block's input and dloss/dx from your
+    backward, and each parameter's `.grad` as it is at `step()`. Several forwards in one step
+    (gradient accumulation) are one row per block: the norm over all micro-batches (sqrt of the sum
+    of their squares), their count in the `micro_batches` column; activation checkpointing's
+    recompute adds nothing. A block whose input needs no gradient (the first block fed by your data
+    directly) reads NaN: no gradient exists there. A recorded step at which no block ran warns.
+    `loss` (optional) goes to train.csv for every step it is given.
+
+    `grad_scaler`: the torch.amp.GradScaler your loop scales the loss with; its scale is divided out
+    of the recorded gradient norms (of the parameters' too, unless `scaler.unscale_` ran before
+    `step()`). A compiled model runs its recorded steps eagerly. Under DDP / FSDP2 (fully_shard)
+    the rows are the global batch's, reduced over the ranks (resflow.measure.distributed); only rank
+    0 (`is_writer`) writes `out` and TensorBoard.
 
     With `out`, a results dir is written after each recorded step (each file atomically: a valid
     results dir after every flush) and at exit, also on error: a crash or Ctrl-C loses at most the
@@ -330,15 +366,37 @@ class Watch:
     """
 
     def __init__(
-        self, model, *, blocks=None, every: int = 1, out=None, name=None, force: bool = False, tensorboard=None, log_to=None
+        self,
+        model,
+        *,
+        blocks=None,
+        every: int = 1,
+        out=None,
+        name=None,
+        force: bool = False,
+        tensorboard=None,
+        log_to=None,
+        grad_scaler=None,
     ):
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ConfigError(f"every: must be a whole number >= 1, got {every!r}")
         self.model, self.every, self.name = model, every, name or type(model).__name__
-        self.out = Path(out) if out is not None else None
+        self.out = Path(out) if out is not None and is_writer() else None  # (other ranks write nothing)
         self._force = force
-        self._named = find_blocks(model, blocks)
-        self._recorder = Recorder(block_sites(self._named), extra_params=outside_params(model, self._named), by_call=True)
+        self._dp = data_parallel(model)  # DDP / FSDP2: rows reduced over the ranks
+        self.is_writer = is_writer()  # rank 0 (or the only process): the one that writes files
+        inner = unwrap(model)
+        self._named = find_blocks(inner, blocks)
+        self._recorder = Recorder(
+            block_sites(self._named),
+            extra_params=outside_params(inner, self._named),
+            by_call=True,
+            root=inner,
+            local=self._dp.local if self._dp is not None else None,
+            params_in_hooks=grad_scaler is None,  # (unscale_ changes .grad in place unseen)
+        )
+        self.grad_scaler = grad_scaler
+        self._stance = None  # torch.compile forced eager while armed (_eager)
         self.steps = 0  # the number of step() calls so far: the next step's index
         self.recorded: list[int] = []  # the steps recorded so far
         self._grads: dict = {}
@@ -348,8 +406,10 @@ class Watch:
         self._inexact: list[int] = []
         self._armed = False
         self._entered = False
-        self.tensorboard = Path(tensorboard) if tensorboard is not None else None
-        self._log_to = check_log_to(log_to, tensorboard, self.name)  # tracker specs, checked now
+        self.tensorboard = Path(tensorboard) if tensorboard is not None and self.is_writer else None
+        # tracker specs, checked now (every rank checks; only the writer logs)
+        specs = check_log_to(log_to, tensorboard, self.name)
+        self._log_to = specs if self.is_writer else []
         self._sinks = None  # the trackers' runs, open inside the `with`
 
     # -- the loop ---------------------------------------------------------------------------
@@ -369,6 +429,7 @@ class Watch:
         return self
 
     def __exit__(self, *exc) -> None:
+        never = exc[0] is None and self.steps == 0 and self._armed and self._recorder.calls_seen
         self._disarm()  # a step left half done (no step() call) is not recorded
         self._entered = False
         if self._sinks is not None:
@@ -376,6 +437,11 @@ class Watch:
             sinks.close(summary_of(self.result().summary) if self.recorded else None)
         if self.out is not None:
             self.flush()
+        if never:
+            raise ResflowError(
+                f"watch: w.step() was never called while blocks ran {self._recorder.calls_seen} times; "
+                "call w.step(loss) once per training step, after loss.backward()"
+            )
 
     def step(self, loss=None) -> None:
         """End step `self.steps`: record it if it is a recorded step, note its loss, arm for the next."""
@@ -394,7 +460,15 @@ class Watch:
                 self._recorder.rearm()
             else:
                 self._disarm()
-            if rec.layer:
+            if not rec.layer:
+                warnings.warn(
+                    f"watch: step {s} was to be recorded, but no block of {type(self.model).__name__} ran a forward with "
+                    "gradients enabled since the previous w.step() (no forward, one under torch.no_grad, or a copy "
+                    "of the model): nothing recorded for it",
+                    stacklevel=2,
+                )
+            else:
+                self._finish(rec)
                 first = len(self._grads.get("step", ()))
                 rec.add_rows(self._grads, self._params, self.name, seed=0, step=s)
                 self.recorded.append(s)
@@ -410,6 +484,8 @@ class Watch:
         self.steps = s + 1
         if again and not self._armed:
             self._arm()
+        elif self._armed:
+            self._force_eager()  # (torch.compile first used after the arming)
         if recorded and self.out is not None:
             self.flush()
 
@@ -421,15 +497,35 @@ class Watch:
         value = None if loss is None else float(loss.detach().double() if isinstance(loss, torch.Tensor) else loss)
         self._sinks.log(s, rows, {"loss": value})
 
+    def _finish(self, rec) -> None:
+        """A collected step's Record made the global, unscaled step's: reduced over the ranks
+        (DDP/FSDP2) and the GradScaler's scale divided out."""
+        if self._dp is not None:
+            self._dp.reduce(rec)
+        scaler = self.grad_scaler
+        if scaler is not None and scaler.is_enabled():
+            scale = 1.0 / float(scaler.get_scale())
+            states = getattr(scaler, "_per_optimizer_states", {}).values()
+            unscaled = any(getattr(st.get("stage"), "name", "") == "UNSCALED" for st in states)  # unscale_ ran
+            rec.scale_gradients(scale, 1.0 if unscaled else scale)
+
     def _arm(self) -> None:
         self._recorder.reset()
         self._recorder.__enter__()
         self._armed = True
+        self._force_eager()
+
+    def _force_eager(self) -> None:
+        if self._stance is None:
+            self._stance = _eager()
 
     def _disarm(self) -> None:
         if self._armed:
             self._recorder.__exit__(None, None, None)
             self._armed = False
+        if self._stance is not None:
+            self._stance.__exit__(None, None, None)
+            self._stance = None
 
     # -- tables -----------------------------------------------------------------------------
     def _drain_losses(self) -> None:
@@ -472,6 +568,8 @@ class Watch:
 
     def flush(self) -> None:
         """Write the results dir `out` now (each file atomically)."""
+        if not self.is_writer:  # a rank other than 0: rank 0 writes the global step's rows
+            return
         if self.out is None:
             raise ResflowError("watch: flush() needs out=<a results dir>")
         write_files(self.result(), self.out)
@@ -494,9 +592,29 @@ class Watch:
 
 
 def watch(
-    model, *, blocks=None, every: int = 1, out=None, name=None, force: bool = False, tensorboard=None, log_to=None
+    model,
+    *,
+    blocks=None,
+    every: int = 1,
+    out=None,
+    name=None,
+    force: bool = False,
+    tensorboard=None,
+    log_to=None,
+    grad_scaler=None,
 ) -> Watch:
     """A context manager recording `model`'s gradient flow inside your own training loop (see Watch);
     `log_to` ("tensorboard:LOGDIR", "wandb[:PROJECT]", "mlflow[:URI]", or a list) also logs each
-    recorded step's scalars there, live; `tensorboard=LOGDIR` is `log_to="tensorboard:LOGDIR"`."""
-    return Watch(model, blocks=blocks, every=every, out=out, name=name, force=force, tensorboard=tensorboard, log_to=log_to)
+    recorded step's scalars there, live; `tensorboard=LOGDIR` is `log_to="tensorboard:LOGDIR"`;
+    `grad_scaler`: a torch.amp.GradScaler whose scale is divided out of the recorded norms."""
+    return Watch(
+        model,
+        blocks=blocks,
+        every=every,
+        out=out,
+        name=name,
+        force=force,
+        tensorboard=tensorboard,
+        log_to=log_to,
+        grad_scaler=grad_scaler,
+    )

@@ -50,6 +50,18 @@ class Record:
     param_value: list[float] = field(default_factory=list)
     norms_exact: bool = True  # False: a norm may have under/overflowed in the tensors' dtype (see the module doc)
     module: list[str] = field(default_factory=list)  # per site, its module's qualified name (any model's blocks)
+    numel: list[int] = field(default_factory=list)  # per site, the entries of x_l its activation_rms is over
+    # any model's blocks: the forwards (micro-batches) the step's rows combine; None: no `micro_batches` column
+    micro_batches: int | None = None
+
+    def scale_gradients(self, inputs: float, params: float) -> None:
+        """Multiply the input-gradient norms by `inputs` and the parameter-gradient norms by `params`
+        (a GradScaler's 1/scale; a data-parallel run's 1/ranks), in place."""
+        if inputs != 1:
+            self.input_grad_norm = [v * inputs for v in self.input_grad_norm]
+        if params != 1:
+            self.param_grad_norm = [v * params for v in self.param_grad_norm]
+            self.param_grad = [v * params for v in self.param_grad]
 
     def add_rows(self, grads: dict[str, list], params: dict[str, list], variant: str, seed: int, step: int) -> None:
         """Append this record as rows of grads.csv and params.csv, kept as {column: values}."""
@@ -57,6 +69,7 @@ class Record:
         site_cols = {"layer": self.layer, "sublayer": self.sublayer}
         if any(self.module):
             site_cols["module"] = self.module
+        extra = {} if self.micro_batches is None else {"micro_batches": [self.micro_batches] * n}
         for table, k, cols in (
             (
                 grads,
@@ -66,6 +79,7 @@ class Record:
                     "input_grad_norm": self.input_grad_norm,
                     "activation_rms": self.activation_rms,
                     "param_grad_norm": self.param_grad_norm,
+                    **extra,
                 },
             ),
             (
@@ -86,6 +100,38 @@ class Record:
                 table.setdefault(key, []).extend(values)
 
 
+LOW_PRECISION = (torch.float16, torch.bfloat16)  # norms of these are summed in float32 (autocast's dtypes)
+
+
+def summed_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype a tensor's norm is summed in: its own, or float32 for float16/bfloat16 (whose 8 or 11
+    bits of mantissa would round the sum of squares of any sizeable tensor)."""
+    return torch.float32 if dtype in LOW_PRECISION else dtype
+
+
+def fast_norms(tensors) -> list[torch.Tensor]:
+    """||t|| of each tensor in one fused call, summed in its dtype; float16/bfloat16 ones (an autocast
+    forward's activations and their gradients) in float32, as a float32 0-d tensor."""
+    if not any(t.dtype in LOW_PRECISION for t in tensors):
+        return torch._foreach_norm(tensors)
+    low = [i for i, t in enumerate(tensors) if t.dtype in LOW_PRECISION]
+    high = [i for i, t in enumerate(tensors) if t.dtype not in LOW_PRECISION]
+    out: list = [None] * len(tensors)
+    for at, norms in (
+        (low, torch._foreach_norm([tensors[i] for i in low], dtype=torch.float32)),
+        (high, torch._foreach_norm([tensors[i] for i in high]) if high else []),
+    ):
+        for i, norm in zip(at, norms):
+            out[i] = norm
+    return out
+
+
+def in_backward() -> bool:
+    """Whether autograd is running a backward pass in this thread: a block called now is being
+    recomputed by activation checkpointing, not called by the model's forward."""
+    return torch._C._current_graph_task_id() != -1
+
+
 def activation_rms(norm: float, numel: int) -> float:
     """sqrt(mean(x^2)) from ||x|| and x's number of elements."""
     return norm / math.sqrt(numel) if numel else math.nan
@@ -97,6 +143,7 @@ def inexact_norm(norm: float, numel: int, dtype: torch.dtype) -> bool:
     sqrt(numel·tiny/eps), where that loss could exceed `dtype`'s rounding) or a sum of squares that
     overflowed (inf). Never for float64 itself, whose sums are those float64 sums (its own limits,
     entries below ~1e-154 or above ~1e154, are not handled)."""
+    dtype = summed_dtype(dtype)
     if dtype == torch.float64 or (FAST_OK <= norm < math.inf):
         return False
     return norm == math.inf or norm < norm_floor(numel, dtype)
@@ -182,7 +229,7 @@ def norms_as_floats(tensors: list[torch.Tensor]) -> list[float]:
     that may have under/overflowed (inexact_norm)."""
     if not tensors:
         return []
-    return remeasure_inexact(torch.stack([n.double() for n in torch._foreach_norm(tensors)]).tolist(), tensors)
+    return remeasure_inexact(torch.stack([n.double() for n in fast_norms(tensors)]).tolist(), tensors)
 
 
 def _as_floats(norms: list) -> list[float]:
@@ -208,12 +255,27 @@ class Recorder:
 
     `Recorder(model)` takes resflow's own model's `model.sites()`; `Recorder(sites)` any list of
     Sites. With `by_call=True` (any model's blocks: resflow.measure.blocks) each Site is a template, one per
-    module: every call of a module in the forward becomes a site of its own, `layer` = the call's
-    index in forward order (a block called twice is two sites, sharing its parameters), the input x
+    module, and the sites are found in the forwards the step runs (see "Calls" below); the input x
     is the first floating tensor argument or the `hidden_states` keyword argument (Hugging Face
-    blocks), calls made with gradients disabled (an eval forward) are not recorded, and a site that
-    received no gradient (its input did not require one) reads NaN, not 0. `extra_params`: parameters
-    outside every site, (name, parameter), recorded in params.csv at layer = the number of sites.
+    blocks), and a site that received no gradient (its input did not require one) reads NaN, not 0.
+    `extra_params`: parameters outside every site, (name, parameter), recorded in params.csv at
+    layer = the number of sites. `root`: the model whose call starts a forward (a micro-batch).
+    `local`: maps a parameter or its gradient to the tensor whose norm is taken (an FSDP2 shard).
+    `params_in_hooks=False` (implied by `local`): parameters measured in `collect()` only, not in
+    the hooks (where a later in-place change that moves no version counter, GradScaler's unscale_,
+    would go unseen).
+
+    Calls (by_call). A forward is the calls of blocks between two calls of `root` (without a root:
+    between two backward passes). Site = (block, k-th call of it in one forward): `layer` is its
+    index in order of first appearance, so each block is one site, and a block called twice in one
+    forward (shared weights) two. The step's forwards (gradient accumulation: micro-batches) are
+    combined per site: ||dloss/dx|| = sqrt(sum over forwards of its squares) (the norm over the
+    concatenated batch, as the user scaled each loss) and activation_rms = sqrt(sum ||x||^2 / sum
+    numel) (the rms over the concatenated batch); `micro_batches` counts the forwards. A call made
+    while a backward runs is activation checkpointing's recompute: never a new site. A call made
+    with gradients disabled is kept only if a recompute of it follows (a reentrant checkpoint runs
+    the forward under no_grad and takes the gradient in the recompute, where its hook goes); else
+    (an eval forward) it is dropped.
 
     Norms are taken where the tensors are hot in the cache, and nothing large is kept alive (which
     would change how the step's own memory is reused). In the forward pass, as site l is entered:
@@ -227,10 +289,15 @@ class Recorder:
     (Changes made through `.data` bypass the version counter, as they bypass autograd.)
     """
 
-    def __init__(self, model, exact: bool = False, *, extra_params=None, by_call: bool = False):
+    def __init__(
+        self, model, exact: bool = False, *, extra_params=None, by_call: bool = False, root=None, local=None, params_in_hooks=True
+    ):
         self.exact = exact  # every norm summed in float64 (see the module doc)
-        self._foreach_norm = exact_norms if exact else torch._foreach_norm
+        self._foreach_norm = exact_norms if exact else fast_norms
         self.by_call = by_call
+        self._root = root
+        self._local = local
+        self._params_in_hooks = params_in_hooks and local is None
         if hasattr(model, "sites"):
             self.sites: list[Site] = model.sites()
             # parameters outside every site (a transformer's final norm): params.csv rows only
@@ -240,7 +307,7 @@ class Recorder:
             self.extra_params = [(len(self.sites), name, p) for name, p in (extra_params or ())]  # (by_call: per forward)
         self._templates = self.sites  # by_call: one per module; the call order is seen in each forward
         self._template_of = {id(site.module): t for t, site in enumerate(self.sites)}
-        self._calls: list[int] = []  # by_call: template per call, in order (kept across steps: usually the same)
+        self._site_keys = None  # by_call: the last step's sites, (template, call of it in a forward)
         self._handles = []  # module hooks
         self._tensor_handles = []  # tensor hooks: a leaf input outlives the step, so they are removed too
         # The parameters' layout is fixed for the model's life: worked out once, not per step.
@@ -273,6 +340,8 @@ class Recorder:
                 self._handles.append(site.module.register_forward_pre_hook(self._on_call, with_kwargs=True))
             else:
                 self._handles.append(site.module.register_forward_pre_hook(self._on_forward))
+        if self.by_call and self._root is not None:
+            self._handles.append(self._root.register_forward_pre_hook(self._on_root))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -302,27 +371,64 @@ class Recorder:
         self._p_grad_norms: list = [None] * n_params
         self._p_grads: list = [None] * n_params
         self._p_grad_versions: list = [None] * n_params
+        # by_call: per call, its template and forward; calls made without gradients not recomputed yet
+        self._call_template: list[int] = []
+        self._call_pass: list[int] = []
+        self._open: list[int] = []
+        self._pass = 0  # the current forward
+        self._new_pass = False  # the root was called: the next block call starts a forward
+        self._root_seen = False
+        self._grad_seen = False  # a gradient arrived since the last block call (no root: a new forward)
+
+    @property
+    def calls_seen(self) -> int:
+        """Block calls seen since the last reset (by_call)."""
+        return len(self._call_template)
+
+    def _on_root(self, module, args):
+        if not in_backward():  # (a checkpointed whole model is recomputed in backward)
+            self._new_pass = self._root_seen = True
 
     def _on_call(self, module, args, kwargs):
-        """by_call: this call of `module` is the next site (its template noted in `_calls`)."""
+        """by_call: this call of `module` is the next call of the step (see the class doc, Calls)."""
         template = self._template_of.get(id(module))
-        if template is None or not torch.is_grad_enabled():  # a deepcopy's hook; an eval forward (no gradient)
+        if template is None:  # a deepcopy's hook
             return None
-        index = len(self._input_norms)
-        calls = self._calls
-        if index >= len(calls) or calls[index] != template:  # the call order changed (or is seen first)
-            del calls[index:]
-            calls.append(template)
         x = next((a for a in args if isinstance(a, torch.Tensor)), None)
         if x is None:
             x = kwargs.get("hidden_states")
+        if in_backward():
+            self._recompute(template, x)
+            return None
+        if self._new_pass or (self._grad_seen and not self._root_seen):
+            if self._call_pass and self._call_pass[-1] == self._pass:
+                self._pass += 1
+            self._new_pass = self._grad_seen = False
+        index = len(self._input_norms)
+        self._call_template.append(template)
+        self._call_pass.append(self._pass)
+        grad = torch.is_grad_enabled()
+        if not grad:  # an eval forward, or a reentrant checkpoint's forward: kept if recomputed
+            self._open.append(index)
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():  # no measurable input
             self._input_norms.append(math.nan)  # (a float: collect() stacks only the tensors)
             self._numels.append(0)
             self._measure_params(template)
             return None
-        self._measure(x, index, template)
+        self._measure(x, index, template, hook=grad)
         return None
+
+    def _recompute(self, template: int, x) -> None:
+        """A call of block `template` inside a backward (checkpointing's recompute). The latest call
+        of it made without gradients (a reentrant checkpoint's forward) takes its gradient here, from
+        the recomputed input; any other recompute adds nothing (the forward's hook is in place)."""
+        for k in range(len(self._open) - 1, -1, -1):
+            index = self._open[k]
+            if self._call_template[index] == template:
+                del self._open[k]
+                if isinstance(x, torch.Tensor) and x.requires_grad:
+                    self._tensor_handles.append(x.register_hook(partial(self._on_grad, index, template)))
+                return
 
     def _on_forward(self, module, args):
         x = args[0]
@@ -335,15 +441,19 @@ class Recorder:
         return None
 
     def _measure_params(self, group: int) -> None:
+        if not self._params_in_hooks:
+            return
         todo = [(i, p) for i, p in self._site_params[group] if self._value_versions[i] is None]
         if todo:
             for (i, p), norm in zip(todo, self._foreach_norm([p.detach() for _, p in todo])):
                 self._value_norms[i] = norm
                 self._value_versions[i] = p._version
 
-    def _measure(self, x: torch.Tensor, index: int, group: int) -> None:
-        """Site `index`'s input x (and its parameters, `_site_params[group]`): norms, and a hook for dloss/dx."""
+    def _measure(self, x: torch.Tensor, index: int, group: int, hook: bool = True) -> None:
+        """Site `index`'s input x (and its parameters, `_site_params[group]`): norms, and (`hook`) a hook for dloss/dx."""
         todo = [(i, p) for i, p in self._site_params[group] if self._value_versions[i] is None]
+        if not self._params_in_hooks:
+            todo = []
         norms = self._foreach_norm([x.detach(), *(p.detach() for _, p in todo)])
         self._x_dtype, self._x_on_cpu = x.dtype, reads_cheaply(x)
         self._input_norms.append(norms[0] if self.exact else _checked(norms[0], x.detach()))
@@ -351,15 +461,20 @@ class Recorder:
         for (i, p), norm in zip(todo, norms[1:]):
             self._value_norms[i] = norm
             self._value_versions[i] = p._version
-        if x.requires_grad:
+        if hook and x.requires_grad:
             self._tensor_handles.append(x.register_hook(partial(self._on_grad, index, group)))
         # (a hook returning a value would replace the module's input: these return None)
 
     def _on_grad(self, index: int, group: int, grad: torch.Tensor):
         # The site's backward has just written its parameters' gradients: measure those (the ones
         # accumulated by now and not measured yet) while they are in the cache.
+        self._grad_seen = True
+        if index in self._grad_norms:  # (a reentrant checkpoint's input: its hooks in and out of the recompute)
+            return None
         measured = self._p_grads
         todo = [(i, p.grad) for i, p in self._site_params[group] if measured[i] is None and p.grad is not None]
+        if not self._params_in_hooks:
+            todo = []
         norms = self._foreach_norm([grad, *(g for _, g in todo)])
         self._grad_norms[index] = norms[0] if self.exact else _checked(norms[0], grad)
         for (i, g), norm in zip(todo, norms[1:]):
@@ -382,8 +497,9 @@ class Recorder:
             if p._version != value_version:
                 stale_values.append(i)
         params = self._params
+        local = self._local or (lambda t: t)
         if stale_grads:
-            tensors = [params[i].grad if params[i].grad is not None else torch.zeros_like(params[i]) for i in stale_grads]
+            tensors = [local(params[i].grad if params[i].grad is not None else torch.zeros_like(params[i])) for i in stale_grads]
             for i, norm in zip(stale_grads, self._foreach_norm(tensors)):
                 grad_norms[i] = norm
             if self.by_call:  # a parameter that got no gradient (frozen, or off the loss's path): NaN, not 0
@@ -391,17 +507,17 @@ class Recorder:
                     if params[i].grad is None:
                         grad_norms[i] = math.nan
         if stale_values:
-            for i, norm in zip(stale_values, self._foreach_norm([params[i].detach() for i in stale_values])):
+            for i, norm in zip(stale_values, self._foreach_norm([local(params[i].detach()) for i in stale_values])):
                 value_norms[i] = norm
         return grad_norms, value_norms
 
-    def _call_sites(self) -> None:
-        """by_call: this forward's sites, one per call seen, `layer` its index; params.csv rows to match."""
-        calls = self._calls[: len(self._input_norms)]
-        if calls == getattr(self, "_sites_of", None):  # the same calls as the last step: the same rows
+    def _set_sites(self, keys: list[tuple[int, int]]) -> None:
+        """by_call: the step's sites, one per (template, k-th call in a forward), `layer` its index;
+        params.csv rows to match (worked out again only when they differ from the last step's)."""
+        if keys == self._site_keys:
             return
-        self._sites_of = calls
-        self.sites = [self._templates[t]._replace(layer=i) for i, t in enumerate(calls)]
+        self._site_keys = keys
+        self.sites = [self._templates[t]._replace(layer=i) for i, (t, _) in enumerate(keys)]
         index_of = {id(p): i for i, p in enumerate(self._params)}
         self._groups = [[index_of[id(p)] for _, p in site.params] for site in self.sites]
         self._param_rows = [(site.layer, name, index_of[id(p)]) for site in self.sites for name, p in site.params]
@@ -409,27 +525,72 @@ class Recorder:
 
     def collect(self) -> Record:
         if self.by_call:
-            self._call_sites()
+            return self._collect_calls()
         n = len(self.sites)
         if len(self._input_norms) != n:
             raise RuntimeError(f"recorder saw {len(self._input_norms)} site calls, expected {n}: run one forward per collect")
         p_grad_norms, p_value_norms = self._param_norms()
         if n == 0 and not p_grad_norms:
             return Record()
-        g_norms = [
-            self._grad_norms.get(i, self._missing) for i in range(n)
-        ]  # a site whose input needed no gradient: 0.0 (by_call: NaN)
+        g_norms = [self._grad_norms.get(i, self._missing) for i in range(n)]  # a site whose input needed no gradient: 0.0
         # every norm is taken by now: one stack, one device->host transfer, then plain float arithmetic
         vals = _as_floats(g_norms + self._input_norms + p_grad_norms + p_value_norms)
         n_params = len(self._params)
         p_grad, p_value = vals[2 * n : 2 * n + n_params], vals[2 * n + n_params :]
-        exact = self.exact or self._check_norms(vals[:n], vals[n : 2 * n], p_grad, p_value)
+        grads = [(vals[i], self._numels[i]) for i in self._grad_norms]
+        exact = self.exact or self._check_norms(grads, list(zip(vals[n : 2 * n], self._numels)), p_grad, p_value)
+        rec = self._record(p_grad, p_value, exact)
+        rec.input_grad_norm = vals[:n]
+        rec.activation_rms = [activation_rms(norm, numel) for norm, numel in zip(vals[n : 2 * n], self._numels)]
+        rec.numel = list(self._numels)
+        return rec
 
+    def _collect_calls(self) -> Record:
+        """by_call: the step's calls as one row per site, its forwards combined (class doc, Calls)."""
+        dropped = set(self._open)  # made without gradients and never recomputed: an eval forward's
+        kept = [c for c in range(len(self._call_template)) if c not in dropped]
+        if not kept:
+            return Record()
+        nth: dict[tuple[int, int], int] = {}  # (forward, template) -> calls of it so far
+        keys = []
+        for c in kept:
+            at = (self._call_pass[c], self._call_template[c])
+            keys.append((self._call_template[c], nth.get(at, 0)))
+            nth[at] = nth.get(at, 0) + 1
+        site_of = {key: i for i, key in enumerate(dict.fromkeys(keys))}
+        self._set_sites(list(site_of))
+        p_grad_norms, p_value_norms = self._param_norms()
+        m = len(kept)
+        g_norms = [self._grad_norms.get(c, math.nan) for c in kept]  # no gradient reached that call's input: NaN
+        vals = _as_floats(g_norms + [self._input_norms[c] for c in kept] + p_grad_norms + p_value_norms)
+        n_params = len(self._params)
+        p_grad, p_value = vals[2 * m : 2 * m + n_params], vals[2 * m + n_params :]
+        numels = [self._numels[c] for c in kept]
+        grads = [(v, k) for v, k in zip(vals[:m], numels) if not math.isnan(v)]
+        exact = self.exact or self._check_norms(grads, list(zip(vals[m : 2 * m], numels)), p_grad, p_value)
+        n = len(site_of)
+        g_parts: list[list[float]] = [[] for _ in range(n)]
+        x_parts: list[list[float]] = [[] for _ in range(n)]
+        sizes = [0] * n
+        for key, g, x, numel in zip(keys, vals[:m], vals[m : 2 * m], numels):
+            i = site_of[key]
+            if not math.isnan(g):
+                g_parts[i].append(g)
+            if numel:
+                x_parts[i].append(x)
+                sizes[i] += numel
+        rec = self._record(p_grad, p_value, exact)
+        rec.input_grad_norm = [group_norm(parts) if parts else math.nan for parts in g_parts]
+        rec.activation_rms = [activation_rms(group_norm(parts), size) for parts, size in zip(x_parts, sizes)]
+        rec.numel = sizes
+        rec.micro_batches = len({self._call_pass[c] for c in kept})
+        return rec
+
+    def _record(self, p_grad: list[float], p_value: list[float], exact: bool) -> Record:
+        """A Record of the sites and parameter rows (the input columns are the caller's)."""
         rec = Record()
         rec.layer = [s.layer for s in self.sites]
         rec.sublayer = [s.sublayer for s in self.sites]
-        rec.input_grad_norm = vals[:n]
-        rec.activation_rms = [activation_rms(norm, numel) for norm, numel in zip(vals[n : 2 * n], self._numels)]
         rec.param_grad_norm = [self._group_norm([p_grad[i] for i in group]) for group in self._groups]
         rec.param_layer = [layer for layer, _, _ in self._param_rows]
         rec.param_name = [name for _, name, _ in self._param_rows]
@@ -446,10 +607,15 @@ class Recorder:
             return group_norm(norms) if norms else math.nan
         return group_norm(norms)
 
-    def _check_norms(self, grad_norms: list[float], x_norms: list[float], p_grad: list[float], p_value: list[float]) -> bool:
+    def _check_norms(self, grads: list[tuple], xs: list[tuple], p_grad: list[float], p_value: list[float]) -> bool:
         """Re-measure in float64, in place, the parameter norms that may have under/overflowed (their
-        tensors are still here); False if a site's norm may have (its tensors are gone)."""
-        for values, tensor_of in ((p_grad, lambda p: p.grad), (p_value, lambda p: p.detach())):
+        tensors are still here); False if a site's norm may have (its tensors are gone). `grads`, `xs`:
+        (norm, numel) of the sites' input gradients and inputs."""
+        local = self._local or (lambda t: t)
+        for values, tensor_of in (
+            (p_grad, lambda p: None if p.grad is None else local(p.grad)),
+            (p_value, lambda p: local(p.detach())),
+        ):
             if plainly_exact(values):
                 continue
             tensors = [tensor_of(p) for p in self._params]
@@ -459,5 +625,4 @@ class Recorder:
         dtype = self._x_dtype
         if dtype is None or self._x_on_cpu:  # (on the CPU the hooks took any such norm again already)
             return True
-        measured = [(grad_norms[i], self._numels[i]) for i in self._grad_norms]  # (not the sites given no gradient)
-        return not any(inexact_norm(v, numel, dtype) for v, numel in [*measured, *zip(x_norms, self._numels)])
+        return not any(inexact_norm(v, numel, dtype) for v, numel in [*grads, *xs])
