@@ -80,10 +80,13 @@ def test_live_scalars_equal_the_recorded_rows_and_losses(tmp_path):
             assert got[int(row["step"])] == np.float32(row[column]), (tag, row["step"])
             checked += 1
     assert checked >= 3 * (3 * len(MEASURES) - 1)
-    assert {e.step: e.value for e in acc.Scalars("loss")} == {s: np.float32(losses[s]) for s in (0, 2, 4)}
-    for tag in tags:  # nothing at the steps not recorded
+    # the loss and the total gradient norm at every step, recorded or not (issue 24)
+    assert {e.step: e.value for e in acc.Scalars("loss")} == {s: np.float32(losses[s]) for s in range(5)}
+    norms = dict(zip(w.train["step"], w.train["grad_norm_total"]))
+    assert {e.step: e.value for e in acc.Scalars("grad_norm_total")} == {s: np.float32(norms[s]) for s in range(5)}
+    for tag in tags - {"loss", "grad_norm_total"}:  # the per-layer scalars: nothing at the steps not recorded
         assert {e.step for e in acc.Scalars(tag)} <= {0, 2, 4}, tag
-    assert len(tags) == 3 * len(MEASURES) - 1 + 1  # every block's three measures (one NaN) and the loss
+    assert len(tags) == 3 * len(MEASURES) - 1 + 2  # every block's three measures (one NaN), loss, grad norm
 
 
 def test_live_tags_are_the_exporters(tmp_path):
@@ -96,7 +99,7 @@ def test_live_tags_are_the_exporters(tmp_path):
     live = events(logdir)
     run = events(exported / w.name / "seed_0")
     per_layer = {t for t in run.Tags()["scalars"] if t.split("/")[0] in MEASURES}
-    assert per_layer == set(live.Tags()["scalars"]) - {"loss"}
+    assert per_layer == set(live.Tags()["scalars"]) - {"loss", "grad_norm_total"}
     for tag in per_layer:
         assert [(e.step, e.value) for e in live.Scalars(tag)] == [(e.step, e.value) for e in run.Scalars(tag)]
 

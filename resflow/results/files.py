@@ -23,7 +23,7 @@ import pandas as pd
 
 from resflow._sys.files import atomic_file, shareable, write_text_atomic
 from resflow._sys.signals import deferred
-from resflow.errors import ConfigError, EnvironmentFault, ResflowError
+from resflow.errors import ConfigError, EnvironmentFault, ResflowError, environment_error
 from resflow.results.csvtext import to_csv_text
 from resflow.results.tables import PARAMS_COLUMNS, RunResult
 
@@ -305,6 +305,105 @@ def write_run(result: RunResult, path: Path, force: bool = False, extra=None, fm
         shutil.rmtree(old, ignore_errors=True)
     result.path = path
     return path
+
+
+class AppendedRun:
+    """A results dir grown by appending, for a run that records step after step (`resflow.watch`).
+
+    `start` writes the first part as a whole results dir with `write_run` (staged, renamed into place:
+    a dir it replaces keeps nothing of the old run); each `append` then adds the new rows' CSV lines
+    to the end of each table (the bytes `to_csv_text` gives the whole table: header once, the same
+    line per row), fsyncs them, and rewrites only config.yaml and meta.json, whose `files` record each
+    table's rows and sha256 as `write_files` does, the hashes carried on incrementally. The cost of an
+    append is that of its own rows, whatever the size of the tables. Signals wait until an append
+    and its meta.json are both written, so the dir is a valid results dir after every append.
+    """
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+        self._hashes: dict[str, "hashlib._Hash"] = {}
+        self._rows: dict[str, int] = {}
+        self._headers: dict[str, str] = {}
+
+    def start(self, result: RunResult, force: bool = False) -> None:
+        """Write `result` as the results dir (replacing an earlier result only with `force`)."""
+        write_run(result, self.directory, force=force)
+        for name in TABLES:
+            df = getattr(result, name)
+            file = self.directory / f"{name}.csv"
+            if df is None or not file.is_file():
+                continue
+            data = file.read_bytes()
+            self._hashes[name] = hashlib.sha256(data)
+            self._rows[name] = len(df)
+            self._headers[name] = data.decode().split(os.linesep, 1)[0] + os.linesep
+
+    def append(self, tables: dict[str, pd.DataFrame | None], config: dict, meta: dict) -> None:
+        """Add each table's new rows (`tables`: name -> the new rows) and write config and meta. On an
+        error (disk full...) every table is cut back to what meta.json vouches for."""
+        import yaml
+
+        state = (dict(self._hashes), dict(self._rows), dict(self._headers))
+        self._hashes = {name: h.copy() for name, h in self._hashes.items()}
+        grown: list[tuple[Path, int]] = []
+        try:
+            with deferred():
+                for name, df in tables.items():
+                    if df is None or not len(df):
+                        continue
+                    self._add(name, to_csv_text(df), len(df), grown)
+                write_text_atomic(self.directory / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+                files = {f"{name}.csv": {"rows": self._rows[name], "sha256": h.hexdigest()} for name, h in self._hashes.items()}
+                files["config.yaml"] = {"sha256": file_sha256(self.directory / "config.yaml")}
+                write_text_atomic(
+                    self.directory / "meta.json", json.dumps({**meta, "files": files}, indent=2, default=str) + "\n"
+                )
+        except BaseException:
+            for file, size in grown:
+                try:
+                    os.truncate(file, size)
+                except OSError:
+                    pass
+            self._hashes, self._rows, self._headers = state
+            raise
+
+    def _add(self, name: str, text: str, rows: int, grown: list) -> None:
+        file = self.directory / f"{name}.csv"
+        if name not in self._hashes:  # a table with no file yet: written whole (with its header)
+            write_text_atomic(file, text)
+            self._hashes[name] = hashlib.sha256(text.encode())
+            self._rows[name] = rows
+            self._headers[name] = text.split(os.linesep, 1)[0] + os.linesep
+            return
+        header = self._headers[name]
+        if not text.startswith(header):
+            raise ResflowError(f"{str(file)!r}: the new rows' columns differ from the file's; nothing was appended")
+        data = text[len(header) :].encode()
+        grown.append((file, file.stat().st_size))
+        append_bytes(file, data)
+        self._hashes[name].update(data)
+        self._rows[name] += rows
+
+
+def append_bytes(path: Path, data: bytes) -> None:
+    """Append `data` to the regular file `path` (never through a link) and fsync it."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as err:
+        fault = environment_error(err, path)
+        raise fault or ResflowError(f"cannot append to {str(path)!r}: {err.strerror or err}") from None
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except OSError as err:
+        fault = environment_error(err, path)
+        if fault is not None:
+            raise fault from None
+        raise
+    finally:
+        os.close(fd)
 
 
 def clean_beside(path: Path) -> None:

@@ -73,3 +73,17 @@ def write_step(writer, step: int, rows: list[dict], loss: float | None = None) -
         event(writer, step, values, time.time())
         writer.flush()
     return len(values)
+
+
+def write_train_steps(writer, steps: list[int], columns: dict[str, list]) -> int:
+    """Append each step's training scalars (`columns`: tag -> one value per step, e.g. loss and
+    grad_norm_total; NaN left out) as one event per step, then flush: the number of scalars written."""
+    count, now = 0, time.time()
+    for i, step in enumerate(steps):
+        values = [scalar(tag, column[i]) for tag, column in columns.items() if not _missing(column[i])]
+        if values:
+            event(writer, step, values, now)
+            count += len(values)
+    if count:
+        writer.flush()
+    return count
