@@ -390,6 +390,8 @@ class Watch:
         self._unwritten: list[dict] = []  # frames assembled (by _assemble) but not yet written to `out`
         self._read = None  # in_memory=False: (rows written, RunResult read back)
         self._inexact: list[int] = []
+        self._runs = {"recorded": StepRuns(), "inexact": StepRuns()}  # the same as runs, for meta.json
+        self._fixed = None  # config.yaml and meta.json's fixed part, made at the first use
         self._armed = False
         self._entered = False
         self._lock = None
@@ -459,9 +461,11 @@ class Watch:
                 first = len(self._grads.get("step", ()))
                 rec.add_rows(self._grads, self._params, self.name, seed=0, step=s)
                 self.recorded.append(s)
+                self._runs["recorded"].add(s)
                 recorded = True
                 if not rec.norms_exact:
                     self._inexact.append(s)
+                    self._runs["inexact"].add(s)
         self._log.add(s, loss, total_grad_norm(self._model_params), time.perf_counter() - self._t0)
         if self._log.full():
             self._drain()
@@ -530,21 +534,20 @@ class Watch:
         return frames
 
     def _config_meta(self) -> tuple[dict, dict]:
-        config = _config(
-            self.model,
-            self._named,
-            self.name,
-            "yours",
-            {"watch": {"every": self.every, "steps": self.steps, "recorded": len(self.recorded)}},
-        )
-        meta = _meta(
-            self.model,
-            self._started,
-            self._t0,
-            steps=self.steps,
-            recorded_steps=step_ranges(self.recorded),
-            inexact_norm_steps=step_ranges(self._inexact),
-        )
+        """config.yaml (what was asked: the same all run long) and meta.json (what happened so far:
+        steps, the recorded ones as runs, the wall time), their fixed parts made once."""
+        if self._fixed is None:
+            config = _config(self.model, self._named, self.name, "yours", {"watch": {"every": self.every}})
+            self._fixed = (config, _meta(self.model, self._started, self._t0))
+        config, meta = self._fixed
+        meta = {
+            **meta,
+            "steps": self.steps,
+            "recorded": len(self.recorded),
+            "recorded_steps": [list(r) for r in self._runs["recorded"].runs],
+            "inexact_norm_steps": [list(r) for r in self._runs["inexact"].runs],
+            "wall_time_s": round(time.perf_counter() - self._t0, 6),
+        }
         return config, meta
 
     def result(self) -> RunResult:
@@ -740,21 +743,30 @@ def _loss_value(loss):
     return float(loss)
 
 
-def step_ranges(steps: list[int]) -> list[list[int]]:
-    """Steps as [first, last, stride] runs (0, 10, 20, 40 -> [[0, 20, 10], [40, 40, 1]]): meta.json's
-    size stays that of the runs, not of every step."""
-    runs: list[list[int]] = []
-    for s in steps:
-        if runs:
-            first, last, stride = runs[-1]
+class StepRuns:
+    """Steps as [first, last, stride] runs (0, 10, 20, 40 -> [[0, 20, 10], [40, 40, 1]]), added one
+    at a time in O(1): meta.json's size and the cost of writing it stay that of the runs."""
+
+    def __init__(self):
+        self.runs: list[list[int]] = []
+
+    def add(self, s: int) -> None:
+        if self.runs:
+            first, last, stride = self.runs[-1]
             if first == last and s > last:
-                runs[-1] = [first, s, s - last]
-                continue
+                self.runs[-1] = [first, s, s - last]
+                return
             if s - last == stride:
-                runs[-1][1] = s
-                continue
-        runs.append([s, s, 1])
-    return runs
+                self.runs[-1][1] = s
+                return
+        self.runs.append([s, s, 1])
+
+
+def step_ranges(steps) -> list[list[int]]:
+    runs = StepRuns()
+    for s in steps:
+        runs.add(s)
+    return runs.runs
 
 
 def check_materialised(model) -> None:

@@ -324,10 +324,12 @@ class AppendedRun:
         self._hashes: dict[str, "hashlib._Hash"] = {}
         self._rows: dict[str, int] = {}
         self._headers: dict[str, str] = {}
+        self._config = ""  # config.yaml's text as written
 
     def start(self, result: RunResult, force: bool = False) -> None:
         """Write `result` as the results dir (replacing an earlier result only with `force`)."""
         write_run(result, self.directory, force=force)
+        self._config = (self.directory / "config.yaml").read_text()
         for name in TABLES:
             df = getattr(result, name)
             file = self.directory / f"{name}.csv"
@@ -343,7 +345,7 @@ class AppendedRun:
         error (disk full...) every table is cut back to what meta.json vouches for."""
         import yaml
 
-        state = (dict(self._hashes), dict(self._rows), dict(self._headers))
+        state = (dict(self._hashes), dict(self._rows), dict(self._headers), self._config)
         self._hashes = {name: h.copy() for name, h in self._hashes.items()}
         grown: list[tuple[Path, int]] = []
         try:
@@ -352,9 +354,12 @@ class AppendedRun:
                     if df is None or not len(df):
                         continue
                     self._add(name, to_csv_text(df), len(df), grown)
-                write_text_atomic(self.directory / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+                text = yaml.safe_dump(config, sort_keys=False)
+                if text != self._config:  # (rewritten only when it changes)
+                    write_text_atomic(self.directory / "config.yaml", text)
+                    self._config = text
                 files = {f"{name}.csv": {"rows": self._rows[name], "sha256": h.hexdigest()} for name, h in self._hashes.items()}
-                files["config.yaml"] = {"sha256": file_sha256(self.directory / "config.yaml")}
+                files["config.yaml"] = {"sha256": hashlib.sha256(self._config.encode()).hexdigest()}
                 write_text_atomic(
                     self.directory / "meta.json", json.dumps({**meta, "files": files}, indent=2, default=str) + "\n"
                 )
@@ -364,7 +369,7 @@ class AppendedRun:
                     os.truncate(file, size)
                 except OSError:
                     pass
-            self._hashes, self._rows, self._headers = state
+            self._hashes, self._rows, self._headers, self._config = state
             raise
 
     def _add(self, name: str, text: str, rows: int, grown: list) -> None:
