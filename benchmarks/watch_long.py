@@ -14,7 +14,7 @@ and what the total gradient norm (train.csv's grad_norm_total, taken at every st
 step against the bare step plus `total_grad_norm`, interleaved.
 
     PYTHONPATH=. python benchmarks/watch_long.py [--models mlp,gpt2] [--steps 10050] [--window 50]
-        [--gpt2-width 128] [--gpt2-steps 2050] [--threads 1] [--clock cpu]
+        [--gpt2-width 128] [--gpt2-steps 2050] [--starts 10,1000,10000] [--threads 1] [--clock cpu]
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from torch import nn
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-WINDOW_STARTS = (10, 1_000, 10_000, 100_000)
+WINDOW_STARTS = (10, 1_000, 10_000, 100_000)  # (--starts)
 
 
 class Block(nn.Module):
@@ -80,12 +80,12 @@ def rss_bytes() -> int:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def long_run(model, loss_fn, steps: int, window: int, in_memory: bool, clock) -> dict:
+def long_run(model, loss_fn, steps: int, window: int, in_memory: bool, clock, window_starts=WINDOW_STARTS) -> dict:
     """Per window start: (seconds per step, RSS at its start); and the end's result()/grads times."""
     import resflow
 
     opt = torch.optim.SGD(model.parameters(), lr=1e-4)
-    starts = [s for s in WINDOW_STARTS if s + window <= steps]
+    starts = [s for s in window_starts if s + window <= steps]
     windows, t0, rss0, per_step = {}, None, None, []
     with tempfile.TemporaryDirectory() as tmp:
         with resflow.watch(model, every=1, out=Path(tmp) / "run", in_memory=in_memory) as w:
@@ -144,6 +144,7 @@ def main(argv=None) -> int:
     parser.add_argument("--gpt2-steps", type=int, default=2_050, help="steps of the GPT-2 run")
     parser.add_argument("--gpt2-width", type=int, default=128)
     parser.add_argument("--window", type=int, default=50)
+    parser.add_argument("--starts", default=",".join(map(str, WINDOW_STARTS)), help="the windows' first steps")
     parser.add_argument("--memory", default="true,false", help="in_memory values to run: true,false")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--clock", choices=("wall", "cpu"), default="cpu")
@@ -163,7 +164,7 @@ def main(argv=None) -> int:
         )
         for in_memory in [v.strip() == "true" for v in args.memory.split(",")]:
             model, loss_fn, _ = build()
-            r = long_run(model, loss_fn, steps, args.window, in_memory, clock)
+            r = long_run(model, loss_fn, steps, args.window, in_memory, clock, [int(v) for v in args.starts.split(",")])
             w = r["windows"]
             starts = sorted(w)
             cells = ", ".join(
