@@ -102,6 +102,7 @@ def long_run(model, loss_fn, steps: int, window: int, in_memory: bool, clock, wi
                 if t0 is not None and s + 1 - window in starts:
                     windows[s + 1 - window] = ((clock() - t0) / window, rss0, statistics.median(per_step[-window:]))
                     t0 = None
+                    print(f"    (window at step {s + 1 - window}: {windows[s + 1 - window][0] * 1e3:.2f} ms/step)", flush=True)
             t = time.perf_counter()
             w.result()
             result_s = time.perf_counter() - t
@@ -157,10 +158,11 @@ def main(argv=None) -> int:
         build, steps = builders[key]
         model, loss_fn, label = build()
         bare, normed = grad_norm_cost(model, loss_fn, rounds=5, steps=10, clock=clock)
-        print(f"\n{label}: {steps} steps, every=1, out=DIR")
+        print(f"\n{label}: {steps} steps, every=1, out=DIR", flush=True)
         print(
             f"  total gradient norm at every step: bare {bare * 1e3:.2f} ms/step, with it {normed * 1e3:.2f} ms/step "
-            f"({normed / bare:.3f}x)"
+            f"({normed / bare:.3f}x)",
+            flush=True,
         )
         for in_memory in [v.strip() == "true" for v in args.memory.split(",")]:
             model, loss_fn, _ = build()
