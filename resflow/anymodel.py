@@ -416,7 +416,13 @@ class Watch:
                 self._lock = None
                 raise
         if self.tensorboard is not None and self._writes:
-            self._tb = tensorboard_writer(self.tensorboard)
+            try:
+                self._tb = tensorboard_writer(self.tensorboard)
+            except BaseException:
+                if self._lock is not None:
+                    self._lock.close()
+                    self._lock = None
+                raise
         self._started, self._t0 = datetime.now(timezone.utc), time.perf_counter()
         self._entered = True
         if self.steps % self.every == 0:

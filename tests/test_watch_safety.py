@@ -204,3 +204,15 @@ def test_a_meta_device_model_is_a_one_line_error(tmp_path):
         resflow.watch(model, out=tmp_path / "run")
     assert "on the meta device" in one_line(err)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_tensorboard_dir_that_cannot_be_made_releases_the_lock(tmp_path):
+    pytest.importorskip("tensorboard")
+    (tmp_path / "file").write_text("x")
+    out = tmp_path / "run"
+    with pytest.raises(ResflowError, match="cannot create the TensorBoard logdir"):
+        with resflow.watch(Tiny(), out=out, tensorboard=tmp_path / "file" / "tb"):
+            pass
+    assert not lock_path(out).exists()
+    with resflow.watch(Tiny(), out=out):  # and the dir can be written now
+        pass
