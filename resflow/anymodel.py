@@ -14,22 +14,25 @@ A compiled model runs its recorded steps eagerly (`_eager`), so the hooks see ev
 from __future__ import annotations
 
 import math
+import numbers
 import sys
 import time
 import warnings
 from collections.abc import Mapping
+from contextlib import ExitStack
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
+from resflow._sys.locks import results_lock
 from resflow.errors import ConfigError, ResflowError
 from resflow.measure.blocks import block_sites, family, find_blocks, outside_params
 from resflow.measure.data import data_generator, make_loss
 from resflow.measure.device import DTYPES, resolve_device
 from resflow.measure.distributed import data_parallel, initialized, is_writer, unwrap, world_size
 from resflow.measure.recorder import Recorder
-from resflow.results.files import check_out_dir, write_files
+from resflow.results.files import AppendedRun, check_out_dir, check_out_path
 from resflow.results.meta import run_meta
 from resflow.results.sinks import Sinks, check_log_to, summary_of  # live trackers (log_to=)
 from resflow.results.stats import summarize
@@ -67,9 +70,10 @@ def call_args(inputs) -> tuple[tuple, dict]:
 
 
 def _needing_grad(value):
-    """A floating tensor as a new leaf that requires grad (the caller's tensor is left alone), so the
+    """A floating tensor as a new leaf that requires grad, detached from the caller's graph (so the
+    backward stops there: nothing reaches the caller's parameters or a leaf's `.grad`), so the
     gradient reaching a block fed by the input directly exists; anything else as it is."""
-    if isinstance(value, torch.Tensor) and value.is_floating_point() and not value.requires_grad:
+    if isinstance(value, torch.Tensor) and value.is_floating_point():
         return value.detach().requires_grad_(True)
     return value
 
@@ -108,6 +112,17 @@ def _scalar(value) -> torch.Tensor:
     return value.reshape(())
 
 
+def check_grad_mode() -> None:
+    """A one-line error naming the cause when gradients cannot be taken here (inside torch.no_grad()
+    or torch.inference_mode()), before anything runs."""
+    if torch.is_inference_mode_enabled():
+        raise ConfigError("record: called inside torch.inference_mode(), where no gradient exists; call it outside that block")
+    if not torch.is_grad_enabled():
+        raise ConfigError(
+            "record: called with gradients disabled (inside torch.no_grad() or set_grad_enabled(False)); call it outside that block"
+        )
+
+
 def _one_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0] if text else ''}"[:300]
@@ -142,7 +157,7 @@ def _frames(grads: dict, params: dict, train: dict | None, named):
     train_df = None
     if train is not None:
         m = len(train["step"])
-        unknown = dict.fromkeys(("eval_loss", "grad_norm_total", "lr", "task_floor", "task_baseline"), math.nan)
+        unknown = {k: math.nan for k in ("eval_loss", "grad_norm_total", "lr", "task_floor", "task_baseline") if k not in train}
         train_df = train_frame({**train, **{k: [v] * m for k, v in {**unknown, **_config_values(named)}.items()}})
     return grads_df, params_df, summary_df, train_df
 
@@ -199,6 +214,7 @@ def record(model, inputs, loss=None, *, blocks=None, name=None) -> RunResult:
     is removed, also on error. The forward runs in the mode the model is in (train/eval); a compiled
     model's runs eagerly. Under DDP/FSDP2 every rank must call it (with its slice of the batch).
     """
+    check_materialised(model)
     named = find_blocks(unwrap(model), blocks)
     started, t0 = datetime.now(timezone.utc), time.perf_counter()
     rec, value = measure(model, named, inputs, loss)
@@ -219,6 +235,7 @@ def record(model, inputs, loss=None, *, blocks=None, name=None) -> RunResult:
 def measure(model, named, inputs, loss=None):
     """(Record, loss value) of one recorded step of `model` on `inputs` at the blocks `named`,
     leaving the model as found (record's doc)."""
+    check_grad_mode()
     dp = data_parallel(model, "record")
     inner = unwrap(model)
     sites, extra = block_sites(named), outside_params(inner, named)
@@ -345,24 +362,31 @@ class Watch:
     of their squares), their count in the `micro_batches` column; activation checkpointing's
     recompute adds nothing. A block whose input needs no gradient (the first block fed by your data
     directly) reads NaN: no gradient exists there. A recorded step at which no block ran warns.
-    `loss` (optional) goes to train.csv for every step it is given.
+    Every step (recorded or not) is a train.csv row: its loss (if given) and the total gradient
+    norm (`_TrainLog`).
 
     `grad_scaler`: the torch.amp.GradScaler your loop scales the loss with; its scale is divided out
     of the recorded gradient norms (of the parameters' too, unless `scaler.unscale_` ran before
     `step()`). A compiled model runs its recorded steps eagerly. Under DDP / FSDP2 (fully_shard)
     the rows are the global batch's, reduced over the ranks (resflow.measure.distributed); only rank
-    0 (`is_writer`) writes `out` and TensorBoard.
+    0 (`is_writer`) writes `out` and the trackers.
 
-    With `out`, a results dir is written after each recorded step (each file atomically: a valid
-    results dir after every flush) and at exit, also on error: a crash or Ctrl-C loses at most the
-    steps since the last recorded one. Each flush writes the whole tables again. In memory:
-    `w.grads`, `w.params`, `w.summary`, `w.train` (DataFrames), `w.result()` (a RunResult).
+    With `out`, the results dir is written at the first recorded step (by `write_run`: a dir it
+    replaces with `force` keeps nothing of the old run) and each later recorded step's rows are
+    appended to it (`AppendedRun`: the cost of a flush is that of its own rows), also at exit on
+    error: a crash or Ctrl-C loses at most the steps since the last recorded one. The results
+    dir's lock is held from entry to exit (another resflow writing `out` is refused). A watch that
+    exits before any recorded step writes nothing. In memory (`in_memory=True`): every row, as
+    DataFrames assembled once per recorded step (`w.grads`, `w.params`, `w.summary`, `w.train`,
+    `w.result()` concatenate them only when a new step came); with `in_memory=False` only the current
+    step's rows and a fixed buffer of losses: the tables are read back from `out` when asked for.
 
     With `log_to` (or `tensorboard=LOGDIR`), each recorded step's per-layer scalars (`input_grad_norm/layer_003`,
     `param_grad_norm/...`, `activation_rms/...`: the tags of `resflow export --to tensorboard`) and
-    its loss (if given to that step's `step()`) go to each tracker (resflow.results.sinks: an event
-    file in LOGDIR, flushed; a W&B run; an MLflow run), so `tensorboard --logdir LOGDIR` shows the
-    curves while you train. Steps not recorded write nothing; at exit the summary is logged.
+    every step's `loss` (if given) and `grad_norm_total` go to each tracker (resflow.results.sinks:
+    an event file in LOGDIR, flushed; a W&B run; an MLflow run), the per-step scalars when their
+    buffer is read (at each recorded step), so `tensorboard --logdir LOGDIR` shows the curves while
+    you train; at exit the summary is logged.
     """
 
     def __init__(
@@ -377,14 +401,22 @@ class Watch:
         tensorboard=None,
         log_to=None,
         grad_scaler=None,
+        in_memory: bool = True,
     ):
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ConfigError(f"every: must be a whole number >= 1, got {every!r}")
+        if not isinstance(in_memory, bool):
+            raise ConfigError(f"in_memory: must be True or False, got {in_memory!r}")
+        if not in_memory and out is None:
+            raise ConfigError("in_memory=False keeps nothing but the files: it needs out=<a results dir>")
+        check_materialised(model)
         self.model, self.every, self.name = model, every, name or type(model).__name__
         self.out = Path(out) if out is not None and is_writer() else None  # (other ranks write nothing)
+        self.in_memory = in_memory
         self._force = force
         self._dp = data_parallel(model)  # DDP / FSDP2: rows reduced over the ranks
         self.is_writer = is_writer()  # rank 0 (or the only process): the one that writes files
+        self._writes = self.is_writer  # the one place deciding whether this process writes `out` and trackers
         inner = unwrap(model)
         self._named = find_blocks(inner, blocks)
         self._recorder = Recorder(
@@ -397,15 +429,22 @@ class Watch:
         )
         self.grad_scaler = grad_scaler
         self._stance = None  # torch.compile forced eager while armed (_eager)
+        self._model_params = [p for p in inner.parameters() if p.requires_grad]
         self.steps = 0  # the number of step() calls so far: the next step's index
         self.recorded: list[int] = []  # the steps recorded so far
-        self._grads: dict = {}
+        self._grads: dict = {}  # the rows of the recorded steps not yet assembled into frames
         self._params: dict = {}
-        self._losses: list = []  # (step, loss tensor detached or float), read at a flush
-        self._train = {"variant": [], "seed": [], "step": [], "loss": [], "wall_time_s": []}
+        self._log = _TrainLog()
+        self._tables = {t: _Chunks() for t in ("grads", "params", "summary", "train")}  # in_memory: every row
+        self._files = None  # the AppendedRun once `out` is written
+        self._unwritten: list[dict] = []  # frames assembled (by _assemble) but not yet written to `out`
+        self._read = None  # in_memory=False: (rows written, RunResult read back)
         self._inexact: list[int] = []
+        self._runs = {"recorded": StepRuns(), "inexact": StepRuns()}  # the same as runs, for meta.json
+        self._fixed = None  # config.yaml and meta.json's fixed part, made at the first use
         self._armed = False
         self._entered = False
+        self._lock = None
         self.tensorboard = Path(tensorboard) if tensorboard is not None and self.is_writer else None
         # tracker specs, checked now (every rank checks; only the writer logs)
         specs = check_log_to(log_to, tensorboard, self.name)
@@ -414,14 +453,24 @@ class Watch:
 
     # -- the loop ---------------------------------------------------------------------------
     def __enter__(self) -> "Watch":
-        if self.out is not None:
-            check_out_dir(self.out, self._force)
+        if self.out is not None and self._writes:
+            self._lock = ExitStack()
             try:
-                self.out.mkdir(parents=True, exist_ok=True)
-            except OSError as err:
-                raise ResflowError(f"cannot create the results dir {str(self.out)!r}: {err.strerror or err}") from None
+                check_out_path(self.out)  # (before the lock beside it is made)
+                self._lock.enter_context(results_lock(self.out))
+                check_out_dir(self.out, self._force)
+            except BaseException:
+                self._lock.close()
+                self._lock = None
+                raise
         if self._log_to:
-            self._sinks = Sinks(self._log_to, None, self.name, {"every": self.every})
+            try:
+                self._sinks = Sinks(self._log_to, None, self.name, {"every": self.every})
+            except BaseException:
+                if self._lock is not None:
+                    self._lock.close()
+                    self._lock = None
+                raise
         self._started, self._t0 = datetime.now(timezone.utc), time.perf_counter()
         self._entered = True
         if self.steps % self.every == 0:
@@ -432,11 +481,20 @@ class Watch:
         never = exc[0] is None and self.steps == 0 and self._armed and self._recorder.calls_seen
         self._disarm()  # a step left half done (no step() call) is not recorded
         self._entered = False
-        if self._sinks is not None:
-            sinks, self._sinks = self._sinks, None
-            sinks.close(summary_of(self.result().summary) if self.recorded else None)
-        if self.out is not None:
-            self.flush()
+        try:
+            if self.out is not None and self._writes:
+                self.flush()
+            elif self._sinks is not None:
+                self._drain()
+        finally:
+            try:
+                if self._sinks is not None:
+                    sinks, self._sinks = self._sinks, None
+                    sinks.close(summary_of(self.result().summary) if self.recorded else None)
+            finally:
+                if self._lock is not None:
+                    self._lock.close()
+                    self._lock = None
         if never:
             raise ResflowError(
                 f"watch: w.step() was never called while blocks ran {self._recorder.calls_seen} times; "
@@ -447,6 +505,7 @@ class Watch:
         """End step `self.steps`: record it if it is a recorded step, note its loss, arm for the next."""
         if not self._entered:
             raise ResflowError("watch: step() outside the `with resflow.watch(...)` block")
+        loss = _loss_value(loss)
         s = self.steps
         recorded, first = False, 0
         again = (s + 1) % self.every == 0  # the next step records too: the module hooks stay
@@ -472,30 +531,38 @@ class Watch:
                 first = len(self._grads.get("step", ()))
                 rec.add_rows(self._grads, self._params, self.name, seed=0, step=s)
                 self.recorded.append(s)
+                self._runs["recorded"].add(s)
                 recorded = True
                 if not rec.norms_exact:
                     self._inexact.append(s)
-        if loss is not None:
-            self._losses.append(
-                (s, loss.detach() if isinstance(loss, torch.Tensor) else float(loss), time.perf_counter() - self._t0)
-            )
+                    self._runs["inexact"].add(s)
+        self._log.add(s, loss, total_grad_norm(self._model_params), time.perf_counter() - self._t0)
+        if self._log.full():
+            self._drain()
         if recorded and self._sinks is not None:
-            self._log_sinks(s, first, loss)
+            self._drain()
+            self._log_sinks(s, first)
         self.steps = s + 1
         if again and not self._armed:
             self._arm()
         elif self._armed:
             self._force_eager()  # (torch.compile first used after the arming)
-        if recorded and self.out is not None:
+        if recorded and self.out is not None and self._writes:
             self.flush()
 
-    def _log_sinks(self, s: int, first: int, loss) -> None:
-        """Step s's grads rows (from index `first` on) and its loss, to every tracker of log_to."""
+    def _log_sinks(self, s: int, first: int) -> None:
+        """Step s's grads rows (from index `first` on), to every tracker of log_to."""
         columns = ("layer", "sublayer", "input_grad_norm", "param_grad_norm", "activation_rms")
         n = len(self._grads["step"])
         rows = [{c: self._grads[c][i] for c in columns if c in self._grads} for i in range(first, n)]
-        value = None if loss is None else float(loss.detach().double() if isinstance(loss, torch.Tensor) else loss)
-        self._sinks.log(s, rows, {"loss": value})
+        self._sinks.log(s, rows, None)
+
+    def _drain(self) -> None:
+        """Read the buffered losses and gradient norms (one transfer) into train rows; to the trackers too."""
+        rows = self._log.drain(self.name)
+        if rows and self._sinks is not None:
+            for step, loss, norm in zip(rows["step"], rows["loss"], rows["grad_norm_total"]):
+                self._sinks.log(step, (), {"loss": loss, "grad_norm_total": norm})
 
     def _finish(self, rec) -> None:
         """A collected step's Record made the global, unscaled step's: reduced over the ranks
@@ -528,67 +595,284 @@ class Watch:
             self._stance = None
 
     # -- tables -----------------------------------------------------------------------------
-    def _drain_losses(self) -> None:
-        if not self._losses:
-            return
-        values = [v for _, v, _ in self._losses]
-        tensors = [v for v in values if isinstance(v, torch.Tensor)]
-        floats = iter(torch.stack([t.double().reshape(()) for t in tensors]).tolist() if tensors else [])
-        train = self._train
-        for s, v, wall in self._losses:
-            train["variant"].append(self.name)
-            train["seed"].append(0)
-            train["step"].append(s)
-            train["loss"].append(next(floats) if isinstance(v, torch.Tensor) else v)
-            train["wall_time_s"].append(wall)
-        self._losses.clear()
+    def _assemble(self) -> dict:
+        """The rows since the last call as frames ({table: DataFrame or None}: grads, params, summary,
+        train), each step's summary computed here, once; kept (in_memory) and returned."""
+        self._drain()
+        train = self._log.rows
+        if not self._grads.get("step") and not train["step"]:
+            return {}
+        grads, params, summary, train_df = _frames(self._grads, self._params, train if train["step"] else None, self._named)
+        self._grads, self._params = {}, {}
+        self._log.rows = _TrainLog.new_rows()
+        new = {"grads": grads if len(grads) else None, "params": params if len(params) else None, "summary": summary}
+        new["summary"] = summary if len(summary) else None
+        new["train"] = train_df
+        if self.in_memory:
+            for table, df in new.items():
+                if df is not None:
+                    self._tables[table].add(df)
+        if self.out is not None and self._writes:
+            self._unwritten.append(new)
+        return new
+
+    def _frames_so_far(self) -> dict:
+        """Every table as one DataFrame (in_memory), concatenated only when rows were added."""
+        self._assemble()
+        empty = _frames({}, {}, None, self._named)
+        frames = {t: self._tables[t].frame() for t in ("grads", "params", "summary", "train")}
+        for i, t in enumerate(("grads", "params", "summary")):
+            if frames[t] is None:
+                frames[t] = empty[i]
+        return frames
+
+    def _config_meta(self) -> tuple[dict, dict]:
+        """config.yaml (what was asked: the same all run long) and meta.json (what happened so far:
+        steps, the recorded ones as runs, the wall time), their fixed parts made once."""
+        if self._fixed is None:
+            config = _config(self.model, self._named, self.name, "yours", {"watch": {"every": self.every}})
+            self._fixed = (config, _meta(self.model, self._started, self._t0))
+        config, meta = self._fixed
+        meta = {
+            **meta,
+            "steps": self.steps,
+            "recorded": len(self.recorded),
+            "recorded_steps": [list(r) for r in self._runs["recorded"].runs],
+            "inexact_norm_steps": [list(r) for r in self._runs["inexact"].runs],
+            "wall_time_s": round(time.perf_counter() - self._t0, 6),
+        }
+        return config, meta
 
     def result(self) -> RunResult:
-        """Everything recorded so far, as `resflow.run` returns it (train: the losses given)."""
-        self._drain_losses()
-        grads, params, summary, train = _frames(
-            self._grads, self._params, self._train if self._train["step"] else None, self._named
-        )
-        config = _config(
-            self.model,
-            self._named,
-            self.name,
-            "yours",
-            {"watch": {"every": self.every, "steps": self.steps, "recorded": len(self.recorded)}},
-        )
-        meta = _meta(
-            self.model,
-            self._started,
-            self._t0,
-            steps=self.steps,
-            recorded_steps=list(self.recorded),
-            inexact_norm_steps=list(self._inexact),
-        )
-        return RunResult(grads=grads, params=params, summary=summary, config=config, meta=meta, path=self.out, train=train)
+        """Everything recorded so far, as `resflow.run` returns it (train: each step's loss and total
+        gradient norm). With in_memory=False, read back from `out` (None-free empty tables before the
+        first recorded step)."""
+        if not self.in_memory:
+            return self._read_back()
+        frames = self._frames_so_far()
+        config, meta = self._config_meta()
+        return RunResult(**{t: _view(df) for t, df in frames.items()}, config=config, meta=meta, path=self.out)
+
+    def _read_back(self) -> RunResult:
+        from resflow.results.files import read_run
+
+        if self._entered and self._files is not None:
+            self.flush()
+        if self._files is None:
+            grads, params, summary, _ = _frames({}, {}, None, self._named)
+            config, meta = self._config_meta()
+            return RunResult(grads=grads, params=params, summary=summary, config=config, meta=meta, path=self.out)
+        if self._read is None or self._read[0] != self.steps:
+            self._read = (self.steps, read_run(self.out))
+        return self._read[1]
 
     def flush(self) -> None:
-        """Write the results dir `out` now (each file atomically)."""
+        """Write what was recorded since the last flush to `out`: the whole results dir at the first
+        recorded step, appended rows after (nothing before the first recorded step)."""
         if not self.is_writer:  # a rank other than 0: rank 0 writes the global step's rows
             return
         if self.out is None:
             raise ResflowError("watch: flush() needs out=<a results dir>")
-        write_files(self.result(), self.out)
+        self._assemble()
+        if not self._writes or not self.recorded or not self._unwritten:
+            return
+        config, meta = self._config_meta()
+        new = _concat(self._unwritten)
+        if self._files is None:
+            files = AppendedRun(self.out)
+            if self.in_memory:
+                result = self.result()
+            else:
+                empty = dict(zip(("grads", "params", "summary"), _frames({}, {}, None, self._named)))
+                result = RunResult(**{**empty, **{t: df for t, df in new.items() if df is not None}}, config=config, meta=meta)
+            files.start(result, force=self._force)
+            self._files = files
+        else:
+            self._files.append(new, config, meta)
+        self._unwritten = []
 
     @property
     def grads(self):
-        return self.result().grads
+        return self.result().grads if not self.in_memory else _view(self._frames_so_far()["grads"])
 
     @property
     def params(self):
-        return self.result().params
+        return self.result().params if not self.in_memory else _view(self._frames_so_far()["params"])
 
     @property
     def summary(self):
-        return self.result().summary
+        return self.result().summary if not self.in_memory else _view(self._frames_so_far()["summary"])
 
     @property
     def train(self):
-        return self.result().train
+        return self.result().train if not self.in_memory else _view(self._frames_so_far()["train"])
+
+
+def _concat(parts: list[dict]) -> dict:
+    """{table: the parts' frames of that table, concatenated} (None where no part has one)."""
+    import pandas as pd
+
+    out = {}
+    for t in ("grads", "params", "summary", "train"):
+        frames = [p[t] for p in parts if p.get(t) is not None]
+        out[t] = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True) if frames else None
+    return out
+
+
+def _view(df):
+    """A new DataFrame sharing `df`'s data (pandas copy-on-write: changing it leaves the kept one alone)."""
+    return None if df is None else df.copy(deep=False)
+
+
+class _Chunks:
+    """A table kept as DataFrame chunks: one added per recorded step, merged as a binary counter does
+    (two chunks of about the same size become one), so O(log rows) chunks are kept and each row is
+    copied O(log rows) times; `frame()` concatenates them once until the next `add`."""
+
+    def __init__(self):
+        self.chunks: list = []
+
+    def add(self, df) -> None:
+        import pandas as pd
+
+        self.chunks.append(df)
+        while len(self.chunks) > 1 and len(self.chunks[-2]) <= len(self.chunks[-1]):
+            self.chunks[-2:] = [pd.concat(self.chunks[-2:], ignore_index=True)]
+
+    def frame(self):
+        import pandas as pd
+
+        if not self.chunks:
+            return None
+        if len(self.chunks) > 1:
+            self.chunks = [pd.concat(self.chunks, ignore_index=True)]
+        return self.chunks[0]
+
+
+class _TrainLog:
+    """Each step's loss and total gradient norm, written into preallocated float64 buffers on the
+    device they are on (no host sync per step) and read to the host CHUNK steps at a time."""
+
+    CHUNK = 256
+
+    def __init__(self):
+        self.steps: list[int] = []
+        self.walls: list[float] = []
+        self.buffers: dict[str, torch.Tensor] = {}
+        self.rows = self.new_rows()
+
+    @staticmethod
+    def new_rows() -> dict:
+        return {"variant": [], "seed": [], "step": [], "loss": [], "grad_norm_total": [], "wall_time_s": []}
+
+    def add(self, step: int, loss, grad_norm, wall: float) -> None:
+        i = len(self.steps)
+        for key, value in (("loss", loss), ("grad_norm_total", grad_norm)):
+            buf = self.buffers.get(key)
+            if buf is None:
+                device = value.device if isinstance(value, torch.Tensor) else torch.device("cpu")
+                buf = self.buffers[key] = torch.full((self.CHUNK,), math.nan, dtype=torch.float64, device=device)
+            if isinstance(value, torch.Tensor):
+                buf[i].copy_(value.detach().reshape(()))
+            else:
+                buf[i] = math.nan if value is None else value
+        self.steps.append(step)
+        self.walls.append(wall)
+
+    def full(self) -> bool:
+        return len(self.steps) >= self.CHUNK
+
+    def drain(self, variant: str) -> dict | None:
+        """Move the buffered steps into `rows` (one transfer per buffer); the rows added, or None."""
+        n = len(self.steps)
+        if not n:
+            return None
+        values = {key: buf[:n].tolist() for key, buf in self.buffers.items()}
+        added = {
+            "variant": [variant] * n,
+            "seed": [0] * n,
+            "step": self.steps,
+            "loss": values["loss"],
+            "grad_norm_total": values["grad_norm_total"],
+            "wall_time_s": self.walls,
+        }
+        for key, column in added.items():
+            self.rows[key].extend(column)
+        for buf in self.buffers.values():
+            buf.fill_(math.nan)
+        self.steps, self.walls = [], []
+        return added
+
+
+def total_grad_norm(params) -> torch.Tensor | None:
+    """||all parameters' gradients|| (those that have one) as a 0-dim tensor, without a host sync:
+    one fused `torch._foreach_norm` per device, then the norm of those norms (in float64 when on
+    several devices). None when no parameter has a gradient."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return None
+    try:
+        norms = torch._foreach_norm(grads)
+    except (RuntimeError, NotImplementedError):  # (sparse gradients)
+        norms = [torch.linalg.vector_norm(g.coalesce().values() if g.is_sparse else g) for g in grads]
+    device = norms[0].device
+    if any(n.device != device for n in norms):
+        norms = [n.to(device=device, dtype=torch.float64) for n in norms]
+    return torch.linalg.vector_norm(torch.stack(norms).to(torch.float64) if len(norms) > 1 else norms[0].double())
+
+
+def _loss_value(loss):
+    """`w.step`'s loss as a one-element tensor or a float (None: not given); anything else is a one-line error."""
+    if loss is None:
+        return None
+    if isinstance(loss, torch.Tensor):
+        if loss.numel() != 1:
+            raise ConfigError(f"w.step(loss): the loss must be a scalar (one number), got a tensor of shape {tuple(loss.shape)}")
+        if loss.is_complex():
+            raise ConfigError("w.step(loss): the loss must be a real number, got a complex tensor")
+        return loss.detach()
+    if isinstance(loss, bool) or not isinstance(loss, numbers.Real):
+        shown = repr(loss)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        raise ConfigError(f"w.step(loss): the loss must be a number or a one-element tensor, got {type(loss).__name__} {shown}")
+    return float(loss)
+
+
+class StepRuns:
+    """Steps as [first, last, stride] runs (0, 10, 20, 40 -> [[0, 20, 10], [40, 40, 1]]), added one
+    at a time in O(1): meta.json's size and the cost of writing it stay that of the runs."""
+
+    def __init__(self):
+        self.runs: list[list[int]] = []
+
+    def add(self, s: int) -> None:
+        if self.runs:
+            first, last, stride = self.runs[-1]
+            if first == last and s > last:
+                self.runs[-1] = [first, s, s - last]
+                return
+            if s - last == stride:
+                self.runs[-1][1] = s
+                return
+        self.runs.append([s, s, 1])
+
+
+def step_ranges(steps) -> list[list[int]]:
+    runs = StepRuns()
+    for s in steps:
+        runs.add(s)
+    return runs.runs
+
+
+def check_materialised(model) -> None:
+    """A one-line error for a model whose weights are on the meta device (shapes without data)."""
+    for kind, tensors in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
+        for name, t in tensors:
+            if t.is_meta:
+                raise ConfigError(
+                    f"the model's {kind} {name!r} is on the meta device (no data: built under torch.device('meta') "
+                    "or init_empty_weights); materialise it first, e.g. model.to_empty(device='cpu') and load its weights"
+                )
 
 
 def watch(
@@ -602,11 +886,13 @@ def watch(
     tensorboard=None,
     log_to=None,
     grad_scaler=None,
+    in_memory: bool = True,
 ) -> Watch:
     """A context manager recording `model`'s gradient flow inside your own training loop (see Watch);
     `log_to` ("tensorboard:LOGDIR", "wandb[:PROJECT]", "mlflow[:URI]", or a list) also logs each
     recorded step's scalars there, live; `tensorboard=LOGDIR` is `log_to="tensorboard:LOGDIR"`;
-    `grad_scaler`: a torch.amp.GradScaler whose scale is divided out of the recorded norms."""
+    `grad_scaler`: a torch.amp.GradScaler whose scale is divided out of the recorded norms;
+    `in_memory=False` keeps nothing but the files in `out`."""
     return Watch(
         model,
         blocks=blocks,
@@ -617,4 +903,5 @@ def watch(
         tensorboard=tensorboard,
         log_to=log_to,
         grad_scaler=grad_scaler,
+        in_memory=in_memory,
     )

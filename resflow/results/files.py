@@ -23,7 +23,7 @@ import pandas as pd
 
 from resflow._sys.files import atomic_file, not_replaceable, shareable, write_text_atomic
 from resflow._sys.signals import deferred
-from resflow.errors import ConfigError, EnvironmentFault, ResflowError
+from resflow.errors import ConfigError, EnvironmentFault, ResflowError, environment_error
 from resflow.results.csvtext import to_csv_text
 from resflow.results.tables import PARAMS_COLUMNS, RunResult
 
@@ -311,9 +311,19 @@ def file_records(result: RunResult, directory: Path) -> dict[str, dict]:
     return records
 
 
-def file_sha256(path: Path) -> str:
+def file_sha256(path: Path, size: int | None = None) -> str:
+    """sha256 of the file's bytes (its first `size` bytes if given)."""
     with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
+        if size is None:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+        digest, left = hashlib.sha256(), size
+        while left > 0:
+            chunk = fh.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            digest.update(chunk)
+            left -= len(chunk)
+        return digest.hexdigest()
 
 
 def write_run(result: RunResult, path: Path, force: bool = False, extra=None, fmt: str = "csv") -> Path:
@@ -351,6 +361,123 @@ def write_run(result: RunResult, path: Path, force: bool = False, extra=None, fm
         shutil.rmtree(old, ignore_errors=True)
     result.path = path
     return path
+
+
+class AppendedRun:
+    """A results dir grown by appending, for a run that records step after step (`resflow.watch`).
+
+    `start` writes the first part as a whole results dir with `write_run` (staged, renamed into place:
+    a dir it replaces keeps nothing of the old run); each `append` then adds the new rows' CSV lines
+    to the end of each table (the bytes `to_csv_text` gives the whole table: header once, the same
+    line per row), fsyncs them, and rewrites only config.yaml and meta.json, whose `files` record each
+    table's rows and sha256 as `write_files` does (the hashes carried on incrementally) and its length
+    in bytes, which is what readers read of it (`appended_sizes`). The cost of an append is that of
+    its own rows, whatever the size of the tables. Signals wait until an append and its meta.json are
+    both written; a kill -9 between leaves bytes past the recorded lengths, which readers leave out:
+    the dir is a valid results dir, the last complete append's, at every moment.
+    """
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+        self._hashes: dict[str, "hashlib._Hash"] = {}
+        self._rows: dict[str, int] = {}
+        self._headers: dict[str, str] = {}
+        self._config = ""  # config.yaml's text as written
+        self._sizes: dict[str, int] = {}  # each table's length in bytes as written
+
+    def start(self, result: RunResult, force: bool = False) -> None:
+        """Write `result` as the results dir (replacing an earlier result only with `force`)."""
+        write_run(result, self.directory, force=force)
+        self._config = (self.directory / "config.yaml").read_text()
+        for name in TABLES:
+            df = getattr(result, name)
+            file = self.directory / f"{name}.csv"
+            if df is None or not file.is_file():
+                continue
+            data = file.read_bytes()
+            self._hashes[name] = hashlib.sha256(data)
+            self._rows[name] = len(df)
+            self._sizes[name] = len(data)
+            self._headers[name] = data.decode().split(os.linesep, 1)[0] + os.linesep
+        with deferred():
+            self._write_meta(result.meta)  # (with each table's length: see `appended_sizes`)
+
+    def append(self, tables: dict[str, pd.DataFrame | None], config: dict, meta: dict) -> None:
+        """Add each table's new rows (`tables`: name -> the new rows) and write config and meta. On an
+        error (disk full...) every table is cut back to what meta.json vouches for."""
+        import yaml
+
+        state = (dict(self._hashes), dict(self._rows), dict(self._headers), self._config, dict(self._sizes))
+        self._hashes = {name: h.copy() for name, h in self._hashes.items()}
+        grown: list[tuple[Path, int]] = []
+        try:
+            with deferred():
+                for name, df in tables.items():
+                    if df is None or not len(df):
+                        continue
+                    self._add(name, to_csv_text(df), len(df), grown)
+                text = yaml.safe_dump(config, sort_keys=False)
+                if text != self._config:  # (rewritten only when it changes)
+                    write_text_atomic(self.directory / "config.yaml", text)
+                    self._config = text
+                self._write_meta(meta)
+        except BaseException:
+            for file, size in grown:
+                try:
+                    os.truncate(file, size)
+                except OSError:
+                    pass
+            self._hashes, self._rows, self._headers, self._config, self._sizes = state
+            raise
+
+    def _write_meta(self, meta: dict) -> None:
+        """meta.json with each table's rows, length (`bytes`: what a reader reads of it) and sha256."""
+        files = {
+            f"{name}.csv": {"rows": self._rows[name], "bytes": self._sizes[name], "sha256": h.hexdigest()}
+            for name, h in self._hashes.items()
+        }
+        files["config.yaml"] = {"sha256": hashlib.sha256(self._config.encode()).hexdigest()}
+        write_text_atomic(self.directory / "meta.json", json.dumps({**meta, "files": files}, indent=2, default=str) + "\n")
+
+    def _add(self, name: str, text: str, rows: int, grown: list) -> None:
+        file = self.directory / f"{name}.csv"
+        if name not in self._hashes:  # a table with no file yet: written whole (with its header)
+            write_text_atomic(file, text)
+            self._hashes[name] = hashlib.sha256(text.encode())
+            self._rows[name] = rows
+            self._sizes[name] = len(text.encode())
+            self._headers[name] = text.split(os.linesep, 1)[0] + os.linesep
+            return
+        header = self._headers[name]
+        if not text.startswith(header):
+            raise ResflowError(f"{str(file)!r}: the new rows' columns differ from the file's; nothing was appended")
+        data = text[len(header) :].encode()
+        grown.append((file, file.stat().st_size))
+        append_bytes(file, data)
+        self._hashes[name].update(data)
+        self._rows[name] += rows
+        self._sizes[name] += len(data)
+
+
+def append_bytes(path: Path, data: bytes) -> None:
+    """Append `data` to the regular file `path` (never through a link) and fsync it."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as err:
+        fault = environment_error(err, path)
+        raise fault or ResflowError(f"cannot append to {str(path)!r}: {err.strerror or err}") from None
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except OSError as err:
+        fault = environment_error(err, path)
+        if fault is not None:
+            raise fault from None
+        raise
+    finally:
+        os.close(fd)
 
 
 def clean_beside(path: Path) -> None:
@@ -398,9 +525,15 @@ def _have_pyarrow() -> bool:
     return importlib.util.find_spec("pyarrow") is not None
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """One results table, from its .csv or .parquet file."""
+def read_table(path: Path, size: int | None = None) -> pd.DataFrame:
+    """One results table, from its .csv or .parquet file (a .csv's first `size` bytes if given:
+    an appended table's length meta.json vouches for)."""
     path = Path(path)
+    if size is not None and path.suffix == ".csv":
+        import io
+
+        with open(path, "rb") as fh:
+            return read_csv(io.BytesIO(fh.read(size)))
     if path.suffix == ".parquet":
         if not _have_pyarrow():
             raise ConfigError(f'{str(path)!r}: reading it needs pyarrow: pip install "resflow[parquet]"')
@@ -424,12 +557,13 @@ def read_run(path: Path) -> RunResult:
         raise ConfigError(f"{str(path)!r} is not a resflow results dir (no grads and summary .csv or .parquet in it)")
     files = {name: table_path(path, name) for name in TABLES}
     try:
-        grads = read_table(files["grads"])
-        summary = read_table(files["summary"])
-        params = read_table(files["params"]) if files["params"] else pd.DataFrame(columns=PARAMS_COLUMNS)
-        config = yaml.safe_load((path / "config.yaml").read_text()) if (path / "config.yaml").is_file() else {}
         meta = json.loads((path / "meta.json").read_text()) if (path / "meta.json").is_file() else {}
-        train = read_table(files["train"]) if files["train"] else None
+        size = appended_sizes(meta, files)
+        grads = read_table(files["grads"], size.get("grads"))
+        summary = read_table(files["summary"], size.get("summary"))
+        params = read_table(files["params"], size.get("params")) if files["params"] else pd.DataFrame(columns=PARAMS_COLUMNS)
+        config = yaml.safe_load((path / "config.yaml").read_text()) if (path / "config.yaml").is_file() else {}
+        train = read_table(files["train"], size.get("train")) if files["train"] else None
     except (OSError, ValueError, yaml.YAMLError, pd.errors.ParserError) as err:  # (UnicodeDecodeError: a ValueError)
         raise ResflowError(f"{str(path)!r}: cannot read the results: {str(err).splitlines()[0] if str(err) else err}") from None
     except ImportError as err:  # a broken pyarrow
@@ -443,6 +577,23 @@ def read_run(path: Path) -> RunResult:
     _check_keys(files["grads"], grads, ("variant", "seed", "layer"), ("seed", "layer", "input_grad_norm"))
     _check_keys(files["summary"], summary, ("variant", "seed"), ())
     return RunResult(grads=grads, params=params, summary=summary, config=config or {}, meta=meta, path=path, train=train)
+
+
+def appended_sizes(meta, files: dict) -> dict[str, int]:
+    """{table: bytes} for the .csv tables meta.json records with a length (`bytes`: tables grown by
+    AppendedRun): what is read of them. Bytes beyond it are an append that a crash (kill -9) cut
+    off before meta.json vouched for it; the rows before are the last complete flush's."""
+    records = meta.get("files") if isinstance(meta, dict) else None
+    if not isinstance(records, dict):
+        return {}
+    out = {}
+    for name, file in files.items():
+        record = records.get(f"{name}.csv")
+        if file is not None and file.suffix == ".csv" and isinstance(record, dict):
+            size = record.get("bytes")
+            if isinstance(size, int) and not isinstance(size, bool) and size >= 0:
+                out[name] = size
+    return out
 
 
 def verify_files(path: Path, records: dict, tables: dict) -> None:
@@ -468,7 +619,13 @@ def verify_files(path: Path, records: dict, tables: dict) -> None:
                 f"{str(file)!r} holds {len(table)} rows but {rows} were written (meta.json): "
                 "it was truncated or edited; rerun to write it again"
             )
-        if record.get("sha256") and file_sha256(file) != record["sha256"]:
+        size = record.get("bytes") if isinstance(record.get("bytes"), int) else None
+        if size is not None and file.stat().st_size < size:
+            raise ConfigError(
+                f"{str(file)!r} holds {file.stat().st_size} bytes but {size} were written (meta.json): "
+                "it was truncated; rerun to write it again"
+            )
+        if record.get("sha256") and file_sha256(file, size) != record["sha256"]:
             raise ConfigError(
                 f"{str(file)!r} is not what resflow wrote (its sha256 differs from meta.json's): "
                 "it was edited or damaged; rerun to write it again"
