@@ -490,12 +490,12 @@ def sweep(
             on_note=lambda text: err.print(text, markup=False),
         )
     console = stdout()
-    figs = "" if no_plots else _write_figures(done.result, out)
-    title = sweep_title(base.name, done.result.summary)
-    console.print(sweep_table(done.result.summary, plan.columns, title=title, grads=done.result.grads, width=console.width))
-    for line in depth_story(done.result.summary, plan.columns):
+    figs = "" if no_plots else _write_figures(done.result, out)  # (the figures read the tables back)
+    title = sweep_title(base.name, done.summary)
+    console.print(sweep_table(done.summary, plan.columns, title=title, profiles=done.profiles, width=console.width))
+    for line in depth_story(done.summary, plan.columns):
         console.print(line, markup=False)
-    if done.result.train is not None:
+    if done.trained:
         console.print(loss_table(done.result, width=console.width))
     console.print(f"wrote {out}/ ({_tables_written(out)}, config.yaml, meta.json{figs}; points/ per point)", markup=False)
 
