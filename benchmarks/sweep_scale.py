@@ -15,6 +15,7 @@ Shapes (MLP width 64, tanh, depths 1..100):
   1k    100 depths x 10 seeds
   10k   100 depths x 10 init scales x 10 seeds
   100k  100 depths x 10 init scales x 100 seeds
+  tiny  3 depths x 2 seeds (tests/test_benchmarks.py: does it still run)
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ SHAPES = {
     "1k": (["--over", f"model.depth={DEPTHS}"], 10),
     "10k": (["--over", f"model.depth={DEPTHS}", "--over", f"model.init.scale={SCALES}"], 10),
     "100k": (["--over", f"model.depth={DEPTHS}", "--over", f"model.init.scale={SCALES}"], 100),
+    "tiny": (["--over", "model.depth=1,2,3"], 2),  # does the benchmark still run (the test suite's)
 }
 DOCS_START, DOCS_END = "<!-- sweep-scale:start -->", "<!-- sweep-scale:end -->"
 
@@ -185,8 +187,8 @@ def _line(m: dict) -> str:
 def table(rows: list[dict]) -> str:
     """A markdown table: one line per size, format and side (median wall over repeats)."""
     lines = [
-        "| sweep | format | code | wall | load (1 min) | peak RSS (resflow) | tree RSS / PSS | tables | points/ |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| sweep | format | code | wall | CPU (tree) | load (1 min) | peak RSS (resflow) | tree RSS / PSS | tables | points/ |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     groups: dict[tuple, list[dict]] = {}
     for m in rows:
@@ -200,7 +202,7 @@ def table(rows: list[dict]) -> str:
         rss, tree_rss, tree_pss = (max(m[k] for m in ms) for k in ("parent_rss", "tree_rss", "tree_pss"))
         points = f"{_mb(last['sizes']['points/'])} in {last['sizes']['points/ files']} files"
         lines.append(
-            f"| {size} runs | {fmt} | {side}{same} | {wall:.1f} s | {loads} | {_mb(rss)} | {_mb(tree_rss)} / {_mb(tree_pss)} | "
+            f"| {size} runs | {fmt} | {side}{same} | {wall:.1f} s | {statistics.median(m['cpu'] for m in ms):.1f} s | {loads} | {_mb(rss)} | {_mb(tree_rss)} / {_mb(tree_pss)} | "
             f"{_mb(tables)} | {points} |"
         )
     return "\n".join(lines)

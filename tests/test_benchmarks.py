@@ -46,3 +46,13 @@ def test_interleaved_waits_for_the_device_before_each_clock_stops():
     )
     # warm-up (one sync after it), then every timed call followed by a sync
     assert events == ["a", "b", "sync", "a", "sync", "b", "sync", "a", "sync", "b", "sync"]
+
+
+def test_sweep_scale_benchmark_runs(tmp_path, capsys):
+    from benchmarks.sweep_scale import main as sweep_scale
+
+    assert sweep_scale(["--sizes", "tiny", "--formats", "csv,parquet", "--out", str(tmp_path / "s.json")]) == 0
+    recorded = json.loads((tmp_path / "s.json").read_text())[0]["rows"]
+    assert [(r["size"], r["format"], r["side"]) for r in recorded] == [("tiny", "csv", "new"), ("tiny", "parquet", "new")]
+    assert all(r["wall"] > 0 and r["parent_rss"] > 0 and r["sizes"]["points/ files"] == 3 for r in recorded)
+    assert "| tiny runs | csv | new |" in capsys.readouterr().out
