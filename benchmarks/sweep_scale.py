@@ -172,6 +172,90 @@ def run(sizes: list[str], formats: list[str], sides: dict[str, Path], repeats: i
     return rows
 
 
+# ---------------------------------------------------------------------------------------------
+# The serial tail alone: `--resume` of a sweep whose points are all finished (assembly, tables, report)
+
+BATCH_AXIS = ["--over", "data.batch_size=16,20,24,28,32,36,40,44,48,52"]  # x10 points: the 100k-run (10,000 x 10 seeds) shape
+TAIL_SHAPES = {"10k": [], "100k": BATCH_AXIS}  # added to the 10k shape
+
+
+def _plan(extra: list[str]):
+    from resflow.sweep.plan import load_base, make_plan
+
+    axes, seeds = SHAPES["10k"]
+    base, yaml_axes = load_base("deep50", [f"seeds={seeds}", "model.width=64"])
+    over = [a for a in axes + extra if a != "--over"]
+    return make_plan(base, yaml_axes, over)
+
+
+def make_points(source: Path, dest: Path, extra: list[str]) -> None:
+    """A finished sweep of the 10k shape plus `extra` axes in `dest` (plan.json, points/ in this
+    checkout's format), each point's rows those of the `source` point (a finished 10k sweep, any
+    point format) with the same depth and scale, relabelled: the values repeat, the sizes are real."""
+    import pandas as pd
+
+    from resflow.sweep import runner
+
+    src_plan, plan = _plan([]), _plan(extra)
+    per = len(plan.points) // len(src_plan.points)
+    shutil.rmtree(dest, ignore_errors=True)
+    runner.prepare_out(dest, plan, resume=False, force=False)
+    frames, read = {}, None
+    for point in plan.points:
+        src = src_plan.points[point.index // per]
+        if read != src.index:  # (each source point's relabelled copies are consecutive)
+            payload = runner.read_point(source, src)
+            if payload is None:
+                raise SystemExit(f"{source}: point {src.key} is missing or damaged")
+            frames = {name: pd.DataFrame(runner._columns(payload[name])) for name in runner.TABLES if name in payload}
+            read = src.index
+        runner.save_point(dest, point, runner.encode_point(point, frames))
+
+
+def tail_command(extra: list[str], fmt: str, out: Path) -> list[str]:
+    cmd = sweep_command("10k", fmt, out)
+    at = cmd.index("--seeds")
+    return [*cmd[:at], *extra, *cmd[at:], "--resume"]
+
+
+def run_tail(source: Path, sizes: list[str], formats: list[str], sides: dict[str, Path]) -> list[dict]:
+    """Time `--resume` with every point finished: the baseline on a copy of `source` (its own point
+    files), this checkout on the same rows in its own format, at 10k and (relabelled, this checkout
+    only: the baseline holds every row in memory) 100k runs."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="resflow-sweep-tail-") as tmp:
+        dirs = {}
+        for size in sizes:
+            dirs[("new", size)] = Path(tmp) / f"{size}-new"
+            t0 = time.perf_counter()
+            make_points(source, dirs[("new", size)], TAIL_SHAPES[size])
+            print(f"made the {size} points in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+        if "old" in sides:
+            dirs[("old", "10k")] = Path(tmp) / "10k-old"
+            shutil.copytree(source, dirs[("old", "10k")])
+        for fmt in formats:
+            for size in sizes:
+                for side, checkout in sides.items():
+                    if (side, size) not in dirs:
+                        continue
+                    out = dirs[(side, size)]
+                    for f in out.iterdir():  # as a sweep stopped after its last point
+                        if f.is_file() and f.name != "plan.json":
+                            f.unlink()
+                    m = measure(tail_command(TAIL_SHAPES[size], fmt, out), checkout)
+                    m.update(
+                        size=f"{size} (--resume: the tail)",
+                        format=fmt,
+                        side=side,
+                        rep=0,
+                        checkout=str(checkout),
+                        sizes=sizes_of(out),
+                    )
+                    print(_line(m), file=sys.stderr, flush=True)
+                    rows.append(m)
+    return rows
+
+
 def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
@@ -223,12 +307,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--out", type=Path, default=OUT / "sweep_scale.json")
     parser.add_argument("--write-docs", action="store_true", help="put the table into docs/performance.md")
+    parser.add_argument(
+        "--tail-from",
+        type=Path,
+        help="a finished 10k sweep (made by the baseline): time only --resume of finished sweeps (sizes 10k, 100k)",
+    )
     args = parser.parse_args(argv)
     sides = {"old": args.baseline, "new": ROOT} if args.baseline else {"new": ROOT}
     if args.sides:
         sides = {k: v for k, v in sides.items() if k in args.sides.split(",")}
     sizes, formats = args.sizes.split(","), args.formats.split(",")
-    rows = run(sizes, formats, sides, args.repeats)
+    rows = run_tail(args.tail_from, sizes, formats, sides) if args.tail_from else run(sizes, formats, sides, args.repeats)
     text = table(rows)
     print(text)
     meta = dict(when=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), cpus=os.cpu_count(), argv=sys.argv[1:])

@@ -48,9 +48,14 @@ def run_point(point: Point) -> str:
     from resflow.experiment import run
 
     result = run(validate(point.config))
+    return encode_point(point, {name: getattr(result, name) for name in TABLES})
+
+
+def encode_point(point: Point, frames: dict) -> str:
+    """A point file's text from its tables (`frames`: name -> DataFrame or None), relabelled as `point`'s."""
     payload = {"format": FORMAT, "index": point.index, "hash": point.hash, "variant": point.variant}
     for name in TABLES:
-        df = getattr(result, name)
+        df = frames.get(name)
         if df is None:  # no train table when measuring at initialisation
             continue
         order = [*df.columns, *(["variant"] if "variant" not in df.columns else [])]
