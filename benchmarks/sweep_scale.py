@@ -218,21 +218,27 @@ def tail_command(extra: list[str], fmt: str, out: Path) -> list[str]:
     return [*cmd[:at], *extra, *cmd[at:], "--resume"]
 
 
-def run_tail(source: Path, sizes: list[str], formats: list[str], sides: dict[str, Path]) -> list[dict]:
+def run_tail(
+    source: Path, sizes: list[str], formats: list[str], sides: dict[str, Path], work: Path | None = None, record=None
+) -> list[dict]:
     """Time `--resume` with every point finished: the baseline on a copy of `source` (its own point
     files), this checkout on the same rows in its own format, at 10k and (relabelled, this checkout
     only: the baseline holds every row in memory) 100k runs."""
     rows = []
     with tempfile.TemporaryDirectory(prefix="resflow-sweep-tail-") as tmp:
+        tmp = work or tmp  # `work`: kept, and its points reused by the next run
         dirs = {}
         for size in sizes:
             dirs[("new", size)] = Path(tmp) / f"{size}-new"
+            if _complete(dirs[("new", size)]):
+                continue
             t0 = time.perf_counter()
             make_points(source, dirs[("new", size)], TAIL_SHAPES[size])
             print(f"made the {size} points in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
         if "old" in sides:
             dirs[("old", "10k")] = Path(tmp) / "10k-old"
-            shutil.copytree(source, dirs[("old", "10k")])
+            if not _complete(dirs[("old", "10k")]):
+                shutil.copytree(source, dirs[("old", "10k")])
         for fmt in formats:
             for size in sizes:
                 for side, checkout in sides.items():
@@ -253,7 +259,19 @@ def run_tail(source: Path, sizes: list[str], formats: list[str], sides: dict[str
                     )
                     print(_line(m), file=sys.stderr, flush=True)
                     rows.append(m)
+                    if record is not None:
+                        record(rows)
     return rows
+
+
+def _complete(out: Path) -> bool:
+    """A sweep dir whose plan's points all have their files (made by an earlier run)."""
+    try:
+        keys = json.loads((out / "plan.json").read_text())["points"]
+    except (OSError, ValueError, KeyError):
+        return False
+    have = {f.stem for f in (out / "points").glob("*.json")}
+    return all(k in have for k in keys)
 
 
 def _mb(n: int) -> str:
@@ -307,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--out", type=Path, default=OUT / "sweep_scale.json")
     parser.add_argument("--write-docs", action="store_true", help="put the table into docs/performance.md")
+    parser.add_argument("--work", type=Path, help="--tail-from's working dir (kept; its points reused) [a temp dir]")
+    parser.add_argument("--docs-from", default="", help="only write docs/performance.md from these recorded JSON files")
     parser.add_argument(
         "--tail-from",
         type=Path,
@@ -317,21 +337,29 @@ def main(argv: list[str] | None = None) -> int:
     if args.sides:
         sides = {k: v for k, v in sides.items() if k in args.sides.split(",")}
     sizes, formats = args.sizes.split(","), args.formats.split(",")
-    rows = run_tail(args.tail_from, sizes, formats, sides) if args.tail_from else run(sizes, formats, sides, args.repeats)
-    text = table(rows)
-    print(text)
-    meta = dict(when=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), cpus=os.cpu_count(), argv=sys.argv[1:])
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    meta["commit"] = commit
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    previous = json.loads(args.out.read_text()) if args.out.is_file() else []
-    args.out.write_text(json.dumps([*previous, {"meta": meta, "rows": rows}], indent=1) + "\n")
-    if args.write_docs:
+    meta = dict(when=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), cpus=os.cpu_count(), argv=sys.argv[1:], commit=commit)
+    outs = [Path(p) for p in args.docs_from.split(",")] if args.docs_from else [args.out]
+    if not args.docs_from:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        previous = json.loads(args.out.read_text()) if args.out.is_file() else []
+
+        def record(rows: list[dict]) -> None:  # after every sweep: an interrupted run keeps what it measured
+            args.out.write_text(json.dumps([*previous, {"meta": meta, "rows": rows}], indent=1) + "\n")
+
+        if args.tail_from:
+            rows = run_tail(args.tail_from, sizes, formats, sides, args.work, record)
+        else:
+            rows = run(sizes, formats, sides, args.repeats)
+        record(rows)
+        print(table(rows))
+    if args.write_docs or args.docs_from:
         parts = []
-        for recorded in json.loads(args.out.read_text()):
-            m = recorded["meta"]
-            head = f"`python -m benchmarks.sweep_scale {' '.join(m['argv'])}` at commit {m['commit']}, {m['when']}, {m['cpus']} cores:"
-            parts.append(head + "\n\n" + table(recorded["rows"]))
+        for out in outs:
+            for recorded in json.loads(out.read_text()):
+                m = recorded["meta"]
+                head = f"`python -m benchmarks.sweep_scale {' '.join(m['argv'])}` at commit {m['commit']}, {m['when']}, {m['cpus']} cores:"
+                parts.append(head + "\n\n" + table(recorded["rows"]))
         write_docs("\n\n".join(parts))
     return 0
 
