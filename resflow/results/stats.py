@@ -136,36 +136,23 @@ def summarize(grads: pd.DataFrame, config_columns: list[str]) -> pd.DataFrame:
     (`seed_spread`: log10_ratio_sd, ratio_q25, ratio_q75)."""
     rows = []
     keys = ["variant", "seed", "step"]
-    if len(grads):  # each run's rows (in order) by one groupby; the per-site arrays sliced from whole columns
-        codes = grads.groupby(keys, sort=False).ngroup().to_numpy()
-        order = np.argsort(codes, kind="stable")
-        starts = np.flatnonzero(np.r_[True, np.diff(codes[order]) != 0])
-        ends = np.r_[starts[1:], len(order)]
-        n_sub = grads.groupby([*keys, "layer"], sort=False)["sublayer"].transform("size").to_numpy()
-        k = grads.groupby([*keys, "layer"], sort=False).cumcount().to_numpy()
-        position = grads["layer"].to_numpy() + k / n_sub  # site_position of each run's rows
-        norms = grads["input_grad_norm"].to_numpy(dtype=float)
-        finite_rows = np.isfinite(grads[["input_grad_norm", "activation_rms", "param_grad_norm"]].to_numpy(dtype=float)).all(
-            axis=1
-        )
-        columns = {c: grads[c].to_numpy() for c in [*keys, *config_columns]}
-    for start, end in zip(starts, ends) if len(grads) else ():
-        at = order[start:end]
-        g = norms[at]
+    for key, group in grads.groupby(keys, sort=False):
+        g = group["input_grad_norm"].to_numpy(dtype=float)
         first, last = float(g[0]), float(g[-1])
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = first / last if last != 0 else (float("nan") if first == 0 else float("inf"))
             log10 = math.log10(ratio) if ratio > 0 and math.isfinite(ratio) else float("nan")
-        row = {c: columns[c][at[0]] for c in keys}
+        finite = bool(np.isfinite(group[["input_grad_norm", "activation_rms", "param_grad_norm"]].to_numpy(dtype=float)).all())
+        row = dict(zip(keys, key))
         row.update(
             grad_first=first,
             grad_last=last,
             grad_ratio=ratio,
             log10_grad_ratio=log10,
-            gain_per_layer=fitted_gain(position[at], g),
-            finite=bool(finite_rows[at].all()),
+            gain_per_layer=fitted_gain(site_position(group), g),
+            finite=finite,
         )
-        row.update({c: columns[c][at[0]] for c in config_columns})
+        row.update({c: group[c].iloc[0] for c in config_columns})
         rows.append(row)
     out = pd.DataFrame(rows)
     if len(out):
