@@ -26,6 +26,9 @@ SLURM_SWEEP = [
 ]
 
 
+SLOWER = ["--set", "model.width=256", "--set", "data.batch_size=1024"]  # points of ~1 s each: longer than the 0.5 s poll
+
+
 def _children(pid: int) -> list[int]:
     try:
         return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
@@ -121,7 +124,7 @@ def test_resume_after_kill_9_collects_what_the_slurm_jobs_finished(tmp_path, res
 def test_slurm_points_are_saved_as_they_finish_not_per_job(tmp_path, resflow_cmd, slurm_env):
     out = tmp_path / "s"
     driver = subprocess.Popen(
-        [*resflow_cmd, *SLURM_SWEEP, "--backend", "slurm", "--workers", "1", "--out", str(out)],
+        [*resflow_cmd, *SLURM_SWEEP, *SLOWER, "--backend", "slurm", "--workers", "1", "--out", str(out)],
         env=slurm_env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

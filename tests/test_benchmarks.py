@@ -56,3 +56,13 @@ def test_the_export_benchmark_runs_and_old_and_new_exporters_agree(tmp_path):
         "6,102 scalars, 40 histograms" in next(r for r in rows if "grads rows (" in r["target"])["detail"]
     )  # 3 × 2,000 + 2 × 51
     assert "the same events: True" in next(r for r in rows if "before / now" in r["target"])["detail"]
+
+
+def test_sweep_scale_benchmark_runs(tmp_path, capsys):
+    from benchmarks.sweep_scale import main as sweep_scale
+
+    assert sweep_scale(["--sizes", "tiny", "--formats", "csv,parquet", "--out", str(tmp_path / "s.json")]) == 0
+    recorded = json.loads((tmp_path / "s.json").read_text())[0]["rows"]
+    assert [(r["size"], r["format"], r["side"]) for r in recorded] == [("tiny", "csv", "new"), ("tiny", "parquet", "new")]
+    assert all(r["wall"] > 0 and r["parent_rss"] > 0 and r["sizes"]["points/ files"] == 3 for r in recorded)
+    assert "| tiny runs | csv | new |" in capsys.readouterr().out

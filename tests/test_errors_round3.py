@@ -284,18 +284,28 @@ def test_resflow_error_is_the_base_of_the_stdout_fault():
 # --resume: a point file whose values have the wrong types is run again, never assembled
 
 
+def _set_cell(part: dict, column: str, value) -> None:
+    """A point file's stored column (compactly encoded) rewritten as a plain list whose first cell is `value`."""
+    from resflow.sweep.runner import _decode
+
+    values = list(_decode(part["cols"][column], part["n"]))
+    values = [v.item() if hasattr(v, "item") else v for v in values]
+    values[0] = value
+    part["cols"][column] = values
+
+
 SMALL = ["sweep", "deep50", "--over", "model.depth=1,2", "--set", "model.width=8", "--seeds", "2", "--no-plots", "--workers", "1"]
 
 
 @pytest.mark.parametrize(
     "damage",
     [
-        lambda p: p["grads"]["cols"]["input_grad_norm"].__setitem__(0, "abc"),
-        lambda p: p["grads"]["cols"]["seed"].__setitem__(0, "x"),
-        lambda p: p["grads"]["cols"]["seed"].__setitem__(0, True),
+        lambda p: _set_cell(p["grads"], "input_grad_norm", "abc"),
+        lambda p: _set_cell(p["grads"], "seed", "x"),
+        lambda p: _set_cell(p["grads"], "seed", True),
         lambda p: p["grads"]["const"].__setitem__("layer", "abc"),
         lambda p: p["grads"]["const"].__setitem__("step", {"a": 1}),
-        lambda p: p["summary"]["cols"]["grad_first"].__setitem__(0, [1]),
+        lambda p: _set_cell(p["summary"], "grad_first", [1]),
         lambda p: p["summary"]["const"].__setitem__("grad_ratio", "big"),
         lambda p: p["grads"]["const"].__setitem__("variant", "another"),
     ],

@@ -622,15 +622,15 @@ def sweep(
             allow_code=True if allow_code else None,
         )
     console = stdout()
-    figures = _figure_writer(done.result, no_plots)
+    figures = None if no_plots else _figure_writer(done.result)  # (the figures read the tables back)
     if figures is not None:
         figures(out)  # (the tables are written: a figure that fails is told after them)
     figs = "".join(", " + name for name in figures.names) if figures is not None else ""
-    title = sweep_title(base.name, done.result.summary)
-    console.print(sweep_table(done.result.summary, plan.columns, title=title, grads=done.result.grads, width=console.width))
-    for line in depth_story(done.result.summary, plan.columns):
+    title = sweep_title(base.name, done.summary)
+    console.print(sweep_table(done.summary, plan.columns, title=title, profiles=done.profiles, width=console.width))
+    for line in depth_story(done.summary, plan.columns):
         console.print(line, markup=False)
-    if done.result.train is not None:
+    if done.trained:
         console.print(loss_table(done.result, width=console.width))
     console.print(f"wrote {out}/ ({_tables_written(out)}, config.yaml, meta.json{figs}; points/ per point)", markup=False)
     if tensorboard is not None:

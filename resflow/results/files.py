@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from resflow._sys.files import atomic_file, not_replaceable, shareable, write_text_atomic
+from resflow._sys.files import _write_all, atomic_file, not_replaceable, shareable, write_text_atomic
 from resflow._sys.signals import deferred
 from resflow.errors import ConfigError, EnvironmentFault, ResflowError, environment_error
 from resflow.results.csvtext import to_csv_text
@@ -276,8 +276,6 @@ def write_files(result: RunResult, directory: Path, fmt: str = "csv") -> None:
     """Write the result's files into an existing directory (each file atomically); `fmt`: the
     tables as csv, parquet or both. meta.json last, with what the others hold (`file_records`), for
     `read_run` to check."""
-    import yaml
-
     check_format(fmt)
     for name in TABLES:
         df = getattr(result, name)
@@ -287,9 +285,18 @@ def write_files(result: RunResult, directory: Path, fmt: str = "csv") -> None:
             write_csv(df, directory / f"{name}.csv")
         if fmt != "csv":
             write_parquet(df, directory / f"{name}.parquet")
-    write_text_atomic(directory / "config.yaml", yaml.safe_dump(result.config, sort_keys=False))
-    meta = {**result.meta, "files": file_records(result, directory)}
-    write_text_atomic(directory / "meta.json", json.dumps(meta, indent=2, default=str) + "\n")
+    write_config_meta(
+        directory, result.config, result.meta, {t: len(getattr(result, t)) for t in TABLES if getattr(result, t) is not None}
+    )
+
+
+def write_config_meta(directory: Path, config: dict, meta: dict, rows: dict[str, int]) -> None:
+    """config.yaml, then meta.json with what the tables written hold (`rows`: each table's rows), last."""
+    import yaml
+
+    write_text_atomic(Path(directory) / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    meta = {**meta, "files": table_records(directory, rows)}
+    write_text_atomic(Path(directory) / "meta.json", json.dumps(meta, indent=2, default=str) + "\n")
 
 
 RECORDED = {
@@ -301,12 +308,17 @@ RECORDED = {
 def file_records(result: RunResult, directory: Path) -> dict[str, dict]:
     """What was written, for `read_run` to check: {file: {"rows": table rows, "sha256": of its bytes}},
     hashed from the files as they are on disk."""
+    return table_records(directory, {t: len(getattr(result, t)) for t in TABLES if getattr(result, t) is not None})
+
+
+def table_records(directory: Path, rows: dict[str, int]) -> dict[str, dict]:
+    """`file_records` from each table's rows (`rows`), for tables written without a RunResult (streamed)."""
     records = {}
     for name, table in RECORDED.items():
         if (Path(directory) / name).is_file():
             record = {"sha256": file_sha256(Path(directory) / name)}
             if table is not None:
-                record = {"rows": len(getattr(result, table)), **record}
+                record = {"rows": rows[table], **record}
             records[name] = record
     return records
 
@@ -324,6 +336,89 @@ def file_sha256(path: Path, size: int | None = None) -> str:
             digest.update(chunk)
             left -= len(chunk)
         return digest.hexdigest()
+
+
+class TableStream:
+    """One results table written a chunk of rows at a time, in `fmt` (csv, parquet or both), atomically
+    (temp files renamed into place when the `with` block ends without error, else removed): the CSV
+    appended chunk by chunk, byte for byte `write_csv` of the whole table when every chunk has its
+    dtypes; the Parquet file a row group per chunk, the values `write_parquet` writes. Memory: one chunk.
+
+        with TableStream(out, "grads", "csv") as stream:
+            for chunk in chunks:
+                stream.write(chunk)
+    """
+
+    def __init__(self, directory: Path, name: str, fmt: str = "csv") -> None:
+        check_format(fmt)
+        self.paths = [Path(directory) / f"{name}.{ext}" for ext in ("csv", "parquet") if fmt in (ext, "both")]
+        self.rows = 0
+        self._stack = None
+        self._csv = self._parquet = None
+        self._writer = self._schema = self._dtypes = None
+        self._header = b""
+
+    def __enter__(self) -> "TableStream":
+        from contextlib import ExitStack
+
+        self._stack = ExitStack().__enter__()
+        try:
+            for path in self.paths:
+                fh = self._stack.enter_context(atomic_file(path))
+                if path.suffix == ".csv":
+                    self._csv = fh
+                else:
+                    self._parquet = fh
+        except BaseException:
+            self._stack.__exit__(None, None, None)
+            raise
+        return self
+
+    def write(self, df: pd.DataFrame) -> None:
+        """Append `df`'s rows: the same columns, in the same order and dtypes, as every other chunk."""
+        if self._csv is not None:
+            text = to_csv_text(df).encode("utf-8")
+            header, _, body = text.partition(os.linesep.encode())
+            if not self.rows and not self._header:
+                _write_all(self._csv.fileno(), text)
+                self._header = header
+            elif header != self._header:
+                raise ValueError(f"a chunk with other columns than the first: {header[:80]!r}")
+            else:
+                _write_all(self._csv.fileno(), body)
+        if self._parquet is not None:
+            self._write_parquet(df)
+        self.rows += len(df)
+
+    def _write_parquet(self, df: pd.DataFrame) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        chunk = as_read_from_csv(df)
+        dtypes = list(chunk.dtypes)
+        if self._writer is None:
+            table = pa.Table.from_pandas(chunk, preserve_index=False)
+            self._schema, self._dtypes = table.schema, dtypes
+            self._writer = pq.ParquetWriter(self._parquet, self._schema)
+        else:
+            if dtypes != self._dtypes:  # read from the whole CSV, a column would not have one chunk's dtype
+                raise ChunkTypes(f"a chunk's dtypes {dtypes} differ from the first's {self._dtypes}")
+            table = pa.Table.from_pandas(chunk, schema=self._schema, preserve_index=False)
+        self._writer.write_table(table)
+
+    def __exit__(self, kind, err, tb) -> bool:
+        if self._writer is not None:  # the Parquet footer (a failing stream's temp file goes anyway)
+            try:
+                self._writer.close()
+            except BaseException as close_err:
+                if kind is None:
+                    self._stack.__exit__(type(close_err), close_err, close_err.__traceback__)
+                    raise
+        return bool(self._stack.__exit__(kind, err, tb))
+
+
+class ChunkTypes(ValueError):
+    """A streamed chunk whose values would not be typed as the whole table's (TableStream)."""
 
 
 def write_run(result: RunResult, path: Path, force: bool = False, extra=None, fmt: str = "csv") -> Path:

@@ -12,11 +12,13 @@ Torch is imported only where points run (the workers, or this process with one w
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import math
 import shutil
 import time
+import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,34 +42,120 @@ def run_point(point: Point, allow_code: bool = False) -> str:
     """Run one point and return its file's text: the tables' rows, relabelled, as JSON.
 
     Each table is {"n": rows, "order": columns, "const": {column: value}, "cols": {column: values}}:
-    a column with one value in every row (the config's columns, the swept ones) is stored once, so
-    the file is a fraction of the size and the parent, which reads every point, parses less. `allow_code`: the sweep's opt-in for a
-    module:callable factory, decided once in the parent and sent with the task.
+    a column with one value in every row (the config's columns, the swept ones) is stored once, and
+    the others compactly (`_encode`: numbers as their float64/int64/bool bytes, text as labels and
+    codes), so the file is a fraction of the size and the parent, which reads every point, parses less.
+    `allow_code`: the sweep's opt-in for a module:callable factory, decided once in the parent and
+    sent with the task.
     """
     from resflow.experiment import run
 
     result = run(validate(point.config), allow_code=allow_code)
-    payload = {"format": 2, "index": point.index, "hash": point.hash, "variant": point.variant}  # 2: const/cols tables
+    return encode_point(point, {name: getattr(result, name) for name in TABLES})
+
+
+def encode_point(point: Point, frames: dict) -> str:
+    """A point file's text from its tables (`frames`: name -> DataFrame or None), relabelled as `point`'s."""
+    payload = {"format": FORMAT, "index": point.index, "hash": point.hash, "variant": point.variant}
     for name in TABLES:
-        df = getattr(result, name)
+        df = frames.get(name)
         if df is None:  # no train table when measuring at initialisation
             continue
-        rows = {col: df[col].tolist() for col in df.columns}  # = to_dict("list"), without boxing every value in Python
-        rows["variant"] = None
+        order = [*df.columns, *(["variant"] if "variant" not in df.columns else [])]
         const = {"variant": point.variant}
         for col, value in point.columns.items():
-            rows.setdefault(col, None)  # a swept key already among the config columns keeps its place
+            if col not in order:  # a swept key already among the config columns keeps its place
+                order.append(col)
             const[col] = value
         cols = {}
-        for col, values in rows.items():
+        for col in df.columns:
             if col in const:
                 continue
-            if _constant(values, df[col].dtype.kind):
-                const[col] = values[0]
-            else:
-                cols[col] = values
-        payload[name] = {"n": len(df), "order": list(rows), "const": const, "cols": cols}
+            kind, value = _encode(df[col])
+            (const if kind == "const" else cols)[col] = value
+        payload[name] = {"n": len(df), "order": order, "const": const, "cols": cols}
     return json.dumps(payload, allow_nan=True)
+
+
+FORMAT = 3  # 2: const/cols tables of JSON lists; 3: their columns as bytes (`_encode`)
+_NUMERIC = {"f": "<f8", "i": "<i8", "u": "<i8", "b": "|b1"}  # as `tolist()` gives them: float, int, bool
+
+
+def _encode(series) -> tuple[str, Any]:
+    """("const", value) for a column with one value in every row, as the CSV would print it; else
+    ("cols", stored): a number column as the zlib'd bytes of its float64/int64/bool values (exactly
+    the values `tolist()` gives), a text column as its labels and their codes, anything else a list."""
+    import numpy as np
+
+    kind = series.dtype.kind if isinstance(series.dtype, np.dtype) else "O"
+    if kind in _NUMERIC and len(series):
+        values = series.to_numpy()
+        if kind == "u" and values.max() > np.iinfo(np.int64).max:
+            return "cols", series.tolist()
+        values = values.astype(_NUMERIC[kind], copy=False)
+        first = values[0]
+        same = values == first
+        if kind == "f" and first == 0:
+            same &= np.signbit(values) == np.signbit(first)  # 0.0 and -0.0 print differently
+        if same.all():  # (NaN is never equal to itself: a NaN column is stored whole)
+            return "const", first.item()
+        return "cols", _pack(values)
+    values = series.tolist()
+    if _constant(values, kind):
+        return "const", values[0]
+    if values and all(type(v) is str for v in values):
+        codes, labels = _factorize(values)
+        return "cols", {"labels": labels, "codes": _pack(codes)}
+    return "cols", values
+
+
+def _factorize(values: list[str]):
+    import numpy as np
+
+    index: dict[str, int] = {}
+    codes = np.fromiter((index.setdefault(v, len(index)) for v in values), dtype=np.int32, count=len(values))
+    return codes, list(index)
+
+
+def _pack(values) -> dict:
+    return {"dtype": values.dtype.str, "z": base64.b64encode(zlib.compress(values.tobytes(), 1)).decode("ascii")}
+
+
+def _unpack(stored: dict, n: int):
+    """The array `_pack` stored; ValueError if it is not one of `n` values."""
+    import numpy as np
+
+    try:
+        values = np.frombuffer(zlib.decompress(base64.b64decode(stored["z"], validate=True)), dtype=np.dtype(stored["dtype"]))
+    except (zlib.error, TypeError) as err:
+        raise ValueError(str(err)) from None
+    if values.dtype.kind not in "fiub" or len(values) != n:
+        raise ValueError(f"{len(values)} values of {values.dtype}, not {n} numbers")
+    return values
+
+
+def _decode(stored, n: int):
+    """A stored column (`_encode`) as a list, or an array of numbers or of text (object); ValueError
+    if it does not hold `n` values."""
+    import numpy as np
+
+    if isinstance(stored, (list, np.ndarray)):
+        values = stored
+    elif isinstance(stored, dict) and "labels" in stored:
+        labels = stored["labels"]
+        codes = _unpack(stored["codes"], n)
+        if not isinstance(labels, list) or not all(type(v) is str for v in labels) or codes.dtype.kind not in "iu":
+            raise ValueError("bad text column")
+        if n and (codes.min() < 0 or codes.max() >= len(labels)):
+            raise ValueError("a code past the labels")
+        values = np.asarray(labels, dtype=object)[codes] if labels else np.empty(0, dtype=object)
+    elif isinstance(stored, dict):
+        values = _unpack(stored, n)
+    else:
+        raise ValueError(f"not a column: {type(stored).__name__}")
+    if len(values) != n:
+        raise ValueError(f"{len(values)} values, not {n}")
+    return values
 
 
 def _constant(values: list, kind: str) -> bool:
@@ -85,11 +173,17 @@ def _constant(values: list, kind: str) -> bool:
 
 
 def _columns(part: dict) -> dict[str, list]:
-    """A table of a point payload as {column: values}, in CSV order (also the older all-lists form)."""
-    if "order" not in part:
-        return part
+    """A table of a point payload as {column: values as Python lists}, in CSV order (any form: `_part`)."""
+    part = _part(part)
     n, const, cols = part["n"], part["const"], part["cols"]
-    return {col: cols[col] if col in cols else [const[col]] * n for col in part["order"]}
+    out = {}
+    for col in part["order"]:
+        if col in cols:
+            values = _decode(cols[col], n)
+            out[col] = values if isinstance(values, list) else values.tolist()
+        else:
+            out[col] = [const[col]] * n
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,8 +204,9 @@ def finished(out: Path, plan: Plan) -> set[int]:
 
 
 def read_point(out: Path, point: Point) -> dict | None:
-    """The payload of a finished point's file, or None if the file is not a whole, valid payload of
-    this point (truncated, random bytes, another point's): such a file is not trusted, but re-run."""
+    """The payload of a finished point's file, each table's columns decoded (`_part`), or None if the
+    file is not a whole, valid payload of this point (truncated, random bytes, another point's): such
+    a file is not trusted, but re-run. The one reader of point files (resume, assembly)."""
     try:
         payload = json.loads(point_path(out, point).read_bytes())
     except (OSError, ValueError):  # (UnicodeDecodeError is a ValueError)
@@ -122,20 +217,37 @@ def read_point(out: Path, point: Point) -> dict | None:
         return None
     if _const(payload["grads"]).get("variant", point.variant) != point.variant:
         return None
-    for name in TABLES:
-        if name not in payload:
+    try:
+        for name in TABLES:
+            if name in payload:
+                payload[name] = _part(payload[name])
+    except (KeyError, TypeError, AttributeError, ValueError):
+        return None
+    for name in TABLES:  # a hand-edited or crafted file: run again rather than fail the assembly
+        part = payload.get(name)
+        if part is None:
             continue
-        part = payload[name]
-        try:
-            columns = _columns(part)
-            n = part["n"] if "n" in part else len(next(iter(columns.values()), []))
-            if isinstance(n, bool) or not isinstance(n, int):
-                return None
-            if not all(isinstance(v, list) and len(v) == n and _well_typed(col, v) for col, v in columns.items()):
-                return None
-        except (KeyError, TypeError, AttributeError):
+        if not all(_well_typed(col, [v], name) for col, v in part["const"].items()):
+            return None
+        if not all(_well_typed(col, values, name) for col, values in part["cols"].items() if isinstance(values, list)):
             return None
     return payload
+
+
+def _part(part: dict) -> dict:
+    """A table of a payload as {"n", "order", "const", "cols"}, its stored columns decoded (`_decode`:
+    lists or arrays), whichever form it was written in; ValueError/TypeError/KeyError if it is not
+    whole (a column missing or of the wrong length)."""
+    if "order" not in part:  # the all-lists form, before format 2
+        cols = dict(part)
+        n = len(next(iter(cols.values()), []))
+        part = {"n": n, "order": list(cols), "const": {}, "cols": cols}
+    n, order, const, cols = part["n"], part["order"], part["const"], part["cols"]
+    if type(n) is not int or n < 0 or not isinstance(order, list) or not isinstance(const, dict) or not isinstance(cols, dict):
+        raise ValueError("not a table")
+    if not all(isinstance(col, str) and (col in const or col in cols) for col in order):
+        raise ValueError("a column missing")
+    return {"n": n, "order": order, "const": const, "cols": {col: _decode(values, n) for col, values in cols.items()}}
 
 
 def _const(part) -> dict:
@@ -154,18 +266,18 @@ NUMBERS = (  # columns that hold numbers in every table that has them (the keys,
 KEYS = {"seed", "step", "layer"}  # never empty
 
 
-def _well_typed(column: str, values: list) -> bool:
+def _well_typed(column: str, values: list, table: str = "") -> bool:
     """A column of a point file as resflow writes it: CSV cells (no lists or mappings); a number
     column's values numbers (a key's never missing), so that a hand-edited or crafted file is run
     again on --resume rather than failing the assembly or being written into the CSVs."""
-    if column in NUMBERS:
+    if column in NUMBERS and not (column == "loss" and table != "train"):  # (a config's `loss` is a word)
         allowed = (int, float) if column in KEYS else (int, float, type(None))
         return all(isinstance(v, allowed) and not isinstance(v, bool) for v in values)
     return all(isinstance(v, SCALARS) for v in values)
 
 
-def read_finished(out: Path, plan: Plan, parsed: dict[int, dict]) -> tuple[set[int], list[Point]]:
-    """The points whose files hold valid payloads (parsed into `parsed`), and the points whose files
+def read_finished(out: Path, plan: Plan, parsed: "Assembly") -> tuple[set[int], list[Point]]:
+    """The points whose files hold valid payloads (noted in `parsed`), and the points whose files
     were damaged: those files are removed, so the points run again."""
     done, damaged = set(), []
     for point in plan.points:
@@ -177,7 +289,7 @@ def read_finished(out: Path, plan: Plan, parsed: dict[int, dict]) -> tuple[set[i
             point_path(out, point).unlink(missing_ok=True)
         else:
             done.add(point.index)
-            parsed[point.index] = payload
+            parsed.add(point.index, payload)
     return done, damaged
 
 
@@ -277,42 +389,234 @@ def save_point(out: Path, point: Point, text: str) -> None:
     write_text_atomic(point_path(out, point), text)
 
 
-def assemble(out: Path, plan: Plan, parsed: dict[int, dict] | None = None):
-    """The tables from the point files, in point order (`parsed`: payloads already read, by index)."""
-    parsed = parsed or {}
-    payloads = [parsed.get(p.index) or json.loads(point_path(out, p).read_text()) for p in plan.points]
+def assemble(out: Path, plan: Plan):
+    """The tables from the point files, in point order, all in memory (`stream_tables` writes them
+    without holding them; this is for the sweeps whose columns it cannot type ahead)."""
+    payloads = []
+    for point in plan.points:
+        payload = read_point(out, point)
+        if payload is None:
+            raise _damaged(out, point)
+        payloads.append(payload)
     return tables(payloads, plan.columns)
+
+
+def _damaged(out: Path, point: Point, hint: str = "") -> ResflowError:
+    return ResflowError(f"{str(point_path(out, point))!r} is damaged; rerun with: {hint or 'the same command plus --resume'}")
 
 
 def tables(payloads: list[dict], columns: list[str]) -> dict:
     """grads/params/summary DataFrames from points' payloads (in the order given), and `train` (None
     unless some point trained: then train.csv's rows of every training point)."""
+    return {name: table_frame(name, [p[name] for p in payloads if name in p], columns) for name in TABLES}
+
+
+def table_frame(name: str, parts: list[dict], columns: list[str]):
+    """Table `name` from its parts (one per point, in order), as the CSV holds it: every point's
+    columns in order of first appearance, then the schema's order (results/tables.py), then the
+    swept `columns` last, in axis order; a column a point lacks is empty in its rows. None for a
+    train table no point has."""
     import pandas as pd
 
     from resflow.results.tables import grads_frame, params_frame, summary_frame, train_frame
 
-    rows: dict[str, dict[str, list]] = {name: {} for name in TABLES}
-    for payload in payloads:
-        for name in TABLES:
-            if name not in payload:  # a point that did not train has no train rows
-                continue
-            table = rows[name]
-            part = _columns(payload[name])
-            n = len(next(iter(part.values()), []))
-            before = len(next(iter(table.values()), [])) if table else 0
-            for col in list(table) + [c for c in part if c not in table]:  # ordered: stable CSV columns
-                column = table.setdefault(col, [None] * before)
-                column.extend(part.get(col, [None] * n))
-    frames = {
-        "grads": grads_frame(rows["grads"]),
-        "params": params_frame(rows["params"]),
-        "summary": summary_frame(pd.DataFrame(rows["summary"])),
-        "train": train_frame(rows["train"]) if rows["train"] else None,
+    if name == "train" and not parts:
+        return None
+    rows: dict[str, list] = {}
+    for raw in parts:
+        part = _columns(raw)
+        n = len(next(iter(part.values()), []))
+        before = len(next(iter(rows.values()), [])) if rows else 0
+        for col in list(rows) + [c for c in part if c not in rows]:  # ordered: stable CSV columns
+            column = rows.setdefault(col, [None] * before)
+            column.extend(part.get(col, [None] * n))
+    build = {
+        "grads": grads_frame,
+        "params": params_frame,
+        "summary": lambda r: summary_frame(pd.DataFrame(r)),
+        "train": train_frame,
     }
-    for name, df in frames.items():  # the swept columns after the schema's columns, in axis order
-        extra = [c for c in columns if df is not None and c in df.columns]
-        frames[name] = df[[c for c in df.columns if c not in extra] + extra] if extra else df
-    return frames
+    df = build[name](rows)
+    extra = [c for c in columns if c in df.columns]  # the swept columns after the schema's columns, in axis order
+    return df[[c for c in df.columns if c not in extra] + extra] if extra else df
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming assembly: the final tables written from the point files, a chunk of points at a time
+
+CHUNK_ROWS = 100_000  # rows (of all tables) read before a chunk is written: bounds the memory
+STREAMED = ("grads", "params", "train")  # the summary (one row per run) is kept whole: the report reads it
+
+
+def _tag(value) -> str:
+    """The kind of a stored value, as pandas types a column from it: b(ool), i(nt), f(loat), s(tr),
+    n(one), o(ther)."""
+    kind = type(value)
+    if kind is bool:
+        return "b"
+    if kind is int:
+        return "i"
+    if kind is float:
+        return "f"
+    if kind is str:
+        return "s"
+    return "n" if value is None else "o"
+
+
+def _tags(values) -> set[str]:
+    import numpy as np
+
+    if isinstance(values, np.ndarray):
+        return {"s"} if values.dtype.kind == "O" else {{"u": "i"}.get(values.dtype.kind, values.dtype.kind)}
+    return set(map(_tag, values))
+
+
+# The dtype of a whole column from the kinds of value its points stored (as pandas infers it from the
+# values: ints with a missing value are floats); None: not one `_chunk_frame` can build (the sweep
+# assembles in memory instead).
+def _dtype(tags: set[str]) -> str | None:
+    if tags == {"b"}:
+        return "bool"
+    if tags == {"i"}:
+        return "int64"
+    if tags <= {"f", "i", "n"} and tags & {"f", "n"} and tags != {"n"}:
+        return "float64"
+    if tags <= {"s", "n"}:
+        return "object"  # text; all missing: empty
+    return None
+
+
+class Assembly:
+    """What the streamed tables need from every point before the first row is written: each table's
+    columns (their order, in each point) and the kinds of value stored in them; and the summary rows.
+    Small (a few values per column and point), so the payloads themselves need not be kept."""
+
+    def __init__(self) -> None:
+        self.orders: dict[str, dict[int, tuple]] = {name: {} for name in TABLES}  # point -> column order
+        self.kinds: dict[str, dict[str, set]] = {name: {} for name in TABLES}  # column -> value kinds
+        self.present: dict[str, dict[str, int]] = {name: {} for name in TABLES}  # column -> points having it
+        self.rows: dict[str, int] = dict.fromkeys(TABLES, 0)
+        self.summary: dict[int, dict] = {}  # point -> its summary part
+        self._interned: dict[tuple, tuple] = {}
+
+    def __contains__(self, index: int) -> bool:
+        return index in self.summary
+
+    def add(self, index: int, payload: dict) -> None:
+        """Note a point's payload (decoded: `read_point`, or a worker's text parsed and `_part`'ed)."""
+        for name in TABLES:
+            if name not in payload:
+                continue
+            part = payload[name]
+            order = tuple(part["order"])
+            self.orders[name][index] = self._interned.setdefault(order, order)
+            self.rows[name] += part["n"]
+            kinds, present = self.kinds[name], self.present[name]
+            for col in order:
+                present[col] = present.get(col, 0) + 1
+                found = kinds.setdefault(col, set())
+                if col in part["cols"]:
+                    found |= _tags(part["cols"][col])
+                elif part["n"]:
+                    found.add(_tag(part["const"][col]))
+        self.summary[index] = payload["summary"]
+
+    def layout(self, name: str, plan: Plan) -> tuple[list[str], dict[str, str]] | None:
+        """Table `name`'s CSV columns in order and each one's dtype; None if one cannot be typed ahead."""
+        import pandas as pd
+
+        orders = self.orders[name]
+        if not orders or not self.rows[name]:
+            return None
+        union: dict[str, None] = {}
+        for point in plan.points:  # first appearance, in point order (as `table_frame`)
+            for col in orders.get(point.index, ()):
+                union.setdefault(col, None)
+        empty = table_frame(name, [{"n": 0, "order": list(union), "const": {}, "cols": dict.fromkeys(union, [])}], plan.columns)
+        dtypes = {}
+        for col in union:
+            tags = self.kinds[name][col] | ({"n"} if self.present[name][col] < len(orders) else set())
+            dtypes[col] = _dtype(tags)
+            if dtypes[col] is None:
+                return None
+        assert isinstance(empty, pd.DataFrame)
+        return list(empty.columns), dtypes
+
+
+class _NotStreamable(Exception):
+    """A table whose chunks would not print as the whole table does: the sweep assembles in memory."""
+
+
+def _column(pieces: list, ns: list[int], dtype: str):
+    """One column of a chunk: each point's values (a constant, a list or an array) in `dtype`."""
+    import numpy as np
+
+    try:
+        if all(kind == "const" for kind, _ in pieces):
+            return np.repeat(np.array([v for _, v in pieces], dtype=dtype), ns)
+        return np.concatenate(
+            [np.full(n, v, dtype=dtype) if kind == "const" else np.asarray(v, dtype=dtype) for (kind, v), n in zip(pieces, ns)]
+        )
+    except (OverflowError, TypeError, ValueError) as err:  # an int past int64: pandas would not make it int64 either
+        raise _NotStreamable(str(err)) from None
+
+
+def _chunk_frame(parts: list[dict], columns: list[str], dtypes: dict[str, str]):
+    """The rows of these points' parts as one frame, the whole table's columns and dtypes."""
+    import pandas as pd
+
+    ns = [p["n"] for p in parts]
+    data = {}
+    for col in columns:
+        pieces = [("cols", p["cols"][col]) if col in p["cols"] else ("const", p["const"].get(col)) for p in parts]
+        data[col] = _column(pieces, ns, dtypes[col])
+    return pd.DataFrame(data, columns=columns)
+
+
+def stream_tables(out: Path, plan: Plan, asm: Assembly, fmt: str, hint: str = "") -> tuple[dict[str, int], dict] | None:
+    """Write grads, params (and train) from the point files, CHUNK_ROWS rows at a time, byte for byte
+    what writing the whole tables gives (results/files.py: TableStream); returns their rows and each
+    point's profile (`profile_medians`: its median over seeds at each site), or None when a table
+    cannot be streamed (nothing is left written then)."""
+    from contextlib import ExitStack
+
+    from resflow.results.files import ChunkTypes, TableStream
+    from resflow.results.stats import profile_medians
+
+    layouts = {name: asm.layout(name, plan) for name in STREAMED if asm.orders[name]}
+    if any(layout is None for layout in layouts.values()):
+        return None
+    profiles: dict = {}
+    try:
+        with ExitStack() as stack:
+            streams = {name: stack.enter_context(TableStream(out, name, fmt)) for name in layouts}
+            batch: dict[str, list] = {name: [] for name in layouts}
+            held = 0
+
+            def flush() -> None:
+                for name, parts in batch.items():
+                    if parts:
+                        frame = _chunk_frame(parts, *layouts[name])
+                        if name == "grads":
+                            profiles.update(profile_medians(frame))
+                        streams[name].write(frame)
+                        parts.clear()
+
+            for point in plan.points:
+                payload = read_point(out, point)
+                if payload is None:
+                    raise _damaged(out, point, hint)
+                for name in layouts:
+                    if name in payload:
+                        batch[name].append(payload[name])
+                        held += payload[name]["n"]
+                if held >= CHUNK_ROWS:
+                    flush()
+                    held = 0
+            flush()
+    except (_NotStreamable, ChunkTypes):
+        return None
+    return {name: stream.rows for name, stream in streams.items()}, profiles
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,12 +625,26 @@ def tables(payloads: list[dict], columns: list[str]) -> dict:
 
 @dataclass
 class SweepRun:
-    """What `run_sweep` reports besides the tables."""
+    """What `run_sweep` reports: the summary and each point's profile in memory (what the terminal
+    table needs), the other tables on disk, read on demand (`result`: a RunResult of the whole dir)."""
 
-    result: Any  # RunResult
     plan: Plan
     skipped: int  # points found finished (--resume)
     ran: int
+    path: Path
+    summary: Any  # pd.DataFrame: summary.csv's rows
+    profiles: dict  # variant -> its median ||dloss/dx|| per site (stats.profile_medians)
+    trained: bool = False  # a train table was written
+    _result: Any = None
+
+    @property
+    def result(self):
+        """The results dir as `resflow.load` reads it (every table in memory: read when first asked)."""
+        if self._result is None:
+            from resflow.results.files import read_run
+
+            self._result = read_run(self.path)
+        return self._result
 
 
 def run_sweep(
@@ -418,16 +736,15 @@ def _run_sweep(
     parquet or both; the point files are JSON whatever the format, so --resume reads them alike)."""
     from resflow._sys import workers as backends
     from resflow._sys.files import write_text_atomic
-    from resflow.results.files import check_format, write_files
+    from resflow.results.files import check_format
     from resflow.results.meta import run_meta
-    from resflow.results.tables import RunResult
 
     check_format(fmt)  # before any work
     out = Path(out)
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     prepare_out(out, plan, resume, force)
-    parsed: dict[int, dict] = {}  # each point's payload: those found finished, then each as it arrives
+    parsed = Assembly()  # what the tables need of each point: those found finished, then each as it arrives
     done, damaged = read_finished(out, plan, parsed) if resume else (set(), [])
     if damaged and on_note is not None:
         names = ", ".join(point_path(out, p).name for p in damaged[:3]) + (
@@ -441,7 +758,7 @@ def _run_sweep(
     def save(point: Point, text: str) -> None:
         save_point(out, point, text)
         failed_path(out, point).unlink(missing_ok=True)  # a retried point that now succeeded
-        parsed[point.index] = json.loads(text)
+        parsed.add(point.index, _payload(text))
         if on_point is not None:
             on_point(point)
 
@@ -484,15 +801,12 @@ def _run_sweep(
             f"{resume_hint or 'the same command plus --resume'}"
         )
 
-    missing = [p for p in plan.points if p.index not in parsed]
-    for point in missing:  # (all are parsed by now: finished ones were read and checked above)
-        payload = read_point(out, point)
-        if payload is None:
-            raise ResflowError(
-                f"{str(point_path(out, point))!r} is damaged; rerun with: {resume_hint or 'the same command plus --resume'}"
-            )
-        parsed[point.index] = payload
-    frames = assemble(out, plan, parsed)
+    for point in plan.points:  # (all are noted by now: finished ones were read and checked above)
+        if point.index not in parsed:
+            payload = read_point(out, point)
+            if payload is None:
+                raise _damaged(out, point, resume_hint)
+            parsed.add(point.index, payload)
     meta = run_meta(
         started,
         t0,
@@ -504,17 +818,48 @@ def _run_sweep(
         backend=backend,
         **({"worker_versions": worker_versions} if worker_versions else {}),
     )
-    result = RunResult(
-        grads=frames["grads"],
-        params=frames["params"],
-        summary=frames["summary"],
-        config=plan.config_yaml(),
-        meta=meta,
-        path=out,
-        train=frames["train"],
-    )
-    write_files(result, out, fmt=fmt)
-    return SweepRun(result, plan, skipped=len(done), ran=len(todo))
+    return write_tables(out, plan, parsed, fmt, meta, resume_hint, skipped=len(done), ran=len(todo))
+
+
+def _payload(text: str) -> dict:
+    """A worker's point text, its tables decoded as `read_point` gives them."""
+    payload = json.loads(text)
+    for name in TABLES:
+        if name in payload:
+            payload[name] = _part(payload[name])
+    return payload
+
+
+def write_tables(out: Path, plan: Plan, parsed: Assembly, fmt: str, meta: dict, hint: str = "", **counts) -> SweepRun:
+    """The final tables from the point files: streamed (`stream_tables`), else (columns whose dtype
+    cannot be told ahead) assembled in memory; then the summary, config.yaml and meta.json."""
+    from resflow.results.files import write_config_meta, write_csv, write_files, write_parquet
+    from resflow.results.stats import profile_medians
+    from resflow.results.tables import RunResult
+
+    summary = table_frame("summary", [parsed.summary[p.index] for p in plan.points], plan.columns)
+    config = plan.config_yaml()
+    streamed = stream_tables(out, plan, parsed, fmt, hint)
+    if streamed is None:
+        frames = assemble(out, plan)
+        result = RunResult(config=config, meta=meta, path=out, **frames)
+        write_files(result, out, fmt=fmt)
+        return SweepRun(
+            plan,
+            path=out,
+            summary=summary,
+            profiles=profile_medians(frames["grads"]),
+            trained=frames["train"] is not None,
+            _result=result,
+            **counts,
+        )
+    rows, profiles = streamed
+    if fmt != "parquet":
+        write_csv(summary, out / "summary.csv")
+    if fmt != "csv":
+        write_parquet(summary, out / "summary.parquet")
+    write_config_meta(out, config, meta, {**rows, "summary": len(summary)})
+    return SweepRun(plan, path=out, summary=summary, profiles=profiles, trained="train" in rows, **counts)
 
 
 def sweep_columns(meta: dict) -> list[str]:

@@ -29,7 +29,7 @@ from resflow.report.terminal.run import (
     sparkline,
 )
 from resflow.report.terminal.train import loss_table
-from resflow.results.stats import EXPLODING, VANISHING, finite_stats, flag, seed_spread, site_stats
+from resflow.results.stats import EXPLODING, VANISHING, finite_stats, flag, profile_medians, seed_spread, site_stats
 from resflow.results.values import as_number
 from resflow.theory.overlay import comparison_line, log_ratio_gap
 
@@ -62,7 +62,58 @@ def point_stats(summary: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """One row per point (variant), in order: swept values, median/min/max ratio, median gain, seeds;
     at each point's last step (the step the tables show). Seeds whose gradients are all finite but
     whose ratio is 0/0 (no gradient at the first nor the last layer) are left out of the ratio's
-    statistics; `no_gradient` when that is every seed."""
+    statistics; `no_gradient` when that is every seed. Vectorised over the points (one groupby each):
+    `finite_stats` and `seed_spread` per point, as `point_stats_reference` computes them one by one."""
+    last = last_step(summary)
+    if not len(last):
+        return point_stats_reference(summary, columns)
+    codes, variants = pd.factorize(last["variant"])
+    by = pd.Series(codes, index=last.index)
+    ratio = last["grad_ratio"].to_numpy(dtype=float)
+    finite = last["finite"].astype(bool).groupby(by, sort=False).all()
+    ok = np.isfinite(ratio)
+    kept = pd.Series(np.where(ok, ratio, np.nan), index=last.index).groupby(by, sort=False)
+    n_ratio = pd.Series(~np.isnan(ratio), index=last.index).groupby(by, sort=False).sum()
+    spread = _seed_spread(ratio, by)
+
+    def median_all(column: str) -> np.ndarray:  # np.median: NaN if any value is NaN
+        if column not in last:
+            return np.full(len(variants), np.nan)
+        values = pd.Series(last[column].to_numpy(dtype=float), index=last.index).groupby(by, sort=False)
+        return np.where(values.count() == values.size(), values.median(), np.nan)
+
+    first = last.groupby(by, sort=False).head(1)
+    out = {c: first[c].to_numpy() for c in columns if c in last}
+    out.update(
+        variant=np.asarray(variants, dtype=object),
+        ratio=kept.median().to_numpy(),
+        ratio_min=kept.min().to_numpy(),
+        ratio_max=kept.max().to_numpy(),
+        no_gradient=(finite & (n_ratio == 0)).to_numpy(),
+        log10_sd=spread[0],
+        ratio_q25=spread[1],
+        ratio_q75=spread[2],
+        gain=median_all("gain_per_layer"),
+        seeds=by.groupby(by, sort=False).size().to_numpy(),
+        finite=finite.to_numpy(),
+        predicted=median_all("predicted_grad_ratio"),
+    )
+    return pd.DataFrame(out)
+
+
+def _seed_spread(ratio: np.ndarray, by: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`seed_spread` of each point's ratios: SD of log10 over the finite positive ones (NaN with fewer
+    than two), and their 25th/75th percentiles (numpy's linear interpolation; NaN with none)."""
+    good = np.isfinite(ratio) & (ratio > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = pd.Series(np.where(good, np.log10(np.where(good, ratio, 1.0)), np.nan), index=by.index)
+    sd = logs.groupby(by, sort=False).std(ddof=1).to_numpy()
+    groups = pd.Series(np.where(good, ratio, np.nan), index=by.index).groupby(by, sort=False)
+    return sd, groups.quantile(0.25).to_numpy(), groups.quantile(0.75).to_numpy()
+
+
+def point_stats_reference(summary: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """`point_stats` one point at a time with the scalar statistics (the reference the tests hold it to)."""
     rows = []
     for variant, g in last_step(summary).groupby("variant", sort=False):
         ratio = g["grad_ratio"].to_numpy(dtype=float)
@@ -112,21 +163,31 @@ def scale_label(lo: float, hi: float) -> str:
     return f"{10**lo:.2g} … {10**hi:.2g}"
 
 
-def profile_sparklines(grads: pd.DataFrame, width: int = 8) -> tuple[dict[str, str], tuple[float, float]]:
+def profile_sparklines(grads: pd.DataFrame | None = None, width: int = 8, profiles: dict | None = None):
     """variant -> its per-layer profile (median over seeds) as a sparkline, all on one log scale fitted
-    to these profiles; and that scale (log10 lo, hi)."""
-    medians = {v: site_stats(g)["median"].to_numpy(dtype=float) for v, g in grads.groupby("variant", sort=False)}
+    to these profiles; and that scale (log10 lo, hi). `profiles`: those medians already computed
+    (`profile_medians`, a sweep's points), else computed from `grads`."""
+    medians = profiles if profiles is not None else profile_medians(grads)
     lo, hi = spark_scale(medians.values())
     return {v: sparkline(m, lo=lo, hi=hi, width=width) for v, m in medians.items()}, (lo, hi)
 
 
 def sweep_table(
-    summary: pd.DataFrame, columns: list[str], title: str = "", grads: pd.DataFrame | None = None, width: int | None = None
+    summary: pd.DataFrame,
+    columns: list[str],
+    title: str = "",
+    grads: pd.DataFrame | None = None,
+    width: int | None = None,
+    profiles: dict | None = None,
 ) -> Table:
     """`width`: the terminal's. Columns are dropped, least useful first (the 0 → L sparkline, min–max,
-    log10, theory), until the table fits without cutting a cell; the CSVs and a wider terminal have them all."""
+    log10, theory), until the table fits without cutting a cell; the CSVs and a wider terminal have them all.
+    The sparklines: from `profiles` (variant -> median per site, `profile_medians`) or `grads`."""
     stats = point_stats(summary, columns)
-    sparks, scale = profile_sparklines(grads) if grads is not None else ({}, (BAR_LO, BAR_HI))
+    if profiles is not None or grads is not None:
+        sparks, scale = profile_sparklines(grads, profiles=profiles)
+    else:
+        sparks, scale = {}, (BAR_LO, BAR_HI)
     has_theory = bool(stats["predicted"].notna().any()) if len(stats) else False
     options = [
         (True, True, True, True),

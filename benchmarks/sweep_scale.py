@@ -1,0 +1,368 @@
+"""Sweeps at scale (issue 29): wall time, peak memory and output sizes of `resflow sweep` at 1,000,
+10,000 and 100,000 runs, this checkout beside a baseline checkout (today's main), in one run.
+
+    python -m benchmarks.sweep_scale --baseline /work/main                # 1k and 10k, CSV and Parquet
+    python -m benchmarks.sweep_scale --sizes 100k --sides new             # the 100,000-run sweep
+    python -m benchmarks.sweep_scale ... --write-docs                     # the table into docs/performance.md
+
+Each sweep is one `python -m resflow sweep deep50 ... --workers 2 --no-plots` process of the checkout
+named (PYTHONPATH, working directory), timed from launch to exit. Memory: the resflow process's own
+peak RSS (its rusage, exact), and the peak over 0.1 s samples of the whole process tree (the parent
+and its workers) summed as RSS (which counts the pages they share once per process) and as PSS (each
+shared page split between its sharers: the memory the tree really holds). The load average is read
+before each sweep: the machine may be shared, and a sweep's wall time grows with it.
+Shapes (MLP width 64, tanh, depths 1..100):
+  1k    100 depths x 10 seeds
+  10k   100 depths x 10 init scales x 10 seeds
+  100k  100 depths x 10 init scales x 100 seeds
+  tiny  3 depths x 2 seeds (tests/test_benchmarks.py: does it still run)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "benchmarks" / "out"
+DEPTHS = ",".join(str(d) for d in range(1, 101))
+SCALES = "0.5,0.6,0.7,0.8,0.9,1,1.1,1.2,1.3,1.4"
+SHAPES = {
+    "1k": (["--over", f"model.depth={DEPTHS}"], 10),
+    "10k": (["--over", f"model.depth={DEPTHS}", "--over", f"model.init.scale={SCALES}"], 10),
+    "100k": (["--over", f"model.depth={DEPTHS}", "--over", f"model.init.scale={SCALES}"], 100),
+    "tiny": (["--over", "model.depth=1,2,3"], 2),  # does the benchmark still run (the test suite's)
+}
+DOCS_START, DOCS_END = "<!-- sweep-scale:start -->", "<!-- sweep-scale:end -->"
+
+
+def sweep_command(size: str, fmt: str, out: Path) -> list[str]:
+    axes, seeds = SHAPES[size]
+    return [
+        sys.executable,
+        "-m",
+        "resflow",
+        "sweep",
+        "deep50",
+        *axes,
+        "--seeds",
+        str(seeds),
+        "--set",
+        "model.width=64",
+        "--workers",
+        "2",
+        "--no-plots",
+        "--format",
+        fmt,
+        "--out",
+        str(out),
+    ]
+
+
+def _tree(pid: int) -> list[int]:
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as fh:
+                    todo += [int(c) for c in fh.read().split()]
+        except OSError:
+            continue
+    return pids
+
+
+def _memory(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) of one process in bytes; (0, 0) once it is gone."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            fields = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in fh if line.split(":")[0] in ("Rss", "Pss")}
+        return fields.get("Rss", 0), fields.get("Pss", 0)
+    except (OSError, ValueError, IndexError):
+        return 0, 0
+
+
+def measure(cmd: list[str], checkout: Path) -> dict:
+    """Run `cmd` with `checkout` first on the path; its wall time and peak memory (see the module doc)."""
+    env = dict(os.environ, PYTHONPATH=str(checkout))
+    peaks = {"tree_rss": 0, "tree_pss": 0}
+    load = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, cwd=checkout, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            rss = pss = 0
+            for pid in _tree(proc.pid):
+                r, p = _memory(pid)
+                rss, pss = rss + r, pss + p
+            peaks["tree_rss"], peaks["tree_pss"] = max(peaks["tree_rss"], rss), max(peaks["tree_pss"], pss)
+            stop.wait(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    stop.set()
+    sampler.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{err.decode()[-2000:]}")
+    return dict(wall=wall, parent_rss=usage.ru_maxrss * 1024, load=load, cpu=usage.ru_utime + usage.ru_stime, **peaks)
+
+
+def sizes_of(out: Path) -> dict[str, int]:
+    """Bytes of each table file and of points/ (all its files)."""
+    sizes = {f.name: f.stat().st_size for f in sorted(out.iterdir()) if f.suffix in (".csv", ".parquet")}
+    points = out / "points"
+    sizes["points/"] = sum(f.stat().st_size for f in points.iterdir()) if points.is_dir() else 0
+    sizes["points/ files"] = len(list(points.iterdir())) if points.is_dir() else 0
+    return sizes
+
+
+def same_tables(a: Path, b: Path) -> bool:
+    """The CSVs of two sweeps byte for byte, or (Parquet) equal frames."""
+    import pandas as pd
+
+    for f in sorted(a.iterdir()):
+        if f.suffix == ".csv" and f.read_bytes() != (b / f.name).read_bytes():
+            return False
+        if f.suffix == ".parquet":
+            try:
+                pd.testing.assert_frame_equal(pd.read_parquet(f), pd.read_parquet(b / f.name))
+            except AssertionError:
+                return False
+    return True
+
+
+def run(sizes: list[str], formats: list[str], sides: dict[str, Path], repeats: int) -> list[dict]:
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="resflow-sweep-scale-") as tmp:
+        for size in sizes:
+            for fmt in formats:
+                outs = {}
+                for rep in range(repeats):
+                    for side, checkout in sides.items():  # interleaved: a load change hits both sides alike
+                        out = Path(tmp) / f"{size}-{fmt}-{side}"
+                        if out.exists():
+                            shutil.rmtree(out)
+                        m = measure(sweep_command(size, fmt, out), checkout)
+                        m.update(size=size, format=fmt, side=side, rep=rep, checkout=str(checkout), sizes=sizes_of(out))
+                        print(_line(m), file=sys.stderr, flush=True)
+                        rows.append(m)
+                        outs[side] = out
+                if len(outs) == 2:
+                    same = same_tables(*outs.values())
+                    for m in rows[-len(sides) * repeats :]:
+                        m["same_tables"] = same
+                for out in outs.values():
+                    shutil.rmtree(out, ignore_errors=True)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# The serial tail alone: `--resume` of a sweep whose points are all finished (assembly, tables, report)
+
+BATCH_AXIS = ["--over", "data.batch_size=16,20,24,28,32,36,40,44,48,52"]  # x10 points: the 100k-run (10,000 x 10 seeds) shape
+TAIL_SHAPES = {"10k": [], "100k": BATCH_AXIS}  # added to the 10k shape
+
+
+def _plan(extra: list[str]):
+    from resflow.sweep.plan import load_base, make_plan
+
+    axes, seeds = SHAPES["10k"]
+    base, yaml_axes = load_base("deep50", [f"seeds={seeds}", "model.width=64"])
+    over = [a for a in axes + extra if a != "--over"]
+    return make_plan(base, yaml_axes, over)
+
+
+def make_points(source: Path, dest: Path, extra: list[str]) -> None:
+    """A finished sweep of the 10k shape plus `extra` axes in `dest` (plan.json, points/ in this
+    checkout's format), each point's rows those of the `source` point (a finished 10k sweep, any
+    point format) with the same depth and scale, relabelled: the values repeat, the sizes are real."""
+    import pandas as pd
+
+    from resflow.sweep import runner
+
+    src_plan, plan = _plan([]), _plan(extra)
+    per = len(plan.points) // len(src_plan.points)
+    shutil.rmtree(dest, ignore_errors=True)
+    runner.prepare_out(dest, plan, resume=False, force=False)
+    frames, read = {}, None
+    for point in plan.points:
+        src = src_plan.points[point.index // per]
+        if read != src.index:  # (each source point's relabelled copies are consecutive)
+            payload = runner.read_point(source, src)
+            if payload is None:
+                raise SystemExit(f"{source}: point {src.key} is missing or damaged")
+            frames = {name: pd.DataFrame(runner._columns(payload[name])) for name in runner.TABLES if name in payload}
+            read = src.index
+        runner.save_point(dest, point, runner.encode_point(point, frames))
+
+
+def tail_command(extra: list[str], fmt: str, out: Path) -> list[str]:
+    cmd = sweep_command("10k", fmt, out)
+    at = cmd.index("--seeds")
+    return [*cmd[:at], *extra, *cmd[at:], "--resume"]
+
+
+def run_tail(
+    source: Path, sizes: list[str], formats: list[str], sides: dict[str, Path], work: Path | None = None, record=None
+) -> list[dict]:
+    """Time `--resume` with every point finished: the baseline on a copy of `source` (its own point
+    files), this checkout on the same rows in its own format, at 10k and (relabelled, this checkout
+    only: the baseline holds every row in memory) 100k runs."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="resflow-sweep-tail-") as tmp:
+        tmp = work or tmp  # `work`: kept, and its points reused by the next run
+        dirs = {}
+        for size in sizes:
+            dirs[("new", size)] = Path(tmp) / f"{size}-new"
+            if _complete(dirs[("new", size)]):
+                continue
+            t0 = time.perf_counter()
+            make_points(source, dirs[("new", size)], TAIL_SHAPES[size])
+            print(f"made the {size} points in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+        if "old" in sides:
+            dirs[("old", "10k")] = Path(tmp) / "10k-old"
+            if not _complete(dirs[("old", "10k")]):
+                shutil.copytree(source, dirs[("old", "10k")])
+        for fmt in formats:
+            for size in sizes:
+                for side, checkout in sides.items():
+                    if (side, size) not in dirs:
+                        continue
+                    out = dirs[(side, size)]
+                    for f in out.iterdir():  # as a sweep stopped after its last point
+                        if f.is_file() and f.name != "plan.json":
+                            f.unlink()
+                    m = measure(tail_command(TAIL_SHAPES[size], fmt, out), checkout)
+                    m.update(
+                        size=f"{size} (--resume: the tail)",
+                        format=fmt,
+                        side=side,
+                        rep=0,
+                        checkout=str(checkout),
+                        sizes=sizes_of(out),
+                    )
+                    print(_line(m), file=sys.stderr, flush=True)
+                    rows.append(m)
+                    if record is not None:
+                        record(rows)
+    return rows
+
+
+def _complete(out: Path) -> bool:
+    """A sweep dir whose plan's points all have their files (made by an earlier run)."""
+    try:
+        keys = json.loads((out / "plan.json").read_text())["points"]
+    except (OSError, ValueError, KeyError):
+        return False
+    have = {f.stem for f in (out / "points").glob("*.json")}
+    return all(k in have for k in keys)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def _line(m: dict) -> str:
+    return (
+        f"{m['size']} {m['format']} {m['side']}: {m['wall']:.1f} s wall (load {m['load']:.1f}, cpu {m['cpu']:.0f} s), "
+        f"peak RSS {_mb(m['parent_rss'])}, tree RSS {_mb(m['tree_rss'])}, tree PSS {_mb(m['tree_pss'])}; "
+        + ", ".join(f"{k} {_mb(v) if 'files' not in k else v}" for k, v in m["sizes"].items())
+    )
+
+
+def table(rows: list[dict]) -> str:
+    """A markdown table: one line per size, format and side (median wall over repeats)."""
+    lines = [
+        "| sweep | format | code | wall | CPU (tree) | load (1 min) | peak RSS (resflow) | tree RSS / PSS | tables | points/ |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    groups: dict[tuple, list[dict]] = {}
+    for m in rows:
+        groups.setdefault((m["size"], m["format"], m["side"]), []).append(m)
+    for (size, fmt, side), ms in groups.items():
+        wall = statistics.median(m["wall"] for m in ms)
+        last = ms[-1]
+        tables = sum(v for k, v in last["sizes"].items() if not k.startswith("points/"))
+        same = "" if "same_tables" not in last else (" (same tables)" if last["same_tables"] else " (TABLES DIFFER)")
+        loads = ", ".join(f"{m['load']:.1f}" for m in ms)
+        rss, tree_rss, tree_pss = (max(m[k] for m in ms) for k in ("parent_rss", "tree_rss", "tree_pss"))
+        points = f"{_mb(last['sizes']['points/'])} in {last['sizes']['points/ files']} files"
+        lines.append(
+            f"| {size} runs | {fmt} | {side}{same} | {wall:.1f} s | {statistics.median(m['cpu'] for m in ms):.1f} s | {loads} | {_mb(rss)} | {_mb(tree_rss)} / {_mb(tree_pss)} | "
+            f"{_mb(tables)} | {points} |"
+        )
+    return "\n".join(lines)
+
+
+def write_docs(text: str, path: Path = ROOT / "docs" / "performance.md") -> None:
+    doc = path.read_text()
+    start, end = doc.index(DOCS_START) + len(DOCS_START), doc.index(DOCS_END)
+    path.write_text(doc[:start] + "\n" + text + "\n" + doc[end:])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.sweep_scale", description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1k,10k", help="comma-separated: 1k, 10k, 100k")
+    parser.add_argument("--formats", default="csv,parquet", help="comma-separated: csv, parquet")
+    parser.add_argument("--baseline", type=Path, help="a checkout to compare with (today's main)")
+    parser.add_argument("--sides", default="", help="old,new (default: both when --baseline is given)")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=OUT / "sweep_scale.json")
+    parser.add_argument("--write-docs", action="store_true", help="put the table into docs/performance.md")
+    parser.add_argument("--work", type=Path, help="--tail-from's working dir (kept; its points reused) [a temp dir]")
+    parser.add_argument("--docs-from", default="", help="only write docs/performance.md from these recorded JSON files")
+    parser.add_argument(
+        "--tail-from",
+        type=Path,
+        help="a finished 10k sweep (made by the baseline): time only --resume of finished sweeps (sizes 10k, 100k)",
+    )
+    args = parser.parse_args(argv)
+    sides = {"old": args.baseline, "new": ROOT} if args.baseline else {"new": ROOT}
+    if args.sides:
+        sides = {k: v for k, v in sides.items() if k in args.sides.split(",")}
+    sizes, formats = args.sizes.split(","), args.formats.split(",")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    meta = dict(when=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), cpus=os.cpu_count(), argv=sys.argv[1:], commit=commit)
+    outs = [Path(p) for p in args.docs_from.split(",")] if args.docs_from else [args.out]
+    if not args.docs_from:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        previous = json.loads(args.out.read_text()) if args.out.is_file() else []
+
+        def record(rows: list[dict]) -> None:  # after every sweep: an interrupted run keeps what it measured
+            args.out.write_text(json.dumps([*previous, {"meta": meta, "rows": rows}], indent=1) + "\n")
+
+        if args.tail_from:
+            rows = run_tail(args.tail_from, sizes, formats, sides, args.work, record)
+        else:
+            rows = run(sizes, formats, sides, args.repeats)
+        record(rows)
+        print(table(rows))
+    if args.write_docs or args.docs_from:
+        parts = []
+        for out in outs:
+            for recorded in json.loads(out.read_text()):
+                m = recorded["meta"]
+                head = f"`python -m benchmarks.sweep_scale {' '.join(m['argv'])}` at commit {m['commit']}, {m['when']}, {m['cpus']} cores:"
+                parts.append(head + "\n\n" + table(recorded["rows"]))
+        write_docs("\n\n".join(parts))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
