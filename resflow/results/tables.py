@@ -187,3 +187,18 @@ class RunResult:
             f"<tr><th style='text-align:left'>{escape(w)}</th><td style='text-align:left'>{escape(v)}</td></tr>" for w, v in lines
         )
         return f"<div><strong>RunResult: {escape(title)}</strong><table>{rows}</table></div>"
+
+
+def depth_axis(summary: pd.DataFrame, columns: list[str]) -> list[str]:
+    """Swept columns, with a factory model's depth knob named `depth`: a swept column (e.g.
+    `kwargs_n_layer` from `--over model.kwargs.n_layer=...`) whose values map one-to-one onto the
+    `depth` column (the blocks found) is a depth sweep, told and drawn as the built-in one is."""
+    if "depth" in columns or "depth" not in summary or summary["depth"].nunique() < 2:
+        return list(columns)
+    for col in columns:
+        if col not in summary:
+            continue
+        pairs = summary[[col, "depth"]].drop_duplicates()
+        if len(pairs) == pairs[col].nunique() == pairs["depth"].nunique():
+            return ["depth" if c == col else c for c in columns]
+    return list(columns)

@@ -28,7 +28,7 @@ from matplotlib.ticker import FixedLocator, NullFormatter
 
 from resflow._sys.files import atomic_file
 from resflow.results.stats import EXPLODING, VANISHING, finite_stats, site_stats
-from resflow.results.tables import CONFIG_COLUMNS
+from resflow.results.tables import CONFIG_COLUMNS, depth_axis
 
 MAX_GUIDED = 4  # profiles with more lines than this get no per-line threshold guides
 FIGSIZE = (8.0, 4.8)  # inches
@@ -889,7 +889,7 @@ def figures(result) -> dict[str, Figure]:
             for a in meta["axes"]
             if a.get("column") in result.summary.columns and result.summary[a["column"]].nunique(dropna=False) > 1
         ]
-        keys = sorted(columns, key=lambda k: k != "depth")
+        keys = sorted(depth_axis(result.summary, columns), key=lambda k: k != "depth")  # n_layer: depth
     variants = list(result.grads["variant"].unique())
     single = len(variants) == 1
     labels, colors = variant_styles(result.summary, variants, keys)

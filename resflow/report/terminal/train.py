@@ -252,3 +252,28 @@ def train_headline(result) -> str:
         f"layer {int(move.index[0])} moved {_g(first)} of its initial size, layer {int(move.index[-1])} {_g(last)} "
         f"(first/last = {_g(ratio)})"
     )
+
+
+def learnt_headline(train: pd.DataFrame) -> str | None:
+    """A trained compare's first sentence: which config learnt the most, by the final training-set loss
+    (and accuracy) of a classify task, otherwise by the final eval loss (medians over seeds). None
+    with fewer than two variants or nothing to judge by."""
+    stats = loss_summary(train)
+    by_train_set = bool(stats["train_set_loss_end"].notna().any())
+    col = "train_set_loss_end" if by_train_set else "eval_end"
+    stats = stats[stats[col].notna()]
+    if len(stats) < 2:
+        return None
+    stats = stats.sort_values(col, kind="stable")
+    accuracy = by_train_set and bool(stats["train_accuracy_end"].notna().all())
+
+    def score(r) -> str:
+        return f"{_g(r[col])} (accuracy {r['train_accuracy_end']:.1%})" if accuracy else _g(r[col])
+
+    best, rest = stats.iloc[0], stats.iloc[1:]
+    what = "training-set loss" if by_train_set else "eval loss"
+    steps = "/".join(str(s) for s in dict.fromkeys(stats["steps"]))
+    others = ", ".join(f"{score(r)} in {r['variant']}" for _, r in rest.iterrows())
+    return (
+        f"after {steps} steps {best['variant']} learnt the most: final {what} {score(best)}, against {others} (median over seeds)"
+    )
