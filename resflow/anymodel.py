@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
+from html import escape
 from pathlib import Path
 
 import torch
@@ -470,6 +471,21 @@ class Watch:
             inexact_norm_steps=list(self._inexact),
         )
         return RunResult(grads=grads, params=params, summary=summary, config=config, meta=meta, path=self.out, train=train)
+
+    def __repr__(self) -> str:  # a notebook cell or the REPL: the watch's state, then what it holds
+        if not hasattr(self, "_started"):
+            return f"<resflow watch: {self.name}, every {self.every} steps, not started>"
+        return self.result().overview_text(*self._state())
+
+    def _repr_html_(self) -> str:
+        if not hasattr(self, "_started"):
+            return f"<div><strong>{escape(repr(self)[1:-1])}</strong></div>"
+        return self.result().overview_html(*self._state())
+
+    def _state(self) -> tuple[str, list[tuple[str, str]]]:
+        where = f", writing {self.out}" if self.out is not None else ""
+        head = f"resflow watch: {self.name}, every {self.every} steps{where}" + (" (running)" if self._entered else "")
+        return head, [("step() calls", f"{self.steps} so far, {len(self.recorded)} recorded")]
 
     def flush(self) -> None:
         """Write the results dir `out` now (each file atomically)."""

@@ -112,3 +112,113 @@ def test_factory_depth_sweep_is_told_and_drawn_as_a_depth_sweep(tmp_path):
     line = next(line for line in res.stdout.splitlines() if "per added layer" in line)
     assert line.startswith("first/last-layer gradient") and f"×{math.exp(slope):.3g} per added layer" in line
     assert "at depth 2 →" in line and "at depth 8" in line
+
+
+# ---------------------------------------------------------------------------------------------
+# resflow.watch / resflow.record output
+
+
+def _tiny(depth=4, width=8):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    nn = torch.nn
+    return nn.Sequential(*[nn.Sequential(nn.Linear(width, width), nn.Tanh()) for _ in range(depth)], nn.Linear(width, 1))
+
+
+@pytest.fixture(scope="module")
+def watched(tmp_path_factory):
+    """A 200-step loop watched every 50 steps: the data feed block 0 directly (no input gradient there)."""
+    import torch
+
+    import resflow
+
+    model = _tiny()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    out = tmp_path_factory.mktemp("watch") / "w"
+    gen = torch.Generator().manual_seed(1)
+    with resflow.watch(model, every=50, out=out) as w:
+        for _ in range(200):
+            loss = model(torch.randn(16, 8, generator=gen)).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            w.step(loss)
+            opt.step()
+    return w, out
+
+
+def test_watch_loss_table_counts_steps_and_claims_no_evaluation(watched):
+    """200 step() calls: 'steps 200' (main: 199), and no 'eval: held-out batches' caption or eval
+    columns, since nothing was evaluated."""
+    _, out = watched
+    shown = invoke("show", out, env={"COLUMNS": None}).stdout
+    row = next(line for line in shown.splitlines() if line.startswith("│ Sequential"))
+    assert row.split("│")[2].strip() == "200"
+    assert "held-out" not in shown and "eval start" not in shown and "nothing was evaluated" in " ".join(shown.split())
+
+
+def test_watch_result_says_the_first_block_has_no_input_gradient(watched):
+    """Block 0 is fed by the data (no gradient there): say so, and give the ratio from block 1 to the
+    last (main printed 'nanx' and 'non-finite gradients')."""
+    w, out = watched
+    grads = pd.read_csv(out / "grads.csv")  # the reference: the CSV's own numbers at the last recorded step
+    last = grads[grads["step"] == grads["step"].max()].sort_values("layer")
+    assert last["input_grad_norm"].isna().tolist() == [True, False, False, False]
+    ratio = float(last["input_grad_norm"].iloc[1]) / float(last["input_grad_norm"].iloc[-1])
+    text = repr(w.result())
+    assert "nan" not in text.lower() and f"layer 1/last {ratio:.3g}x" in text and "no input gradient" in text
+    shown = invoke("show", out).stdout
+    line = next(line for line in shown.splitlines() if "no gradient (fed by the data" in line)
+    assert line.startswith("layer 0's input has no gradient") and "non-finite" not in line
+    assert "layer 1 receives" in line and "layer 3" in line
+
+
+def test_record_and_watch_results_are_labelled_as_such(watched):
+    import resflow
+
+    w, _ = watched
+    assert repr(w.result()).startswith("<RunResult: resflow watch")
+    assert repr(resflow.record(_tiny(), pytest.importorskip("torch").randn(4, 8))).startswith("<RunResult: resflow record")
+    assert "resflow run" not in repr(w.result())
+
+
+def test_watch_has_a_repr_and_a_notebook_view(watched):
+    w, out = watched
+    for text in (repr(w), w._repr_html_()):
+        assert "resflow watch: Sequential, every 50 steps" in text and "200 so far, 4 recorded" in text
+    assert w._repr_html_().startswith("<div>") and "object at 0x" not in repr(w)
+
+
+def test_params_csv_names_each_parameter_module(tmp_path):
+    """record/watch params.csv: a last column `module`, so module + '.' + param is the name in
+    named_parameters(); checked against the model's own tensors and autograd."""
+    import torch
+
+    import resflow
+    from resflow.results.files import write_run
+
+    model = _tiny(depth=3)
+    x = torch.randn(4, 8)
+    result = resflow.record(model, x, loss=lambda out: out.sum())
+    write_run(result, tmp_path / "r", force=False)
+    header = (tmp_path / "r" / "params.csv").read_text().splitlines()[0].split(",")
+    assert header[-1] == "module" and header[:-1] == ["variant", "seed", "step", "layer", "param", "grad_norm", "value_norm"]
+    model.zero_grad()
+    model(x).sum().backward()
+    named = dict(model.named_parameters())
+    rows = result.params
+    assert len(rows) == len(named)
+    for _, r in rows.iterrows():
+        full = f"{r['module']}.{r['param']}" if r["module"] else r["param"]
+        assert r["value_norm"] == pytest.approx(float(named[full].detach().norm()), rel=1e-6)
+        assert r["grad_norm"] == pytest.approx(float(named[full].grad.norm()), rel=1e-6)
+
+
+def test_builtin_params_csv_has_no_module_column(tmp_path):
+    out = tmp_path / "r"
+    assert (
+        invoke(
+            "run", "deep50", "--set", "model.depth=3", "--set", "model.width=4", "--seeds", "1", "--no-plots", "--out", out
+        ).exit_code
+        == 0
+    )
+    assert (out / "params.csv").read_text().splitlines()[0] == "variant,seed,step,layer,param,grad_norm,value_norm"

@@ -57,6 +57,9 @@ class Record:
         site_cols = {"layer": self.layer, "sublayer": self.sublayer}
         if any(self.module):
             site_cols["module"] = self.module
+        param_cols = {}
+        if any(self.module):  # each parameter's block (a parameter outside every block: ""), params.csv's last column
+            param_cols["module"] = [self.module[layer] if layer < n else "" for layer in self.param_layer]
         for table, k, cols in (
             (
                 grads,
@@ -76,6 +79,7 @@ class Record:
                     "param": self.param_name,
                     "grad_norm": self.param_grad,
                     "value_norm": self.param_value,
+                    **param_cols,
                 },
             ),
         ):

@@ -174,9 +174,14 @@ def loss_table(result, title: str = "loss (median over seeds)", width: int | Non
     and eval end − floor. `width`: the terminal's; the training-batch loss columns are dropped first
     (then the spread) when the table would not fit, never a variant's name."""
     stats = loss_summary(result.train)
+    watched = (result.config or {}).get("watch")  # resflow.watch: step s is the s-th step() call, from 0
+    if isinstance(watched, dict) and len(stats):
+        stats["steps"] = watched.get("steps", int(result.train["step"].max()) + 1)
+    evaluated = bool(stats[["eval_start", "eval_end"]].notna().any().any())
     seeds = int(stats["seeds"].max()) if len(stats) else 1
-    for batch_loss, spread in ((True, seeds > 1), (False, seeds > 1), (False, False)):
-        table = _loss_table(stats, title, batch_loss, spread)
+    tries = ((True, seeds > 1), (False, seeds > 1), (False, False)) if evaluated else ((True, False),)
+    for batch_loss, spread in tries:
+        table = _loss_table(stats, title, batch_loss, spread, evaluated, watched=bool(watched))
         if width is None or natural_width(table) <= width:
             break
     if not batch_loss:
@@ -186,12 +191,18 @@ def loss_table(result, title: str = "loss (median over seeds)", width: int | Non
     return table
 
 
-def _loss_table(stats: pd.DataFrame, title: str, batch_loss: bool, spread: bool) -> Table:
+def _loss_table(
+    stats: pd.DataFrame, title: str, batch_loss: bool, spread: bool, evaluated: bool = True, watched: bool = False
+) -> Table:
     floors = bool(stats["floor"].notna().any())
     accuracy = "eval_accuracy_end" in stats and bool(stats["eval_accuracy_end"].notna().any())  # train.task: classify
     seeds = int(stats["seeds"].max()) if len(stats) else 1
     table = Table(title=title, title_justify="left", caption_justify="left")
-    columns = ["variant", "steps"] + (["loss start", "loss end"] if batch_loss else []) + ["eval start", "eval end"]
+    columns = (
+        ["variant", "steps"]
+        + (["loss start", "loss end"] if batch_loss else [])
+        + (["eval start", "eval end"] if evaluated else [])
+    )
     columns += ["min–max"] if spread else []
     columns += ["floor", "above floor", "constant"] if floors else []
     columns += ["train-set loss end", "train acc end", "test acc end"] if accuracy else []
@@ -203,7 +214,7 @@ def _loss_table(stats: pd.DataFrame, title: str, batch_loss: bool, spread: bool)
     for _, r in stats.iterrows():
         cells = [str(r["variant"]), str(r["steps"])]
         cells += [_g(r["loss_start"]), _g(r["loss_end"])] if batch_loss else []
-        cells += [_g(r["eval_start"]), _g(r["eval_end"])]
+        cells += [_g(r["eval_start"]), _g(r["eval_end"])] if evaluated else []
         if spread:
             cells.append(f"{_g(r['eval_end_min'])} – {_g(r['eval_end_max'])}")
         if floors:
@@ -215,6 +226,10 @@ def _loss_table(stats: pd.DataFrame, title: str, batch_loss: bool, spread: bool)
         "eval: the test set; train-set loss, train acc: the whole training set (eval mode)"
         if accuracy
         else "eval: held-out batches"
+        if evaluated
+        else "loss: the value given to step() at the first and the last step; nothing was evaluated"
+        if watched
+        else "loss: the training batch's; nothing was evaluated"
     ]
     if spread:
         notes.append(f"min–max: of eval end over {seeds} seeds")
