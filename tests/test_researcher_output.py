@@ -222,3 +222,41 @@ def test_builtin_params_csv_has_no_module_column(tmp_path):
         == 0
     )
     assert (out / "params.csv").read_text().splitlines()[0] == "variant,seed,step,layer,param,grad_norm,value_norm"
+
+
+@pytest.mark.parametrize("config", ["digits-plain20", "digits-res20"])
+def test_theory_on_a_conv_config_says_there_is_no_prediction_for_that_family(config):
+    """main called a conv ResNet 'transformer (conv-norm, None FFN)'."""
+    res = invoke("theory", config)
+    assert res.exit_code == 0, res.output
+    head, reason = res.stdout.strip().splitlines()
+    assert "transformer" not in res.stdout and "None" not in res.stdout
+    assert head.startswith(f"{config}: depth 20, width 8, conv ResNet, relu, ")
+    assert reason.startswith("no prediction: resflow has no prediction for conv ResNets")
+
+
+def test_step0_evaluation_of_a_batchnorm_net_uses_batch_statistics():
+    """digits-res20 (BatchNorm): the step-0 test loss is that of the initial model normalising with
+    the test set's own statistics (the reference: the same seed's model rebuilt here, in train mode),
+    not of running statistics that have seen one batch (main: a loss of hundreds at depth 56)."""
+    pytest.importorskip("sklearn")
+    import torch
+    import torch.nn.functional as F
+
+    from resflow.config.loading import load_config
+    from resflow.experiment import run
+    from resflow.measure.data import model_io
+    from resflow.measure.datasets import as_input, load
+    from resflow.models import build_model
+    from resflow.models.init import seed_rng
+
+    cfg = load_config("digits-res56", ["seeds=1", "train.steps=1", "train.record_every=1", "model.width=4"])
+    train = run(cfg).train
+    at0 = train[train["step"] == 0].iloc[0]
+    seed_rng(cfg.seed_list[0], torch.device("cpu"))
+    model = build_model(cfg.model, device=torch.device("cpu"), dtype=torch.float32, io=model_io(cfg)).train()
+    data = load(cfg.data.dataset)
+    with torch.no_grad():
+        logits = model(as_input(data.test_x, cfg.model.block).float())  # 359 examples: one chunk
+    expected = float(F.cross_entropy(logits.double(), data.test_y))
+    assert at0["eval_loss"] == pytest.approx(expected, rel=1e-5)
