@@ -46,3 +46,16 @@ def test_interleaved_waits_for_the_device_before_each_clock_stops():
     )
     # warm-up (one sync after it), then every timed call followed by a sync
     assert events == ["a", "b", "sync", "a", "sync", "b", "sync", "a", "sync", "b", "sync"]
+
+
+def test_page_is_the_table_with_machine_and_commit(tmp_path, capsys):
+    """--page writes docs/performance.md: every row of results.json, the command, the machine, the commit."""
+    page = tmp_path / "performance.md"
+    assert main(["--quick", "--only", "csv", "--out", str(tmp_path), "--page", str(page)]) == 0
+    text = page.read_text()
+    data = json.loads((tmp_path / "results.json").read_text())
+    for row in data["rows"]:
+        assert f"| {row['target']} | {row['measured']:.3g} {row['unit']} |" in text
+    assert "`python -m benchmarks --quick --only csv" in text and "at commit " in text
+    assert f"{data['meta']['cpus']} CPUs" in text and "--quick: small sizes" in text
+    assert text.count("| target | measured |") == 1  # one table
