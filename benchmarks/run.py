@@ -641,6 +641,13 @@ def main(argv: list[str] | None = None) -> int:
         help="where the recording, seeds and depth benchmarks run their models [auto: CUDA if present]",
     )
     parser.add_argument(
+        "--page",
+        type=Path,
+        default=None,
+        metavar="MD",
+        help="also write the table as a markdown page, with the machine and commit (docs/performance.md)",
+    )
+    parser.add_argument(
         "--glibc-malloc",
         action="store_true",
         help="leave glibc's malloc thresholds at their defaults (resflow's CLI sets them: resflow/allocator.py)",
@@ -694,7 +701,61 @@ def main(argv: list[str] | None = None) -> int:
         w.writeheader()
         w.writerows(asdict(r) for r in rows)
     print(f"wrote {args.out}/results.json and results.csv")
+    if args.page is not None:
+        args.page.write_text(page(rows, meta, " ".join(["python -m benchmarks", *(argv if argv is not None else sys.argv[1:])])))
+        print(f"wrote {args.page}")
     return 0
+
+
+PAGE_INTRO = """# Performance
+
+!!! note "Produced by `python -m benchmarks --page docs/performance.md`"
+    This page is written by that command: the table, the machine and the commit it ran on. Nothing
+    here is typed by hand; numbers change with the machine and its load: run the command to get yours.
+
+`python -m benchmarks` measures every performance target side by side in one run (interleaved
+repetitions, medians; torch with one thread per process) and prints the table, also written to
+`benchmarks/out/results.{json,csv}`. `--quick` (small sizes, few repeats) is what the test suite runs
+to check the benchmarks still work; timings are never asserted in tests. `--only NAMES` runs a subset;
+`--device` [auto: CUDA if present] is where the recording, seeds and depth benchmarks put their models.
+"""
+
+
+def _commit() -> str:
+    """The checkout's short commit, with '+ local changes' when its tracked files differ from it."""
+    git = ["git", "-C", str(ROOT)]
+    try:
+        head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(
+            [*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return head + (" + local changes" if dirty else "")
+
+
+def page(rows: list[Row], meta: dict, command: str) -> str:
+    """docs/performance.md: one table, the machine and the commit it was measured on."""
+    cell = lambda text: str(text).replace("|", "\\|")  # noqa: E731
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    lines = [
+        PAGE_INTRO,
+        "## The table",
+        "",
+        f"`{command}` at commit {_commit()}, {meta['when']}; {meta['cpus']} CPUs, device {meta['device']}, "
+        f"{meta['platform']}, Python {meta['python']}, torch {meta['torch']}; load average {load:.1f} at the end"
+        + ("; **--quick: small sizes, few repeats — these are not the real figures**" if meta["quick"] else "")
+        + ".",
+        "",
+        "| target | measured | threshold | pass | detail |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        verdict = "—" if r.passed is None else ("pass" if r.passed else "**FAIL**")
+        lines.append(
+            f"| {cell(r.target)} | {r.measured:.3g} {cell(r.unit)} | {cell(r.threshold)} | {verdict} | {cell(r.detail)} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def print_table(rows: list[Row]) -> None:

@@ -3,6 +3,7 @@
 PYTHONPATH=. torchrun --nproc_per_node 2 examples/ddp_watch.py [ddp|fsdp2]
 """
 
+import os
 import sys
 
 import torch
@@ -11,6 +12,8 @@ from torch import nn
 
 import resflow
 
+if "RANK" not in os.environ:  # started without torchrun: one process, a world of 1
+    os.environ.update(RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ.get("MASTER_PORT", "29531"))
 dist.init_process_group("gloo")  # (CPU; "nccl" on GPUs)
 rank, ranks = dist.get_rank(), dist.get_world_size()
 torch.manual_seed(0)  # the same initial weights on every rank

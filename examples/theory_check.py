@@ -1,17 +1,20 @@
 """Measured vs predicted per-layer slope for the shipped theory configs (README "Theory").
 
     python examples/theory_check.py
+    python examples/theory_check.py --small   # one seed, width 64: checks that it still runs (tests)
 
 For each config: run it, fit ln ‖∂loss/∂x_l‖ against l (the measured slope, median over seeds), and
 put it beside −ln(χ₁)/2 (plain stacks at their fixed point) and the recursion's own fitted slope.
 """
 
 import math
+import sys
 
 import numpy as np
 
 from resflow import load_config, run
 
+SMALL = ["seeds=1", "model.width=64"] if "--small" in sys.argv[1:] else []
 CONFIGS = ["theory-tanh-ordered", "theory-tanh-critical", "theory-tanh-chaotic", "theory-residual-relu"]
 
 print(
@@ -19,7 +22,7 @@ print(
     f"{'first/last pred':>15s} {'measured':>10s} {'log err':>8s}"
 )
 for name in CONFIGS:
-    s = run(load_config(name)).summary
+    s = run(load_config(name, SMALL)).summary
     measured = float(np.median(-np.log(s["gain_per_layer"])))
     predicted = -math.log(float(s["predicted_gain_per_layer"].iloc[0]))
     chi1 = float(s["chi1"].iloc[0])  # NaN for residual stacks: no single fixed-point factor

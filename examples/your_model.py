@@ -8,6 +8,7 @@ from torch import nn
 
 import resflow
 
+torch.manual_seed(0)  # the same numbers on every run (docs/your-model.md shows them)
 model = nn.Sequential(nn.Linear(32, 32), *[nn.Sequential(nn.Linear(32, 32), nn.Tanh()) for _ in range(8)], nn.Linear(32, 4))
 x, y = torch.randn(64, 32), torch.randint(4, (64,))
 

@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Mapping
 from contextlib import ExitStack
 from datetime import datetime, timezone
+from html import escape
 from pathlib import Path
 
 import torch
@@ -536,7 +537,7 @@ class Watch:
                 if not rec.norms_exact:
                     self._inexact.append(s)
                     self._runs["inexact"].add(s)
-        self._log.add(s, loss, total_grad_norm(self._model_params), time.perf_counter() - self._t0)
+        self._log.add(s, loss, self._total_grad_norm(), time.perf_counter() - self._t0)
         if self._log.full():
             self._drain()
         if recorded and self._sinks is not None:
@@ -563,6 +564,27 @@ class Watch:
         if rows and self._sinks is not None:
             for step, loss, norm in zip(rows["step"], rows["loss"], rows["grad_norm_total"]):
                 self._sinks.log(step, (), {"loss": loss, "grad_norm_total": norm})
+
+    def _total_grad_norm(self):
+        """This step's total gradient norm as a 0-dim tensor: of the global (reduced, unsharded) gradient
+        under FSDP2 (the shards' squares summed over the ranks), of the unscaled one under a GradScaler."""
+        local = self._dp.local if self._dp is not None else None
+        norm = total_grad_norm(self._model_params, local=local)
+        if norm is None:
+            return None
+        if local is not None:  # FSDP2: each rank holds a shard of every gradient
+            squared = (norm.double() ** 2).reshape(1)
+            torch.distributed.all_reduce(squared)
+            norm = squared.sqrt()[0]
+        scaler = self.grad_scaler
+        if scaler is not None and scaler.is_enabled() and not self._unscaled():
+            norm = norm / float(scaler.get_scale())
+        return norm
+
+    def _unscaled(self) -> bool:
+        """Whether `scaler.unscale_` ran this step (the gradients are no longer scaled)."""
+        states = getattr(self.grad_scaler, "_per_optimizer_states", {}).values()
+        return any(getattr(st.get("stage"), "name", "") == "UNSCALED" for st in states)
 
     def _finish(self, rec) -> None:
         """A collected step's Record made the global, unscaled step's: reduced over the ranks
@@ -665,6 +687,21 @@ class Watch:
         if self._read is None or self._read[0] != self.steps:
             self._read = (self.steps, read_run(self.out))
         return self._read[1]
+
+    def __repr__(self) -> str:  # a notebook cell or the REPL: the watch's state, then what it holds
+        if not hasattr(self, "_started"):
+            return f"<resflow watch: {self.name}, every {self.every} steps, not started>"
+        return self.result().overview_text(*self._state())
+
+    def _repr_html_(self) -> str:
+        if not hasattr(self, "_started"):
+            return f"<div><strong>{escape(repr(self)[1:-1])}</strong></div>"
+        return self.result().overview_html(*self._state())
+
+    def _state(self) -> tuple[str, list[tuple[str, str]]]:
+        where = f", writing {self.out}" if self.out is not None else ""
+        head = f"resflow watch: {self.name}, every {self.every} steps{where}" + (" (running)" if self._entered else "")
+        return head, [("step() calls", f"{self.steps} so far, {len(self.recorded)} recorded")]
 
     def flush(self) -> None:
         """Write what was recorded since the last flush to `out`: the whole results dir at the first
@@ -804,11 +841,11 @@ class _TrainLog:
         return added
 
 
-def total_grad_norm(params) -> torch.Tensor | None:
+def total_grad_norm(params, local=None) -> torch.Tensor | None:
     """||all parameters' gradients|| (those that have one) as a 0-dim tensor, without a host sync:
     one fused `torch._foreach_norm` per device, then the norm of those norms (in float64 when on
     several devices). None when no parameter has a gradient."""
-    grads = [p.grad for p in params if p.grad is not None]
+    grads = [p.grad if local is None else local(p.grad) for p in params if p.grad is not None]  # local: FSDP2's shards
     if not grads:
         return None
     try:

@@ -6,6 +6,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# pytest-xdist's workers start with COLUMNS=80 in their environment (a plain `pytest` run has none).
+# Piped output honours COLUMNS (resflow.cli.app.fit_width), so the tests that read whole tables
+# would see them narrowed under `-n 2` only; the tests that want a width pass COLUMNS themselves.
+os.environ.pop("COLUMNS", None)
+
 
 @pytest.fixture
 def cli_env():

@@ -66,3 +66,16 @@ def test_sweep_scale_benchmark_runs(tmp_path, capsys):
     assert [(r["size"], r["format"], r["side"]) for r in recorded] == [("tiny", "csv", "new"), ("tiny", "parquet", "new")]
     assert all(r["wall"] > 0 and r["parent_rss"] > 0 and r["sizes"]["points/ files"] == 3 for r in recorded)
     assert "| tiny runs | csv | new |" in capsys.readouterr().out
+
+
+def test_page_is_the_table_with_machine_and_commit(tmp_path, capsys):
+    """--page writes docs/performance.md: every row of results.json, the command, the machine, the commit."""
+    page = tmp_path / "performance.md"
+    assert main(["--quick", "--only", "csv", "--out", str(tmp_path), "--page", str(page)]) == 0
+    text = page.read_text()
+    data = json.loads((tmp_path / "results.json").read_text())
+    for row in data["rows"]:
+        assert f"| {row['target']} | {row['measured']:.3g} {row['unit']} |" in text
+    assert "`python -m benchmarks --quick --only csv" in text and "at commit " in text
+    assert f"{data['meta']['cpus']} CPUs" in text and "--quick: small sizes" in text
+    assert text.count("| target | measured |") == 1  # one table

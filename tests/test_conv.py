@@ -245,12 +245,12 @@ def test_classify_accuracy_equals_a_separate_evaluation():
     t = result.train
     assert {"eval_accuracy", "train_set_loss", "train_set_accuracy"} <= set(t.columns)
     assert t.loc[t["step"] == 1, "eval_accuracy"].isna().all()  # only at recorded steps
-    # step 0, by hand: the same model and first batch, one train-mode step's forward (BatchNorm's running
-    # statistics move once), then the whole test split in eval mode
+    # step 0, by hand: the same model and first batch, one train-mode step's forward, then the whole test
+    # split with BatchNorm's batch statistics (at step 0 its running statistics have seen one batch only)
     model, x, loss_fn = prepare_seed(cfg, 0, CPU)
     first = float(loss_fn(model(x)).detach())
     assert t.loc[t["step"] == 0, "loss"].item() == pytest.approx(first, rel=1e-12)
-    model.eval()
+    model.train()
     d = load("digits")
     with torch.no_grad():
         logits = model(d.test_x)

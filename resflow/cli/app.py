@@ -67,11 +67,25 @@ app = typer.Typer(
 
 
 def stdout() -> Console:
-    """Where tables and results go: data printed as text (resflow.report.terminal.console)."""
+    """Where tables and results go: data printed as text (resflow.report.terminal.console). On a
+    terminal, the terminal's width; piped or redirected (`> out.txt`, `| less`), wide enough that no
+    table cell is ever cut (`fit_width` keeps honouring `COLUMNS`)."""
     from resflow.report.terminal.console import PlainConsole
 
     console = PlainConsole()
-    return console if console.is_terminal else PlainConsole(width=120)
+    return console if console.is_terminal else PlainConsole(width=_UNCUT)
+
+
+_UNCUT = 100_000  # a piped console's width: every table at least at its natural width, no line wrapped
+
+
+def fit_width(console) -> int:
+    """The width tables choose their columns for: the terminal's; piped, `COLUMNS` if set (a table
+    that cannot fit even then prints whole, wider than that), otherwise no limit."""
+    if console.is_terminal:
+        return console.width
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() and int(columns) > 0 else console.width
 
 
 def stderr() -> Console:
@@ -414,7 +428,7 @@ def _train(cfg, out: Path, force: bool, no_plots: bool, fmt: str = "csv", log_to
         live.finish(result)
     figures = _figure_writer(result, no_plots)
     write_run(result, out, force, extra=figures, fmt=fmt)
-    console.print(loss_table(result, width=console.width))
+    console.print(loss_table(result, width=fit_width(console)))
     console.print(train_table(result, title=run_title(cfg)))
     console.print(train_headline(result), markup=False)
     _print_wrote(console, out, no_plots)
@@ -627,11 +641,11 @@ def sweep(
         figures(out)  # (the tables are written: a figure that fails is told after them)
     figs = "".join(", " + name for name in figures.names) if figures is not None else ""
     title = sweep_title(base.name, done.summary)
-    console.print(sweep_table(done.summary, plan.columns, title=title, profiles=done.profiles, width=console.width))
+    console.print(sweep_table(done.summary, plan.columns, title=title, profiles=done.profiles, width=fit_width(console)))
     for line in depth_story(done.summary, plan.columns):
         console.print(line, markup=False)
     if done.trained:
-        console.print(loss_table(done.result, width=console.width))
+        console.print(loss_table(done.result, width=fit_width(console)))
     console.print(f"wrote {out}/ ({_tables_written(out)}, config.yaml, meta.json{figs}; points/ per point)", markup=False)
     if tensorboard is not None:
         from resflow.report.export import export as export_to
@@ -692,7 +706,7 @@ def compare(
     """Run configs side by side: one row per layer, one gradient column per config."""
     from resflow.compare import load_refs, run_compare
     from resflow.report.terminal.progress import SweepProgress
-    from resflow.report.terminal.sweep import compare_headline, compare_profiles, compare_table, compare_title
+    from resflow.report.terminal.sweep import compare_headlines, compare_profiles, compare_table, compare_title
     from resflow.report.terminal.train import loss_table
     from resflow.results.files import check_format, check_out_dir, write_run
 
@@ -711,11 +725,12 @@ def compare(
         figures = _figure_writer(result, no_plots)
         write_run(result, out, force, extra=figures, fmt=format_.value)
     console = stdout()
-    console.print(compare_table(result.grads, title=compare_title(list(configs), result.grads), width=console.width))
+    console.print(compare_table(result.grads, title=compare_title(list(configs), result.grads), width=fit_width(console)))
     console.print(compare_profiles(result.grads))
-    console.print(compare_headline(result.summary), markup=False)
+    for line in compare_headlines(result):
+        console.print(line, markup=False)
     if result.train is not None:
-        console.print(loss_table(result, width=console.width))
+        console.print(loss_table(result, width=fit_width(console)))
     _print_wrote(console, out, no_plots)
     _check_figures(figures, out)
 
@@ -749,7 +764,7 @@ def show(directory: Path = typer.Argument(..., help="A results dir written by ru
             f"finish it with the same `resflow sweep` command plus --resume"
         )
     console = stdout()
-    for item in renderables(read_run(directory), width=console.width):
+    for item in renderables(read_run(directory), width=fit_width(console)):
         console.print(item, markup=False) if isinstance(item, str) else console.print(item)
 
 

@@ -70,6 +70,9 @@ class Record:
         if any(self.module):
             site_cols["module"] = self.module
         extra = {} if self.micro_batches is None else {"micro_batches": [self.micro_batches] * n}
+        param_cols = {}
+        if any(self.module):  # each parameter's block (a parameter outside every block: ""), params.csv's last column
+            param_cols["module"] = [self.module[layer] if layer < n else "" for layer in self.param_layer]
         for table, k, cols in (
             (
                 grads,
@@ -90,6 +93,7 @@ class Record:
                     "param": self.param_name,
                     "grad_norm": self.param_grad,
                     "value_norm": self.param_value,
+                    **param_cols,
                 },
             ),
         ):

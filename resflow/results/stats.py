@@ -196,3 +196,32 @@ def summarize(grads: pd.DataFrame, config_columns: list[str]) -> pd.DataFrame:
         for i, col in enumerate(SPREAD_COLUMNS):
             out[col] = [spread[(v, s)][i] for v, s in zip(out["variant"], out["step"])]
     return out
+
+
+def without_input_gradient(grads: pd.DataFrame) -> list[int]:
+    """The leading layers of an any-model result (`resflow.record`/`watch`: grads has a `module`
+    column) whose input received no gradient in any row: the blocks fed by the data directly, whose
+    input needs none (the recorder reads NaN there). Empty when a later layer has none either, and for
+    resflow's own models, whose inputs always need a gradient (a NaN there is non-finite)."""
+    if "module" not in grads.columns or not len(grads):
+        return []
+    missing = grads.groupby("layer", sort=True)["input_grad_norm"].apply(lambda s: bool(s.isna().all()))
+    leading = []
+    for layer, none in missing.items():
+        if not none:
+            return leading
+        leading.append(int(layer))
+    return []  # no layer has a gradient: nothing to measure from, not "fed by the data"
+
+
+def ratio_from(grads: pd.DataFrame, layer: int) -> float:
+    """Median over seeds (at the last step) of input_grad_norm at `layer` over that at the last layer."""
+    df = grads[grads["step"] == grads["step"].max()] if "step" in grads.columns else grads
+    ratios = []
+    for _, g in df.groupby(["variant", "seed"] if "variant" in df.columns else ["seed"], sort=False):
+        g = g.sort_values("layer", kind="stable")
+        at, last = g.loc[g["layer"] == layer, "input_grad_norm"], float(g["input_grad_norm"].iloc[-1])
+        if len(at):
+            ratios.append(float(at.iloc[0]) / last if last != 0 else math.nan)
+    med, *_ = finite_stats(ratios)
+    return med

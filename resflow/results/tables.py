@@ -12,6 +12,8 @@ from typing import Any
 
 import pandas as pd
 
+from resflow.results.stats import ratio_from, without_input_gradient
+
 # Columns copied from the config into every row, so CSVs of different runs concatenate directly.
 CONFIG_COLUMNS = [
     "block",
@@ -144,7 +146,9 @@ class RunResult:
     def _overview(self) -> tuple[str, list[tuple[str, str]]]:
         """A title and (what, value) lines: the kind, variants, seeds, layers, the tables' sizes."""
         g = self.grads
-        kind = (self.meta or {}).get("kind") or ("training run" if self.train is not None else "run")
+        kind = (
+            (self.meta or {}).get("kind") or _any_model_kind(self.config) or ("training run" if self.train is not None else "run")
+        )
         variants = list(g["variant"].unique()) if "variant" in g else []
         shown = ", ".join(map(str, variants[:4])) + (f", … ({len(variants)} in all)" if len(variants) > 4 else "")
         lines = [("variants", shown or "-")]
@@ -154,7 +158,13 @@ class RunResult:
             lines.append(("layers", f"{g['layer'].min()}-{g['layer'].max()}"))
         if "step" in g and g["step"].nunique() > 1:
             lines.append(("steps", f"{g['step'].min()}-{g['step'].max()}"))
-        if "grad_ratio" in self.summary and len(self.summary):
+        skipped = without_input_gradient(g)
+        if skipped:  # any model's first block, fed by the data: say so; the ratio from the first with a gradient
+            k = max(skipped) + 1
+            which = f"layer {skipped[0]}" if len(skipped) == 1 else f"layers {', '.join(map(str, skipped))}"
+            ratio = f"layer {k}/last {ratio_from(g, k):.3g}x (median over seeds)"
+            lines.append(("first/last layer gradient", f"{which}: no input gradient (fed by the data directly); {ratio}"))
+        elif "grad_ratio" in self.summary and len(self.summary):
             s = self.summary
             per_variant = s.groupby("variant", sort=False)["grad_ratio"].median() if "variant" in s else s["grad_ratio"]
             if len(per_variant) == 1:
@@ -175,15 +185,50 @@ class RunResult:
         return f"resflow {kind}", lines
 
     def __repr__(self) -> str:
-        title, lines = self._overview()
-        width = max(len(what) for what, _ in lines)
-        return "\n".join([f"<RunResult: {title}>", *(f"  {what:<{width}}  {value}" for what, value in lines)])
+        return self.overview_text()
 
     def _repr_html_(self) -> str:
+        return self.overview_html()
+
+    def overview_text(self, head: str | None = None, first: list[tuple[str, str]] = ()) -> str:
+        """The repr: `<head>` (default 'RunResult: <kind>') and aligned lines, `first` leading."""
+        title, lines = self._overview()
+        lines = [*first, *lines]
+        width = max(len(what) for what, _ in lines)
+        return "\n".join([f"<{head or 'RunResult: ' + title}>", *(f"  {what:<{width}}  {value}" for what, value in lines)])
+
+    def overview_html(self, head: str | None = None, first: list[tuple[str, str]] = ()) -> str:
+        """The notebook view: the same lines as a small HTML table."""
         from html import escape
 
         title, lines = self._overview()
         rows = "".join(
-            f"<tr><th style='text-align:left'>{escape(w)}</th><td style='text-align:left'>{escape(v)}</td></tr>" for w, v in lines
+            f"<tr><th style='text-align:left'>{escape(w)}</th><td style='text-align:left'>{escape(v)}</td></tr>"
+            for w, v in [*first, *lines]
         )
-        return f"<div><strong>RunResult: {escape(title)}</strong><table>{rows}</table></div>"
+        return f"<div><strong>{escape(head or 'RunResult: ' + title)}</strong><table>{rows}</table></div>"
+
+
+def _any_model_kind(config: dict | None) -> str | None:
+    """'watch' or 'record' for a result of resflow.watch / resflow.record (from its config), else None."""
+    config = config or {}
+    if "watch" in config:
+        return "watch (your training loop)"
+    if isinstance(config.get("model"), dict) and "class" in config["model"]:
+        return "record (one step of your model)"
+    return None
+
+
+def depth_axis(summary: pd.DataFrame, columns: list[str]) -> list[str]:
+    """Swept columns, with a factory model's depth knob named `depth`: a swept column (e.g.
+    `kwargs_n_layer` from `--over model.kwargs.n_layer=...`) whose values map one-to-one onto the
+    `depth` column (the blocks found) is a depth sweep, told and drawn as the built-in one is."""
+    if "depth" in columns or "depth" not in summary or summary["depth"].nunique() < 2:
+        return list(columns)
+    for col in columns:
+        if col not in summary:
+            continue
+        pairs = summary[[col, "depth"]].drop_duplicates()
+        if len(pairs) == pairs[col].nunique() == pairs["depth"].nunique():
+            return ["depth" if c == col else c for c in columns]
+    return list(columns)

@@ -343,13 +343,19 @@ FINITE_WIDTH = 256  # below this width the infinite-width recursions are rough: 
 SUPPORTED_LOSSES = ("sum", "mean", "random")
 
 
+_FAMILY = {"conv": "conv ResNets", "transformer": "transformers"}  # (the block families without a theory)
+
+
 def predict(cfg) -> Prediction | NoPrediction:
     """The prediction for a validated `resflow.config.schema.Config`, or why there is none."""
     m = cfg.model
     if getattr(m, "factory", None) is not None:
         return NoPrediction(f"no theory here for a model built by {m.factory}")
     if m.block != "mlp":
-        return NoPrediction(f"no theory here for {m.block} blocks")
+        return NoPrediction(
+            f"resflow has no prediction for {_FAMILY.get(m.block, m.block + ' blocks')}: its mean-field theory "
+            "covers MLP stacks only (`resflow run` measures this config)"
+        )
     if cfg.data.dataset is not None:
         return NoPrediction(f"data.dataset {cfg.data.dataset!r}: real inputs, not the Gaussian ones the recursions assume")
     if m.norm != "none" and m.norm_type in ("batchnorm", "groupnorm"):

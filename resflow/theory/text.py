@@ -18,7 +18,11 @@ def _g(x) -> str:
 def describe(cfg) -> list[str]:
     m = cfg.model
     pred = predict(cfg)
-    kind = m.activation if m.block == "mlp" else f"transformer ({m.norm}-norm, {m.ffn} FFN)"
+    kind = {
+        "mlp": m.activation,
+        "transformer": f"transformer ({m.norm}-norm, {m.ffn} FFN)",
+        "conv": f"conv ResNet, {m.activation}, {'residual' if m.residual else 'plain (no residual)'}",
+    }.get(m.block, f"{m.block} blocks")
     head = (
         f"{cfg.name}: {m.factory}, loss {cfg.loss}"
         if getattr(m, "factory", None) is not None

@@ -12,7 +12,8 @@ train.csv gets one row per step: the batch's loss, eval_loss at recorded steps, 
 norm, the learning rate used and the wall time; a dataset's classification (train.task: classify)
 adds, at recorded steps, eval_accuracy (eval_loss and eval_accuracy: the test set) and
 train_set_loss / train_set_accuracy (the whole training set), all in eval mode (BatchNorm's running
-statistics). Bit for bit deterministic for a given seed.
+statistics; at step 0, when those have seen one batch, BatchNorm's batch statistics). Bit for bit
+deterministic for a given seed.
 """
 
 from __future__ import annotations
@@ -168,7 +169,9 @@ def train_seed(cfg, seed: int, device: torch.device, on_step=None) -> SeedRun:
 
         eval_loss = _evaluate(model, task, eval_set) if record and eval_set else math.nan
         if evaluate is not None:  # the test set and the whole training set, at recorded steps
-            metrics = evaluate(model) if record else dict.fromkeys(("test_loss", *CLASSIFY_COLUMNS), math.nan)
+            metrics = (
+                evaluate(model, batch_stats=step == 0) if record else dict.fromkeys(("test_loss", *CLASSIFY_COLUMNS), math.nan)
+            )
             eval_loss = metrics["test_loss"]
             for key in CLASSIFY_COLUMNS:
                 out.rows[key].append(metrics[key])

@@ -206,11 +206,17 @@ class ClassifyTask:
         return F.cross_entropy(out, y)
 
     @torch.no_grad()
-    def evaluate(self, model) -> dict[str, float]:
+    def evaluate(self, model, batch_stats: bool = False) -> dict[str, float]:
         """Loss and accuracy of the test and the whole training split, in eval mode (BatchNorm's running
-        statistics; no running statistic changes); the model's mode is restored after."""
+        statistics; no running statistic changes); the model's mode is restored after. `batch_stats`
+        (step 0, when the running statistics have seen one batch): BatchNorm normalises with each
+        chunk's own statistics, as in training, and its running statistics are put back after."""
         was_training = model.training
         model.eval()
+        norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)] if batch_stats else []
+        saved = [(b, b.clone()) for m in norms for b in m.buffers()]
+        for m in norms:
+            m.train()
         try:
             out = {}
             for split, (x, y) in self.splits.items():
@@ -221,6 +227,8 @@ class ClassifyTask:
                 out[f"{prefix}_accuracy"] = float((logits.argmax(1) == y).double().mean())
             return out
         finally:
+            for b, value in saved:
+                b.copy_(value)
             model.train(was_training)
 
 

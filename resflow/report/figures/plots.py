@@ -30,7 +30,7 @@ from matplotlib.ticker import FixedLocator, NullFormatter
 from resflow._sys.files import atomic_file
 from resflow.errors import FigureError
 from resflow.results.stats import EXPLODING, VANISHING, end_sites, finite_stats, seed_ratios, site_stats
-from resflow.results.tables import CONFIG_COLUMNS
+from resflow.results.tables import CONFIG_COLUMNS, depth_axis
 from resflow.results.values import all_numbers, as_number, ordered, sort_key
 from resflow.results.values import show as _show
 
@@ -901,7 +901,7 @@ def figure_builders(result) -> dict[str, Callable[[], Figure]]:
             for a in meta["axes"]
             if a.get("column") in result.summary.columns and result.summary[a["column"]].nunique(dropna=False) > 1
         ]
-        keys = sorted(columns, key=lambda k: k != "depth")
+        keys = sorted(depth_axis(result.summary, columns), key=lambda k: k != "depth")  # n_layer: depth
     variants = list(result.grads["variant"].unique())
     single = len(variants) == 1
     texts: list[tuple[str, str]] = []

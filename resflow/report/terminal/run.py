@@ -9,7 +9,17 @@ import pandas as pd
 from rich.table import Table
 from rich.text import Text
 
-from resflow.results.stats import EXPLODING, VANISHING, end_sites, finite_stats, flag, seed_ratios, seed_spread, site_stats
+from resflow.results.stats import (
+    EXPLODING,
+    VANISHING,
+    end_sites,
+    finite_stats,
+    flag,
+    seed_ratios,
+    seed_spread,
+    site_stats,
+    without_input_gradient,
+)
 
 BAR_LO, BAR_HI = -16, 4  # the bar's fixed log10 scale: 1e-16 ... 1e+4, never rescaled to the data
 BAR_WIDTH = 20  # characters: one per decade
@@ -148,6 +158,9 @@ def run_table(grads: pd.DataFrame, title: str = "") -> Table:
     table.add_column("flag")
     rows, shown = shown_sites(stats)
     table.caption = _caption(shown)
+    skipped = without_input_gradient(grads)  # any model's first block: its input needs no gradient
+    if skipped:
+        table.caption += "; no gradient: the input is the data, which needs none"
     for i in rows:
         if i is None:
             table.add_row(*["⋮"] * len(table.columns))
@@ -157,15 +170,22 @@ def run_table(grads: pd.DataFrame, title: str = "") -> Table:
         cells = [str(int(r["layer"]))]
         if multi_sub:
             cells.append(str(r["sublayer"]))
-        cells.append(fmt(med))
+        none = int(r["layer"]) in skipped  # no gradient at all, not a non-finite one
+        cells.append("—" if none else fmt(med))
         if seeds > 1:
             cells.append(f"{fmt(float(r['min']))} – {fmt(float(r['max']))}")
         if pred is not None:
             cells.append(fmt(float(pred.iloc[i]["median"])))
         cells.append(f"{math.log10(med):+.2f}" if med > 0 and math.isfinite(med) else "—")
-        cells.append(log_bar(med))
+        cells.append("" if none else log_bar(med))
         bad = int(r["n_bad"])  # seeds left out of the median (resflow.results.stats.finite_stats)
-        f = "non-finite" if bad == r["n"] else (f"{bad} of {int(r['n'])} non-finite" if bad else site_flag(med, last))
+        f = (
+            "no gradient"
+            if int(r["layer"]) in skipped
+            else "non-finite"
+            if bad == r["n"]
+            else (f"{bad} of {int(r['n'])} non-finite" if bad else site_flag(med, last))
+        )
         cells.append(
             Text(
                 f,
@@ -206,6 +226,16 @@ def headline(grads: pd.DataFrame, dtype: str | None = None) -> str:
     """One sentence: how much of the last layer's gradient reaches the first layer: the summary's
     grad_ratio (the block inputs at both ends, `end_sites`; median over seeds). With `dtype`
     "float32", a first-layer gradient of exactly 0 under a non-zero last one says it may be underflow."""
+    skipped = without_input_gradient(grads)
+    if skipped:  # any model's first block, fed by the data: no gradient there, the ratio from the next
+        who = (
+            f"layer {skipped[0]}'s input has"
+            if len(skipped) == 1
+            else f"the inputs of layers {', '.join(map(str, skipped))} have"
+        )
+        return f"{who} no gradient (fed by the data directly, which needs none); " + headline(
+            grads[~grads["layer"].isin(skipped)], dtype
+        )
     stats = site_stats(grads)
     i, j = end_sites(stats["layer"])
     first, last = stats.iloc[i], stats.iloc[j]

@@ -28,8 +28,9 @@ from resflow.report.terminal.run import (
     shown_sites,
     sparkline,
 )
-from resflow.report.terminal.train import loss_table
+from resflow.report.terminal.train import learnt_headline, loss_table
 from resflow.results.stats import EXPLODING, VANISHING, finite_stats, flag, profile_medians, seed_spread, site_stats
+from resflow.results.tables import depth_axis
 from resflow.results.values import as_number
 from resflow.theory.overlay import comparison_line, log_ratio_gap
 
@@ -301,6 +302,7 @@ def _sweep_table(
 def depth_story(summary: pd.DataFrame, columns: list[str]) -> list[str]:
     """One sentence per group of the other swept keys: the ratio at the smallest and largest depth,
     and the fitted factor per added layer (exp of the slope of ln ratio against depth)."""
+    columns = depth_axis(summary, columns)  # a factory's depth knob (model.kwargs.n_layer) as depth
     stats = point_stats(summary, columns)
     if "depth" not in stats or stats["depth"].nunique() < 2:
         return [_extremes(stats, columns)] if len(stats) > 1 else []
@@ -425,6 +427,13 @@ def compare_profiles(grads: pd.DataFrame) -> Table:
     return table
 
 
+def compare_headlines(result) -> list[str]:
+    """A compare's sentences: when the configs trained, what they learnt first, then the gradient."""
+    train = getattr(result, "train", None)
+    learnt = learnt_headline(train) if train is not None and len(train) else None
+    return [line for line in (learnt, compare_headline(result.summary)) if line]
+
+
 def compare_headline(summary: pd.DataFrame) -> str:
     """Which config keeps the first-layer gradient closest to the last-layer one (|log10 ratio| least)."""
     rows = [(v, _median(g["grad_ratio"])) for v, g in last_step(summary).groupby("variant", sort=False)]
@@ -470,7 +479,7 @@ def renderables(result, width: int | None = None) -> list:
         return [
             compare_table(result.grads, width=width, title=compare_title(refs, result.grads)),
             compare_profiles(result.grads),
-            compare_headline(result.summary),
+            *compare_headlines(result),
             *trained,
         ]
     return [

@@ -175,9 +175,14 @@ def loss_table(result, title: str = "loss (median over seeds)", width: int | Non
     and eval end − floor. `width`: the terminal's; the training-batch loss columns are dropped first
     (then the spread) when the table would not fit, never a variant's name."""
     stats = loss_summary(result.train)
+    watched = (result.config or {}).get("watch")  # resflow.watch: step s is the s-th step() call, from 0
+    if isinstance(watched, dict) and len(stats):
+        stats["steps"] = watched.get("steps", int(result.train["step"].max()) + 1)
+    evaluated = bool(stats[["eval_start", "eval_end"]].notna().any().any())
     seeds = int(stats["seeds"].max()) if len(stats) else 1
-    for batch_loss, spread in ((True, seeds > 1), (False, seeds > 1), (False, False)):
-        table = _loss_table(stats, title, batch_loss, spread)
+    tries = ((True, seeds > 1), (False, seeds > 1), (False, False)) if evaluated else ((True, False),)
+    for batch_loss, spread in tries:
+        table = _loss_table(stats, title, batch_loss, spread, evaluated, watched=bool(watched))
         if width is None or natural_width(table) <= width:
             break
     if not batch_loss:
@@ -187,12 +192,18 @@ def loss_table(result, title: str = "loss (median over seeds)", width: int | Non
     return table
 
 
-def _loss_table(stats: pd.DataFrame, title: str, batch_loss: bool, spread: bool) -> Table:
+def _loss_table(
+    stats: pd.DataFrame, title: str, batch_loss: bool, spread: bool, evaluated: bool = True, watched: bool = False
+) -> Table:
     floors = bool(stats["floor"].notna().any())
     accuracy = "eval_accuracy_end" in stats and bool(stats["eval_accuracy_end"].notna().any())  # train.task: classify
     seeds = int(stats["seeds"].max()) if len(stats) else 1
     table = Table(title=title, title_justify="left", caption_justify="left")
-    columns = ["variant", "steps"] + (["loss start", "loss end"] if batch_loss else []) + ["eval start", "eval end"]
+    columns = (
+        ["variant", "steps"]
+        + (["loss start", "loss end"] if batch_loss else [])
+        + (["eval start", "eval end"] if evaluated else [])
+    )
     columns += ["min–max"] if spread else []
     columns += ["floor", "above floor", "constant"] if floors else []
     columns += ["train-set loss end", "train acc end", "test acc end"] if accuracy else []
@@ -204,7 +215,7 @@ def _loss_table(stats: pd.DataFrame, title: str, batch_loss: bool, spread: bool)
     for _, r in stats.iterrows():
         cells = [str(r["variant"]), str(r["steps"])]
         cells += [_g(r["loss_start"]), _g(r["loss_end"])] if batch_loss else []
-        cells += [_g(r["eval_start"]), _g(r["eval_end"])]
+        cells += [_g(r["eval_start"]), _g(r["eval_end"])] if evaluated else []
         if spread:
             cells.append(f"{_g(r['eval_end_min'])} – {_g(r['eval_end_max'])}")
         if floors:
@@ -216,6 +227,10 @@ def _loss_table(stats: pd.DataFrame, title: str, batch_loss: bool, spread: bool)
         "eval: the test set; train-set loss, train acc: the whole training set (eval mode)"
         if accuracy
         else "eval: held-out batches"
+        if evaluated
+        else "loss: the value given to step() at the first and the last step; nothing was evaluated"
+        if watched
+        else "loss: the training batch's; nothing was evaluated"
     ]
     if spread:
         notes.append(f"min–max: of eval end over {seeds} seeds")
@@ -252,4 +267,29 @@ def train_headline(result) -> str:
         f"eval loss {_g(s['eval_start'])} → {_g(s['eval_end'])} in {s['steps']} steps{ref}; "
         f"layer {int(move.index[0])} moved {_g(first)} of its initial size, layer {int(move.index[-1])} {_g(last)} "
         f"(first/last = {_g(ratio)})"
+    )
+
+
+def learnt_headline(train: pd.DataFrame) -> str | None:
+    """A trained compare's first sentence: which config learnt the most, by the final training-set loss
+    (and accuracy) of a classify task, otherwise by the final eval loss (medians over seeds). None
+    with fewer than two variants or nothing to judge by."""
+    stats = loss_summary(train)
+    by_train_set = bool(stats["train_set_loss_end"].notna().any())
+    col = "train_set_loss_end" if by_train_set else "eval_end"
+    stats = stats[stats[col].notna()]
+    if len(stats) < 2:
+        return None
+    stats = stats.sort_values(col, kind="stable")
+    accuracy = by_train_set and bool(stats["train_accuracy_end"].notna().all())
+
+    def score(r) -> str:
+        return f"{_g(r[col])} (accuracy {r['train_accuracy_end']:.1%})" if accuracy else _g(r[col])
+
+    best, rest = stats.iloc[0], stats.iloc[1:]
+    what = "training-set loss" if by_train_set else "eval loss"
+    steps = "/".join(str(s) for s in dict.fromkeys(stats["steps"]))
+    others = ", ".join(f"{score(r)} in {r['variant']}" for _, r in rest.iterrows())
+    return (
+        f"after {steps} steps {best['variant']} learnt the most: final {what} {score(best)}, against {others} (median over seeds)"
     )

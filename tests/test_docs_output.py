@@ -1,0 +1,81 @@
+"""`python -m scripts.docs`: marked output blocks in the docs are what their commands print; a
+deliberately edited number fails the check; the slow blocks' commands and the examples still run
+(at small sizes)."""
+
+import subprocess
+
+import pytest
+
+from scripts import docs
+
+ROOT = docs.ROOT
+
+
+def _page(tmp_path, cmd="resflow theory deep50"):
+    page = tmp_path / "page.md"
+    page.write_text(
+        f"# A page\n\nSome text.\n\n<!-- docs-output: {cmd} -->\n```\nstale\n```\n<!-- /docs-output -->\n\nMore text.\n"
+    )
+    return page
+
+
+def test_a_block_is_written_from_its_command_and_an_edited_number_fails_the_check(tmp_path, capsys):
+    page = _page(tmp_path)
+    assert docs.main(["--check", "--only", str(page)]) == 1  # "stale" is not what the command prints
+    assert docs.main(["--only", str(page)]) == 0
+    text = page.read_text()
+    # the reference: the command's own output, run here separately
+    theory = subprocess.run(
+        docs.argv("resflow theory deep50"), env=docs.environment(), capture_output=True, text=True, check=True
+    )
+    assert f"```text\n$ resflow theory deep50\n{theory.stdout}```\n<!-- /docs-output -->" in text
+    assert text.startswith("# A page\n\nSome text.\n\n") and text.endswith("\nMore text.\n")  # the rest untouched
+    capsys.readouterr()
+    assert docs.main(["--check", "--only", str(page)]) == 0
+    edited = text.replace("q* = 0.00775367", "q* = 0.00775368")
+    assert edited != text
+    page.write_text(edited)
+    assert docs.main(["--check", "--only", str(page)]) == 1
+    out = capsys.readouterr().out
+    assert f"{page}:5: resflow theory deep50" in out
+    assert page.read_text() == edited  # --check writes nothing
+
+
+def test_every_marker_in_the_docs_is_closed_and_runnable():
+    blocks = [b for page in docs.pages() for b in docs.parse(page)[0]]
+    figures = [f for page in docs.pages() for f in docs.parse(page)[1]]
+    assert len(blocks) >= 5 and any(b.slow for b in blocks) and figures
+    for b in blocks:
+        assert docs.argv(b.cmd)[0]  # starts with resflow or python
+        assert not b.slow or b.small, f"{b.where()}: a slow block names the arguments that make it small"
+    for f in figures:
+        assert f.target.is_file(), f"{f.target} (from {f.cmd}) is missing"
+
+
+@pytest.mark.parametrize(
+    "block",
+    [b for page in docs.pages() for b in docs.parse(page)[0] if b.slow],
+    ids=lambda b: b.cmd.split()[1] if b.cmd.startswith("resflow") else b.cmd.split()[-1],
+)
+def test_slow_blocks_commands_still_run_at_a_small_size(block, tmp_path):
+    """The degradation experiment, theory_check and other slow blocks: their command, with the small
+    arguments their marker names, runs and prints (CI does not regenerate them)."""
+    done = subprocess.run(
+        docs.argv(block.cmd, block.small), cwd=tmp_path, env=docs.environment(), capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip()
+
+
+@pytest.mark.parametrize("example", sorted(p.name for p in (ROOT / "examples").glob("*.py")))
+def test_examples_run_at_a_small_size(example, tmp_path):
+    done = subprocess.run(
+        docs.argv(f"python examples/{example} --small"),
+        cwd=tmp_path,
+        env=docs.environment(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip()
