@@ -4,7 +4,6 @@ start method in threaded processes."""
 import re
 import subprocess
 import sys
-import threading
 
 import numpy as np
 import pandas as pd
@@ -12,7 +11,6 @@ import pytest
 from clirunner import Runner
 
 from resflow import load_config, run
-from resflow._sys import workers as backends
 from resflow.cli.app import app
 from resflow.results.files import read_csv, read_run, write_run
 
@@ -170,22 +168,26 @@ def test_shell_completion_is_offered():
 # The local pool's start method
 
 
-def test_start_method_is_fork_only_without_other_threads(monkeypatch):
-    monkeypatch.delenv("RESFLOW_START_METHOD", raising=False)
-    assert backends.start_method() == "fork"
-    stop = threading.Event()
-    thread = threading.Thread(target=stop.wait, daemon=True)
-    thread.start()
-    try:
-        assert backends.start_method() == "forkserver"
-    finally:
-        stop.set()
-        thread.join()
-    monkeypatch.setenv("RESFLOW_START_METHOD", "spawn")
-    assert backends.start_method() == "spawn"
-    monkeypatch.setenv("RESFLOW_START_METHOD", "vfork")
-    with pytest.raises(Exception, match="RESFLOW_START_METHOD"):
-        backends.start_method()
+def test_start_method_is_fork_only_without_other_threads(tmp_path):
+    """In a fresh process (a test worker may hold other tests' threads: trackers', TensorBoard's)."""
+    code = """
+import os, threading, pytest
+from resflow._sys import workers as backends
+os.environ.pop("RESFLOW_START_METHOD", None)
+assert threading.active_count() == 1 and backends.start_method() == "fork"
+stop = threading.Event()
+thread = threading.Thread(target=stop.wait, daemon=True)
+thread.start()
+assert backends.start_method() == "forkserver"
+stop.set(); thread.join()
+os.environ["RESFLOW_START_METHOD"] = "spawn"
+assert backends.start_method() == "spawn"
+os.environ["RESFLOW_START_METHOD"] = "vfork"
+with pytest.raises(Exception, match="RESFLOW_START_METHOD"):
+    backends.start_method()
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
 
 
 THREADED_SWEEP = """
