@@ -201,18 +201,3 @@ def test_sweep_tensorboard_writes_what_export_writes(tmp_path):
         for tag in a.Tags()["scalars"]:
             assert [(e.step, e.value) for e in a.Scalars(tag)] == [(e.step, e.value) for e in b.Scalars(tag)]
     assert check_against_csv(out, live) == len(read_csv(out / "grads.csv"))
-
-
-def test_the_vectorised_checksum_is_tensorboards():
-    """The export writes its event files whole, with TFRecord's masked CRC-32C computed for all
-    records at once: the same values as TensorBoard's own (pure Python) routine, for any lengths."""
-    import os
-    import random
-
-    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as reference
-
-    from resflow.results.tensorboard_events import masked_crc32c
-
-    rng = random.Random(0)
-    blobs = [b"", b"a", b"123456789"] + [os.urandom(rng.randint(0, 400)) for _ in range(300)]
-    assert masked_crc32c(blobs).tolist() == [reference(b) for b in blobs]
