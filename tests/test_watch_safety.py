@@ -5,6 +5,7 @@ one-line errors at the call for a bad loss, a disabled autograd and a meta-devic
 import numpy as np
 import pytest
 import torch
+from tinymodels import Tiny
 from torch import nn
 from typer.testing import CliRunner
 
@@ -15,27 +16,6 @@ from resflow.errors import ResflowError
 from resflow.results.files import read_run, write_run
 
 runner = CliRunner()
-
-
-class Block(nn.Module):
-    def __init__(self, width):
-        super().__init__()
-        self.lin = nn.Linear(width, width)
-
-    def forward(self, x):
-        return x + torch.tanh(self.lin(x))
-
-
-class Tiny(nn.Module):
-    def __init__(self, width=6, depth=3):
-        super().__init__()
-        self.blocks = nn.ModuleList(Block(width) for _ in range(depth))
-        self.head = nn.Linear(width, 2)
-
-    def forward(self, x):
-        for b in self.blocks:
-            x = b(x)
-        return self.head(x)
 
 
 def train(model, w, steps, loss=True):

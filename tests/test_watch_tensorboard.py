@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from tinymodels import Tiny
 from torch import nn
 
 import resflow
@@ -22,27 +23,6 @@ def events(path):
     acc = EventAccumulator(str(path), size_guidance={"scalars": 0, "histograms": 0, "tensors": 0})
     acc.Reload()
     return acc
-
-
-class Block(nn.Module):
-    def __init__(self, width):
-        super().__init__()
-        self.lin = nn.Linear(width, width)
-
-    def forward(self, x):
-        return x + torch.tanh(self.lin(x))
-
-
-class Tiny(nn.Module):
-    def __init__(self, width=6, depth=3):
-        super().__init__()
-        self.blocks = nn.ModuleList(Block(width) for _ in range(depth))
-        self.head = nn.Linear(width, 2)
-
-    def forward(self, x):
-        for b in self.blocks:
-            x = b(x)
-        return self.head(x)
 
 
 def train(tmp_path, steps=5, every=2, out=None):
