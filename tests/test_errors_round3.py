@@ -502,7 +502,7 @@ def test_demo_force_over_a_run_dir_keeps_nothing_of_the_run(tmp_path):
 
 def test_a_local_ray_that_cannot_start_is_one_line(tmp_path, monkeypatch):
     ray = pytest.importorskip("ray")
-    from resflow._sys import workers
+    from resflow.executors import pool as workers
 
     def init(**kwargs):  # what Ray raises when its raylet never registers (seen under ulimit -v)
         raise Exception("The current node timed out during startup. This could happen because some of the raylet failed")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from resflow._sys.workers import ray_cause
+from resflow.executors.pool import ray_cause
 
 
 class InvalidAuthToken(Exception):
@@ -42,8 +42,8 @@ def test_a_plain_error_keeps_its_first_line_and_a_wrapped_one_names_its_cause():
 
 def test_connect_ray_reports_the_cause_in_one_line(monkeypatch):
     ray = pytest.importorskip("ray")
-    from resflow._sys import workers
     from resflow.errors import ResflowError
+    from resflow.executors import pool as workers
 
     def init(**kwargs):
         raise wrapped(InvalidAuthToken("token rejected by the cluster"), "Failed to connect to GCS within 60 s")

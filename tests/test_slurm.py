@@ -4,8 +4,8 @@ process, as on a cluster's node): the same point files, --resume, and CSVs byte-
 import pytest
 from clirunner import Runner
 
-from resflow._sys.slurm import parse_options
 from resflow.cli.app import app
+from resflow.executors.slurm import parse_options
 
 pytest.importorskip("submitit")
 runner = Runner()

@@ -266,7 +266,7 @@ def test_ray_backend_equals_local(tmp_path):
 
 
 def test_ray_is_not_imported_by_the_cli(cli_env):
-    code = "import sys, resflow.cli.app, resflow.sweep.runner, resflow._sys.workers; print('ray' in sys.modules, 'torch' in sys.modules)"
+    code = "import sys, resflow.cli.app, resflow.sweep.runner, resflow.executors.pool; print('ray' in sys.modules, 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], env=cli_env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
 
@@ -276,8 +276,8 @@ def test_the_pool_starts_the_biggest_points_first(monkeypatch):
     seeds), so the last points to start are the small ones."""
     import concurrent.futures
 
-    from resflow._sys import workers as backends
     from resflow.config.loading import load_config
+    from resflow.executors import pool as backends
     from resflow.sweep.plan import make_plan
 
     submitted = []

@@ -127,8 +127,8 @@ def test_show_and_plot_refuse_what_is_not_a_results_dir(tmp_path, command, what)
 def test_a_ray_task_returns_each_points_error_beside_the_others_results(monkeypatch):
     """The function a Ray task runs (called here in-process): a point that raises comes back as
     (point, None, error) and the task's other points still run and come back with their text."""
-    from resflow._sys import workers as backends
     from resflow.config.loading import load_config
+    from resflow.executors import pool as backends
     from resflow.sweep.plan import make_plan
 
     real = resflow.sweep.runner.run_point

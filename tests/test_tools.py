@@ -172,7 +172,7 @@ def test_start_method_is_fork_only_without_other_threads(tmp_path):
     """In a fresh process (a test worker may hold other tests' threads: trackers', TensorBoard's)."""
     code = """
 import os, threading, pytest
-from resflow._sys import workers as backends
+from resflow.executors import pool as backends
 os.environ.pop("RESFLOW_START_METHOD", None)
 assert threading.active_count() == 1 and backends.start_method() == "fork"
 stop = threading.Event()
@@ -195,7 +195,7 @@ import threading, sys
 from pathlib import Path
 threading.Thread(target=threading.Event().wait, daemon=True).start()  # as a Jupyter kernel has
 if __name__ == "__main__":
-    from resflow._sys import workers as backends
+    from resflow.executors import pool as backends
     from resflow.sweep import load_base, make_plan, run_sweep
     assert backends.start_method() == "forkserver"
     base, axes = load_base("deep50", ["seeds=2", "model.depth=4", "model.width=8"])

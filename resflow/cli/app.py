@@ -596,7 +596,7 @@ def sweep(
     check_format(fmt)
     slurm_options = None
     if backend == Backend.slurm or slurm_opts:
-        from resflow._sys.slurm import parse_options
+        from resflow.executors.slurm import parse_options
 
         if backend != Backend.slurm:
             from resflow.errors import ConfigError
@@ -610,7 +610,9 @@ def sweep(
     hint = _resume_command(config, over, overrides, workers, backend.value, out, fmt, slurm_opts, allow_code)
     err = stderr()
     err.print(plan.summary_line(out), markup=False)
-    check_plan_memory(plan, workers)
+    from resflow.executors.pool import default_workers
+
+    check_plan_memory(plan, workers or default_workers())
     if tensorboard is not None:
         _check_logdir(tensorboard, force)
     from resflow.results.files import check_out_path
@@ -704,11 +706,11 @@ def compare(
     allow_code: bool = _allow_code_option(),
 ):
     """Run configs side by side: one row per layer, one gradient column per config."""
-    from resflow.compare import load_refs, run_compare
     from resflow.report.terminal.progress import SweepProgress
     from resflow.report.terminal.sweep import compare_headlines, compare_profiles, compare_table, compare_title
     from resflow.report.terminal.train import loss_table
     from resflow.results.files import check_format, check_out_dir, write_run
+    from resflow.sweep.compare import load_refs, run_compare
 
     check_format(format_.value)
 

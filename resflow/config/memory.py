@@ -191,13 +191,10 @@ def check_memory(cfg, parallel: int = 1, limit: int | None = -1) -> Estimate:
     return est
 
 
-def check_plan_memory(plan, workers: int | None = None) -> Estimate:
-    """A sweep: its largest point, times the points that run at once (the workers)."""
+def check_plan_memory(plan, workers: int) -> Estimate:
+    """A sweep: its largest point, times the points that run at once (`workers`, as resolved by the caller)."""
     from resflow.config.schema import validate
 
     configs = [validate(p.config) for p in plan.points]
     biggest = max(configs, key=lambda c: estimate(c).total)
-    from resflow._sys.workers import default_workers
-
-    parallel = min(workers or default_workers(), len(configs))
-    return check_memory(biggest, parallel=parallel)
+    return check_memory(biggest, parallel=min(workers, len(configs)))

@@ -160,7 +160,7 @@ def _written_by_resflow(entry: Path) -> bool:
         return False
     if name.startswith("."):  # only those temp files: never .git and the like
         return _temp_name(name) and entry.is_file()
-    if name in ("points", "slurm"):  # a sweep's point files; its Slurm jobs' logs (resflow/_sys/slurm.py)
+    if name in ("points", "slurm"):  # a sweep's point files; its Slurm jobs' logs (resflow/executors/slurm.py)
         return entry.is_dir()
     return entry.is_file() and (name in WRITTEN_NAMES or name.endswith(FIGURE_SUFFIXES))
 

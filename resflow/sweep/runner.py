@@ -669,9 +669,9 @@ def run_sweep(
     that cannot run. A failure that leaves the finished points usable (a worker killed, the cluster
     lost, a full disk) says how to finish the sweep with --resume. `allow_code`: may a
     `module:callable` factory run (resflow.models.factory.check; unset: RESFLOW_ALLOW_CODE)."""
-    from resflow._sys import workers as backends
     from resflow._sys.code import check, code_allowed
     from resflow.errors import EnvironmentFault
+    from resflow.executors import pool as backends
     from resflow.results.files import check_format
 
     out = Path(out)
@@ -734,8 +734,8 @@ def _run_sweep(
 ) -> SweepRun:
     """Run every unfinished point, persist each as it finishes, then write the tables (`fmt`: csv,
     parquet or both; the point files are JSON whatever the format, so --resume reads them alike)."""
-    from resflow._sys import workers as backends
     from resflow._sys.files import write_text_atomic
+    from resflow.executors import pool as backends
     from resflow.results.files import check_format
     from resflow.results.meta import run_meta
 

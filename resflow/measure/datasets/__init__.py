@@ -6,32 +6,12 @@ all into train and test. `Batches` draws training batches from an explicit gener
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 
+from resflow.measure.datasets import digits
+from resflow.measure.datasets.dataset import Dataset
 
-class Dataset(NamedTuple):
-    name: str
-    train_x: torch.Tensor  # (N_train, C, H, W) float64, standardised
-    train_y: torch.Tensor  # (N_train,) int64 class labels
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    classes: int
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """One example's image shape (C, H, W)."""
-        return tuple(self.train_x.shape[1:])
-
-
-def _digits() -> Dataset:
-    from resflow.measure.datasets import digits
-
-    return digits.load()
-
-
-DATASETS = {"digits": _digits}  # name -> loader (cached by the loader)
+DATASETS = {"digits": digits.load}  # name -> loader (cached by the loader)
 
 
 def load(name: str) -> Dataset:

@@ -13,6 +13,7 @@ import functools
 import torch
 
 from resflow.errors import ResflowError
+from resflow.measure.datasets.dataset import Dataset
 
 SPLIT_SEED = 0
 TEST_FRACTION = 0.2
@@ -20,8 +21,6 @@ TEST_FRACTION = 0.2
 
 @functools.cache
 def load():
-    from resflow.measure.datasets import Dataset
-
     try:
         from sklearn.datasets import load_digits
     except ImportError:

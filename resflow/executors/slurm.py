@@ -103,7 +103,7 @@ def _task(task, points, done_dir=None) -> list:
     Returns (point, None, None) for a point written there, (point, text, None) for one that could
     not be (the text travels back in the job's result instead), (point, None, error) for one that raised."""
     from resflow._sys.files import write_text_atomic
-    from resflow._sys.worker_setup import error_text, worker_process
+    from resflow.executors.worker_setup import error_text, worker_process
 
     worker_process()
     out = []

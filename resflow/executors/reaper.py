@@ -8,7 +8,7 @@ processes below the sweep's process, and when the sweep's process is gone (the p
 end-of-file: that happens however it died) or asks it to, it SIGKILLs those still running
 (each checked by its start time, so a reused pid is never hit), then exits.
 
-    python -m resflow._sys.reaper PID FD   (started by Reaper; not for use by hand)
+    python -m resflow.executors.reaper PID FD   (started by Reaper; not for use by hand)
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class Reaper:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "resflow._sys.reaper", str(os.getpid()), str(read)],
+                [sys.executable, "-m", "resflow.executors.reaper", str(os.getpid()), str(read)],
                 pass_fds=(read,),
                 env=env,
                 stdin=subprocess.DEVNULL,

@@ -22,10 +22,10 @@ import os
 from contextlib import contextmanager
 from typing import Callable
 
-from resflow._sys.worker_setup import error_text, versions, worker_process
 from resflow.errors import ConfigError, ResflowError
+from resflow.executors.worker_setup import error_text, versions, worker_process
 
-BACKENDS = ("local", "ray", "slurm")  # slurm: resflow/_sys/slurm.py (submitit)
+BACKENDS = ("local", "ray", "slurm")  # slurm: resflow/executors/slurm.py (submitit)
 
 
 def default_workers() -> int:
@@ -52,7 +52,7 @@ def check_backend(points: list, backend: str) -> None:
             raise ConfigError(NEEDS_RAY)
         return  # (a cluster's nodes may have GPUs this machine lacks)
     if backend == "slurm":
-        from resflow._sys import slurm
+        from resflow.executors import slurm
 
         return slurm.check()  # (the nodes may have GPUs this machine lacks)
     if backend != "local":
@@ -71,13 +71,13 @@ def execute(
     slurm_options: dict | None = None,
 ) -> None:
     """`fail(point, error_text)`, if given, records a point that raised and the others go on.
-    `out` (the results dir) and `slurm_options`: for backend slurm (resflow/_sys/slurm.py)."""
+    `out` (the results dir) and `slurm_options`: for backend slurm (resflow/executors/slurm.py)."""
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     if backend == "ray":
         return _ray(points, task, save, workers, ray_address, fail)
     if backend == "slurm":
-        from resflow._sys import slurm
+        from resflow.executors import slurm
 
         return slurm.execute(points, task, save, workers, out, slurm_options, fail)
     if backend != "local":
@@ -362,7 +362,7 @@ def _call_within(fn, seconds: float):
 
 class _Started:
     """What connect_ray returns when it connected (truthy): for disconnect_ray, the watchdog that
-    ends a local instance with this process (resflow/_sys/reaper.py), if it started one."""
+    ends a local instance with this process (resflow/executors/reaper.py), if it started one."""
 
     def __init__(self, reaper=None):
         self.reaper = reaper
@@ -373,7 +373,7 @@ def _reaper():
 
     if not sys.platform.startswith("linux"):  # (it reads /proc)
         return None
-    from resflow._sys.reaper import Reaper
+    from resflow.executors.reaper import Reaper
 
     try:
         return Reaper()
@@ -386,7 +386,7 @@ def connect_ray(workers: int, ray_address: str | None):
     in bounded time, before anything is written; truthy if this call connected (so it should shut
     down: pass it to disconnect_ray). An address that refuses or does not answer is a one-line
     ResflowError. A local instance started here is watched so that it ends with this process, even
-    after a kill -9 (resflow/_sys/reaper.py)."""
+    after a kill -9 (resflow/executors/reaper.py)."""
     try:
         import ray
     except ImportError:
