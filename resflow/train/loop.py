@@ -34,7 +34,7 @@ from resflow.models.init import seed_rng
 from resflow.results.assemble import Rows, assemble
 from resflow.results.meta import run_meta
 from resflow.results.stats import end_sites
-from resflow.results.tables import RunResult, config_columns
+from resflow.results.tables import TRAIN_PARAMS_COLUMNS, RunResult, config_columns
 from resflow.train.tasks import make_task
 
 CLASSIFY_COLUMNS = ("eval_accuracy", "train_set_loss", "train_set_accuracy")  # train.csv, train.task: classify
@@ -241,8 +241,8 @@ def _train(cfg, on_seed, on_step) -> RunResult:
         run = train_seed(cfg, seed, device, on_step)
         for step, rec, update_ratio, movement in run.records:
             rows.add(rec, cfg.name, seed, step)
-            rows.params.setdefault("update_ratio", []).extend(update_ratio)
-            rows.params.setdefault("movement", []).extend(movement)
+            for key, values in zip(TRAIN_PARAMS_COLUMNS, (update_ratio, movement)):
+                rows.params.setdefault(key, []).extend(values)
         n_steps = len(run.rows["step"])
         rows.train["variant"] += [cfg.name] * n_steps
         rows.train["seed"] += [seed] * n_steps
