@@ -60,11 +60,8 @@ def test_every_marker_in_the_docs_is_closed_and_runnable():
 def test_slow_blocks_commands_still_run_at_a_small_size(block, tmp_path):
     """The degradation experiment, theory_check and other slow blocks: their command, with the small
     arguments their marker names, runs and prints (CI does not regenerate them)."""
-    done = subprocess.run(
-        docs.argv(block.cmd, block.small), cwd=tmp_path, env=docs.environment(), capture_output=True, text=True, timeout=600
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip()
+    shown = docs.transcript(block.cmd, tmp_path, block.small)  # exits with the stderr of a command that fails
+    assert len(shown.splitlines()) >= len(docs.commands(block.cmd))
 
 
 @pytest.mark.parametrize("example", sorted(p.name for p in (ROOT / "examples").glob("*.py")))
