@@ -31,7 +31,8 @@ error message, which goes to stderr) work as typed. Several commands joined by `
 the other in the same directory (a run, then a command reading its results dir); the block shows
 each as `$ command` followed by its output. A command fails the script when it exits non-zero,
 unless it shows its stderr (`2>&1`): then its message is the output. A slow block's SMALL arguments
-are added to each command that starts with the first one's program (before a pipe or redirection).
+are added to each command that starts with the first one's two words (`resflow run`), before a
+pipe or redirection.
 """
 
 from __future__ import annotations
@@ -143,12 +144,12 @@ SEP = " && "
 
 def commands(cmd: str, extra: str = "") -> list[str]:
     """The commands of a block, in order. SMALL arguments (`extra`) go to every command that starts
-    with the first one's program, before its pipe or redirection (`resflow run X | tail -2`)."""
+    with the first one's two words (`resflow run`), before its pipe or redirection (`| tail -2`)."""
     parts = cmd.split(SEP)
     if extra:
-        program = parts[0].split()[0]
+        program = parts[0].split()[:2]
         for i, part in enumerate(parts):
-            if part.split()[0] == program:
+            if part.split()[:2] == program:
                 cut = min([k for k in (part.find(" |"), part.find(" >"), part.find(" 2>")) if k >= 0], default=len(part))
                 parts[i] = f"{part[:cut]} {extra}{part[cut:]}"
     return parts
