@@ -180,9 +180,7 @@ def transcript(cmd: str, cwd: Path, extra: str = "") -> str:
     env["PATH"] = str(shim(cwd / ".docs-bin")) + os.pathsep + env.get("PATH", "")
     out = []
     for i, part in enumerate(commands(cmd, extra)):
-        done = subprocess.run(
-            ["bash", "-c", bash_line(part)], cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT
-        )
+        done = subprocess.run(["bash", "-c", bash_line(part)], cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
         if done.returncode != 0 and "2>&1" not in part:
             sys.exit(f"docs: {part!r} failed ({done.returncode}):\n{done.stderr.strip()}")
         shown = normalise(done.stdout, cwd) if done.stdout.strip() else ""
