@@ -5,6 +5,7 @@ is resflow.config.families): `model.block` -> a builder (cfg, device, dtype, io)
 """
 
 from resflow.models.conv import ConvResNet
+from resflow.models.highway import HighwayBlock
 from resflow.models.init import initialize
 from resflow.models.mlp import MLPBlock
 from resflow.models.stack import Classifier, Stack
@@ -41,6 +42,7 @@ BLOCKS = {
     "mlp": stacked(MLPBlock),
     "transformer": stacked(TransformerBlock, final_norm),
     "conv": conv_resnet,
+    "highway": stacked(HighwayBlock),
 }
 
 

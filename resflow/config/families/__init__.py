@@ -26,6 +26,7 @@ from pydantic import Discriminator, Tag
 from resflow.config.families.base import Family
 from resflow.config.families.conv import Conv
 from resflow.config.families.factory import Factory
+from resflow.config.families.highway import Highway
 from resflow.config.families.mlp import Mlp
 from resflow.config.families.transformer import Transformer
 from resflow.config.messages import show
@@ -34,6 +35,7 @@ FAMILIES: dict[str, type[Family]] = {
     "mlp": Mlp,
     "transformer": Transformer,
     "conv": Conv,
+    "highway": Highway,
     "factory": Factory,  # selected by model.factory, not by model.block
 }
 BLOCK_NAMES = tuple(name for name in FAMILIES if name != "factory")
