@@ -115,3 +115,42 @@ def test_families_answer_what_other_layers_branched_on():
     data = load_config("microgpt").data
     assert tf.input_shape(data) == (data.batch_size, data.seq_len, tf.width)
     assert mlp.mean_field and not conv.mean_field and not tf.mean_field
+
+
+def test_a_results_dir_written_before_the_families_still_shows_and_reruns(tmp_path):
+    """Old config.yaml files hold every family's keys, unused ones null or false (rezero: false on an
+    MLP, preactivation: false on a transformer): `show` rebuilds the title, and a rerun loads it."""
+    import yaml
+
+    from resflow.config.loading import load_stored_config
+
+    old = {
+        "name": "microgpt",
+        "model": {
+            "block": "transformer",
+            "depth": 3,
+            "width": 8,
+            "activation": None,
+            "residual": True,
+            "norm": "pre",
+            "norm_groups": None,
+            "shortcut": None,
+            "preactivation": False,
+            "heads": 2,
+            "rezero": False,
+            "init": {"scheme": "xavier", "zero_out": False},
+        },
+    }
+    cfg = load_stored_config(old)
+    assert cfg.model.heads == 2 and cfg.model.init.zero_out is False
+    mlp = {"name": "d", "model": {"depth": 2, "width": 4, "rezero": False, "init": {"zero_out": False}}}
+    assert load_stored_config(mlp).model == load_config(minimal("mlp")).model
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump(mlp))
+    (run / "meta.json").write_text("{}")
+    assert load_config(run / "config.yaml").model == load_config(minimal("mlp")).model
+    with pytest.raises(ConfigError, match="model.rezero: not a key of block 'mlp'"):  # not a results dir's
+        load_config(mlp)
+    with pytest.raises(ConfigError, match="model.rezero: not a key of block 'mlp'"):  # true is never dropped
+        load_stored_config({**mlp, "model": {**mlp["model"], "rezero": True}})

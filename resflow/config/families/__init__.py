@@ -64,9 +64,32 @@ def unknown_block(block: Any) -> str:
     return f"model.block: must be {', '.join(names[:-1])} or {names[-1]}, got {show(block)}{hint}"
 
 
+def as_written_before_families(data: dict[str, Any]) -> dict[str, Any]:
+    """A results dir's config.yaml from before the block families held every key of every family,
+    the unused ones null or false: drop those false ones (null ones count as unset anyway), so
+    `show` and a rerun still read it. A foreign key with any other value is still refused."""
+    model, name = data.get("model"), family_name(data.get("model"))
+    if not isinstance(model, dict) or name not in FAMILIES:
+        return data
+    own = FAMILIES[name].model_fields
+    model = {k: v for k, v in model.items() if k in own or v is not False}
+    init = model.get("init")
+    if isinstance(init, dict) and init.get("zero_out") is False and "zero_out" not in own["init"].annotation.model_fields:
+        model["init"] = {k: v for k, v in init.items() if k != "zero_out"}
+    return {**data, "model": model}
+
+
 ModelSection = Annotated[
     Union[tuple(Annotated[cls, Tag(name)] for name, cls in FAMILIES.items())],  # type: ignore[misc]
     Discriminator(family_name),
 ]
 
-__all__ = ["BLOCK_NAMES", "FAMILIES", "Family", "ModelSection", "family_name", "unknown_block"]
+__all__ = [
+    "BLOCK_NAMES",
+    "FAMILIES",
+    "Family",
+    "ModelSection",
+    "as_written_before_families",
+    "family_name",
+    "unknown_block",
+]
