@@ -256,3 +256,31 @@ def test_summarize_equals_the_groupby_reference(case):
     pd.testing.assert_frame_equal(got, expected, check_dtype=True, check_exact=True)
     if len(expected.columns):
         assert to_csv_text(got) == to_csv_text(expected)
+
+
+def test_sweep_table_drops_columns_exactly_where_the_whole_table_stops_fitting(tmp_path, monkeypatch):
+    """`sweep_table` measures each choice of columns from one row of their widest cells: at the
+    whole table's own natural width it is kept, one column narrower the next choice is taken, at
+    every step (so the one-row measure equals Rich's measure of the whole table)."""
+    from resflow.report.terminal.run import natural_width
+    from resflow.report.terminal.sweep import sweep_table
+
+    plan, done = _sweep(tmp_path, monkeypatch, ["model.depth=1,3,12", "model.init.scale=0.5,3"], fmt="csv")
+    summary = done.summary.copy()
+    summary.loc[summary["variant"] == plan.points[1].variant, ["grad_ratio", "finite"]] = [np.inf, False]
+
+    def table(width):
+        return sweep_table(summary, plan.columns, title="t", width=width, profiles=done.profiles)
+
+    current = table(None)
+    headers = [[str(c.header) for c in current.columns]]
+    while True:
+        w = natural_width(current)
+        assert [str(c.header) for c in table(w).columns] == headers[-1]
+        narrower = table(w - 1)
+        if len(narrower.columns) == len(current.columns):  # the narrowest choice: kept, though too wide
+            break
+        assert len(narrower.columns) < len(current.columns) and natural_width(narrower) <= w - 1
+        current = narrower
+        headers.append([str(c.header) for c in current.columns])
+    assert len(headers) >= 4  # the sparkline, min–max and IQR, log10 and its SD dropped in turn
