@@ -92,10 +92,24 @@ def _memory(pid: int) -> tuple[int, int]:
         return 0, 0
 
 
+def _cpu(pid: int) -> float:
+    """CPU seconds (user + system) one live process has used so far; 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def measure(cmd: list[str], checkout: Path) -> dict:
-    """Run `cmd` with `checkout` first on the path; its wall time and peak memory (see the module doc)."""
+    """Run `cmd` with `checkout` first on the path; its wall time and peak memory (see the module doc),
+    its CPU seconds: the whole tree's (its rusage, or the sum of each process's last reading if more:
+    the rusage counts only the descendants that were waited for, which a forkserver's workers may not
+    be) and the resflow process's own (sampled every 0.1 s: its last reading before it exits)."""
     env = dict(os.environ, PYTHONPATH=str(checkout))
-    peaks = {"tree_rss": 0, "tree_pss": 0}
+    peaks = {"tree_rss": 0, "tree_pss": 0, "parent_cpu": 0.0}
+    cpu_by_pid: dict[int, float] = {}
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, cwd=checkout, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -107,7 +121,9 @@ def measure(cmd: list[str], checkout: Path) -> dict:
             for pid in _tree(proc.pid):
                 r, p = _memory(pid)
                 rss, pss = rss + r, pss + p
+                cpu_by_pid[pid] = max(cpu_by_pid.get(pid, 0.0), _cpu(pid))
             peaks["tree_rss"], peaks["tree_pss"] = max(peaks["tree_rss"], rss), max(peaks["tree_pss"], pss)
+            peaks["parent_cpu"] = max(peaks["parent_cpu"], _cpu(proc.pid))
             stop.wait(0.1)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -120,7 +136,8 @@ def measure(cmd: list[str], checkout: Path) -> dict:
     sampler.join()
     if proc.returncode != 0:
         raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{err.decode()[-2000:]}")
-    return dict(wall=wall, parent_rss=usage.ru_maxrss * 1024, load=load, cpu=usage.ru_utime + usage.ru_stime, **peaks)
+    cpu = max(usage.ru_utime + usage.ru_stime, sum(cpu_by_pid.values()))  # (the rusage misses a forkserver's workers)
+    return dict(wall=wall, parent_rss=usage.ru_maxrss * 1024, load=load, cpu=cpu, **peaks)
 
 
 def sizes_of(out: Path) -> dict[str, int]:
@@ -147,7 +164,7 @@ def same_tables(a: Path, b: Path) -> bool:
     return True
 
 
-def run(sizes: list[str], formats: list[str], sides: dict[str, Path], repeats: int) -> list[dict]:
+def run(sizes: list[str], formats: list[str], sides: dict[str, Path], repeats: int, record=None) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory(prefix="resflow-sweep-scale-") as tmp:
         for size in sizes:
@@ -163,6 +180,8 @@ def run(sizes: list[str], formats: list[str], sides: dict[str, Path], repeats: i
                         print(_line(m), file=sys.stderr, flush=True)
                         rows.append(m)
                         outs[side] = out
+                        if record is not None:
+                            record(rows)
                 if len(outs) == 2:
                     same = same_tables(*outs.values())
                     for m in rows[-len(sides) * repeats :]:
@@ -280,7 +299,8 @@ def _mb(n: int) -> str:
 
 def _line(m: dict) -> str:
     return (
-        f"{m['size']} {m['format']} {m['side']}: {m['wall']:.1f} s wall (load {m['load']:.1f}, cpu {m['cpu']:.0f} s), "
+        f"{m['size']} {m['format']} {m['side']}: {m['wall']:.1f} s wall (load {m['load']:.1f}, cpu {m['cpu']:.0f} s, "
+        f"resflow process {m.get('parent_cpu', 0):.0f} s), "
         f"peak RSS {_mb(m['parent_rss'])}, tree RSS {_mb(m['tree_rss'])}, tree PSS {_mb(m['tree_pss'])}; "
         + ", ".join(f"{k} {_mb(v) if 'files' not in k else v}" for k, v in m["sizes"].items())
     )
@@ -289,8 +309,8 @@ def _line(m: dict) -> str:
 def table(rows: list[dict]) -> str:
     """A markdown table: one line per size, format and side (median wall over repeats)."""
     lines = [
-        "| sweep | format | code | wall | CPU (tree) | load (1 min) | peak RSS (resflow) | tree RSS / PSS | tables | points/ |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| sweep | format | code | wall | CPU (tree) | CPU (resflow process) | load (1 min) | peak RSS (resflow) | tree RSS / PSS | tables | points/ |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     groups: dict[tuple, list[dict]] = {}
     for m in rows:
@@ -303,8 +323,9 @@ def table(rows: list[dict]) -> str:
         loads = ", ".join(f"{m['load']:.1f}" for m in ms)
         rss, tree_rss, tree_pss = (max(m[k] for m in ms) for k in ("parent_rss", "tree_rss", "tree_pss"))
         points = f"{_mb(last['sizes']['points/'])} in {last['sizes']['points/ files']} files"
+        own = f"{statistics.median(m['parent_cpu'] for m in ms):.1f} s" if all("parent_cpu" in m for m in ms) else "-"
         lines.append(
-            f"| {size} runs | {fmt} | {side}{same} | {wall:.1f} s | {statistics.median(m['cpu'] for m in ms):.1f} s | {loads} | {_mb(rss)} | {_mb(tree_rss)} / {_mb(tree_pss)} | "
+            f"| {size} runs | {fmt} | {side}{same} | {wall:.1f} s | {statistics.median(m['cpu'] for m in ms):.1f} s | {own} | {loads} | {_mb(rss)} | {_mb(tree_rss)} / {_mb(tree_pss)} | "
             f"{_mb(tables)} | {points} |"
         )
     return "\n".join(lines)
@@ -350,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.tail_from:
             rows = run_tail(args.tail_from, sizes, formats, sides, args.work, record)
         else:
-            rows = run(sizes, formats, sides, args.repeats)
+            rows = run(sizes, formats, sides, args.repeats, record)
         record(rows)
         print(table(rows))
     if args.write_docs or args.docs_from:
