@@ -307,10 +307,14 @@ def _line(m: dict) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    """A markdown table: one line per size, format and side (median wall over repeats)."""
+    """A markdown table: one line per size, format and side (median wall over repeats). CPU ÷ 2: the
+    tree's CPU seconds over the 2 cores, the wall time the same work would take on an idle 2-core
+    machine if it all ran in parallel; workers per point: the CPU the tree used outside the resflow
+    process (its workers) over the points run."""
     lines = [
-        "| sweep | format | code | wall | CPU (tree) | CPU (resflow process) | load (1 min) | peak RSS (resflow) | tree RSS / PSS | tables | points/ |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| sweep | format | code | wall | load (1 min) | CPU (tree) | CPU ÷ 2 | CPU (resflow process) | workers per point "
+        "| peak RSS (resflow) | tree RSS / PSS | tables | points/ |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     groups: dict[tuple, list[dict]] = {}
     for m in rows:
@@ -323,10 +327,16 @@ def table(rows: list[dict]) -> str:
         loads = ", ".join(f"{m['load']:.1f}" for m in ms)
         rss, tree_rss, tree_pss = (max(m[k] for m in ms) for k in ("parent_rss", "tree_rss", "tree_pss"))
         points = f"{_mb(last['sizes']['points/'])} in {last['sizes']['points/ files']} files"
-        own = f"{statistics.median(m['parent_cpu'] for m in ms):.1f} s" if all("parent_cpu" in m for m in ms) else "-"
+        cpu = statistics.median(m["cpu"] for m in ms)
+        own, per_point = "-", "-"
+        if all("parent_cpu" in m for m in ms):
+            own_cpu = statistics.median(m["parent_cpu"] for m in ms)
+            own = f"{own_cpu:.1f} s"
+            if "--resume" not in size and last["sizes"]["points/ files"]:  # (a whole sweep: every point ran)
+                per_point = f"{(cpu - own_cpu) / last['sizes']['points/ files']:.3f} s"
         lines.append(
-            f"| {size} runs | {fmt} | {side}{same} | {wall:.1f} s | {statistics.median(m['cpu'] for m in ms):.1f} s | {own} | {loads} | {_mb(rss)} | {_mb(tree_rss)} / {_mb(tree_pss)} | "
-            f"{_mb(tables)} | {points} |"
+            f"| {size} runs | {fmt} | {side}{same} | {wall:.1f} s | {loads} | {cpu:.1f} s | {cpu / 2:.1f} s | {own} | {per_point} "
+            f"| {_mb(rss)} | {_mb(tree_rss)} / {_mb(tree_pss)} | {_mb(tables)} | {points} |"
         )
     return "\n".join(lines)
 
