@@ -284,3 +284,24 @@ def test_sweep_table_drops_columns_exactly_where_the_whole_table_stops_fitting(t
         current = narrower
         headers.append([str(c.header) for c in current.columns])
     assert len(headers) >= 4  # the sparkline, min–max and IQR, log10 and its SD dropped in turn
+
+
+def test_a_pool_worker_freezes_its_imports_after_its_first_point():
+    """A worker's first point imports what every point needs; then the worker collects once and
+    freezes what is left, so its full collections no longer walk torch's and pandas' objects. The
+    process that started the sweep is left as it was; the point's text is the same either way."""
+    import gc
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    base, axes = load_base("deep50", SMALL)
+    point = make_plan(base, axes, ["model.depth=2"]).points[0]
+    before = gc.get_freeze_count()
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        assert pool.submit(gc.get_freeze_count).result(timeout=120) == 0
+        text = pool.submit(runner.run_point, point).result(timeout=120)
+        frozen = pool.submit(gc.get_freeze_count).result(timeout=120)
+    assert frozen > 10_000  # (torch's and pandas' modules, functions, classes)
+    assert gc.get_freeze_count() == before
+    assert text == runner.run_point(point)
+    assert gc.get_freeze_count() == before

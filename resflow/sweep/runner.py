@@ -48,10 +48,33 @@ def run_point(point: Point, allow_code: bool = False) -> str:
     `allow_code`: the sweep's opt-in for a module:callable factory, decided once in the parent and
     sent with the task.
     """
+    import sys
+
+    first = "resflow.experiment" not in sys.modules  # this process's first point
     from resflow.experiment import run
 
     result = run(validate(point.config), allow_code=allow_code)
-    return encode_point(point, {name: getattr(result, name) for name in TABLES})
+    text = encode_point(point, {name: getattr(result, name) for name in TABLES})
+    if first:
+        del result
+        _settle_worker()
+    return text
+
+
+def _settle_worker() -> None:
+    """In a pool worker, once its first point has imported all a point needs: collect, then freeze
+    what is left (the modules: torch's, pandas', resflow's) out of the cyclic collector's reach. Its
+    full collections walked all of them, a third of a small point's CPU (issue 29). Not in the
+    process that started the sweep (a library caller's own objects are left alone): it froze its
+    imports before the pool started, if it is resflow's CLI."""
+    import gc
+    import multiprocessing
+
+    from resflow._sys.allocator import freeze_imports
+
+    if multiprocessing.parent_process() is not None:
+        gc.collect()  # (the first point's garbage: not frozen with the modules)
+        freeze_imports()
 
 
 def encode_point(point: Point, frames: dict) -> str:
