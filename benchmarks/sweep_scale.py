@@ -293,6 +293,95 @@ def _complete(out: Path) -> bool:
     return all(k in have for k in keys)
 
 
+# ---------------------------------------------------------------------------------------------
+# A worker's point, part by part: where the CPU of a point goes (each side's code, in its own process)
+
+PARTS = {  # what a point's CPU is spent on: (module, attribute) wrapped where the point's code looks it up
+    "measure (forward, backward, norms, the seeds' init draws)": ("resflow.measure.batched", "measure_seeds"),
+    "summarize": ("resflow.experiment", "summarize"),
+    "theory overlay": ("resflow.experiment", "overlay"),
+    "tables (grads, params, summary frames)": ("resflow.experiment", ("grads_frame", "params_frame", "summary_frame")),
+    "point file (encode)": ("resflow.sweep.runner", "encode_point"),
+}
+
+
+def breakdown_child(n: int) -> dict:
+    """CPU ms per point of `n` points of the 10k shape (depths and scales spread), one torch thread,
+    after one point and `gc.freeze()` as a forked pool worker (the parent froze its heap): the whole
+    point and each of PARTS; the code is whichever resflow is first on the path."""
+    import gc
+    import importlib
+
+    import torch
+
+    from resflow.sweep import runner
+
+    torch.set_num_threads(1)
+    plan = _plan([])
+    points = plan.points[:: max(1, len(plan.points) // n)][:n]
+    spent: dict[str, float] = {}
+
+    def wrap(label: str, module, name: str) -> None:
+        inner = getattr(module, name)
+
+        def timed(*args, **kwargs):
+            t = time.process_time()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                spent[label] = spent.get(label, 0.0) + time.process_time() - t
+
+        setattr(module, name, timed)
+
+    for label, (module, names) in PARTS.items():
+        module = importlib.import_module(module)
+        for name in [names] if isinstance(names, str) else names:
+            if hasattr(module, name):  # (a part another version of the code lacks is left out)
+                wrap(label, module, name)
+    runner.run_point(points[-1])
+    gc.freeze()
+    spent.clear()
+    t = time.process_time()
+    for point in points:
+        runner.run_point(point)
+    total = time.process_time() - t
+    out = {label: 1000 * v / len(points) for label, v in spent.items()}
+    out["the rest (config, rows, Python)"] = 1000 * (total - sum(spent.values())) / len(points)
+    out["the whole point"] = 1000 * total / len(points)
+    return out
+
+
+def run_breakdown(n: int, sides: dict[str, Path]) -> dict:
+    """`breakdown_child` in a fresh process per side (its checkout first on the path), interleaved."""
+    found = {}
+    for side, checkout in sides.items():
+        env = dict(os.environ, PYTHONPATH=str(checkout))
+        done = subprocess.run(
+            [sys.executable, str(Path(__file__).resolve()), "--breakdown-child", str(n)], env=env, capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            raise SystemExit(f"breakdown ({side}) failed:\n{done.stderr[-2000:]}")
+        found[side] = dict(json.loads(done.stdout.strip().splitlines()[-1]), load=os.getloadavg()[0])
+        print(f"breakdown {side}: {found[side]}", file=sys.stderr, flush=True)
+    return found
+
+
+def breakdown_table(found: dict) -> str:
+    sides = list(found)
+    known = [*PARTS, "the rest (config, rows, Python)", "the whole point"]
+    labels = [k for k in known if any(k in found[side] for side in sides)]
+    lines = [
+        "| a point of the 10k sweep (10 seeds), CPU per point | " + " | ".join(sides) + " |",
+        "|---|" + "---|" * len(sides),
+    ]
+    for label in labels:
+        lines.append(
+            f"| {label} | " + " | ".join(f"{found[s][label]:.1f} ms" if label in found[s] else "-" for s in sides) + " |"
+        )
+    lines.append("| load (1 min) | " + " | ".join(f"{found[s]['load']:.1f}" for s in sides) + " |")
+    return "\n".join(lines)
+
+
 def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
@@ -363,11 +452,16 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="a finished 10k sweep (made by the baseline): time only --resume of finished sweeps (sizes 10k, 100k)",
     )
+    parser.add_argument("--breakdown", type=int, default=0, help="also: CPU per point, part by part, over this many points")
+    parser.add_argument("--breakdown-child", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.breakdown_child:
+        print(json.dumps(breakdown_child(args.breakdown_child)))
+        return 0
     sides = {"old": args.baseline, "new": ROOT} if args.baseline else {"new": ROOT}
     if args.sides:
         sides = {k: v for k, v in sides.items() if k in args.sides.split(",")}
-    sizes, formats = args.sizes.split(","), args.formats.split(",")
+    sizes, formats = [s for s in args.sizes.split(",") if s], args.formats.split(",")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     meta = dict(when=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), cpus=os.cpu_count(), argv=sys.argv[1:], commit=commit)
     outs = [Path(p) for p in args.docs_from.split(",")] if args.docs_from else [args.out]
@@ -375,22 +469,33 @@ def main(argv: list[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         previous = json.loads(args.out.read_text()) if args.out.is_file() else []
 
-        def record(rows: list[dict]) -> None:  # after every sweep: an interrupted run keeps what it measured
-            args.out.write_text(json.dumps([*previous, {"meta": meta, "rows": rows}], indent=1) + "\n")
+        found = run_breakdown(args.breakdown, sides) if args.breakdown else None
 
-        if args.tail_from:
+        def record(rows: list[dict]) -> None:  # after every sweep: an interrupted run keeps what it measured
+            done = {"meta": meta, "rows": rows, **({"breakdown": found} if found else {})}
+            args.out.write_text(json.dumps([*previous, done], indent=1) + "\n")
+
+        if args.breakdown and not args.sizes:
+            rows = []
+        elif args.tail_from:
             rows = run_tail(args.tail_from, sizes, formats, sides, args.work, record)
         else:
             rows = run(sizes, formats, sides, args.repeats, record)
         record(rows)
-        print(table(rows))
+        if rows:
+            print(table(rows))
+        if found:
+            print(breakdown_table(found))
     if args.write_docs or args.docs_from:
         parts = []
         for out in outs:
             for recorded in json.loads(out.read_text()):
                 m = recorded["meta"]
                 head = f"`python -m benchmarks.sweep_scale {' '.join(m['argv'])}` at commit {m['commit']}, {m['when']}, {m['cpus']} cores:"
-                parts.append(head + "\n\n" + table(recorded["rows"]))
+                tables = [table(recorded["rows"])] if recorded["rows"] else []
+                if recorded.get("breakdown"):
+                    tables.append(breakdown_table(recorded["breakdown"]))
+                parts.append(head + "\n\n" + "\n\n".join(tables))
         write_docs("\n\n".join(parts))
     return 0
 
