@@ -63,10 +63,11 @@ def run_point(point: Point, allow_code: bool = False) -> str:
 
 def _settle_worker() -> None:
     """In a pool worker, once its first point has imported all a point needs: collect, then freeze
-    what is left (the modules: torch's, pandas', resflow's) out of the cyclic collector's reach. Its
-    full collections walked all of them, a third of a small point's CPU (issue 29). Not in the
-    process that started the sweep (a library caller's own objects are left alone): it froze its
-    imports before the pool started, if it is resflow's CLI."""
+    what is left (the modules: torch's, pandas', resflow's) out of the cyclic collector's reach. In
+    a worker that did not inherit a frozen heap (forkserver, spawn) its full collections walked all
+    of them: about a third of a 10-seed point's CPU (issue 29). A worker forked by the CLI imported
+    them before its fork (then `first` is False), and the process that started the sweep (a library
+    caller's own objects) is left alone."""
     import gc
     import multiprocessing
 
