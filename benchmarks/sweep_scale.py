@@ -186,6 +186,8 @@ def run(sizes: list[str], formats: list[str], sides: dict[str, Path], repeats: i
                     same = same_tables(*outs.values())
                     for m in rows[-len(sides) * repeats :]:
                         m["same_tables"] = same
+                    if record is not None:
+                        record(rows)
                 for out in outs.values():
                     shutil.rmtree(out, ignore_errors=True)
     return rows
