@@ -298,12 +298,17 @@ def _complete(out: Path) -> bool:
 # ---------------------------------------------------------------------------------------------
 # A worker's point, part by part: where the CPU of a point goes (each side's code, in its own process)
 
-PARTS = {  # what a point's CPU is spent on: (module, attribute) wrapped where the point's code looks it up
-    "measure (forward, backward, norms, the seeds' init draws)": ("resflow.measure.batched", "measure_seeds"),
-    "summarize": ("resflow.experiment", "summarize"),
-    "theory overlay": ("resflow.experiment", "overlay"),
-    "tables (grads, params, summary frames)": ("resflow.experiment", ("grads_frame", "params_frame", "summary_frame")),
-    "point file (encode)": ("resflow.sweep.runner", "encode_point"),
+PARTS = {  # what a point's CPU is spent on: (module, attribute)s wrapped where the point's code looks them up
+    # (resflow.results.assemble: where the frames and the summary are made since the one assembly path)
+    "measure (forward, backward, norms, the seeds' init draws)": [("resflow.measure.batched", "measure_seeds")],
+    "summarize": [("resflow.experiment", "summarize"), ("resflow.results.assemble", "summarize")],
+    "theory overlay": [("resflow.experiment", "overlay")],
+    "tables (grads, params, summary frames)": [
+        (module, name)
+        for module in ("resflow.experiment", "resflow.results.assemble")
+        for name in ("grads_frame", "params_frame", "summary_frame")
+    ],
+    "point file (encode)": [("resflow.sweep.runner", "encode_point")],
 }
 
 
@@ -335,10 +340,13 @@ def breakdown_child(n: int) -> dict:
 
         setattr(module, name, timed)
 
-    for label, (module, names) in PARTS.items():
-        module = importlib.import_module(module)
-        for name in [names] if isinstance(names, str) else names:
-            if hasattr(module, name):  # (a part another version of the code lacks is left out)
+    for label, places in PARTS.items():
+        for module_name, name in places:
+            try:
+                module = importlib.import_module(module_name)
+            except ModuleNotFoundError:
+                continue
+            if hasattr(module, name):  # (a part another version of the code lacks is left out: in "the rest")
                 wrap(label, module, name)
     runner.run_point(points[-1])
     gc.freeze()
