@@ -92,10 +92,24 @@ def _memory(pid: int) -> tuple[int, int]:
         return 0, 0
 
 
+def _cpu(pid: int) -> float:
+    """CPU seconds (user + system) one live process has used so far; 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def measure(cmd: list[str], checkout: Path) -> dict:
-    """Run `cmd` with `checkout` first on the path; its wall time and peak memory (see the module doc)."""
+    """Run `cmd` with `checkout` first on the path; its wall time and peak memory (see the module doc),
+    its CPU seconds: the whole tree's (its rusage, or the sum of each process's last reading if more:
+    the rusage counts only the descendants that were waited for, which a forkserver's workers may not
+    be) and the resflow process's own (sampled every 0.1 s: its last reading before it exits)."""
     env = dict(os.environ, PYTHONPATH=str(checkout))
-    peaks = {"tree_rss": 0, "tree_pss": 0}
+    peaks = {"tree_rss": 0, "tree_pss": 0, "parent_cpu": 0.0}
+    cpu_by_pid: dict[int, float] = {}
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, cwd=checkout, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -107,7 +121,9 @@ def measure(cmd: list[str], checkout: Path) -> dict:
             for pid in _tree(proc.pid):
                 r, p = _memory(pid)
                 rss, pss = rss + r, pss + p
+                cpu_by_pid[pid] = max(cpu_by_pid.get(pid, 0.0), _cpu(pid))
             peaks["tree_rss"], peaks["tree_pss"] = max(peaks["tree_rss"], rss), max(peaks["tree_pss"], pss)
+            peaks["parent_cpu"] = max(peaks["parent_cpu"], _cpu(proc.pid))
             stop.wait(0.1)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -120,7 +136,8 @@ def measure(cmd: list[str], checkout: Path) -> dict:
     sampler.join()
     if proc.returncode != 0:
         raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{err.decode()[-2000:]}")
-    return dict(wall=wall, parent_rss=usage.ru_maxrss * 1024, load=load, cpu=usage.ru_utime + usage.ru_stime, **peaks)
+    cpu = max(usage.ru_utime + usage.ru_stime, sum(cpu_by_pid.values()))  # (the rusage misses a forkserver's workers)
+    return dict(wall=wall, parent_rss=usage.ru_maxrss * 1024, load=load, cpu=cpu, **peaks)
 
 
 def sizes_of(out: Path) -> dict[str, int]:
@@ -147,7 +164,7 @@ def same_tables(a: Path, b: Path) -> bool:
     return True
 
 
-def run(sizes: list[str], formats: list[str], sides: dict[str, Path], repeats: int) -> list[dict]:
+def run(sizes: list[str], formats: list[str], sides: dict[str, Path], repeats: int, record=None) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory(prefix="resflow-sweep-scale-") as tmp:
         for size in sizes:
@@ -163,10 +180,14 @@ def run(sizes: list[str], formats: list[str], sides: dict[str, Path], repeats: i
                         print(_line(m), file=sys.stderr, flush=True)
                         rows.append(m)
                         outs[side] = out
+                        if record is not None:
+                            record(rows)
                 if len(outs) == 2:
                     same = same_tables(*outs.values())
                     for m in rows[-len(sides) * repeats :]:
                         m["same_tables"] = same
+                    if record is not None:
+                        record(rows)
                 for out in outs.values():
                     shutil.rmtree(out, ignore_errors=True)
     return rows
@@ -274,23 +295,125 @@ def _complete(out: Path) -> bool:
     return all(k in have for k in keys)
 
 
+# ---------------------------------------------------------------------------------------------
+# A worker's point, part by part: where the CPU of a point goes (each side's code, in its own process)
+
+PARTS = {  # what a point's CPU is spent on: (module, attribute)s wrapped where the point's code looks them up
+    # (resflow.results.assemble: where the frames and the summary are made since the one assembly path)
+    "measure (forward, backward, norms, the seeds' init draws)": [("resflow.measure.batched", "measure_seeds")],
+    "summarize": [("resflow.experiment", "summarize"), ("resflow.results.assemble", "summarize")],
+    "theory overlay": [("resflow.experiment", "overlay")],
+    "tables (grads, params, summary frames)": [
+        (module, name)
+        for module in ("resflow.experiment", "resflow.results.assemble")
+        for name in ("grads_frame", "params_frame", "summary_frame")
+    ],
+    "point file (encode)": [("resflow.sweep.runner", "encode_point")],
+}
+
+
+def breakdown_child(n: int) -> dict:
+    """CPU ms per point of `n` points of the 10k shape (depths and scales spread), one torch thread,
+    after one point and `gc.freeze()` as a forked pool worker (the parent froze its heap): the whole
+    point and each of PARTS; the code is whichever resflow is first on the path."""
+    import gc
+    import importlib
+
+    import torch
+
+    from resflow.sweep import runner
+
+    torch.set_num_threads(1)
+    plan = _plan([])
+    points = plan.points[:: max(1, len(plan.points) // n)][:n]
+    spent: dict[str, float] = {}
+
+    def wrap(label: str, module, name: str) -> None:
+        inner = getattr(module, name)
+
+        def timed(*args, **kwargs):
+            t = time.process_time()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                spent[label] = spent.get(label, 0.0) + time.process_time() - t
+
+        setattr(module, name, timed)
+
+    for label, places in PARTS.items():
+        for module_name, name in places:
+            try:
+                module = importlib.import_module(module_name)
+            except ModuleNotFoundError:
+                continue
+            if hasattr(module, name):  # (a part another version of the code lacks is left out: in "the rest")
+                wrap(label, module, name)
+    runner.run_point(points[-1])
+    gc.freeze()
+    spent.clear()
+    t = time.process_time()
+    for point in points:
+        runner.run_point(point)
+    total = time.process_time() - t
+    out = {label: 1000 * v / len(points) for label, v in spent.items()}
+    out["the rest (config, rows, Python)"] = 1000 * (total - sum(spent.values())) / len(points)
+    out["the whole point"] = 1000 * total / len(points)
+    return out
+
+
+def run_breakdown(n: int, sides: dict[str, Path]) -> dict:
+    """`breakdown_child` in a fresh process per side (its checkout first on the path), interleaved."""
+    found = {}
+    for side, checkout in sides.items():
+        env = dict(os.environ, PYTHONPATH=str(checkout))
+        done = subprocess.run(
+            [sys.executable, str(Path(__file__).resolve()), "--breakdown-child", str(n)], env=env, capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            raise SystemExit(f"breakdown ({side}) failed:\n{done.stderr[-2000:]}")
+        found[side] = dict(json.loads(done.stdout.strip().splitlines()[-1]), load=os.getloadavg()[0])
+        print(f"breakdown {side}: {found[side]}", file=sys.stderr, flush=True)
+    return found
+
+
+def breakdown_table(found: dict) -> str:
+    sides = list(found)
+    known = [*PARTS, "the rest (config, rows, Python)", "the whole point"]
+    labels = [k for k in known if any(k in found[side] for side in sides)]
+    lines = [
+        "| a point of the 10k sweep (10 seeds), CPU per point | " + " | ".join(sides) + " |",
+        "|---|" + "---|" * len(sides),
+    ]
+    for label in labels:
+        lines.append(
+            f"| {label} | " + " | ".join(f"{found[s][label]:.1f} ms" if label in found[s] else "-" for s in sides) + " |"
+        )
+    lines.append("| load (1 min) | " + " | ".join(f"{found[s]['load']:.1f}" for s in sides) + " |")
+    return "\n".join(lines)
+
+
 def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
 def _line(m: dict) -> str:
     return (
-        f"{m['size']} {m['format']} {m['side']}: {m['wall']:.1f} s wall (load {m['load']:.1f}, cpu {m['cpu']:.0f} s), "
+        f"{m['size']} {m['format']} {m['side']}: {m['wall']:.1f} s wall (load {m['load']:.1f}, cpu {m['cpu']:.0f} s, "
+        f"resflow process {m.get('parent_cpu', 0):.0f} s), "
         f"peak RSS {_mb(m['parent_rss'])}, tree RSS {_mb(m['tree_rss'])}, tree PSS {_mb(m['tree_pss'])}; "
         + ", ".join(f"{k} {_mb(v) if 'files' not in k else v}" for k, v in m["sizes"].items())
     )
 
 
 def table(rows: list[dict]) -> str:
-    """A markdown table: one line per size, format and side (median wall over repeats)."""
+    """A markdown table: one line per size, format and side (median wall over repeats). CPU ÷ 2: the
+    tree's CPU seconds over the 2 cores, the wall time the same work would take on an idle 2-core
+    machine if it all ran in parallel; workers per point: the CPU the tree used outside the resflow
+    process (its workers) over the points run."""
     lines = [
-        "| sweep | format | code | wall | CPU (tree) | load (1 min) | peak RSS (resflow) | tree RSS / PSS | tables | points/ |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| sweep | format | code | wall | load (1 min) | CPU (tree) | CPU ÷ 2 | CPU (resflow process) | workers per point "
+        "| peak RSS (resflow) | tree RSS / PSS | tables | points/ |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     groups: dict[tuple, list[dict]] = {}
     for m in rows:
@@ -303,9 +426,16 @@ def table(rows: list[dict]) -> str:
         loads = ", ".join(f"{m['load']:.1f}" for m in ms)
         rss, tree_rss, tree_pss = (max(m[k] for m in ms) for k in ("parent_rss", "tree_rss", "tree_pss"))
         points = f"{_mb(last['sizes']['points/'])} in {last['sizes']['points/ files']} files"
+        cpu = statistics.median(m["cpu"] for m in ms)
+        own, per_point = "-", "-"
+        if all("parent_cpu" in m for m in ms):
+            own_cpu = statistics.median(m["parent_cpu"] for m in ms)
+            own = f"{own_cpu:.1f} s"
+            if "--resume" not in size and last["sizes"]["points/ files"]:  # (a whole sweep: every point ran)
+                per_point = f"{(cpu - own_cpu) / last['sizes']['points/ files']:.3f} s"
         lines.append(
-            f"| {size} runs | {fmt} | {side}{same} | {wall:.1f} s | {statistics.median(m['cpu'] for m in ms):.1f} s | {loads} | {_mb(rss)} | {_mb(tree_rss)} / {_mb(tree_pss)} | "
-            f"{_mb(tables)} | {points} |"
+            f"| {size} runs | {fmt} | {side}{same} | {wall:.1f} s | {loads} | {cpu:.1f} s | {cpu / 2:.1f} s | {own} | {per_point} "
+            f"| {_mb(rss)} | {_mb(tree_rss)} / {_mb(tree_pss)} | {_mb(tables)} | {points} |"
         )
     return "\n".join(lines)
 
@@ -332,11 +462,16 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="a finished 10k sweep (made by the baseline): time only --resume of finished sweeps (sizes 10k, 100k)",
     )
+    parser.add_argument("--breakdown", type=int, default=0, help="also: CPU per point, part by part, over this many points")
+    parser.add_argument("--breakdown-child", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.breakdown_child:
+        print(json.dumps(breakdown_child(args.breakdown_child)))
+        return 0
     sides = {"old": args.baseline, "new": ROOT} if args.baseline else {"new": ROOT}
     if args.sides:
         sides = {k: v for k, v in sides.items() if k in args.sides.split(",")}
-    sizes, formats = args.sizes.split(","), args.formats.split(",")
+    sizes, formats = [s for s in args.sizes.split(",") if s], args.formats.split(",")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     meta = dict(when=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), cpus=os.cpu_count(), argv=sys.argv[1:], commit=commit)
     outs = [Path(p) for p in args.docs_from.split(",")] if args.docs_from else [args.out]
@@ -344,22 +479,33 @@ def main(argv: list[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         previous = json.loads(args.out.read_text()) if args.out.is_file() else []
 
-        def record(rows: list[dict]) -> None:  # after every sweep: an interrupted run keeps what it measured
-            args.out.write_text(json.dumps([*previous, {"meta": meta, "rows": rows}], indent=1) + "\n")
+        found = run_breakdown(args.breakdown, sides) if args.breakdown else None
 
-        if args.tail_from:
+        def record(rows: list[dict]) -> None:  # after every sweep: an interrupted run keeps what it measured
+            done = {"meta": meta, "rows": rows, **({"breakdown": found} if found else {})}
+            args.out.write_text(json.dumps([*previous, done], indent=1) + "\n")
+
+        if args.breakdown and not args.sizes:
+            rows = []
+        elif args.tail_from:
             rows = run_tail(args.tail_from, sizes, formats, sides, args.work, record)
         else:
-            rows = run(sizes, formats, sides, args.repeats)
+            rows = run(sizes, formats, sides, args.repeats, record)
         record(rows)
-        print(table(rows))
+        if rows:
+            print(table(rows))
+        if found:
+            print(breakdown_table(found))
     if args.write_docs or args.docs_from:
         parts = []
         for out in outs:
             for recorded in json.loads(out.read_text()):
                 m = recorded["meta"]
                 head = f"`python -m benchmarks.sweep_scale {' '.join(m['argv'])}` at commit {m['commit']}, {m['when']}, {m['cpus']} cores:"
-                parts.append(head + "\n\n" + table(recorded["rows"]))
+                tables = [table(recorded["rows"])] if recorded["rows"] else []
+                if recorded.get("breakdown"):
+                    tables.append(breakdown_table(recorded["breakdown"]))
+                parts.append(head + "\n\n" + "\n\n".join(tables))
         write_docs("\n\n".join(parts))
     return 0
 

@@ -173,3 +173,135 @@ def test_sweep_table_from_profiles_equals_the_one_from_grads(tmp_path, monkeypat
 
     from_profiles, from_grads = text(profiles=done.profiles), text(grads=done.result.grads)
     assert "0 → L" in from_profiles and from_profiles == from_grads
+
+
+def _summarize_by_groupby(grads: pd.DataFrame, config_columns: list[str]) -> pd.DataFrame:
+    """`summarize` as it was, one pandas group at a time: the reference the vectorised one must equal."""
+    from resflow.results import stats
+
+    rows, keys = [], ["variant", "seed", "step"]
+    for key, group in grads.groupby(keys, sort=False):
+        g = group["input_grad_norm"].to_numpy(dtype=float)
+        i, j = stats.end_sites(group["layer"].to_numpy())
+        first, last = float(g[i]), float(g[j])
+        ratio = stats.ratio_of(first, last)
+        row = dict(zip(keys, key))
+        row.update(
+            grad_first=first,
+            grad_last=last,
+            grad_ratio=ratio,
+            log10_grad_ratio=math.log10(ratio) if ratio > 0 and math.isfinite(ratio) else float("nan"),
+            gain_per_layer=stats.fitted_gain(stats.site_position(group), g),
+            finite=bool(np.isfinite(group[["input_grad_norm", "activation_rms", "param_grad_norm"]].to_numpy(float)).all()),
+        )
+        row.update({c: group[c].iloc[0] for c in config_columns})
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    if len(out):
+        spread = {k: stats.seed_spread(g["grad_ratio"]) for k, g in out.groupby(["variant", "step"], sort=False)}
+        for i, col in enumerate(stats.SPREAD_COLUMNS):
+            out[col] = [spread[(v, s)][i] for v, s in zip(out["variant"], out["step"])]
+    return out
+
+
+def _grads(rng) -> pd.DataFrame:
+    """Rows of two variants (a transformer's attn/ffn sites, an MLP's one), two steps, a config column."""
+    rows = []
+    for variant, subs, depth in (("t", ("attn", "ffn"), 3), ("m", ("mlp",), 4)):
+        for step in (0, 5):
+            for seed in (3, 1, 2):
+                for layer in range(depth):
+                    for sub in subs:
+                        rows.append(
+                            dict(
+                                variant=variant,
+                                seed=seed,
+                                step=step,
+                                layer=layer,
+                                sublayer=sub,
+                                input_grad_norm=float(rng.lognormal(layer, 1)),
+                                activation_rms=1.0,
+                                param_grad_norm=float(rng.lognormal()),
+                                depth=depth,
+                                norm=None if variant == "m" else "layernorm",
+                            )
+                        )
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("case", ["plain", "shuffled", "non-finite", "zero last", "missing key", "one row", "empty"])
+def test_summarize_equals_the_groupby_reference(case):
+    """The vectorised `summarize` (the workers' per-point statistics) gives the frame the per-group
+    loop gave, dtypes and bits included, whatever the row order or the values."""
+    from resflow.results.stats import summarize
+
+    grads = _grads(np.random.default_rng(2))
+    if case == "shuffled":  # groups interleaved: still first appearance, rows in their order
+        grads = grads.sample(frac=1, random_state=0)
+    elif case == "non-finite":
+        grads.loc[grads.index[::5], "input_grad_norm"] = np.nan
+        grads.loc[grads.index[7], "param_grad_norm"] = np.inf
+    elif case == "zero last":  # 0/0 and x/0
+        grads.loc[(grads["variant"] == "m") & (grads["layer"] == 3), "input_grad_norm"] = 0.0
+        grads.loc[(grads["variant"] == "m") & (grads["seed"] == 1) & (grads["layer"] == 0), "input_grad_norm"] = 0.0
+    elif case == "missing key":  # groupby drops the rows whose key is missing
+        grads["variant"] = grads["variant"].astype(object)
+        grads.loc[grads.index[:4], "variant"] = None
+    elif case == "one row":
+        grads = grads.iloc[:1]
+    elif case == "empty":
+        grads = grads.iloc[:0]
+    expected = _summarize_by_groupby(grads, ["depth", "norm"])
+    got = summarize(grads, ["depth", "norm"])
+    pd.testing.assert_frame_equal(got, expected, check_dtype=True, check_exact=True)
+    if len(expected.columns):
+        assert to_csv_text(got) == to_csv_text(expected)
+
+
+def test_sweep_table_drops_columns_exactly_where_the_whole_table_stops_fitting(tmp_path, monkeypatch):
+    """`sweep_table` measures each choice of columns from one row of their widest cells: at the
+    whole table's own natural width it is kept, one column narrower the next choice is taken, at
+    every step (so the one-row measure equals Rich's measure of the whole table)."""
+    from resflow.report.terminal.run import natural_width
+    from resflow.report.terminal.sweep import sweep_table
+
+    plan, done = _sweep(tmp_path, monkeypatch, ["model.depth=1,3,12", "model.init.scale=0.5,3"], fmt="csv")
+    summary = done.summary.copy()
+    summary.loc[summary["variant"] == plan.points[1].variant, ["grad_ratio", "finite"]] = [np.inf, False]
+
+    def table(width):
+        return sweep_table(summary, plan.columns, title="t", width=width, profiles=done.profiles)
+
+    current = table(None)
+    headers = [[str(c.header) for c in current.columns]]
+    while True:
+        w = natural_width(current)
+        assert [str(c.header) for c in table(w).columns] == headers[-1]
+        narrower = table(w - 1)
+        if len(narrower.columns) == len(current.columns):  # the narrowest choice: kept, though too wide
+            break
+        assert len(narrower.columns) < len(current.columns) and natural_width(narrower) <= w - 1
+        current = narrower
+        headers.append([str(c.header) for c in current.columns])
+    assert len(headers) >= 4  # the sparkline, min–max and IQR, log10 and its SD dropped in turn
+
+
+def test_a_pool_worker_freezes_its_imports_after_its_first_point():
+    """A worker's first point imports what every point needs; then the worker collects once and
+    freezes what is left, so its full collections no longer walk torch's and pandas' objects. The
+    process that started the sweep is left as it was; the point's text is the same either way."""
+    import gc
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    base, axes = load_base("deep50", SMALL)
+    point = make_plan(base, axes, ["model.depth=2"]).points[0]
+    before = gc.get_freeze_count()
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        assert pool.submit(gc.get_freeze_count).result(timeout=120) == 0
+        text = pool.submit(runner.run_point, point).result(timeout=120)
+        frozen = pool.submit(gc.get_freeze_count).result(timeout=120)
+    assert frozen > 10_000  # (torch's and pandas' modules, functions, classes)
+    assert gc.get_freeze_count() == before
+    assert text == runner.run_point(point)
+    assert gc.get_freeze_count() == before

@@ -169,33 +169,83 @@ SPREAD_COLUMNS = ["log10_ratio_sd", "ratio_q25", "ratio_q75"]
 def summarize(grads: pd.DataFrame, config_columns: list[str]) -> pd.DataFrame:
     """One row per (variant, seed, step): first/last gradient (`end_sites`), their ratio, fitted gain, finiteness;
     and the spread of the ratio over the seeds of the same (variant, step), on each of its rows
-    (`seed_spread`: log10_ratio_sd, ratio_q25, ratio_q75)."""
-    rows = []
+    (`seed_spread`: log10_ratio_sd, ratio_q25, ratio_q75).
+
+    Groups as `grads.groupby([variant, seed, step], sort=False)` would (first appearance, rows in
+    their order, missing keys dropped), but over numpy arrays: the per-group pandas calls cost a
+    sweep's workers more than the rest of a point's bookkeeping (issue 29). The fitted gain is still
+    one `fitted_gain` per group, on the same arrays, so every value is the same to the bit."""
     keys = ["variant", "seed", "step"]
-    for key, group in grads.groupby(keys, sort=False):
-        g = group["input_grad_norm"].to_numpy(dtype=float)
-        i, j = end_sites(group["layer"].to_numpy())
-        first, last = float(g[i]), float(g[j])
-        ratio = ratio_of(first, last)
-        log10 = math.log10(ratio) if ratio > 0 and math.isfinite(ratio) else float("nan")
-        finite = bool(np.isfinite(group[["input_grad_norm", "activation_rms", "param_grad_norm"]].to_numpy(dtype=float)).all())
-        row = dict(zip(keys, key))
-        row.update(
-            grad_first=first,
-            grad_last=last,
-            grad_ratio=ratio,
-            log10_grad_ratio=log10,
-            gain_per_layer=fitted_gain(site_position(group), g),
-            finite=finite,
-        )
-        row.update({c: group[c].iloc[0] for c in config_columns})
-        rows.append(row)
-    out = pd.DataFrame(rows)
-    if len(out):
-        spread = {key: seed_spread(g["grad_ratio"]) for key, g in out.groupby(["variant", "step"], sort=False)}
-        for i, col in enumerate(SPREAD_COLUMNS):
-            out[col] = [spread[(v, s)][i] for v, s in zip(out["variant"], out["step"])]
+    gid, n_groups = _group_ids(grads, keys)
+    if not n_groups:
+        return pd.DataFrame([])
+    order = np.argsort(gid, kind="stable")
+    order = order[gid[order] >= 0]  # (rows with a missing key belong to no group)
+    bounds = np.searchsorted(gid[order], np.arange(n_groups + 1))
+    firsts = order[bounds[:-1]]  # each group's first row
+    layer = grads["layer"].to_numpy()
+    g_all = grads["input_grad_norm"].to_numpy(dtype=float)
+    position = _site_positions(gid, layer)
+    row_finite = np.isfinite(grads[["input_grad_norm", "activation_rms", "param_grad_norm"]].to_numpy(dtype=float)).all(axis=1)
+    first, last, gain = np.empty(n_groups), np.empty(n_groups), np.empty(n_groups)
+    finite = np.empty(n_groups, dtype=bool)
+    for k in range(n_groups):
+        rows = order[bounds[k] : bounds[k + 1]]
+        g = g_all[rows]
+        i, j = end_sites(layer[rows])
+        first[k], last[k] = g[i], g[j]
+        gain[k] = fitted_gain(position[rows], g)
+        finite[k] = bool(row_finite[rows].all())
+    ratio = [ratio_of(a, b) for a, b in zip(first.tolist(), last.tolist())]
+    picked = grads.iloc[firsts]  # (values as Python scalars, so the frame's dtypes are inferred as before)
+    data: dict[str, list] = {k: picked[k].tolist() for k in keys}
+    data.update(
+        grad_first=first.tolist(),
+        grad_last=last.tolist(),
+        grad_ratio=ratio,
+        log10_grad_ratio=[math.log10(r) if r > 0 and math.isfinite(r) else float("nan") for r in ratio],
+        gain_per_layer=gain.tolist(),
+        finite=finite.tolist(),
+    )
+    data.update({c: picked[c].tolist() for c in config_columns})
+    out = pd.DataFrame(data)
+    spread_id, n_spread = _group_ids(out, ["variant", "step"])
+    ratios = np.asarray(ratio, dtype=float)
+    spread = np.full((len(out), len(SPREAD_COLUMNS)), np.nan)
+    for k in range(n_spread):
+        at = spread_id == k
+        spread[at] = seed_spread(ratios[at])
+    for i, col in enumerate(SPREAD_COLUMNS):
+        out[col] = spread[:, i]
     return out
+
+
+def _group_ids(df: pd.DataFrame, keys: list[str]) -> tuple[np.ndarray, int]:
+    """Each row's group under `df.groupby(keys, sort=False)` (numbered in order of first appearance;
+    -1: a key is missing, the row is in no group), and the number of groups."""
+    combined = np.zeros(len(df), dtype=np.int64)
+    missing = np.zeros(len(df), dtype=bool)
+    for key in keys:
+        codes, uniques = pd.factorize(df[key], use_na_sentinel=True)
+        missing |= codes < 0
+        combined = combined * (len(uniques) + 1) + codes  # (the product of the keys' counts: a point's few)
+    present, uniques = pd.factorize(combined[~missing])
+    ids = np.full(len(df), -1, dtype=np.int64)
+    ids[~missing] = present
+    return ids, len(uniques)
+
+
+def _site_positions(gid: np.ndarray, layer: np.ndarray) -> np.ndarray:
+    """`site_position` of every group's rows at once: layer + k/n for the k-th of a layer's n rows in its group."""
+    codes, uniques = pd.factorize(layer)
+    pair = gid * (len(uniques) + 1) + codes
+    pid, _ = pd.factorize(pair)
+    n_sub = np.bincount(pid)[pid]
+    order = np.argsort(pid, kind="stable")
+    starts = np.searchsorted(pid[order], pid[order])
+    k = np.empty(len(pid), dtype=np.int64)
+    k[order] = np.arange(len(pid)) - starts
+    return layer + k / n_sub
 
 
 def without_input_gradient(grads: pd.DataFrame) -> list[int]:

@@ -48,10 +48,34 @@ def run_point(point: Point, allow_code: bool = False) -> str:
     `allow_code`: the sweep's opt-in for a module:callable factory, decided once in the parent and
     sent with the task.
     """
+    import sys
+
+    first = "resflow.experiment" not in sys.modules  # this process's first point
     from resflow.experiment import run
 
     result = run(validate(point.config), allow_code=allow_code)
-    return encode_point(point, {name: getattr(result, name) for name in TABLES})
+    text = encode_point(point, {name: getattr(result, name) for name in TABLES})
+    if first:
+        del result
+        _settle_worker()
+    return text
+
+
+def _settle_worker() -> None:
+    """In a pool worker, once its first point has imported all a point needs: collect, then freeze
+    what is left (the modules: torch's, pandas', resflow's) out of the cyclic collector's reach. In
+    a worker that did not inherit a frozen heap (forkserver, spawn) its full collections walked all
+    of them: about a third of a 10-seed point's CPU (issue 29). A worker forked by the CLI imported
+    them before its fork (then `first` is False), and the process that started the sweep (a library
+    caller's own objects) is left alone."""
+    import gc
+    import multiprocessing
+
+    from resflow._sys.allocator import freeze_imports
+
+    if multiprocessing.parent_process() is not None:
+        gc.collect()  # (the first point's garbage: not frozen with the modules)
+        freeze_imports()
 
 
 def encode_point(point: Point, frames: dict) -> str:

@@ -197,10 +197,16 @@ def sweep_table(
         (False, False, False, True),
         (False, False, False, False),
     ]
+    seeds = int(stats["seeds"].max()) if len(stats) else 0
+    rows, sections = _sweep_rows(stats, columns, seeds, has_theory, sparks)  # every cell, once
+    widest = [_widest(rows)] if width is not None and rows else []
     for spark, spread, log10, theory in [(bool(sparks),) + o[:3] for o in options[:1]] + [(False,) + o[:3] for o in options]:
-        table = _sweep_table(stats, columns, title, spread, log10, theory and has_theory, sparks if spark else {}, scale)
-        if width is None or natural_width(table) <= width:
+        shape = (seeds, spread, log10, theory and has_theory, sparks if spark else {}, scale)
+        # the width from one row of each column's widest cell: what the whole table measures (Rich
+        # takes a column's width as its widest cell's), without building and measuring it per try
+        if width is None or natural_width(_sweep_table(widest, [], columns, title, *shape)) <= width:
             break
+    table = _sweep_table(rows, sections, columns, title, *shape)  # (nothing fits: the narrowest)
     dropped = [
         name
         for name, kept, wanted in (
@@ -216,69 +222,102 @@ def sweep_table(
     return table
 
 
+def _sweep_rows(stats: pd.DataFrame, columns: list[str], seeds: int, theory: bool, sparks: dict) -> tuple[list[dict], list[int]]:
+    """Each point's cells, keyed by column (every column a table may show), and the rows a rule goes
+    above (a new group of the outer axes)."""
+    rows, sections, previous = [], [], None
+    for i, r in enumerate(stats.to_dict("records")):
+        group = tuple(r[c] for c in columns[:-1])  # a rule between groups of the outer axes
+        if previous is not None and group != previous:
+            sections.append(i)
+        previous = group
+        ratio = float(r["ratio"])
+        no_gradient = bool(r["no_gradient"])  # 0/0 in every seed: no gradient at the first nor the last layer
+        cells = {c: _cell(r[c]) for c in columns}
+        cells["ratio"] = "0/0" if no_gradient else fmt(ratio)
+        cells["min–max"] = f"{fmt(float(r['ratio_min']))} – {fmt(float(r['ratio_max']))}"
+        q25, q75 = float(r["ratio_q25"]), float(r["ratio_q75"])
+        cells["IQR"] = f"{fmt(q25)} – {fmt(q75)}" if math.isfinite(q25) else "—"
+        cells["log10"] = f"{math.log10(ratio):+.1f}" if ratio > 0 and math.isfinite(ratio) else "—"
+        sd = float(r["log10_sd"])
+        cells["SD log10"] = f"{sd:.2f}" if math.isfinite(sd) else "—"
+        cells["bar"] = "" if no_gradient else log_bar(ratio)
+        gain = float(r["gain"])
+        cells["gain"] = fmt(gain) if math.isfinite(gain) else "—"  # one layer: nothing to fit
+        if theory:
+            pred = float(r["predicted"])
+            gap = log_ratio_gap(ratio, pred)
+            cells["predicted"] = fmt(pred) if math.isfinite(pred) else "—"
+            cells["meas/pred"] = f"{math.exp(gap):.3g}" if math.isfinite(gap) else "—"
+        f = "no gradient" if no_gradient else flag(ratio) if r["finite"] else "non-finite"
+        cells["flag"] = Text(f, style=FLAG_STYLE.get(f, ""))
+        cells["0 → L"] = sparks.get(r["variant"], "")
+        rows.append(cells)
+    return rows, sections
+
+
+def _widest(rows: list[dict]) -> dict:
+    """Each column's widest cell over `rows`, as `natural_width` measures a cell."""
+    from rich.measure import Measurement
+
+    from resflow.report.terminal.console import PlainConsole
+
+    console = PlainConsole(width=10_000)  # (natural_width's)
+    widest: dict = {}
+    for key in rows[0]:
+        widths = [Measurement.get(console, console.options, r[key]).maximum for r in rows]
+        widest[key] = rows[int(np.argmax(widths))][key]
+    return widest
+
+
 def _sweep_table(
-    stats: pd.DataFrame,
+    rows: list[dict],
+    sections: list[int],
     columns: list[str],
     title: str,
+    seeds: int,
     spread: bool,
     log10: bool,
     theory: bool,
     sparks: dict,
     scale: tuple[float, float] = (BAR_LO, BAR_HI),
 ) -> Table:
-    seeds = int(stats["seeds"].max()) if len(stats) else 0
+    """The table of the columns asked for, from the cells `_sweep_rows` made (a rule above `sections`)."""
     spread = spread and seeds > 1
     compact = not log10
     table = Table(title=title, title_justify="left", caption_justify="left")
+    keys = list(columns)
     for c in columns:
         table.add_column(c, justify="right")
     table.add_column("grad first/last" + (" median" if seeds > 1 else ""), justify="right")
+    keys.append("ratio")
     if spread:
         table.add_column(f"min–max ({seeds} seeds)", justify="right")
         table.add_column("IQR", justify="right")
+        keys += ["min–max", "IQR"]
     if log10:
         table.add_column("log10", justify="right")
+        keys.append("log10")
         if seeds > 1:
             table.add_column("SD log10", justify="right")
+            keys.append("SD log10")
     table.add_column(f"1e{BAR_LO} … 1e+{BAR_HI}", no_wrap=True)
     table.add_column("gain/layer" if not compact else "gain", justify="right")
+    keys += ["bar", "gain"]
     if theory:
         table.add_column("predicted", justify="right")
         table.add_column("meas/pred", justify="right")
+        keys += ["predicted", "meas/pred"]
     table.add_column("flag")
+    keys.append("flag")
     if sparks:
         table.add_column("0 → L", no_wrap=True)
-    previous = None
-    for _, r in stats.iterrows():
-        group = tuple(r[c] for c in columns[:-1])  # a rule between groups of the outer axes
-        if previous is not None and group != previous:
+        keys.append("0 → L")
+    rules = set(sections)
+    for i, cells in enumerate(rows):
+        if i in rules:
             table.add_section()
-        previous = group
-        ratio = float(r["ratio"])
-        no_gradient = bool(r["no_gradient"])  # 0/0 in every seed: no gradient at the first nor the last layer
-        cells = [_cell(r[c]) for c in columns]
-        cells.append("0/0" if no_gradient else fmt(ratio))
-        if spread:
-            cells.append(f"{fmt(float(r['ratio_min']))} – {fmt(float(r['ratio_max']))}")
-            q25, q75 = float(r["ratio_q25"]), float(r["ratio_q75"])
-            cells.append(f"{fmt(q25)} – {fmt(q75)}" if math.isfinite(q25) else "—")
-        if log10:
-            cells.append(f"{math.log10(ratio):+.1f}" if ratio > 0 and math.isfinite(ratio) else "—")
-            if seeds > 1:
-                sd = float(r["log10_sd"])
-                cells.append(f"{sd:.2f}" if math.isfinite(sd) else "—")
-        cells.append("" if no_gradient else log_bar(ratio))
-        gain = float(r["gain"])
-        cells.append(fmt(gain) if math.isfinite(gain) else "—")  # one layer: nothing to fit
-        if theory:
-            pred = float(r["predicted"])
-            gap = log_ratio_gap(ratio, pred)
-            cells += [fmt(pred) if math.isfinite(pred) else "—", f"{math.exp(gap):.3g}" if math.isfinite(gap) else "—"]
-        f = "no gradient" if no_gradient else flag(ratio) if r["finite"] else "non-finite"
-        cells.append(Text(f, style=FLAG_STYLE.get(f, "")))
-        if sparks:
-            cells.append(sparks.get(r["variant"], ""))
-        table.add_row(*cells)
+        table.add_row(*(cells[k] for k in keys))
     table.caption = (
         "grad first/last = ‖∂loss/∂x‖ at the first layer over the last layer's (1 = no loss on the way back); "
         "gain(/layer): the fitted factor per layer; bar: log10 of the ratio on a fixed scale"
