@@ -152,7 +152,7 @@ def test_a_set_typo_is_blamed_on_the_set_not_on_the_config_file(tmp_path):
         ("model..depth=1,2", "--over 'model..depth=1,2': 'model..depth' is not a dotted key"),
         ("model.depth=[1,2", "--over 'model.depth=[1,2': cannot read the value"),
         ("modle.depth=1,2", "--over modle: unknown key; did you mean 'model'?"),
-        ("model.block=mlp,transformer", "--over model.block=transformer: model.activation: not used by transformer"),
+        ("model.block=mlp,transformer", "--over model.block=transformer: model.activation: not a key of block 'transformer'"),
     ],
 )
 def test_over_errors_are_worded_as_over(tmp_path, over, expected):
