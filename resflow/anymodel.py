@@ -40,6 +40,7 @@ from resflow.results.stats import summarize
 from resflow.results.tables import (
     CONFIG_COLUMNS,
     GRADS_COLUMNS,
+    PARAMS_COLUMNS,
     SUMMARY_COLUMNS,
     RunResult,
     grads_frame,
@@ -47,6 +48,7 @@ from resflow.results.tables import (
     summary_frame,
     train_frame,
 )
+from resflow.results.tensorboard_events import MEASURES
 from resflow.theory.overlay import add_prediction
 from resflow.theory.predict import NoPrediction
 
@@ -152,9 +154,7 @@ def _frames(grads: dict, params: dict, train: dict | None, named):
         grads_df = grads_frame({c: [] for c in (*GRADS_COLUMNS, "module")})
         summary_df = pd.DataFrame({c: [] for c in SUMMARY_COLUMNS})
     grads_df, summary_df = add_prediction(grads_df, summary_df, NoPrediction(NO_THEORY))
-    params_df = params_frame(
-        params if params else {c: [] for c in ("variant", "seed", "step", "layer", "param", "grad_norm", "value_norm")}
-    )
+    params_df = params_frame(params if params else {c: [] for c in PARAMS_COLUMNS})
     train_df = None
     if train is not None:
         m = len(train["step"])
@@ -382,8 +382,8 @@ class Watch:
     `w.result()` concatenate them only when a new step came); with `in_memory=False` only the current
     step's rows and a fixed buffer of losses: the tables are read back from `out` when asked for.
 
-    With `log_to` (or `tensorboard=LOGDIR`), each recorded step's per-layer scalars (`input_grad_norm/layer_003`,
-    `param_grad_norm/...`, `activation_rms/...`: the tags of `resflow export --to tensorboard`) and
+    With `log_to` (or `tensorboard=LOGDIR`), each recorded step's per-layer scalars (`input_grad_norm/layer_003`
+    and each logged quantity of resflow.quantities alike: the tags of `resflow export --to tensorboard`) and
     every step's `loss` (if given) and `grad_norm_total` go to each tracker (resflow.results.sinks:
     an event file in LOGDIR, flushed; a W&B run; an MLflow run), the per-step scalars when their
     buffer is read (at each recorded step), so `tensorboard --logdir LOGDIR` shows the curves while
@@ -553,7 +553,7 @@ class Watch:
 
     def _log_sinks(self, s: int, first: int) -> None:
         """Step s's grads rows (from index `first` on), to every tracker of log_to."""
-        columns = ("layer", "sublayer", "input_grad_norm", "param_grad_norm", "activation_rms")
+        columns = ("layer", "sublayer", *MEASURES)
         n = len(self._grads["step"])
         rows = [{c: self._grads[c][i] for c in columns if c in self._grads} for i in range(first, n)]
         self._sinks.log(s, rows, None)

@@ -16,6 +16,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from resflow import quantities
+
 VANISHING = 1e-3  # a layer whose gradient is < 1/1000 of the last layer's is flagged "vanishing"
 EXPLODING = 1e3  # ... > 1000x the last layer's is flagged "exploding"
 
@@ -172,13 +174,14 @@ def summarize(grads: pd.DataFrame, config_columns: list[str]) -> pd.DataFrame:
     (`seed_spread`: log10_ratio_sd, ratio_q25, ratio_q75)."""
     rows = []
     keys = ["variant", "seed", "step"]
+    checked = [c for c in quantities.finite_checked() if c in grads.columns]  # (the registry's `finite` flag)
     for key, group in grads.groupby(keys, sort=False):
         g = group["input_grad_norm"].to_numpy(dtype=float)
         i, j = end_sites(group["layer"].to_numpy())
         first, last = float(g[i]), float(g[j])
         ratio = ratio_of(first, last)
         log10 = math.log10(ratio) if ratio > 0 and math.isfinite(ratio) else float("nan")
-        finite = bool(np.isfinite(group[["input_grad_norm", "activation_rms", "param_grad_norm"]].to_numpy(dtype=float)).all())
+        finite = bool(np.isfinite(group[checked].to_numpy(dtype=float)).all())
         row = dict(zip(keys, key))
         row.update(
             grad_first=first,

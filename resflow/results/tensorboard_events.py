@@ -5,7 +5,7 @@ package alone: no TensorFlow, no torch, no pandas); the package is imported only
 
 A run's event file holds (tags exactly as docs/tools.md lists them):
 
-  input_grad_norm/layer_003[/attn]   per recorded step (param_grad_norm/..., activation_rms/... alike)
+  input_grad_norm/layer_003[/attn]   per recorded step (each logged quantity of resflow.quantities alike)
   log10_input_grad_norm              histogram per recorded step: log10 of every site's gradient norm
   loss, eval_loss, grad_norm_total, lr   training: per step
   profile/log10_input_grad_norm      at close: the last recorded step's depth profile, x = site index
@@ -22,9 +22,12 @@ import math
 import time
 from pathlib import Path
 
+from resflow import quantities
 from resflow.errors import ConfigError, ResflowError
 
-MEASURES = ("input_grad_norm", "param_grad_norm", "activation_rms")  # grads.csv columns written per layer
+# grads.csv columns written per layer: the registry's logged quantities (resflow.quantities), under their tags
+MEASURES = tuple(quantities.logged())
+TAGS = {name: quantities.GRADS[name].tag for name in MEASURES}
 STEP_SCALARS = ("loss", "eval_loss", "grad_norm_total", "lr")  # train.csv columns written per step
 METRICS = ("grad_ratio", "log10_grad_ratio", "gain_per_layer")  # summary.csv columns: the HParams metrics
 SINGLE_SITE = ("", "mlp", "conv", "block")  # a layer's only site: no sub-layer part in its tag
@@ -101,7 +104,7 @@ def layout():
         return layout_pb2.Chart(title=title, multiline=layout_pb2.MultilineChartContent(tag=[regex]))
 
     per_layer = layout_pb2.Category(
-        title="all layers, one chart per quantity", chart=[chart(m, rf"^{m}/layer_") for m in MEASURES]
+        title="all layers, one chart per quantity", chart=[chart(TAGS[m], rf"^{TAGS[m]}/layer_") for m in MEASURES]
     )
     training = layout_pb2.Category(title="training", chart=[chart("loss, eval_loss", r"^(eval_)?loss$")])
     data = layout_pb2.Layout(category=[per_layer, training]).SerializeToString()
@@ -167,7 +170,7 @@ def layer_values(rows: list[dict]) -> dict[str, float]:
     """`<measure>/<layer tag>` -> value for one step's per-site rows (a NaN left out): the per-layer
     keys every tracker logs."""
     return {
-        f"{column}/{layer_tag(row)}": float(row[column])
+        f"{TAGS[column]}/{layer_tag(row)}": float(row[column])
         for column in MEASURES
         for row in rows
         if column in row and not missing(row[column])

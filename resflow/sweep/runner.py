@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from resflow import quantities
 from resflow._version import __version__
 from resflow.config.schema import validate
 from resflow.errors import ConfigError, Interrupted, ResflowError
@@ -258,7 +259,8 @@ def _const(part) -> dict:
 SCALARS = (str, int, float, bool, type(None))  # what a column of a point file holds (a CSV cell)
 NUMBERS = (  # columns that hold numbers in every table that has them (the keys, then the measures)
     {"seed", "step", "layer", "depth", "width", "init_scale"}
-    | {"input_grad_norm", "activation_rms", "param_grad_norm", "grad_norm", "value_norm", "update_ratio", "movement"}
+    | set(quantities.GRADS)  # the measured quantities (resflow.quantities)
+    | set(quantities.PARAMS)
     | {"loss", "eval_loss", "grad_norm_total", "lr", "wall_time_s", "task_floor", "task_baseline"}
     | {"grad_first", "grad_last", "grad_ratio", "log10_grad_ratio", "gain_per_layer", "log10_ratio_sd", "ratio_q25"}
     | {"ratio_q75"}

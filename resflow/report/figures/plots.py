@@ -27,6 +27,7 @@ from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullFormatter
 
+from resflow import quantities
 from resflow._sys.files import atomic_file
 from resflow.errors import FigureError
 from resflow.results.stats import EXPLODING, VANISHING, end_sites, finite_stats, seed_ratios, site_stats
@@ -53,9 +54,7 @@ _MEASURES = {
     "log10_grad_ratio",
     "gain_per_layer",
     "finite",
-    "input_grad_norm",
-    "activation_rms",
-    "param_grad_norm",
+    *quantities.GRADS,  # the measured quantities (resflow.quantities)
     "wall_time_s",
     "log10_ratio_sd",
     "ratio_q25",
