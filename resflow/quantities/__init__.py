@@ -7,30 +7,24 @@ over `GRADS` and `PARAMS`; a new quantity is a new module plus its line below. T
 
 from __future__ import annotations
 
-from resflow.quantities import (
-    activation_rms,
-    grad_norm,
-    input_grad_norm,
-    movement,
-    param_grad_norm,
-    update_ratio,
-    value_norm,
-)
+from importlib import import_module
+
 from resflow.quantities.base import Quantity
 
-MODULES = (  # the registry: column order within each table
-    input_grad_norm,
-    activation_rms,
-    param_grad_norm,
-    grad_norm,
-    value_norm,
-    update_ratio,
-    movement,
+MODULES = (  # the registry: one line per quantity's module, in column order within each table
+    "input_grad_norm",
+    "activation_rms",
+    "param_grad_norm",
+    "grad_norm",
+    "value_norm",
+    "update_ratio",
+    "movement",
 )
 
 
 def _of(table: str) -> dict[str, Quantity]:
-    found = [q for m in MODULES for q in getattr(m, "QUANTITIES", (getattr(m, "QUANTITY", None),)) if q is not None]
+    units = [import_module(f"resflow.quantities.{name}") for name in MODULES]
+    found = [q for m in units for q in getattr(m, "QUANTITIES", (getattr(m, "QUANTITY", None),)) if q is not None]
     return {q.name: q for q in found if q.table == table}
 
 
