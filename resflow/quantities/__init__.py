@@ -19,6 +19,7 @@ MODULES = (  # the registry: one line per quantity's module, in column order wit
     "value_norm",
     "update_ratio",
     "movement",
+    "grad_to_weight",
 )
 
 
