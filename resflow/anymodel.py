@@ -25,7 +25,9 @@ from html import escape
 from pathlib import Path
 
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
+from resflow import quantities as registry
 from resflow._sys.locks import results_lock
 from resflow.errors import ConfigError, ResflowError
 from resflow.measure.blocks import block_sites, family, find_blocks, outside_params
@@ -33,6 +35,7 @@ from resflow.measure.data import data_generator, make_loss
 from resflow.measure.device import DTYPES, resolve_device
 from resflow.measure.distributed import data_parallel, initialized, is_writer, unwrap, world_size
 from resflow.measure.recorder import Recorder
+from resflow.measure.steps import StepNorms, add_step
 from resflow.results.files import AppendedRun, check_out_dir, check_out_path
 from resflow.results.meta import run_meta
 from resflow.results.sinks import Sinks, check_log_to, summary_of  # live trackers (log_to=)
@@ -403,6 +406,7 @@ class Watch:
         log_to=None,
         grad_scaler=None,
         in_memory: bool = True,
+        quantities=(),
     ):
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ConfigError(f"every: must be a whole number >= 1, got {every!r}")
@@ -410,6 +414,7 @@ class Watch:
             raise ConfigError(f"in_memory: must be True or False, got {in_memory!r}")
         if not in_memory and out is None:
             raise ConfigError("in_memory=False keeps nothing but the files: it needs out=<a results dir>")
+        needs = opt_in_needs(quantities)
         check_materialised(model)
         self.model, self.every, self.name = model, every, name or type(model).__name__
         self.out = Path(out) if out is not None and is_writer() else None  # (other ranks write nothing)
@@ -429,6 +434,16 @@ class Watch:
             params_in_hooks=grad_scaler is None,  # (unscale_ changes .grad in place unseen)
         )
         self.grad_scaler = grad_scaler
+        if needs and self._dp is not None and self._dp.local is not None:
+            raise ConfigError(
+                f"quantities={list(quantities)!r} are not supported under FSDP2 (its parameters are sharded); use DDP"
+            )
+        # opt-in quantities across the optimizer step: the parameters copied at step(), their update measured
+        # after the optimizer's step (and, for `moved`, a copy kept from the start)
+        self._step_norms = StepNorms(self._recorder.params, track_moved="moved" in needs) if needs else None
+        self._measure_step = bool({"update", "before"} & needs)
+        self._pending = None  # (step, Record, params rows) waiting for the optimizer step
+        self._opt_hook = None
         self._stance = None  # torch.compile forced eager while armed (_eager)
         self._model_params = [p for p in inner.parameters() if p.requires_grad]
         self.steps = 0  # the number of step() calls so far: the next step's index
@@ -482,6 +497,7 @@ class Watch:
         never = exc[0] is None and self.steps == 0 and self._armed and self._recorder.calls_seen
         self._disarm()  # a step left half done (no step() call) is not recorded
         self._entered = False
+        self._complete_pending()  # (no optimizer step followed: NaN)
         try:
             if self.out is not None and self._writes:
                 self.flush()
@@ -508,6 +524,7 @@ class Watch:
             raise ResflowError("watch: step() outside the `with resflow.watch(...)` block")
         loss = _loss_value(loss)
         s = self.steps
+        completed = self._complete_pending()  # the previous recorded step, its optimizer step now taken
         recorded, first = False, 0
         again = (s + 1) % self.every == 0  # the next step records too: the module hooks stay
         if self._armed:
@@ -529,14 +546,16 @@ class Watch:
                 )
             else:
                 self._finish(rec)
-                first = len(self._grads.get("step", ()))
-                rec.add_rows(self._grads, self._params, self.name, seed=0, step=s)
-                self.recorded.append(s)
-                self._runs["recorded"].add(s)
-                recorded = True
-                if not rec.norms_exact:
-                    self._inexact.append(s)
-                    self._runs["inexact"].add(s)
+                if self._step_norms is not None and self._step_norms.tracks_moved:
+                    moved = self._step_norms.moved()
+                    rec.set_param("moved", [moved[i] for i in self._recorder.param_rows])
+                if self._measure_step:  # its rows wait for the optimizer step (_on_optimizer_step)
+                    self._pending = (s, rec, self._recorder.param_rows)
+                    self._step_norms.before()
+                    self._opt_hook = register_optimizer_step_post_hook(self._on_optimizer_step)
+                else:
+                    first = self._add_record(s, rec)
+                    recorded = True
         self._log.add(s, loss, self._total_grad_norm(), time.perf_counter() - self._t0)
         if self._log.full():
             self._drain()
@@ -548,8 +567,47 @@ class Watch:
             self._arm()
         elif self._armed:
             self._force_eager()  # (torch.compile first used after the arming)
-        if recorded and self.out is not None and self._writes:
+        if (recorded or completed) and self.out is not None and self._writes:
             self.flush()
+
+    def _add_record(self, s: int, rec) -> int:
+        """Step s's Record as rows; returns the index of its first grads row."""
+        first = len(self._grads.get("step", ()))
+        rec.add_rows(self._grads, self._params, self.name, seed=0, step=s)
+        self.recorded.append(s)
+        self._runs["recorded"].add(s)
+        if not rec.norms_exact:
+            self._inexact.append(s)
+            self._runs["inexact"].add(s)
+        return first
+
+    def _on_optimizer_step(self, optimizer, args, kwargs) -> None:
+        """Opt-in step quantities: after an optimizer step over the watched parameters, the update's norms."""
+        ours = {id(p) for p in self._step_norms.params}
+        if self._step_norms.pending and any(id(p) in ours for g in optimizer.param_groups for p in g["params"]):
+            self._pending = (*self._pending[:3], self._step_norms.after())
+            self._remove_opt_hook()
+
+    def _remove_opt_hook(self) -> None:
+        if self._opt_hook is not None:
+            self._opt_hook.remove()
+            self._opt_hook = None
+
+    def _complete_pending(self) -> bool:
+        """Opt-in step quantities: the recorded step waiting for its optimizer step, as rows (NaN if none came)."""
+        if self._pending is None:
+            return False
+        (s, rec, rows, *norms), self._pending = self._pending, None
+        self._remove_opt_hook()
+        if self._step_norms.pending:  # no optimizer step over these parameters (or GradScaler skipped it)
+            self._step_norms.after()
+        update, before = norms[0] if norms else (None, None)  # (no optimizer step came: NaN)
+        add_step(rec, rows, update, before)
+        first = self._add_record(s, rec)
+        if self._sinks is not None:
+            self._drain()
+            self._log_sinks(s, first)
+        return True
 
     def _log_sinks(self, s: int, first: int) -> None:
         """Step s's grads rows (from index `first` on), to every tracker of log_to."""
@@ -620,6 +678,8 @@ class Watch:
     def _assemble(self) -> dict:
         """The rows since the last call as frames ({table: DataFrame or None}: grads, params, summary,
         train), each step's summary computed here, once; kept (in_memory) and returned."""
+        if not self._entered:  # (inside the `with`, a step waiting for its optimizer step stays out)
+            self._complete_pending()
         self._drain()
         train = self._log.rows
         if not self._grads.get("step") and not train["step"]:
@@ -924,12 +984,16 @@ def watch(
     log_to=None,
     grad_scaler=None,
     in_memory: bool = True,
+    quantities=(),
 ) -> Watch:
     """A context manager recording `model`'s gradient flow inside your own training loop (see Watch);
     `log_to` ("tensorboard:LOGDIR", "wandb[:PROJECT]", "mlflow[:URI]", or a list) also logs each
     recorded step's scalars there, live; `tensorboard=LOGDIR` is `log_to="tensorboard:LOGDIR"`;
     `grad_scaler`: a torch.amp.GradScaler whose scale is divided out of the recorded norms;
-    `in_memory=False` keeps nothing but the files in `out`."""
+    `in_memory=False` keeps nothing but the files in `out`; `quantities`: the opt-in quantities of
+    resflow.quantities to measure too (`opt_in_quantities()`), e.g. the optimizer update relative to the
+    weights, measured across your `opt.step()` (a copy of the parameters, held from `w.step()` to
+    `opt.step()`; that step's rows appear once it is taken)."""
     return Watch(
         model,
         blocks=blocks,
@@ -941,4 +1005,25 @@ def watch(
         log_to=log_to,
         grad_scaler=grad_scaler,
         in_memory=in_memory,
+        quantities=quantities,
     )
+
+
+def opt_in_quantities() -> list[str]:
+    """The quantities `watch(..., quantities=[...])` can opt into (resflow.quantities)."""
+    return sorted({q.name for table in (registry.GRADS, registry.PARAMS) for q in table.values() if q.opt_in})
+
+
+def opt_in_needs(names) -> set[str]:
+    """The primitives the opt-in quantities `names` need; a one-line ConfigError for a name that is not one."""
+    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"quantities: a list of quantity names, got {names!r}")
+    allowed = opt_in_quantities()
+    needs: set[str] = set()
+    for name in names:
+        if name not in allowed:
+            raise ConfigError(f"quantities: {name!r} is not an opt-in quantity; one of {', '.join(allowed)}")
+        for table in (registry.GRADS, registry.PARAMS):
+            if name in table:
+                needs |= set(table[name].needs)
+    return needs

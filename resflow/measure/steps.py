@@ -24,6 +24,10 @@ class StepNorms:
         self._initial = [p.detach().clone() for p in self.params] if track_moved else None
         self._before: list[torch.Tensor] | None = None
 
+    @property
+    def tracks_moved(self) -> bool:
+        return self._initial is not None
+
     @torch.no_grad()
     def moved(self) -> list[float]:
         """||theta - theta_0|| per parameter (track_moved)."""

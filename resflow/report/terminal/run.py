@@ -297,7 +297,7 @@ def range_flag(value: float, good: tuple[float, float] | None) -> str:
 def measure_table(grads: pd.DataFrame, name: str, title: str = "") -> Table:
     """One grads.csv quantity of the registry (`resflow show --measure NAME`) per site at the last
     recorded step: median and min–max over seeds, log10, a bar on its scale, and, for a quantity with a
-    rule-of-thumb range (update_ratio's ~1e-3), a flag on a value outside it."""
+    rule-of-thumb range (the optimizer update's ~1e-3 per step), a flag on a value outside it."""
     from resflow import quantities
 
     q = quantities.GRADS[name]
