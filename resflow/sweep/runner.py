@@ -420,7 +420,7 @@ def table_frame(name: str, parts: list[dict], columns: list[str]):
     train table no point has."""
     import pandas as pd
 
-    from resflow.results.tables import grads_frame, params_frame, summary_frame, train_frame
+    from resflow.results.tables import appended_last, grads_frame, params_frame, summary_frame, train_frame
 
     if name == "train" and not parts:
         return None
@@ -440,7 +440,8 @@ def table_frame(name: str, parts: list[dict], columns: list[str]):
     }
     df = build[name](rows)
     extra = [c for c in columns if c in df.columns]  # the swept columns after the schema's columns, in axis order
-    return df[[c for c in df.columns if c not in extra] + extra] if extra else df
+    df = df[[c for c in df.columns if c not in extra] + extra] if extra else df
+    return appended_last(df) if name == "grads" else df  # (the newer quantities' columns last)
 
 
 # ---------------------------------------------------------------------------------------------
