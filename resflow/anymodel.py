@@ -36,7 +36,7 @@ from resflow.measure.device import DTYPES, resolve_device
 from resflow.measure.distributed import data_parallel, initialized, is_writer, unwrap, world_size
 from resflow.measure.recorder import Recorder
 from resflow.measure.steps import StepNorms, add_step
-from resflow.results.files import AppendedRun, check_out_dir, check_out_path
+from resflow.results.files import TABLES, AppendedRun, check_out_dir, check_out_path
 from resflow.results.meta import run_meta
 from resflow.results.sinks import Sinks, check_log_to, summary_of  # live trackers (log_to=)
 from resflow.results.stats import summarize
@@ -434,14 +434,17 @@ class Watch:
             params_in_hooks=grad_scaler is None,  # (unscale_ changes .grad in place unseen)
         )
         self.grad_scaler = grad_scaler
-        if needs and self._dp is not None and self._dp.local is not None:
+        if needs and self._dp is not None and self._dp.local is not None:  # (a shard's norms and histograms: not the parameter's)
             raise ConfigError(
                 f"quantities={list(quantities)!r} are not supported under FSDP2 (its parameters are sharded); use DDP"
             )
         # opt-in quantities across the optimizer step: the parameters copied at step(), their update measured
         # after the optimizer's step (and, for `moved`, a copy kept from the start)
-        self._step_norms = StepNorms(self._recorder.params, track_moved="moved" in needs) if needs else None
+        copies = needs & {"update", "before", "moved"}
+        self._step_norms = StepNorms(self._recorder.params, track_moved="moved" in needs) if copies else None
         self._measure_step = bool({"update", "before"} & needs)
+        self._hist_qs = [q for q in registry.HIST.values() if q.name in quantities]  # gradient histograms
+        self._hist: dict = {}  # their rows (hist.csv) not yet assembled into frames
         self._pending = None  # (step, Record, params rows) waiting for the optimizer step
         self._opt_hook = None
         self._stance = None  # torch.compile forced eager while armed (_eager)
@@ -451,7 +454,7 @@ class Watch:
         self._grads: dict = {}  # the rows of the recorded steps not yet assembled into frames
         self._params: dict = {}
         self._log = _TrainLog()
-        self._tables = {t: _Chunks() for t in ("grads", "params", "summary", "train")}  # in_memory: every row
+        self._tables = {t: _Chunks() for t in TABLES}  # in_memory: every row
         self._files = None  # the AppendedRun once `out` is written
         self._unwritten: list[dict] = []  # frames assembled (by _assemble) but not yet written to `out`
         self._read = None  # in_memory=False: (rows written, RunResult read back)
@@ -546,6 +549,8 @@ class Watch:
                 )
             else:
                 self._finish(rec)
+                if self._hist_qs:
+                    self._add_hist(s, rec)
                 if self._step_norms is not None and self._step_norms.tracks_moved:
                     moved = self._step_norms.moved()
                     rec.set_param("moved", [moved[i] for i in self._recorder.param_rows])
@@ -569,6 +574,32 @@ class Watch:
             self._force_eager()  # (torch.compile first used after the arming)
         if (recorded or completed) and self.out is not None and self._writes:
             self.flush()
+
+    def _add_hist(self, s: int, rec) -> None:
+        """Step s's gradient histograms (the opt-in hist quantities), per params row, as hist.csv rows
+        (with a GradScaler, the bins of the unscaled gradient); to the trackers too."""
+        params, rows = self._recorder.params, self._recorder.param_rows
+        scale = 1.0
+        scaler = self.grad_scaler
+        if scaler is not None and scaler.is_enabled() and not self._unscaled():
+            scale = 1.0 / float(scaler.get_scale())
+        new: dict[str, list] = {c: [] for c in registry.HIST_COLUMNS}
+        for layer, name, i in zip(rec.param_layer, rec.param_name, rows):
+            grad = params[i].grad
+            if grad is None:
+                continue
+            for q in self._hist_qs:
+                bins = q.tensor(grad)
+                k = len(bins["count"])
+                for key, value in (("variant", self.name), ("seed", 0), ("step", s), ("layer", layer), ("param", name)):
+                    new[key] += [value] * k
+                new["bin_lo"] += [v * scale for v in bins["bin_lo"]]
+                new["bin_hi"] += [v * scale for v in bins["bin_hi"]]
+                new["count"] += bins["count"]
+        for key, values in new.items():
+            self._hist.setdefault(key, []).extend(values)
+        if self._sinks is not None:
+            self._sinks.log_hist(s, [dict(zip(new, r)) for r in zip(*new.values())])
 
     def _add_record(self, s: int, rec) -> int:
         """Step s's Record as rows; returns the index of its first grads row."""
@@ -685,11 +716,17 @@ class Watch:
         if not self._grads.get("step") and not train["step"]:
             return {}
         grads, params, summary, train_df = _frames(self._grads, self._params, train if train["step"] else None, self._named)
-        self._grads, self._params = {}, {}
+        hist = None
+        if self._hist:
+            import pandas as pd
+
+            hist = pd.DataFrame(self._hist)[registry.HIST_COLUMNS]
+        self._grads, self._params, self._hist = {}, {}, {}
         self._log.rows = _TrainLog.new_rows()
         new = {"grads": grads if len(grads) else None, "params": params if len(params) else None, "summary": summary}
         new["summary"] = summary if len(summary) else None
         new["train"] = train_df
+        new["hist"] = hist
         if self.in_memory:
             for table, df in new.items():
                 if df is not None:
@@ -702,7 +739,7 @@ class Watch:
         """Every table as one DataFrame (in_memory), concatenated only when rows were added."""
         self._assemble()
         empty = _frames({}, {}, None, self._named)
-        frames = {t: self._tables[t].frame() for t in ("grads", "params", "summary", "train")}
+        frames = {t: self._tables[t].frame() for t in TABLES}
         for i, t in enumerate(("grads", "params", "summary")):
             if frames[t] is None:
                 frames[t] = empty[i]
@@ -810,7 +847,7 @@ def _concat(parts: list[dict]) -> dict:
     import pandas as pd
 
     out = {}
-    for t in ("grads", "params", "summary", "train"):
+    for t in TABLES:
         frames = [p[t] for p in parts if p.get(t) is not None]
         out[t] = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True) if frames else None
     return out
@@ -1011,7 +1048,7 @@ def watch(
 
 def opt_in_quantities() -> list[str]:
     """The quantities `watch(..., quantities=[...])` can opt into (resflow.quantities)."""
-    return sorted({q.name for table in (registry.GRADS, registry.PARAMS) for q in table.values() if q.opt_in})
+    return sorted({q.name for table in (registry.GRADS, registry.PARAMS, registry.HIST) for q in table.values() if q.opt_in})
 
 
 def opt_in_needs(names) -> set[str]:
@@ -1023,7 +1060,7 @@ def opt_in_needs(names) -> set[str]:
     for name in names:
         if name not in allowed:
             raise ConfigError(f"quantities: {name!r} is not an opt-in quantity; one of {', '.join(allowed)}")
-        for table in (registry.GRADS, registry.PARAMS):
+        for table in (registry.GRADS, registry.PARAMS, registry.HIST):
             if name in table:
                 needs |= set(table[name].needs)
     return needs

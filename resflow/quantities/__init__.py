@@ -20,6 +20,7 @@ MODULES = (  # the registry: one line per quantity's module, in column order wit
     "update_ratio",
     "movement",
     "grad_to_weight",
+    "grad_hist",
 )
 
 
@@ -31,6 +32,8 @@ def _of(table: str) -> dict[str, Quantity]:
 
 GRADS: dict[str, Quantity] = _of("grads")  # grads.csv's quantities, one value per site
 PARAMS: dict[str, Quantity] = _of("params")  # params.csv's, one value per parameter
+HIST: dict[str, Quantity] = _of("hist")  # hist.csv's: a gradient tensor's histogram rows per parameter (opt-in)
+HIST_COLUMNS = ["variant", "seed", "step", "layer", "param", "bin_lo", "bin_hi", "count"]
 
 
 def leading() -> list[str]:
@@ -63,4 +66,4 @@ def derive(table: str, primitives: dict[str, list]) -> dict[str, list[float]]:
     return out
 
 
-__all__ = ["GRADS", "PARAMS", "Quantity", "appended", "derive", "finite_checked", "leading", "logged"]
+__all__ = ["GRADS", "HIST", "HIST_COLUMNS", "PARAMS", "Quantity", "appended", "derive", "finite_checked", "leading", "logged"]

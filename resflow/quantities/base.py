@@ -29,7 +29,7 @@ SITE_PRIMITIVES = ("input_grad", "input", "numel", "grad", "value", "update", "b
 PARAM_PRIMITIVES = ("grad", "value", "update", "before", "moved")
 STEP_PRIMITIVES = ("update", "before")  # measured across the optimizer step: a copy of the parameters
 OPT_IN_PRIMITIVES = (*STEP_PRIMITIVES, "moved", "grad_tensor")
-TABLES = ("grads", "params")  # grads.csv: one row per site; params.csv: one per parameter
+TABLES = ("grads", "params", "hist")  # grads.csv: one row per site; params.csv: one per parameter; hist.csv: bins
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class Quantity:
     """One measured quantity: its column, what it is made of, and how tables, figures and trackers show it."""
 
     name: str  # its column in `table`, its name in `resflow show --measure NAME`
-    table: str  # "grads" (one value per site) or "params" (one per parameter)
+    table: str  # "grads" (one value per site), "params" (one per parameter) or "hist" (rows per parameter)
     needs: tuple[str, ...]  # the primitives `value` takes, in this order (see the module doc)
     doc: str  # one line, for the generated results docs (docs/results.md)
     label: str  # a table header or axis label

@@ -293,6 +293,13 @@ class Sinks:
         for sink in self.sinks:
             sink.log(step, rows, scalars, wall_time)
 
+    def log_hist(self, step: int, rows, wall_time: float | None = None) -> None:
+        """One step's gradient histograms (hist.csv's rows), to each tracker that keeps histograms."""
+        rows = list(rows)
+        for sink in self.sinks:
+            if hasattr(sink, "log_hist"):
+                sink.log_hist(step, rows, wall_time)
+
     def close(self, summary: dict | None = None) -> None:
         while self.sinks:
             self.sinks.pop(0).close(summary)

@@ -147,6 +147,7 @@ class RunResult:
     meta: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None  # where it was written / read from
     train: pd.DataFrame | None = None  # train.csv: training runs only
+    hist: pd.DataFrame | None = None  # hist.csv: gradient histograms, when opted into (resflow.quantities)
 
     def _overview(self) -> tuple[str, list[tuple[str, str]]]:
         """A title and (what, value) lines: the kind, variants, seeds, layers, the tables' sizes."""

@@ -79,6 +79,38 @@ def histogram(tag: str, values: list[float], bins: int = 30):
     return summary_pb2.Summary.Value(tag=tag, histo=histo)
 
 
+def bins_histogram(tag: str, lo: list[float], hi: list[float], counts: list[int]):
+    """A histogram summary from counted bins (hist.csv's rows of one parameter); the sums from the bins' centres."""
+    from tensorboard.compat.proto import summary_pb2
+
+    centres = [(a + b) / 2 for a, b in zip(lo, hi)]
+    histo = summary_pb2.HistogramProto(
+        min=float(lo[0]),
+        max=float(hi[-1]),
+        num=float(sum(counts)),
+        sum=float(sum(c * x for c, x in zip(counts, centres))),
+        sum_squares=float(sum(c * x * x for c, x in zip(counts, centres))),
+        bucket_limit=[float(v) for v in hi],
+        bucket=[float(c) for c in counts],
+    )
+    return summary_pb2.Summary.Value(tag=tag, histo=histo)
+
+
+HIST_TAGS = [q.tag for q in quantities.HIST.values()]  # the histogram quantities' tag prefixes
+
+
+def hist_values(rows: list[dict]) -> dict[str, tuple[list, list, list]]:
+    """`<tag>/layer_003/<param>` -> (bin_lo, bin_hi, count) for one step's hist.csv rows."""
+    out: dict[str, tuple[list, list, list]] = {}
+    for row in rows:
+        tag = f"{HIST_TAGS[0]}/layer_{int(row['layer']):03d}/{row['param']}"
+        lo, hi, counts = out.setdefault(tag, ([], [], []))
+        lo.append(float(row["bin_lo"]))
+        hi.append(float(row["bin_hi"]))
+        counts.append(int(row["count"]))
+    return out
+
+
 def _string_tensor(data: bytes):
     from tensorboard.compat.proto import tensor_pb2, tensor_shape_pb2, types_pb2
 
@@ -220,6 +252,14 @@ class TensorBoardRun:
             self._last = (step, rows)
         self._step = max(self._step, int(step))
         if values:
+            event(self._writer, step, values, time.time() if wall_time is None else wall_time)
+            self._writer.flush()
+
+    def log_hist(self, step: int, rows, wall_time: float | None = None) -> None:
+        """One step's gradient histograms (hist.csv's rows: per parameter, its bins)."""
+        values = [bins_histogram(tag, *bins) for tag, bins in hist_values(list(rows)).items()]
+        if values:
+            self.histograms += len(values)
             event(self._writer, step, values, time.time() if wall_time is None else wall_time)
             self._writer.flush()
 
