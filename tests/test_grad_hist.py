@@ -70,3 +70,24 @@ def test_hist_csv_and_tensorboard_histograms(tmp_path):
     g = grads[2][(1, "lin.weight")]
     want = torch.histc(g.float(), bins=len(events[2].bucket), min=g.min().item(), max=g.max().item())
     assert [int(c) for c in events[2].bucket] == want.long().tolist() and sorted(events) == [0, 2]
+
+
+def test_export_replays_the_histograms(tmp_path):
+    pytest.importorskip("tensorboard")
+    from clirunner import Runner
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from resflow.cli.app import app
+
+    w, _ = loop(out=tmp_path / "r", log_to=f"tensorboard:{tmp_path / 'live'}")
+    done = Runner().invoke(app, ["export", str(tmp_path / "r"), str(tmp_path / "tb"), "--to", "tensorboard"])
+    assert done.exit_code == 0, done.output
+
+    def histograms(root):
+        acc = EventAccumulator(str(next(root.rglob("events.out.tfevents.*")).parent), size_guidance={"histograms": 0})
+        acc.Reload()
+        tags = [t for t in acc.Tags()["histograms"] if t.startswith(NAME)]
+        return {t: [(e.step, list(e.histogram_value.bucket)) for e in acc.Histograms(t)] for t in tags}
+
+    live, exported = histograms(tmp_path / "live"), histograms(tmp_path / "tb")
+    assert live and live == exported
