@@ -8,7 +8,7 @@ terminal tables mark a block outside 1e-5..3e-2 (one whose weights barely move, 
 
 from resflow.quantities.base import Quantity, ratio
 
-DOC = "‖θ_(s+1) − θ_s‖₂ / ‖θ_s‖₂ ({}): the optimizer step taken with this row's gradient; NaN at a run's last step and where ‖θ_s‖ = 0"
+DOC = "‖θ_(s+1) − θ_s‖₂ / ‖θ_s‖₂ {}: the optimizer step taken with this row's gradient; NaN at a run's last step and where ‖θ_s‖ = 0"
 GOOD = (1e-5, 3e-2)  # ~1e-3 per step is the usual rule of thumb; a 1e-6 layer barely moves, a 1e-1 one lurches
 
 QUANTITIES = (
@@ -17,7 +17,7 @@ QUANTITIES = (
         table="params",
         needs=("update", "before"),
         value=ratio,
-        doc=DOC.format("the parameter; training runs and watch(quantities=[...])"),
+        doc=DOC.format("of the parameter"),
         label="‖Δθ‖/‖θ‖",
         unit="per step",
         good=GOOD,
@@ -27,7 +27,7 @@ QUANTITIES = (
         table="grads",
         needs=("update", "before"),
         value=ratio,
-        doc=DOC.format("over the block's parameters; training runs and watch(quantities=[...])"),
+        doc=DOC.format("over the block's parameters"),
         label="‖Δθ‖/‖θ‖",
         unit="per step",
         good=GOOD,
