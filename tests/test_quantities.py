@@ -57,3 +57,18 @@ def test_results_docs_are_current():
     assert hook.is_current(text), f"docs/results.md's quantity table is stale; run: {hook.HOW}"
     for q in ALL:
         assert f"| `{q.name}` |" in hook.render()
+
+
+def test_the_report_draws_every_other_measured_quantity(tmp_path):
+    from resflow.config.loading import load_config
+    from resflow.experiment import run
+    from resflow.report.figures.plots import drawn_quantities
+    from resflow.report.html import write_report
+    from resflow.results.files import write_run
+
+    cfg = load_config(dict(name="q", seeds=2, data=dict(batch_size=4), model=dict(depth=4, width=8)))
+    out = write_run(run(cfg), tmp_path / "r")
+    drawn = [q.name for q in drawn_quantities(run(cfg).grads)]
+    assert drawn == [n for n in quantities.GRADS if n != "input_grad_norm" and not quantities.GRADS[n].opt_in]
+    page = write_report(out).read_text()
+    assert "id='fig-quantities'" in page
