@@ -18,7 +18,7 @@ import numbers
 import sys
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from datetime import datetime, timezone
 from html import escape
@@ -406,7 +406,7 @@ class Watch:
         log_to=None,
         grad_scaler=None,
         in_memory: bool = True,
-        quantities=(),
+        quantities: Sequence[str] = (),
     ):
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ConfigError(f"every: must be a whole number >= 1, got {every!r}")
@@ -1021,7 +1021,7 @@ def watch(
     log_to=None,
     grad_scaler=None,
     in_memory: bool = True,
-    quantities=(),
+    quantities: Sequence[str] = (),
 ) -> Watch:
     """A context manager recording `model`'s gradient flow inside your own training loop (see Watch);
     `log_to` ("tensorboard:LOGDIR", "wandb[:PROJECT]", "mlflow[:URI]", or a list) also logs each

@@ -68,8 +68,8 @@ class DataParallel:
         """The ranks' Records (the same sites, each of its own batch slice) as the global step's: the
         primitives (resflow.quantities.base) summed over the ranks as squares, in one all_reduce."""
         n, sharded = len(rec.layer), self.kind == "fsdp2"
-        parts = [g * g for g in rec.site["input_grad"]]
-        parts += [(x * x if k else 0.0) for x, k in zip(rec.site["input"], rec.numel)]
+        parts = [g * g for g in rec.site.get("input_grad", [])]
+        parts += [(x * x if k else 0.0) for x, k in zip(rec.site.get("input", []), rec.numel)]
         parts += [float(k) for k in rec.numel]
         per_param = list(rec.param) if sharded else []  # an FSDP2 parameter's norms: of this rank's shard
         for name in per_param:

@@ -105,10 +105,10 @@ class Record:
         """Multiply the input-gradient norms by `inputs` and the parameter-gradient norms by `params`
         (a GradScaler's 1/scale; a data-parallel run's 1/ranks), in place."""
         if inputs != 1:
-            self.site["input_grad"] = [v * inputs for v in self.site["input_grad"]]
+            self.site["input_grad"] = [v * inputs for v in self.site.get("input_grad", [])]
         if params != 1:
-            self.site["grad"] = [v * params for v in self.site["grad"]]
-            self.param["grad"] = [v * params for v in self.param["grad"]]
+            self.site["grad"] = [v * params for v in self.site.get("grad", [])]
+            self.param["grad"] = [v * params for v in self.param.get("grad", [])]
 
     def add_rows(self, grads: dict[str, list], params: dict[str, list], variant: str, seed: int, step: int) -> None:
         """Append this record as rows of grads.csv and params.csv, kept as {column: values}: the
