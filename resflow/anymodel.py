@@ -36,23 +36,13 @@ from resflow.measure.device import DTYPES, resolve_device
 from resflow.measure.distributed import data_parallel, initialized, is_writer, unwrap, world_size
 from resflow.measure.recorder import Recorder
 from resflow.measure.steps import StepNorms, add_step
+from resflow.results.assemble import Rows, assemble
 from resflow.results.files import TABLES, AppendedRun, check_out_dir, check_out_path
 from resflow.results.meta import run_meta
 from resflow.results.sinks import Sinks, check_log_to, summary_of  # live trackers (log_to=)
-from resflow.results.stats import summarize
-from resflow.results.tables import (
-    CONFIG_COLUMNS,
-    GRADS_COLUMNS,
-    PARAMS_COLUMNS,
-    SUMMARY_COLUMNS,
-    RunResult,
-    grads_frame,
-    params_frame,
-    summary_frame,
-    train_frame,
-)
+from resflow.results.tables import CONFIG_COLUMNS, RunResult
 from resflow.results.tensorboard_events import MEASURES
-from resflow.theory.overlay import add_prediction
+from resflow.theory.overlay import overlay
 from resflow.theory.predict import NoPrediction
 
 NO_THEORY = "no prediction: a model resflow did not build (any nn.Module)"
@@ -144,26 +134,17 @@ def _config_values(named) -> dict:
     return cols
 
 
-def _frames(grads: dict, params: dict, train: dict | None, named):
-    """(grads, params, summary, train) DataFrames from the rows kept as {column: values}."""
-    import pandas as pd
-
-    n = len(grads.get("seed", ()))
-    grads = {**grads, **{k: [v] * n for k, v in _config_values(named).items()}}
-    if n:
-        grads_df = grads_frame(grads)
-        summary_df = summary_frame(summarize(grads_df, CONFIG_COLUMNS))
-    else:
-        grads_df = grads_frame({c: [] for c in (*GRADS_COLUMNS, "module")})
-        summary_df = pd.DataFrame({c: [] for c in SUMMARY_COLUMNS})
-    grads_df, summary_df = add_prediction(grads_df, summary_df, NoPrediction(NO_THEORY))
-    params_df = params_frame(params if params else {c: [] for c in PARAMS_COLUMNS})
-    train_df = None
+def _result(rows: Rows, named, config: dict | None = None, meta: dict | None = None) -> RunResult:
+    """`rows` as a RunResult by the one assembly path (resflow.results.assemble): the config columns
+    resflow knows of any model (its block family and count), no theory (NaN columns), and the
+    train.csv columns a watch does not know as NaN."""
+    train = rows.train
     if train is not None:
         m = len(train["step"])
-        unknown = {k: math.nan for k in ("eval_loss", "grad_norm_total", "lr", "task_floor", "task_baseline") if k not in train}
-        train_df = train_frame({**train, **{k: [v] * m for k, v in {**unknown, **_config_values(named)}.items()}})
-    return grads_df, params_df, summary_df, train_df
+        unknown = [k for k in ("eval_loss", "grad_norm_total", "lr", "task_floor", "task_baseline") if k not in train]
+        rows = Rows(rows.grads, rows.params, {**train, **{k: [math.nan] * m for k in unknown}})
+    nothing = overlay(NoPrediction(NO_THEORY))
+    return assemble(rows, _config_values(named), overlay=nothing, config=config, meta=meta, module=True)
 
 
 def _device_dtype(model) -> tuple[str, str]:
@@ -223,17 +204,11 @@ def record(model, inputs, loss=None, *, blocks=None, name=None) -> RunResult:
     started, t0 = datetime.now(timezone.utc), time.perf_counter()
     rec, value = measure(model, named, inputs, loss)
     variant = name or type(model).__name__
-    grads, prows = {}, {}
-    rec.add_rows(grads, prows, variant, seed=0, step=0)
-    grads_df, params_df, summary_df, _ = _frames(grads, prows, None, named)
+    rows = Rows()
+    rows.add(rec, variant, seed=0, step=0)
     loss_name = "random" if loss is None else getattr(loss, "__name__", "custom")
-    return RunResult(
-        grads=grads_df,
-        params=params_df,
-        summary=summary_df,
-        config=_config(model, named, variant, loss_name, {}),
-        meta=_meta(model, started, t0, loss_value=value),
-    )
+    config = _config(model, named, variant, loss_name, {})
+    return _result(rows, named, config=config, meta=_meta(model, started, t0, loss_value=value))
 
 
 def measure(model, named, inputs, loss=None):
@@ -291,7 +266,7 @@ def run_factory(cfg, on_seed=None, allow_code: bool | None = None) -> RunResult:
     device, dtype = resolve_device(cfg.device), DTYPES[cfg.dtype]
     started, t0 = datetime.now(timezone.utc), time.perf_counter()
     d = cfg.data
-    grads, prows, named = {}, {}, []
+    rows, named = Rows(), []
     for seed in cfg.seed_list:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             seed_rng(seed, device)
@@ -310,15 +285,14 @@ def run_factory(cfg, on_seed=None, allow_code: bool | None = None) -> RunResult:
 
         named = find_blocks(model, cfg.model.blocks)
         rec, _ = measure(model, named, inputs, loss_fn)
-        rec.add_rows(grads, prows, cfg.name, seed, step=0)
+        rows.add(rec, cfg.name, seed, step=0)
         if on_seed is not None:
             on_seed(seed)
         del model
-    grads_df, params_df, summary_df, _ = _frames(grads, prows, None, named)
     meta = run_meta(
         started, t0, device=str(device), dtype=cfg.dtype, seeds=cfg.seed_list, theory=NO_THEORY, blocks=[n for n, _ in named]
     )
-    return RunResult(grads=grads_df, params=params_df, summary=summary_df, config=cfg.to_dict(), meta=meta)
+    return _result(rows, named, config=cfg.to_dict(), meta=meta)
 
 
 def _step(model, sites, extra, args, kwargs, loss, exact: bool, root=None, dp=None):
@@ -451,8 +425,7 @@ class Watch:
         self._model_params = [p for p in inner.parameters() if p.requires_grad]
         self.steps = 0  # the number of step() calls so far: the next step's index
         self.recorded: list[int] = []  # the steps recorded so far
-        self._grads: dict = {}  # the rows of the recorded steps not yet assembled into frames
-        self._params: dict = {}
+        self._rows = Rows()  # the grads and params rows of the recorded steps not yet assembled into frames
         self._log = _TrainLog()
         self._tables = {t: _Chunks() for t in TABLES}  # in_memory: every row
         self._files = None  # the AppendedRun once `out` is written
@@ -469,6 +442,11 @@ class Watch:
         specs = check_log_to(log_to, tensorboard, self.name)
         self._log_to = specs if self.is_writer else []
         self._sinks = None  # the trackers' runs, open inside the `with`
+
+    @property
+    def running(self) -> bool:
+        """Whether the watch is inside its `with` block (entered and not yet exited)."""
+        return self._entered
 
     # -- the loop ---------------------------------------------------------------------------
     def __enter__(self) -> "Watch":
@@ -603,8 +581,8 @@ class Watch:
 
     def _add_record(self, s: int, rec) -> int:
         """Step s's Record as rows; returns the index of its first grads row."""
-        first = len(self._grads.get("step", ()))
-        rec.add_rows(self._grads, self._params, self.name, seed=0, step=s)
+        first = len(self._rows.grads.get("step", ()))
+        self._rows.add(rec, self.name, seed=0, step=s)
         self.recorded.append(s)
         self._runs["recorded"].add(s)
         if not rec.norms_exact:
@@ -643,8 +621,8 @@ class Watch:
     def _log_sinks(self, s: int, first: int) -> None:
         """Step s's grads rows (from index `first` on), to every tracker of log_to."""
         columns = ("layer", "sublayer", *MEASURES)
-        n = len(self._grads["step"])
-        rows = [{c: self._grads[c][i] for c in columns if c in self._grads} for i in range(first, n)]
+        grads = self._rows.grads
+        rows = [{c: grads[c][i] for c in columns if c in grads} for i in range(first, len(grads["step"]))]
         self._sinks.log(s, rows, None)
 
     def _drain(self) -> None:
@@ -713,19 +691,19 @@ class Watch:
             self._complete_pending()
         self._drain()
         train = self._log.rows
-        if not self._grads.get("step") and not train["step"]:
+        if not self._rows.grads.get("step") and not train["step"]:
             return {}
-        grads, params, summary, train_df = _frames(self._grads, self._params, train if train["step"] else None, self._named)
+        result = _result(Rows(self._rows.grads, self._rows.params, train if train["step"] else None), self._named)
         hist = None
         if self._hist:
             import pandas as pd
 
             hist = pd.DataFrame(self._hist)[registry.HIST_COLUMNS]
-        self._grads, self._params, self._hist = {}, {}, {}
+        self._rows, self._hist = Rows(), {}
         self._log.rows = _TrainLog.new_rows()
-        new = {"grads": grads if len(grads) else None, "params": params if len(params) else None, "summary": summary}
-        new["summary"] = summary if len(summary) else None
-        new["train"] = train_df
+        new = {t: getattr(result, t) for t in ("grads", "params", "summary")}
+        new = {t: df if len(df) else None for t, df in new.items()}
+        new["train"] = result.train
         new["hist"] = hist
         if self.in_memory:
             for table, df in new.items():
@@ -738,11 +716,11 @@ class Watch:
     def _frames_so_far(self) -> dict:
         """Every table as one DataFrame (in_memory), concatenated only when rows were added."""
         self._assemble()
-        empty = _frames({}, {}, None, self._named)
+        empty = _result(Rows(), self._named)
         frames = {t: self._tables[t].frame() for t in TABLES}
-        for i, t in enumerate(("grads", "params", "summary")):
+        for t in ("grads", "params", "summary"):
             if frames[t] is None:
-                frames[t] = empty[i]
+                frames[t] = getattr(empty, t)
         return frames
 
     def _config_meta(self) -> tuple[dict, dict]:
@@ -778,9 +756,10 @@ class Watch:
         if self._entered and self._files is not None:
             self.flush()
         if self._files is None:
-            grads, params, summary, _ = _frames({}, {}, None, self._named)
             config, meta = self._config_meta()
-            return RunResult(grads=grads, params=params, summary=summary, config=config, meta=meta, path=self.out)
+            empty = _result(Rows(), self._named, config=config, meta=meta)
+            empty.path = self.out
+            return empty
         if self._read is None or self._read[0] != self.steps:
             self._read = (self.steps, read_run(self.out))
         return self._read[1]
@@ -817,7 +796,8 @@ class Watch:
             if self.in_memory:
                 result = self.result()
             else:
-                empty = dict(zip(("grads", "params", "summary"), _frames({}, {}, None, self._named)))
+                empty = _result(Rows(), self._named)
+                empty = {t: getattr(empty, t) for t in ("grads", "params", "summary")}
                 result = RunResult(**{**empty, **{t: df for t, df in new.items() if df is not None}}, config=config, meta=meta)
             files.start(result, force=self._force)
             self._files = files

@@ -19,20 +19,11 @@ from resflow.measure.device import DTYPES, input_shape, resolve_device
 from resflow.measure.recorder import Record, Recorder
 from resflow.models import build_model
 from resflow.models.init import seed_rng
+from resflow.results.assemble import Rows, assemble
 from resflow.results.meta import run_meta
-from resflow.results.stats import summarize
-from resflow.results.tables import (
-    CONFIG_COLUMNS,
-    PARAMS_COLUMNS,
-    RunResult,
-    add_constants,
-    config_columns,
-    grads_frame,
-    new_rows,
-    params_frame,
-    summary_frame,
-)
+from resflow.results.tables import RunResult, config_columns
 from resflow.theory.overlay import overlay
+from resflow.theory.predict import predict
 
 
 def prepare_seed(cfg: Config, seed: int, device: torch.device):
@@ -106,14 +97,12 @@ def run(cfg: Config, on_seed=None, on_step=None, allow_code: bool | None = None)
     device = resolve_device(cfg.device)
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
-    grads, params = new_rows(), new_rows(PARAMS_COLUMNS)
+    rows = Rows()
     for seed, rec in measure_all(cfg, device):
-        rec.add_rows(grads, params, cfg.name, seed, step=0)
+        rows.add(rec, cfg.name, seed, step=0)
         if on_seed is not None:
             on_seed(seed)
-    grads_df = grads_frame(add_constants(grads, config_columns(cfg)))
-    summary_df = summary_frame(summarize(grads_df, CONFIG_COLUMNS))
-    grads_df, summary_df, prediction = overlay(grads_df, summary_df, cfg)  # theory beside measurement
+    prediction = predict(cfg)  # theory beside measurement
     meta = run_meta(
         started,
         t0,
@@ -122,10 +111,4 @@ def run(cfg: Config, on_seed=None, on_step=None, allow_code: bool | None = None)
         seeds=cfg.seed_list,
         theory=prediction.model if prediction else f"no prediction: {prediction.reason}",
     )
-    return RunResult(
-        grads=grads_df,
-        params=params_frame(params),
-        summary=summary_df,
-        config=cfg.to_dict(),
-        meta=meta,
-    )
+    return assemble(rows, config_columns(cfg), overlay=overlay(prediction), config=cfg.to_dict(), meta=meta)

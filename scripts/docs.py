@@ -25,6 +25,14 @@ machine), with this checkout first on PYTHONPATH, one torch thread (OMP_NUM_THRE
 not depend on the machine's core count), no COLUMNS (tables at their natural width), stdout only.
 `resflow ...` runs `python -m resflow ...`; `python x.py` runs this interpreter on the checkout's
 x.py. The output is normalised: the temporary directory and the checkout's path become `.`.
+
+A command is a line of bash: `VAR=value resflow ...`, `resflow ... | tail -3` and `2>&1` (to show an
+error message, which goes to stderr) work as typed. Several commands joined by ` && ` run one after
+the other in the same directory (a run, then a command reading its results dir); the block shows
+each as `$ command` followed by its output. A command fails the script when it exits non-zero,
+unless it shows its stderr (`2>&1`): then its message is the output. A slow block's SMALL arguments
+are added to each command that starts with the first one's two words (`resflow run`), before a
+pipe or redirection.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,12 +139,53 @@ def environment() -> dict[str, str]:
     return env
 
 
-def run(cmd: str, cwd: Path, extra: str = "") -> str:
-    """The command's stdout, normalised; exits with its stderr if it fails."""
-    done = subprocess.run(argv(cmd, extra), cwd=cwd, env=environment(), capture_output=True, text=True, timeout=TIMEOUT)
-    if done.returncode != 0:
-        sys.exit(f"docs: {cmd!r} failed ({done.returncode}):\n{done.stderr.strip()}")
-    return normalise(done.stdout, cwd)
+SEP = " && "
+
+
+def commands(cmd: str, extra: str = "") -> list[str]:
+    """The commands of a block, in order. SMALL arguments (`extra`) go to every command that starts
+    with the first one's two words (`resflow run`), before its pipe or redirection (`| tail -2`)."""
+    parts = cmd.split(SEP)
+    if extra:
+        program = parts[0].split()[:2]
+        for i, part in enumerate(parts):
+            if part.split()[:2] == program:
+                cut = min([k for k in (part.find(" |"), part.find(" >"), part.find(" 2>")) if k >= 0], default=len(part))
+                parts[i] = f"{part[:cut]} {extra}{part[cut:]}"
+    return parts
+
+
+def shim(bindir: Path) -> Path:
+    """`resflow` and `python` on PATH as this interpreter, so a block's bash line runs this checkout."""
+    bindir.mkdir(parents=True, exist_ok=True)
+    for name, args in (("resflow", "-m resflow "), ("python", "")):
+        exe = bindir / name
+        exe.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} {args}"$@"\n')
+        exe.chmod(0o755)
+    return bindir
+
+
+def bash_line(part: str) -> str:
+    """`python x.py ...` on the checkout's x.py (the command runs elsewhere); anything else as typed."""
+    m = re.match(r"^python (\S+)", part)
+    if m and not m[1].startswith("-") and (ROOT / m[1]).is_file():
+        return f"python {shlex.quote(str(ROOT / m[1]))}{part[m.end() :]}"
+    return part
+
+
+def transcript(cmd: str, cwd: Path, extra: str = "") -> str:
+    """What a terminal shows for the block: each command after the first as `$ command`, then its
+    stdout (normalised); exits with the stderr of a command that fails."""
+    env = environment()
+    env["PATH"] = str(shim(cwd / ".docs-bin")) + os.pathsep + env.get("PATH", "")
+    out = []
+    for i, part in enumerate(commands(cmd, extra)):
+        done = subprocess.run(["bash", "-c", bash_line(part)], cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+        if done.returncode != 0 and "2>&1" not in part:
+            sys.exit(f"docs: {part!r} failed ({done.returncode}):\n{done.stderr.strip()}")
+        shown = normalise(done.stdout, cwd) if done.stdout.strip() else ""
+        out.append(("" if i == 0 else f"$ {part}\n") + shown)
+    return "".join(out)
 
 
 def normalise(text: str, cwd: Path) -> str:
@@ -148,7 +198,7 @@ def normalise(text: str, cwd: Path) -> str:
 def render(block: Block, output: str) -> list[str]:
     """The lines inside a block: the command and its output in a text fence (and, for a slow block,
     how to regenerate it)."""
-    lines = ["```text", f"$ {block.cmd}", *output.rstrip("\n").splitlines(), "```"]
+    lines = ["```text", f"$ {commands(block.cmd)[0]}", *output.rstrip("\n").splitlines(), "```"]
     if block.slow:
         page = rel(block.page)
         lines.append(f"*Slow (not checked in CI); regenerate with `python -m scripts.docs --slow --only {page}`.*")
@@ -164,8 +214,10 @@ class Runner:
     def __call__(self, cmd: str) -> tuple[str, Path]:
         if cmd not in self.done:
             cwd = Path(tempfile.mkdtemp(dir=self.keep))
-            print(f"docs: running {cmd}", file=sys.stderr)
-            self.done[cmd] = (run(cmd, cwd), cwd)
+            print(f"docs: running {cmd}", file=sys.stderr, flush=True)
+            start = time.perf_counter()
+            self.done[cmd] = (transcript(cmd, cwd), cwd)
+            print(f"docs: {time.perf_counter() - start:.1f} s for {cmd}", file=sys.stderr, flush=True)
         return self.done[cmd]
 
 

@@ -46,7 +46,9 @@ def test_every_marker_in_the_docs_is_closed_and_runnable():
     figures = [f for page in docs.pages() for f in docs.parse(page)[1]]
     assert len(blocks) >= 5 and any(b.slow for b in blocks) and figures
     for b in blocks:
-        assert docs.argv(b.cmd)[0]  # starts with resflow or python
+        for part in docs.commands(b.cmd):
+            words = [w for w in part.split() if "=" not in w or w.startswith("-")]  # less VAR=value prefixes
+            assert words[0] in ("resflow", "python", "wc"), f"{b.where()}: {part!r} runs neither resflow nor python"
         assert not b.slow or b.small, f"{b.where()}: a slow block names the arguments that make it small"
     for f in figures:
         assert f.target.is_file(), f"{f.target} (from {f.cmd}) is missing"
@@ -60,11 +62,8 @@ def test_every_marker_in_the_docs_is_closed_and_runnable():
 def test_slow_blocks_commands_still_run_at_a_small_size(block, tmp_path):
     """The degradation experiment, theory_check and other slow blocks: their command, with the small
     arguments their marker names, runs and prints (CI does not regenerate them)."""
-    done = subprocess.run(
-        docs.argv(block.cmd, block.small), cwd=tmp_path, env=docs.environment(), capture_output=True, text=True, timeout=600
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip()
+    shown = docs.transcript(block.cmd, tmp_path, block.small)  # exits with the stderr of a command that fails
+    assert len(shown.splitlines()) >= len(docs.commands(block.cmd))
 
 
 @pytest.mark.parametrize("example", sorted(p.name for p in (ROOT / "examples").glob("*.py")))
@@ -79,3 +78,34 @@ def test_examples_run_at_a_small_size(example, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip()
+
+
+def test_a_chain_of_commands_shares_a_directory_and_shows_each_command(tmp_path):
+    """`A && B`: B sees what A wrote, the block shows `$ B` before B's output; a command that
+    fails stops the script unless it shows its stderr (`2>&1`), whose message is then the output."""
+    cmd = "resflow theory deep50 --critical && resflow theory deep50 --critical > crit.txt && python -c \"print(open('crit.txt').read().upper())\""
+    page = _page(tmp_path, cmd)
+    assert docs.main(["--only", str(page)]) == 0
+    # the reference: the same command run directly, without the script
+    crit = subprocess.run(
+        docs.argv("resflow theory deep50 --critical"), env=docs.environment(), capture_output=True, text=True, check=True
+    ).stdout
+    parts = cmd.split(" && ")
+    expected = f"$ {parts[0]}\n{crit}$ {parts[1]}\n$ {parts[2]}\n{crit.upper()}"  # trailing blank line dropped
+    assert f"```text\n{expected}```\n<!-- /docs-output -->" in page.read_text()
+
+    error = docs.transcript("resflow run no-such-config 2>&1", tmp_path)
+    assert error.startswith("error: ") and "no-such-config" in error and "Traceback" not in error
+    with pytest.raises(SystemExit, match="no-such-config"):
+        docs.transcript("resflow run no-such-config", tmp_path)
+
+
+def test_small_arguments_go_to_each_command_like_the_first():
+    cmd = "resflow run a --no-plots | tail -2 && resflow run b > /dev/null && resflow export c && python -c 'x'"
+    assert docs.commands(cmd, "--seeds 1") == [
+        "resflow run a --no-plots --seeds 1 | tail -2",
+        "resflow run b --seeds 1 > /dev/null",
+        "resflow export c",
+        "python -c 'x'",
+    ]
+    assert docs.commands("python examples/x.py", "--small") == ["python examples/x.py --small"]

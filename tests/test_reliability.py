@@ -410,7 +410,7 @@ def test_a_damaged_point_file_is_run_again_on_resume(tmp_path, resflow_cmd, cli_
 FULL_DISK = """
 import errno, os, sys
 import resflow._sys.files as files
-real = files._write_all
+real = files.write_all
 def full(fd, data):
     name = os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))
     if name.startswith("." + os.environ["FAIL_AT"]):
@@ -419,7 +419,7 @@ def full(fd, data):
         else:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     real(fd, data)
-files._write_all = full
+files.write_all = full
 from resflow.cli import main
 sys.argv = ["resflow", *sys.argv[1:]]
 main()

@@ -133,7 +133,7 @@ def test_in_memory_false_keeps_nothing_but_the_files(tmp_path):
     with resflow.watch(model, every=2, out=tmp_path / "files", in_memory=False) as w:
         loop(model, w, 5)
         assert all(not c.chunks for c in w._tables.values())
-        assert not w._grads and not w._params  # this step's rows went to the files
+        assert not w._rows.grads and not w._rows.params  # this step's rows went to the files
         mid = w.grads
     model.load_state_dict(start)
     with resflow.watch(model, every=2, out=tmp_path / "memory") as kept:

@@ -51,7 +51,8 @@ def check_replaceable(path) -> None:
         )
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
+    """Write every byte of `data` to `fd` (os.write may write fewer than asked)."""
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
@@ -122,4 +123,4 @@ def atomic_file(path: Path, suffix: str = ".tmp"):
 def write_text_atomic(path: Path, text: str) -> None:
     """`text` into `path`, atomically (see atomic_file)."""
     with atomic_file(path) as fh:
-        _write_all(fh.fileno(), text.encode("utf-8"))
+        write_all(fh.fileno(), text.encode("utf-8"))

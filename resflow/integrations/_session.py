@@ -30,5 +30,5 @@ class StepSession:
         self.watch.step(loss)
 
     def close(self, exc: BaseException | None = None) -> None:
-        if self.watch._entered:
+        if self.watch.running:
             self.watch.__exit__(type(exc) if exc else None, exc, None)

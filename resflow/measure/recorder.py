@@ -410,6 +410,17 @@ class Recorder:
         self._grad_seen = False  # a gradient arrived since the last block call (no root: a new forward)
 
     @property
+    def params(self) -> list[torch.Tensor]:
+        """The parameters recorded, each once, in first-seen order (for per-parameter state a caller
+        keeps, e.g. training's copy before the optimizer step)."""
+        return list(self._params)
+
+    @property
+    def param_rows(self) -> list[int]:
+        """For each params.csv row of a Record, the index of its parameter in `params`."""
+        return [i for _, _, i in self._param_rows]
+
+    @property
     def calls_seen(self) -> int:
         """Block calls seen since the last reset (by_call)."""
         return len(self._call_template)
@@ -629,16 +640,6 @@ class Recorder:
         rec.norms_exact = exact
         rec.module = [getattr(s, "name", "") for s in self.sites]
         return rec
-
-    @property
-    def params(self) -> list[torch.Tensor]:
-        """The unique parameters the recorder measures, in the order `param_rows` index them."""
-        return self._params
-
-    @property
-    def param_rows(self) -> list[int]:
-        """Per params.csv row, its parameter's index into `params` (a shared parameter: several rows)."""
-        return [i for _, _, i in self._param_rows]
 
     @property
     def _row_site(self) -> list[int]:

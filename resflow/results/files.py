@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from resflow._sys.files import _write_all, atomic_file, not_replaceable, shareable, write_text_atomic
+from resflow._sys.files import atomic_file, not_replaceable, shareable, write_all, write_text_atomic
 from resflow._sys.signals import deferred
 from resflow.errors import ConfigError, EnvironmentFault, ResflowError, environment_error
 from resflow.results.csvtext import to_csv_text
@@ -381,12 +381,12 @@ class TableStream:
             text = to_csv_text(df).encode("utf-8")
             header, _, body = text.partition(os.linesep.encode())
             if not self.rows and not self._header:
-                _write_all(self._csv.fileno(), text)
+                write_all(self._csv.fileno(), text)
                 self._header = header
             elif header != self._header:
                 raise ValueError(f"a chunk with other columns than the first: {header[:80]!r}")
             else:
-                _write_all(self._csv.fileno(), body)
+                write_all(self._csv.fileno(), body)
         if self._parquet is not None:
             self._write_parquet(df)
         self.rows += len(df)

@@ -83,22 +83,6 @@ def config_columns(cfg) -> dict[str, Any]:
     )
 
 
-GRADS_ROW_KEYS = (*GRADS_KEYS, *quantities.leading())
-
-
-def new_rows(keys=GRADS_ROW_KEYS) -> dict[str, list]:
-    """Empty tidy rows kept as {column: values}, the columns in schema order (filled by Record.add_rows)."""
-    return {k: [] for k in keys}
-
-
-def add_constants(rows: dict[str, list], constants: dict[str, Any]) -> dict[str, list]:
-    """Give every row the same value in each of `constants`' columns (the config's, in place)."""
-    n_rows = len(rows["seed"])
-    for key, value in constants.items():
-        rows[key] = [value] * n_rows
-    return rows
-
-
 def _ordered(df: pd.DataFrame, columns: list[str], last=()) -> pd.DataFrame:
     """The schema's columns first, in order; any extra columns (added by later features) after;
     `last` at the end."""

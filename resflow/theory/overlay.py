@@ -10,12 +10,13 @@ Columns are empty (NaN) where the config is outside every theory's domain.
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
 import pandas as pd
 
 from resflow.results.tables import appended_last
-from resflow.theory.predict import NoPrediction, Prediction, predict
+from resflow.theory.predict import NoPrediction, Prediction
 
 GRADS_COLUMNS = ["predicted_input_grad_norm"]
 SUMMARY_COLUMNS = ["predicted_grad_ratio", "predicted_gain_per_layer", "chi1", "depth_scale"]
@@ -50,11 +51,10 @@ def add_prediction(grads: pd.DataFrame, summary: pd.DataFrame, pred: Prediction 
     return appended_last(grads), summary
 
 
-def overlay(grads: pd.DataFrame, summary: pd.DataFrame, cfg):
-    """`add_prediction` for a config: (grads, summary, prediction)."""
-    pred = predict(cfg)
-    grads, summary = add_prediction(grads, summary, pred)
-    return grads, summary, pred
+def overlay(pred: Prediction | NoPrediction):
+    """`add_prediction` of `pred` as a function of (grads, summary): the theory step of the one
+    assembly path (resflow.results.assemble), which cannot import theory itself."""
+    return partial(add_prediction, pred=pred)
 
 
 def log_ratio_gap(measured: float, predicted: float) -> float:

@@ -31,20 +31,10 @@ from resflow.measure.recorder import Record, Recorder, group_norm, remeasure_ine
 from resflow.measure.steps import StepNorms, add_step
 from resflow.models import build_model
 from resflow.models.init import seed_rng
+from resflow.results.assemble import Rows, assemble
 from resflow.results.meta import run_meta
-from resflow.results.stats import end_sites, summarize
-from resflow.results.tables import (
-    CONFIG_COLUMNS,
-    PARAMS_COLUMNS,
-    RunResult,
-    add_constants,
-    config_columns,
-    grads_frame,
-    new_rows,
-    params_frame,
-    summary_frame,
-    train_frame,
-)
+from resflow.results.stats import end_sites
+from resflow.results.tables import RunResult, config_columns
 from resflow.train.tasks import make_task
 
 CLASSIFY_COLUMNS = ("eval_accuracy", "train_set_loss", "train_set_accuracy")  # train.csv, train.task: classify
@@ -236,27 +226,23 @@ def _train(cfg, on_seed, on_step) -> RunResult:
     device = resolve_device(cfg.device)
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
-    grads, params = new_rows(), new_rows(PARAMS_COLUMNS)
-    train_rows = new_rows(("variant", "seed"))
+    rows = Rows(train={"variant": [], "seed": []})
     floors, baselines = [], []
     for seed in cfg.seed_list:
         run = train_seed(cfg, seed, device, on_step)
         for step, rec in run.records:
-            rec.add_rows(grads, params, cfg.name, seed, step)
+            rows.add(rec, cfg.name, seed, step)
         n_steps = len(run.rows["step"])
-        train_rows["variant"] += [cfg.name] * n_steps
-        train_rows["seed"] += [seed] * n_steps
+        rows.train["variant"] += [cfg.name] * n_steps
+        rows.train["seed"] += [seed] * n_steps
         for key, values in run.rows.items():
-            train_rows.setdefault(key, []).extend(values)
-        train_rows.setdefault("task_floor", []).extend([run.floor] * n_steps)
-        train_rows.setdefault("task_baseline", []).extend([run.baseline] * n_steps)
+            rows.train.setdefault(key, []).extend(values)
+        rows.train.setdefault("task_floor", []).extend([run.floor] * n_steps)
+        rows.train.setdefault("task_baseline", []).extend([run.baseline] * n_steps)
         floors.append(run.floor)
         baselines.append(run.baseline)
         if on_seed is not None:
             on_seed(seed)
-    cols = config_columns(cfg)
-    grads_df = grads_frame(add_constants(grads, cols))
-    add_constants(train_rows, cols)
     meta = run_meta(
         started,
         t0,
@@ -269,11 +255,5 @@ def _train(cfg, on_seed, on_step) -> RunResult:
         task_baseline=baselines,  # per seed: the loss of the best constant prediction
         record_steps=record_steps(cfg.train.steps, cfg.train.record_every),
     )
-    return RunResult(
-        grads=grads_df,
-        params=params_frame(params),
-        summary=summary_frame(summarize(grads_df, CONFIG_COLUMNS)),
-        config=cfg.to_dict(),
-        meta=meta,
-        train=train_frame(train_rows),
-    )
+    # no theory overlay: the theory is about the network at initialisation, not a training run
+    return assemble(rows, config_columns(cfg), config=cfg.to_dict(), meta=meta)
