@@ -39,7 +39,7 @@ def prepare_seed(cfg: Config, seed: int, device: torch.device):
         from resflow.measure.datasets import Batches, as_input, load
 
         images, labels = Batches(load(cfg.data.dataset), gen).next(cfg.data.batch_size)
-        x, labels = as_input(images, cfg.model.block), labels.to(device)
+        x, labels = as_input(images, cfg.model.images), labels.to(device)
     else:
         x = make_input(cfg.data, input_shape(cfg), gen)
     x = x.to(device=device, dtype=dtype).requires_grad_(True)

@@ -109,7 +109,7 @@ CASES = [
     ("sweep-config-to-run", OK + "sweep:\n  model.depth: [1, 2]\n", [], 2, ["sweep: section", "resflow sweep"]),
     (
         "union-inf",
-        OK,
+        TRANSFORMER + "}\n",
         ["--set", "model.residual_scale=.inf"],
         2,
         ["--set model.residual_scale: must be a finite number or 'deepnorm', got inf"],
@@ -150,7 +150,7 @@ CASES = [
         "model: {block: conv, depth: 8, width: 4, share_weights: true}\n",
         [],
         2,
-        ["model.share_weights", "different widths"],
+        ["model.share_weights: not a key of block 'conv' (its keys: block, depth, width,"],
     ),
     (
         "groups-not-dividing-width",
@@ -186,14 +186,14 @@ CASES = [
         TRANSFORMER + ", norm_type: batchnorm}\n",
         [],
         2,
-        ["model.norm_type", "'batchnorm'", "transformers"],
+        ["model.norm_type", "'batchnorm'", "'layernorm' or 'rmsnorm'"],
     ),
     (
         "shortcut-for-mlp",
         "model: {depth: 2, width: 4, shortcut: projection}\n",
         [],
         2,
-        ["model.shortcut", "only for model.block: conv"],
+        ["model.shortcut: not a key of block 'mlp' (its keys: block, depth, width,"],
     ),
     ("cross-entropy-without-dataset", OK + "loss: cross_entropy\n", [], 2, ["loss", "cross_entropy", "data.dataset"]),
     (

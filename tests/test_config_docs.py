@@ -4,19 +4,26 @@ against a separate walk of the JSON schema pydantic derives)."""
 
 import importlib.util
 from pathlib import Path
+from typing import Annotated, get_args, get_origin
 
 from pydantic import BaseModel
 
 from resflow.config import Config
+from resflow.config.families import FAMILIES
 
 HOOK = Path(__file__).resolve().parents[1] / "docs" / "hooks" / "config_ref.py"
 
 
 def _fields(model=Config, prefix=""):
+    """(dotted key, field) of every section, and of every block family's `model` section."""
     for name, field in model.model_fields.items():
         yield f"{prefix}{name}", field
         if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
             yield from _fields(field.annotation, f"{prefix}{name}.")
+        for arg in get_args(field.annotation):  # a tagged union of sections: model's block families
+            cls = get_args(arg)[0] if get_origin(arg) is Annotated else None
+            if isinstance(cls, type) and issubclass(cls, BaseModel):
+                yield from _fields(cls, f"{prefix}{name}.")
 
 
 def _schema_keys():
@@ -27,8 +34,9 @@ def _schema_keys():
     def walk(node, prefix):
         for name, prop in node.get("properties", {}).items():
             yield f"{prefix}{name}"
-            ref = prop.get("$ref") or next((a["$ref"] for a in prop.get("allOf", []) if "$ref" in a), None)
-            if ref:
+            refs = [prop["$ref"]] if "$ref" in prop else []
+            refs += [a["$ref"] for a in prop.get("allOf", []) + prop.get("oneOf", []) if "$ref" in a]
+            for ref in refs:  # (oneOf: one section per block family)
                 yield from walk(defs[ref.rsplit("/", 1)[-1]], f"{prefix}{name}.")
 
     return set(walk(schema, ""))
@@ -46,9 +54,18 @@ def test_every_config_key_has_a_description():
     assert not missing, f"config keys without Field(description=...): {missing}"
 
 
+def _rows(text: str) -> dict[str, str]:
+    """key -> its rows (one per block family that has the key), joined by newlines."""
+    rows: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith("| `"):
+            key = line.split("|")[1].strip().strip("`")
+            rows[key] = rows.get(key, "") + line + "\n"
+    return rows
+
+
 def test_reference_has_one_row_per_key_with_its_description():
-    text = _hook().render()
-    rows = {line.split("|")[1].strip().strip("`"): line for line in text.splitlines() if line.startswith("| `")}
+    rows = _rows(_hook().render())
     keys = _schema_keys()
     assert len(keys) > 40  # the walk found the nested sections
     assert set(rows) == keys
@@ -57,11 +74,11 @@ def test_reference_has_one_row_per_key_with_its_description():
 
 
 def test_reference_shows_defaults_and_bounds():
-    rows = {line.split("|")[1].strip().strip("`"): line for line in _hook().render().splitlines() if line.startswith("| `")}
-    # required unless model.factory builds the model (then resflow's own keys do not apply)
-    assert "required without `model.factory`" in rows["model.depth"] and "≥ 1" in rows["model.depth"]
+    rows = _rows(_hook().render())
+    assert "**required**" in rows["model.depth"] and "≥ 1" in rows["model.depth"]
+    assert rows["model.depth"].count("\n") == len(FAMILIES) - 1  # one row per block family (the factory has none)
     assert "`32`" in rows["data.batch_size"]
-    assert "`false`" in rows["model.residual"] and "unset" in rows["model.heads"]
+    assert "`false`" in rows["model.residual"] and "unset" in rows["model.final_norm"]
     assert "`sum` \\| `mean` \\| `mse` \\| `random`" in rows["loss"]
 
 

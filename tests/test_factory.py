@@ -82,7 +82,7 @@ def test_factory_config_round_trips_and_rejects_own_keys():
         load_config({**FACTORY, "data": {}})
     with pytest.raises(ConfigError, match="data.shape: only with model.factory"):
         load_config({"model": {"depth": 2, "width": 3}, "data": {"shape": [2, 3]}})
-    with pytest.raises(ConfigError, match="model.kwargs: only with model.factory"):
+    with pytest.raises(ConfigError, match="model.kwargs: not a key of block 'mlp'"):
         load_config({"model": {"depth": 2, "width": 3, "kwargs": {"a": 1}}})
     with pytest.raises(ConfigError, match="train.steps: a model.factory model is measured at initialisation only"):
         load_config(FACTORY, ["train.steps=3"])

@@ -259,6 +259,6 @@ def test_step0_evaluation_of_a_batchnorm_net_uses_batch_statistics():
     model = build_model(cfg.model, device=torch.device("cpu"), dtype=torch.float32, io=model_io(cfg)).train()
     data = load(cfg.data.dataset)
     with torch.no_grad():
-        logits = model(as_input(data.test_x, cfg.model.block).float())  # 359 examples: one chunk
+        logits = model(as_input(data.test_x, cfg.model.images).float())  # 359 examples: one chunk
     expected = float(F.cross_entropy(logits.double(), data.test_y))
     assert at0["eval_loss"] == pytest.approx(expected, rel=1e-5)

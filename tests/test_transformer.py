@@ -291,7 +291,7 @@ def test_token_input_repeats_embedding_rows():
 
 def test_mlp_configs_unchanged_and_round_trip():
     cfg = load_config("deep50")
-    assert cfg.model.activation == "tanh" and cfg.model.heads is None and cfg.data.seq_len is None
+    assert cfg.model.activation == "tanh" and not hasattr(cfg.model, "heads") and cfg.data.seq_len is None
     assert cfg.replace(["model.depth=3"]).model.depth == 3
     tf = load_config("pre-norm")
     assert tf.replace(["model.norm=post"]).model.has_final_norm is False  # final_norm follows norm
@@ -310,7 +310,7 @@ runner = CliRunner()
         ("pre-norm", ["model.activation=tanh"], "model.ffn"),
         ("pre-norm", ["loss=sum"], "zero gradient through the LayerNorm"),
         ("pre-norm", ["data.vocab=10"], "data.vocab: only for data.input: tokens"),
-        ("deep50", ["model.heads=4"], "model.heads: only transformer blocks"),
+        ("deep50", ["model.heads=4"], "model.heads: not a key of block 'mlp'"),
         ("deep50", ["data.seq_len=8"], "data.seq_len: only for model.block: transformer"),
         ("deep50", ["model.init.zero_out=true"], "model.init.zero_out"),
         ("deep50", ["model.residual_scale=deepnorm"], "deepnorm"),

@@ -11,7 +11,7 @@ one-key ratio figure's x axis must be the values in order, each point the summar
 from __future__ import annotations
 
 import math
-from typing import Literal, get_args, get_origin
+from typing import Annotated, Literal, get_args, get_origin
 
 import pytest
 from pydantic import BaseModel
@@ -35,8 +35,10 @@ def word_keys(model: type[BaseModel] = Config, prefix: str = "") -> dict[str, li
         ann = field.annotation
         args = [ann] if get_origin(ann) in (None, Literal) else list(get_args(ann))
         for arg in args:
+            arg = get_args(arg)[0] if get_origin(arg) is Annotated else arg  # (a block family's section)
             if isinstance(arg, type) and issubclass(arg, BaseModel):
-                out.update(word_keys(arg, f"{prefix}{name}."))
+                for key, words in word_keys(arg, f"{prefix}{name}.").items():
+                    out[key] = list(dict.fromkeys(out.get(key, []) + words))
         words = [w for arg in args if get_origin(arg) is Literal for w in get_args(arg)]
         if (words or str in args) and f"{prefix}{name}" not in FREE_TEXT:
             out[f"{prefix}{name}"] = words + ([None] if type(None) in args else [])

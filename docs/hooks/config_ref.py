@@ -30,16 +30,46 @@ def _is_section(annotation) -> bool:
     return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 
-def sections(model=None, prefix: str = ""):
-    """(dotted prefix, model class) for the top level and every nested section, depth first."""
+def tagged(annotation) -> dict:
+    """{tag: section class} of a tagged union of sections (`model`: one per block family), else {}."""
+    out = {}
+    if typing.get_origin(annotation) is typing.Union:
+        for arg in typing.get_args(annotation):
+            if typing.get_origin(arg) is typing.Annotated:
+                cls, *meta = typing.get_args(arg)
+                tag = next((m.tag for m in meta if hasattr(m, "tag")), None)
+                if tag is not None and _is_section(cls):
+                    out[tag] = cls
+    return out
+
+
+def sections(model=None, prefix: str = "", title: str = "", seen=None, choice: str = "", users=None):
+    """(dotted prefix, model class, title) for the top level and every nested section, depth first;
+    a section chosen by a key (the block families of `model`) once per choice, a nested section
+    shared by several of them (`model.init`) once, and titled with the choice when it is its own."""
+    seen = set() if seen is None else seen
     if model is None:
         from resflow.config import Config
 
         model = Config
-    yield prefix, model
+    if model in seen:
+        return
+    seen.add(model)
+    yield prefix, model, title or (f"`{prefix.rstrip('.')}`" if prefix else "Top level")
     for name, field in model.model_fields.items():
         if _is_section(field.annotation):
-            yield from sections(field.annotation, f"{prefix}{name}.")
+            own = choice and (users or {}).get(field.annotation) == 1  # (model.init of transformers)
+            sub = f"`{prefix}{name}`" + (f" with {choice}" if own else "")
+            yield from sections(field.annotation, f"{prefix}{name}.", sub, seen)
+        families = tagged(field.annotation)
+        used: dict = {}  # nested section class -> how many of the choices have it
+        for cls in families.values():
+            for f in cls.model_fields.values():
+                if _is_section(f.annotation):
+                    used[f.annotation] = used.get(f.annotation, 0) + 1
+        for tag, cls in families.items():
+            which = "`model.factory` set" if tag == "factory" else f"`{prefix}{name}.block: {tag}`"
+            yield from sections(cls, f"{prefix}{name}.", f"`{prefix}{name}` with {which}", seen, which, used)
 
 
 def _type_text(annotation) -> str:
@@ -49,7 +79,7 @@ def _type_text(annotation) -> str:
     if origin is typing.Union:
         parts = [_type_text(a) for a in args if a is not type(None)]
         return " or ".join(parts)
-    if _is_section(annotation):
+    if _is_section(annotation) or tagged(annotation):
         return "section"
     return SCALARS.get(annotation, getattr(annotation, "__name__", str(annotation)))
 
@@ -90,8 +120,7 @@ def _cell(text: str) -> str:
 def render() -> str:
     """Markdown: one table per config section."""
     out = []
-    for prefix, model in sections():
-        title = f"`{prefix.rstrip('.')}`" if prefix else "Top level"
+    for prefix, model, title in sections():
         out += [f"### {title}", "", "| key | type | default | description |", "| --- | --- | --- | --- |"]
         for name, field in model.model_fields.items():
             kind = _type_text(field.annotation)

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from resflow.config.families import as_written_before_families
 from resflow.config.safeyaml import safe_load
 from resflow.config.schema import Config, validate
 from resflow.errors import ConfigError
@@ -116,6 +117,12 @@ def parse_yaml(text: str, source: str) -> Any:
         raise ConfigError(f"{source}: invalid YAML: nested too deeply") from None
 
 
+def load_stored_config(data: dict[str, Any]) -> Config:
+    """The config of a results dir (its config.yaml as read back), also one written before the block
+    families (see `as_written_before_families`)."""
+    return validate(as_written_before_families(data), source="config.yaml")
+
+
 def load_config(ref: str | Path | dict[str, Any], overrides: list[str] | dict[str, Any] | None = None) -> Config:
     """Load and validate a config from a YAML path, a bundled config name, or a dict."""
     if not isinstance(ref, (str, os.PathLike, dict)):
@@ -127,5 +134,7 @@ def load_config(ref: str | Path | dict[str, Any], overrides: list[str] | dict[st
         return validate(ref, overrides=overrides, source="config")
     path = resolve_config_path(ref)
     data = read_yaml(path)
+    if path.name == "config.yaml" and (path.parent / "meta.json").is_file():  # a results dir's (maybe an old one)
+        data = as_written_before_families(data)
     data.setdefault("name", path.stem)
     return validate(data, overrides=overrides, source=str(path))

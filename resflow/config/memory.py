@@ -42,59 +42,15 @@ class Estimate:
         return term, self.keys[term]
 
 
-def _mlp(m, d) -> tuple[int, int, int, dict]:
-    W, N = m.width, d.batch_size
-    norm = 2 * W if m.norm != "none" else 0
-    params = (m.width * W + (W if m.bias else 0) + norm) * (1 if m.share_weights else m.depth)
-    per_block = N * W * (5 + (1 if m.norm != "none" else 0))  # x, W x, phi, sum, recorder grad (+ norm)
-    return params, per_block * m.depth, m.depth, {"params": "model.width", "activations": "data.batch_size"}
-
-
-def _transformer(m, d) -> tuple[int, int, int, dict]:
-    C, H, T = m.width, max(1, round(m.ffn_mult * m.width)), d.seq_len
-    N = d.batch_size * T  # tokens
-    ffn_in = 2 if m.ffn == "swiglu" else 1
-    params = (4 * C * C + (1 + ffn_in) * C * H + 8 * C) * (1 if m.share_weights else m.depth)
-    per_token = 10 * C + (2 + 2 * ffn_in) * H + m.heads * T  # q k v, norms, FFN hidden, attention weights
-    return (
-        params,
-        N * per_token * m.depth,
-        2 * m.depth,
-        {"params": "model.width", "activations": "data.batch_size (or data.seq_len)"},
-    )
-
-
 IMAGES = {None: ((1, 8, 8), 10), "digits": ((1, 8, 8), 10)}  # data.dataset -> (C, H, W), classes (tested against the loaders)
-
-
-def _conv(m, d) -> tuple[int, int, int, dict]:
-    (C, H, W), classes = IMAGES[d.dataset]
-    N, w, n = d.batch_size, m.width, (m.depth - 2) // 6
-    norm = 2 if m.norm != "none" else 0  # a norm's weight and bias per channel
-    params = 9 * C * w + norm * w + 4 * w * classes + classes  # stem, head
-    acts = N * w * H * W * 3  # the stem's conv, norm, act
-    c_in, pixels = w, H * W
-    for stage, c in enumerate((w, 2 * w, 4 * w)):
-        if stage:
-            pixels = -(-H // 2**stage) * -(-W // 2**stage)
-        for i in range(n):
-            params += 9 * c_in * c + 9 * c * c + 2 * norm * c
-            if c_in != c and m.residual and m.shortcut == "projection":
-                params += c_in * c + norm * c
-            acts += N * c * pixels * 8  # conv, norm, act, conv, norm, sum, act, the recorder's gradient
-            c_in = c
-    return params, acts, 3 * n, {"params": "model.width", "activations": "data.batch_size"}
 
 
 def _inputs(m, d) -> int:
     """A dataset's MLP stem (pixels -> width) and head (width -> classes), if any."""
-    if d.dataset is None or m.block != "mlp":
+    if d.dataset is None or m.images:
         return 0
     (C, H, W), classes = IMAGES[d.dataset]
     return C * H * W * m.width + m.width + m.width * classes + classes
-
-
-BLOCKS = {"mlp": _mlp, "transformer": _transformer, "conv": _conv}
 
 
 def estimate(cfg) -> Estimate:
@@ -113,7 +69,7 @@ def estimate(cfg) -> Estimate:
         from resflow.config.schema import record_steps
 
         recorded = len(record_steps(train.steps, train.record_every))
-    params, acts, sites, keys = BLOCKS[cfg.model.block](cfg.model, data)
+    params, acts, sites, keys = cfg.model.memory(data)  # the block family's own estimate
     params += _inputs(cfg.model, data)
     if data is not cfg.data:
         keys = {**keys, "activations": keys["activations"].replace("data.batch_size", "train.batch_size")}

@@ -6,6 +6,7 @@ import difflib
 import math
 import re
 import reprlib
+import typing
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -35,21 +36,41 @@ def _overridden(key: str, overridden: set[str]) -> bool:
     return any(key == o or o.startswith(key + ".") or key.startswith(o + ".") for o in overridden)
 
 
+def _sections(annotation) -> dict[str, type[BaseModel]]:
+    """A field's section types by tag: {"": the section} for a section, {tag: section} for a tagged
+    union of sections (`model`: one per block family), {} for a plain field."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return {"": annotation}
+    out = {}
+    for arg in typing.get_args(annotation) if typing.get_origin(annotation) is typing.Union else ():
+        if typing.get_origin(arg) is typing.Annotated:
+            cls, *meta = typing.get_args(arg)
+            tag = next((m.tag for m in meta if hasattr(m, "tag")), None)
+            if tag is not None and isinstance(cls, type) and issubclass(cls, BaseModel):
+                out[tag] = cls
+    return out
+
+
 def _field_loc(loc, root: type[BaseModel]) -> list[str]:
     """An error's location as the config's keys: without the tags pydantic adds for each type a
-    field allows (model.residual_scale.float, model.residual_scale.literal['deepnorm'])."""
-    out, model = [], root
+    field allows (model.residual_scale.float, model.residual_scale.literal['deepnorm']) or for the
+    section a tagged union picked (model.mlp.depth: model.depth)."""
+    out, model, tagged = [], root, {}
     for part in loc:
+        if tagged:  # the tag of the section a union picked: not a key
+            model, tagged = tagged.get(part), {}
+            continue
         if model is None:  # below a plain field: a union member's tag, or an item of a list
             if isinstance(part, int):
                 out.append(str(part))
             continue
         out.append(str(part))
         field = model.model_fields.get(part) if isinstance(part, str) else None
-        annotation = getattr(field, "annotation", None)
-        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        sections = _sections(getattr(field, "annotation", None))
+        model = sections.get("")
+        tagged = sections if model is None else {}
         if field is None:  # an unknown key: nothing below it to strip
-            model = None
+            model, tagged = None, {}
     return out
 
 
@@ -128,11 +149,12 @@ def show(value: Any) -> str:
 
 
 def _fields_at(loc: list[str], root: type[BaseModel]) -> list[str]:
-    model: type[BaseModel] = root
+    """The keys of the section at `loc` ([] below a plain field); for a union of sections, the keys
+    of all of them (each refuses the others' keys itself, naming its family)."""
+    models: list[type[BaseModel]] = [root]
     for part in loc:
-        field = model.model_fields.get(part)
-        annotation = getattr(field, "annotation", None)
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        found = [s for m in models for s in _sections(getattr(m.model_fields.get(part), "annotation", None)).values()]
+        if not found:
             return []
-        model = annotation
-    return list(model.model_fields)
+        models = found
+    return list(dict.fromkeys(k for m in models for k in m.model_fields))

@@ -5,312 +5,21 @@ Strict types, unknown keys rejected, frozen: past `load_config` no raw dicts exi
 
 from __future__ import annotations
 
-import re
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from resflow.config.families import FAMILIES, ModelSection, family_name, unknown_block
+from resflow.config.families.factory import FACTORY_KEYS, FACTORY_PATTERN, NAMED_FACTORIES  # noqa: F401 (re-exported)
 from resflow.config.limits import MAX_SEEDS
-from resflow.config.messages import format_errors, show
+from resflow.config.messages import format_errors
 from resflow.config.safeyaml import safe_load
+from resflow.config.sections import ACTIVATION_NAMES, InitConfig, _Strict  # noqa: F401 (re-exported)
 from resflow.errors import ConfigError
 
-ACTIVATION_NAMES = (
-    "identity",
-    "tanh",
-    "relu",
-    "gelu",
-    "sigmoid",
-    "silu",
-    "leaky_relu",
-    "elu",
-    "selu",
-    "softplus",
-)  # the builders live in resflow.models.activations (checked against this list by a test)
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$"
 MAX_SEED = 2**63 - 1  # torch seeds are 64-bit
-
-
-class _Strict(BaseModel):
-    """Strict types (no '5' for 5, no 'yes' for true), unknown keys rejected, NaN/inf rejected."""
-
-    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, frozen=True)
-
-
-class InitConfig(_Strict):
-    scheme: Literal["default", "normal", "xavier", "kaiming", "orthogonal", "constant"] = Field(
-        "default",
-        description="`default` (PyTorch's own), `normal`, `xavier` (Xavier normal), `kaiming` (He normal, "
-        "N(0, 2/fan_in)), `orthogonal`, `constant`",
-    )
-    scale: float = Field(
-        1.0,
-        ge=0,
-        description="`normal`: weight std = scale/√fan_in (scale is σ_w); `constant`: every weight = scale; "
-        "the others: multiplies the scheme's weights",
-    )
-    bias_std: Optional[float] = Field(
-        None,
-        ge=0,
-        description="unset: the scheme's own biases (PyTorch's uniform for `default`, zeros otherwise); "
-        "a number: biases ~ N(0, bias_std²), 0 meaning zeros",
-    )
-    zero_out: bool = Field(
-        False,
-        description="transformer only: zero the attention and FFN output projections (weights and biases) "
-        "after the scheme's init (microgpt)",
-    )
-    mode: Literal["fan_in", "fan_out"] = Field(
-        "fan_in",
-        description="`kaiming` only: variance 2/fan_in (preserves the forward pass) or 2/fan_out (the backward)",
-    )
-    distribution: Literal["normal", "uniform"] = Field(
-        "normal",
-        description="`kaiming` only: He normal, or uniform with the same variance (torch's kaiming_uniform_)",
-    )
-
-    @model_validator(mode="after")
-    def _kaiming_options(self):
-        if self.scheme != "kaiming" and (self.mode != "fan_in" or self.distribution != "normal"):
-            key = "mode" if self.mode != "fan_in" else "distribution"
-            raise ValueError(
-                f"model.init.{key}: applies to init.scheme kaiming only (the scheme is {self.scheme!r}); "
-                f"leave it unset or set model.init.scheme=kaiming"
-            )
-        return self
-
-
-class ModelConfig(_Strict):
-    factory: Optional[str] = Field(
-        None,
-        description="any model instead of resflow's own: `package.module:callable` (imported: that runs its "
-        "code) or a named factory, `hf:gpt2` / `hf:resnet` (Hugging Face, random weights, never downloaded); "
-        "then only `kwargs` and `blocks` apply, and data takes `shape` or `tokens`",
-    )
-    kwargs: Optional[dict[str, Any]] = Field(None, description="`model.factory` only: its keyword arguments")
-    blocks: Optional[list[str]] = Field(
-        None,
-        description="`model.factory` only: glob patterns of the modules measured (at least one), unset means discovered",
-    )
-    block: Literal["mlp", "transformer", "conv"] = Field(
-        "mlp", description="the block stacked `depth` times; `conv`: a CIFAR-style ResNet (He et al. 2016)"
-    )
-    depth: Optional[int] = Field(
-        None,
-        ge=1,
-        description="number of blocks (required without `model.factory`); conv: the ResNet's total depth 6n + 2",
-    )
-    width: Optional[int] = Field(
-        None,
-        ge=1,
-        description="features in = features out of every block (required without `model.factory`); conv: stage 1's channels",
-    )
-    activation: Optional[Literal[ACTIVATION_NAMES]] = Field(  # type: ignore[valid-type]
-        None,
-        description="mlp and conv, unset means `tanh` (conv: `relu`; transformers: `model.ffn`); `leaky_relu` has slope 0.01",
-    )
-    residual: bool = Field(False, description="x + α·f(x) instead of f(x)")
-    residual_scale: Union[float, Literal["deepnorm"]] = Field(
-        1.0,
-        description="α; transformer post-norm only: `deepnorm` = DeepNet's norm(a·x + f(x)), a = (2N)^¼, "
-        "with the v, out and FFN layers (weights and biases) × β = (8N)^−¼ at init",
-    )
-    norm: Literal["none", "pre", "post", "conv"] = Field(
-        "none", description="where the norm sits; conv: `conv` (a norm at every conv, the default) or `none`"
-    )
-    norm_type: Literal["layernorm", "rmsnorm", "batchnorm", "groupnorm"] = Field(
-        "layernorm",
-        description="which norm; `batchnorm` (train-mode batch statistics) and `groupnorm` for mlp and conv; "
-        "conv: unset means `batchnorm`",
-    )
-    norm_groups: Optional[int] = Field(
-        None, ge=1, description="`norm_type: groupnorm` only: groups, unset means 8; must divide `width`"
-    )
-    shortcut: Optional[Literal["pad", "projection"]] = Field(
-        None,
-        description="conv only, where a stage changes shape: `pad` (option A: strided identity, zero channels "
-        "added; the default) or `projection` (option B: 1x1 conv of stride 2 + norm)",
-    )
-    preactivation: bool = Field(False, description="the branch is W·φ(u) + b instead of φ(W·u + b) (He et al. 2016)")
-    bias: bool = Field(True, description="biases in every linear layer (conv: in every conv; unset means false)")
-    share_weights: bool = Field(False, description="one block reused at every depth")
-    init: InitConfig = Field(InitConfig(), description="weight initialisation (the `model.init` section)")
-    # transformer only (None for mlp blocks; defaults filled in for transformers):
-    heads: Optional[int] = Field(None, ge=1, description="transformer only: attention heads, unset means 4; must divide width")
-    ffn: Optional[Literal["gelu", "relu", "swiglu"]] = Field(
-        None, description="transformer only: the FFN, unset means `gelu` (exact erf)"
-    )
-    ffn_mult: Optional[float] = Field(
-        None,
-        gt=0,
-        description="transformer only: FFN hidden size = round(ffn_mult × width), for SwiGLU too; unset means 4",
-    )
-    final_norm: Optional[bool] = Field(
-        None,
-        description="transformer only: a norm after the last block; unset: on for `norm: pre`, off otherwise "
-        "(so it follows `--set model.norm=…`)",
-    )
-    rezero: bool = Field(
-        False,
-        description="transformer only: α learnable per sublayer, initialised to 0; needs `residual: true` and `residual_scale` 1",
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _block_defaults(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        data = dict(data)
-        if data.get("factory") is not None:  # a factory builds the model: none of resflow's own keys apply
-            own = [k for k in data if k not in FACTORY_KEYS]
-            if own:
-                raise ValueError(
-                    f"model.{own[0]}: not used with model.factory (the factory builds the model; "
-                    f"its arguments go in model.kwargs)"
-                )
-            return data
-        for key in ("depth", "width"):
-            if data.get(key) is None and key not in data:
-                raise ValueError(f"model.{key}: required key is missing")
-        for key in ("kwargs", "blocks"):
-            if data.get(key) is not None:
-                raise ValueError(f"model.{key}: only with model.factory")
-        block = data.get("block", "mlp")
-        if block == "transformer":
-            for key, value in TRANSFORMER_DEFAULTS.items():
-                if data.get(key) is None:
-                    data[key] = value
-        elif block == "conv":
-            for key, value in CONV_DEFAULTS.items():
-                if data.get(key) is None:
-                    data[key] = value
-        elif data.get("activation") is None:
-            data["activation"] = "tanh"
-        if data.get("norm_type") == "groupnorm" and data.get("norm_groups") is None:
-            data["norm_groups"] = 8
-        return data
-
-    @field_validator("blocks")
-    @classmethod
-    def _some_blocks(cls, value: Optional[list[str]]) -> Optional[list[str]]:
-        if value is not None and not value:  # [] would measure nothing
-            raise ValueError(
-                "must name at least one glob pattern, e.g. ['transformer.h.*'], or be left unset to discover the blocks"
-            )
-        return value
-
-    @field_validator("residual_scale", mode="before")
-    @classmethod
-    def _number_or_deepnorm(cls, value: Any) -> Any:
-        if isinstance(value, bool) or not (isinstance(value, (int, float)) or value == "deepnorm"):
-            raise ValueError(f"must be a number or 'deepnorm', got {show(value)}")
-        return value
-
-    @model_validator(mode="after")
-    def _check_combinations(self) -> "ModelConfig":
-        if self.factory is not None:
-            if not FACTORY_PATTERN.match(self.factory):
-                raise ValueError(
-                    f"model.factory: expected 'package.module:callable' or a named factory "
-                    f"({', '.join(NAMED_FACTORIES)}), got {self.factory!r}"
-                )
-            return self
-        if self.depth is None or self.width is None:
-            raise ValueError(f"model.{'depth' if self.depth is None else 'width'}: must be a whole number >= 1, got None")
-        if self.block == "transformer":
-            _check_transformer(self)
-        if self.norm_type in ("batchnorm", "groupnorm") and self.block == "transformer":
-            raise ValueError(
-                f"model.norm_type: {self.norm_type!r} is for mlp and conv blocks; transformers take layernorm or rmsnorm"
-            )
-        if self.norm_groups is not None:
-            if self.norm_type != "groupnorm":
-                raise ValueError(f"model.norm_groups: only for model.norm_type: groupnorm (it is {self.norm_type!r})")
-            if self.norm != "none" and self.width % self.norm_groups:
-                raise ValueError(f"model.norm_groups: {self.norm_groups} groups do not divide model.width {self.width}")
-        if self.block == "conv":
-            _check_conv(self)
-        else:
-            if self.norm == "conv":
-                raise ValueError(f"model.norm: 'conv' is only for model.block: conv; {self.block} blocks take none, pre or post")
-            if self.shortcut is not None:
-                raise ValueError(f"model.shortcut: only for model.block: conv (model.block is {self.block!r})")
-        if self.block != "transformer":
-            for key in ("heads", "ffn", "ffn_mult", "final_norm"):
-                if getattr(self, key) is not None:
-                    raise ValueError(f"model.{key}: only transformer blocks have it (model.block is {self.block!r})")
-            for key, value in (("rezero", self.rezero), ("init.zero_out", self.init.zero_out)):
-                if value:
-                    raise ValueError(f"model.{key}: only for model.block: transformer (model.block is {self.block!r})")
-            if self.residual_scale == "deepnorm":
-                raise ValueError("model.residual_scale: 'deepnorm' is only for model.block: transformer; use a number")
-        return self
-
-    @property
-    def has_final_norm(self) -> bool:
-        return self.final_norm if self.final_norm is not None else self.norm == "pre"
-
-
-TRANSFORMER_DEFAULTS = dict(heads=4, ffn="gelu", ffn_mult=4.0)
-FACTORY_KEYS = ("factory", "kwargs", "blocks")
-FACTORY_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")  # module:callable (hf:<name> for the named ones)
-NAMED_FACTORIES = ("hf:gpt2", "hf:resnet")  # resflow.models.hf (checked against it by a test)
-
-
-# He et al. 2016's CIFAR ResNets: ReLU, BatchNorm after every conv, convs without bias, option A shortcuts
-CONV_DEFAULTS = dict(activation="relu", norm="conv", norm_type="batchnorm", bias=False, shortcut="pad")
-
-
-def conv_blocks_per_stage(depth: int) -> int | None:
-    """n of a CIFAR-style ResNet of total depth 6n + 2, or None if `depth` is not of that form."""
-    return (depth - 2) // 6 if depth >= 8 and (depth - 2) % 6 == 0 else None
-
-
-def _check_conv(m: ModelConfig) -> None:
-    """Cross-field rules of conv ResNets; each error is one line naming the keys."""
-    if conv_blocks_per_stage(m.depth) is None:
-        near = sorted({max(8, 6 * round((m.depth - 2) / 6) + 2), max(8, 6 * ((m.depth - 2) // 6) + 2 + 6)})
-        raise ValueError(
-            f"model.depth: a conv ResNet has 6n + 2 layers (a stem conv, 3 stages of n blocks of two convs, "
-            f"a linear head): 8, 14, 20, 32, 44, 56, 110, ...; got {m.depth} (nearest: {', '.join(map(str, near))})"
-        )
-    if m.norm not in ("none", "conv"):
-        raise ValueError(
-            f"model.norm: conv blocks take 'conv' (a norm at every conv; before it with "
-            f"model.preactivation: true) or 'none', got {m.norm!r}"
-        )
-    if m.norm != "none" and m.norm_type not in ("batchnorm", "groupnorm"):
-        raise ValueError(
-            f"model.norm_type: {m.norm_type!r} normalises the last dimension; conv feature maps "
-            "(batch, channels, height, width) take batchnorm or groupnorm"
-        )
-    if m.share_weights:
-        raise ValueError("model.share_weights: a conv ResNet's stages have different widths; it cannot share one block")
-
-
-def _check_transformer(m: ModelConfig) -> None:
-    """Cross-field rules of transformer blocks; each error is one line naming the keys."""
-    if m.width % m.heads:
-        raise ValueError(
-            f"model.heads: {m.heads} heads do not divide model.width {m.width} (each head gets width/heads features)"
-        )
-    if m.activation is not None:
-        raise ValueError(
-            "model.activation: not used by transformer blocks; the FFN's activation is model.ffn (gelu, relu, swiglu)"
-        )
-    if m.preactivation:
-        raise ValueError("model.preactivation: only for mlp and conv blocks")
-    if m.rezero and not m.residual:
-        raise ValueError("model.rezero: ReZero scales the branch of a residual connection; it needs model.residual: true")
-    if m.rezero and m.residual_scale != 1.0:
-        raise ValueError(
-            f"model.rezero: alpha is learnable and starts at 0, so model.residual_scale must stay 1 (got {m.residual_scale!r})"
-        )
-    if m.residual_scale == "deepnorm" and (m.norm != "post" or not m.residual):
-        raise ValueError(
-            f"model.residual_scale: 'deepnorm' needs model.norm: post and model.residual: true (got norm {m.norm!r}, residual {m.residual})"
-        )
 
 
 DATASET_NAMES = ("digits",)  # the loaders live in resflow.measure.datasets (checked against this list by a test)
@@ -355,18 +64,14 @@ class TokensConfig(_Strict):
 
 
 TASK_NAMES = ("teacher", "sequence", "classify")  # the tasks live in resflow.train.tasks (checked against this list by a test)
-TASK_FOR_BLOCK = {
-    "mlp": "teacher",
-    "transformer": "sequence",
-    "conv": "classify",
-}  # the task each block trains on without a dataset
 
 
 def default_task(block: Any, dataset: Any) -> str:
     """The training task a config gets when train.task is unset: classify on a dataset, else the block's."""
     if dataset is not None:
         return "classify"
-    return TASK_FOR_BLOCK.get(block, "teacher") if isinstance(block, str) else "teacher"
+    family = FAMILIES.get(block) if isinstance(block, str) else None
+    return (family.task if family is not None else None) or "teacher"
 
 
 SEQUENCE_DEFAULTS = dict(vocab=16, chain_temperature=0.5)
@@ -437,7 +142,7 @@ class Config(_Strict):
         "weights and biases the ratio), `mean`, `mse` against a fixed random target, `cross_entropy` against "
         "`data.dataset`'s labels (the default with a dataset)",
     )
-    model: ModelConfig = Field(description="the network (the `model` section)")
+    model: ModelSection = Field(description="the network (the `model` section): its keys depend on `model.block`")
     data: DataConfig = Field(DataConfig(), description="the input (the `data` section)")
     train: TrainConfig = Field(
         TrainConfig(), description="training (the `train` section); `steps: 0`, the default, measures at initialisation only"
@@ -448,18 +153,21 @@ class Config(_Strict):
     def _data_defaults(cls, data: Any) -> Any:
         if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
             return data
+        name = family_name(data["model"])
+        if name is None:
+            raise ValueError(unknown_block(data["model"].get("block")))
+        family = FAMILIES[name]
         out = dict(data)
-        if data["model"].get("factory") is not None:  # any model: the random loss <v, output> fits every output
+        if name == "factory":  # any model: the random loss <v, output> fits every output
             out.setdefault("loss", "random")
             return out
         train = data.get("train", {})
+        section = data.get("data")
+        dataset = section.get("dataset") if isinstance(section, dict) else None
         if isinstance(train, dict):  # the task the block trains on, and the sequence task's defaults
             train = dict(train)
-            block = data["model"].get("block", "mlp")
-            section = data.get("data")
-            dataset = section.get("dataset") if isinstance(section, dict) else None
-            if train.get("task") is None:  # an invalid block is reported by model.block's own check
-                train["task"] = default_task(block, dataset)
+            if train.get("task") is None:
+                train["task"] = default_task(name, dataset)
             if train["task"] == "sequence":
                 for key, value in SEQUENCE_DEFAULTS.items():
                     if train.get(key) is None:
@@ -471,7 +179,7 @@ class Config(_Strict):
         if section.get("dataset") is not None and data.get("loss") is None:
             out["loss"] = "cross_entropy"
         section = dict(section)
-        if data["model"].get("block") == "transformer" and section.get("seq_len") is None:
+        if family.sequences and section.get("seq_len") is None:
             section["seq_len"] = 32
         if section.get("input") == "tokens" and section.get("vocab") is None:
             section["vocab"] = 256
@@ -480,72 +188,43 @@ class Config(_Strict):
     @model_validator(mode="after")
     def _check_data(self) -> "Config":
         m, d = self.model, self.data
-        if m.factory is not None:
+        if m.name == "factory":
             return self._check_factory()
         for key in ("shape", "tokens"):
             if getattr(d, key) is not None:
                 raise ValueError(f"data.{key}: only with model.factory (resflow's own models take data.batch_size)")
-        if d.dataset is not None and m.block == "transformer":
-            raise ValueError(
-                f"data.dataset: {d.dataset!r} is an image dataset; model.block: transformer takes token "
-                "sequences (use model.block: conv or mlp)"
-            )
         if self.loss == "cross_entropy" and d.dataset is None:
             raise ValueError("loss: 'cross_entropy' needs labels: set data.dataset (digits)")
-        batch = (self.train.batch_size or d.batch_size) if self.train.steps else d.batch_size
-        if m.norm != "none" and m.norm_type == "batchnorm" and batch < 2:
-            key = "train.batch_size" if self.train.steps and self.train.batch_size else "data.batch_size"
-            raise ValueError(
-                f"{key}: model.norm_type: batchnorm normalises over the batch (train mode, as a real "
-                f"step), which needs at least 2 examples; got {batch}"
-            )
-        if (
-            m.block == "mlp"
-            and m.norm == "post"
-            and m.norm_type in ("batchnorm", "groupnorm")
-            and self.loss in ("sum", "mean")
-            and d.dataset is None
-        ):
-            raise ValueError(
-                f"loss: {self.loss!r} has exactly zero gradient through the {m.norm_type} at the output "
-                "(its outputs sum to a constant); use loss: random or mse"
-            )
-        if m.block != "transformer":
+        m.check(self)
+        if not m.sequences:
             if d.seq_len is not None:
                 raise ValueError(f"data.seq_len: only for model.block: transformer (model.block is {m.block!r})")
             if d.input == "tokens":
                 raise ValueError(f"data.input: 'tokens' is only for model.block: transformer (model.block is {m.block!r})")
-        elif (
-            not self.train.steps
-            and self.loss in ("sum", "mean")
-            and m.norm_type == "layernorm"
-            and (m.has_final_norm or m.norm == "post")
-        ):
-            raise ValueError(
-                f"loss: {self.loss!r} has exactly zero gradient through the LayerNorm at the output "
-                "(its outputs sum to the bias); use loss: random or mse"
-            )
         if d.vocab is not None and d.input != "tokens":
             raise ValueError(f"data.vocab: only for data.input: tokens (data.input is {d.input!r})")
         task = self.train.task
         if task == "classify" or d.dataset is not None:
             if self.train.steps and d.dataset is None:
                 raise ValueError(
-                    f"train.steps: training {'a conv net' if m.block == 'conv' else 'with train.task: classify'} "
+                    f"train.steps: training {'a conv net' if m.always_classifier else 'with train.task: classify'} "
                     "learns a dataset's labels (train.task: classify); set data.dataset (digits)"
                 )
             if d.dataset is not None and task != "classify":
                 raise ValueError(f"train.task: {task!r} has its own data; with data.dataset use train.task: classify")
-            if m.block == "transformer":
-                raise ValueError("train.task: 'classify' is for mlp and conv blocks; transformers train on train.task: sequence")
-        elif task != TASK_FOR_BLOCK[m.block]:
-            allowed = TASK_FOR_BLOCK[m.block]
+            if not m.classifies:
+                takes = [name for name, f in FAMILIES.items() if f.classifies]
+                raise ValueError(
+                    f"train.task: 'classify' is for {', '.join(takes[:-1])} and {takes[-1]} blocks; "
+                    f"{m.plural} train on train.task: {m.task}"
+                )
+        elif task != m.task:
             why = (
-                "regresses vectors of width model.width; transformers take token sequences"
+                f"regresses vectors of width model.width; {m.plural} take token sequences"
                 if task == "teacher"
                 else "needs a transformer (token sequences in, next-token logits out)"
             )
-            raise ValueError(f"train.task: {task!r} {why}; with model.block: {m.block} use train.task: {allowed}")
+            raise ValueError(f"train.task: {task!r} {why}; with model.block: {m.block} use train.task: {m.task}")
         if task == "sequence" and self.train.steps and d.input == "tokens":
             raise ValueError(
                 "data.input: 'tokens' is not used by train.task: sequence, which draws its own tokens "
@@ -599,8 +278,6 @@ class Config(_Strict):
             data["model"] = {k: data["model"][k] for k in FACTORY_KEYS if data["model"][k] is not None}
             data["data"] = {k: v for k, v in data["data"].items() if v is not None and k not in ("input", "seq_len", "vocab")}
         else:
-            for key in FACTORY_KEYS:
-                del data["model"][key]
             for key in ("shape", "tokens"):
                 del data["data"][key]
         return data

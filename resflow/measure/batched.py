@@ -40,7 +40,7 @@ def supports(cfg) -> bool:
     m = cfg.model
     return (
         cfg.seeds > 1
-        and m.block == "mlp"
+        and m.batched_seeds  # the block family says so (an MLP stack)
         and not m.share_weights
         and cfg.data.dataset is None
         and (m.norm == "none" or m.norm_type in ("layernorm", "rmsnorm"))

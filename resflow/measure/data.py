@@ -28,11 +28,11 @@ def model_io(cfg) -> tuple | None:
     """(one example's shape, classes) for a classifier (a conv net, or any block on a dataset), or
     None for a plain stack (width in, width out)."""
     if cfg.data.dataset is not None:
-        from resflow.measure.datasets import example_shape, load
+        from resflow.measure.datasets import load
 
         data = load(cfg.data.dataset)
-        return example_shape(data, cfg.model.block), data.classes
-    if cfg.model.block == "conv":
+        return cfg.model.example_shape(data.shape), data.classes
+    if cfg.model.always_classifier:  # a conv ResNet: a stem, stages and a head, of images
         from resflow.models.build import IMAGE
 
         return IMAGE

@@ -26,6 +26,4 @@ def input_shape(cfg) -> tuple[int, ...]:
     io = model_io(cfg)
     if io is not None:
         return (cfg.data.batch_size, *io[0])
-    if cfg.model.block == "transformer":
-        return (cfg.data.batch_size, cfg.data.seq_len, cfg.model.width)  # (B, T, C)
-    return (cfg.data.batch_size, cfg.model.width)  # (B, W)
+    return cfg.model.input_shape(cfg.data)  # the block family's: (B, W), a transformer's (B, T, C)

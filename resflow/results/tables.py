@@ -73,11 +73,7 @@ def config_columns(cfg) -> dict[str, Any]:
         block=m.block,
         depth=m.depth,
         width=m.width,
-        activation=m.ffn if m.block == "transformer" else m.activation,
-        residual=m.residual,
-        residual_scale=m.residual_scale,
-        norm=m.norm,
-        norm_type=m.norm_type,
+        **m.columns(),  # activation, residual, residual_scale, norm, norm_type: the block family's words
         init_scheme=m.init.scheme,
         init_scale=m.init.scale,
     )

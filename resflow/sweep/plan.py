@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from resflow._version import __version__
+from resflow.config.families.base import doubling_depths
 from resflow.config.loading import read_yaml, resolve_config_path
 from resflow.config.schema import Config, parse_override, validate
 from resflow.errors import ConfigError
@@ -88,15 +89,10 @@ def yaml_axes(section: Any, source: str) -> list[tuple[str, list]]:
     return axes
 
 
-def default_depths(depth: int, block: str = "mlp") -> list[int]:
-    """1, 2, 4, 8, ... below `depth`, then `depth` itself; a conv ResNet (depth 6n + 2): those n."""
-    if block == "conv":
-        return [6 * n + 2 for n in default_depths((depth - 2) // 6)]
-    out, d = [], 1
-    while d < depth:
-        out.append(d)
-        d *= 2
-    return out + [depth]
+def default_depths(depth: int) -> list[int]:
+    """1, 2, 4, 8, ... below `depth`, then `depth` itself (a block family may have its own rule:
+    `cfg.model.default_depths()`)."""
+    return doubling_depths(depth)
 
 
 def validate_axis(base: Config, key: str, values: list, origin: str) -> Axis:
@@ -150,7 +146,7 @@ def merge_axes(base: Config, yaml_items: list[tuple[str, list]], cli_items: list
         merged[key] = (values, "--over")
     axes = [validate_axis(base, key, values, origin) for key, (values, origin) in merged.items()]
     if not merged and base.model.factory is None:  # (a factory's model: its depth is a kwarg)
-        axes.append(Axis("model.depth", tuple(default_depths(base.model.depth, base.model.block)), "default"))
+        axes.append(Axis("model.depth", tuple(base.model.default_depths()), "default"))
     seed_axis = next((a for a in axes if a.key == "seed"), None)
     seeds_axis = next((a for a in axes if a.key == "seeds"), None)
     most_seeds = max(seeds_axis.values) if seeds_axis else base.seeds

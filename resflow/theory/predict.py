@@ -241,8 +241,8 @@ def critical_scale(model) -> tuple[Optional[float], str]:
     """(`model.init.scale` at the edge of chaos for this config's scheme, activation and biases, or None;
     the sentence that says so or why not). σ_w² = SCHEME_VARIANCE[scheme]·scale², so the critical scale
     is √(critical σ_w² / that factor); σ_b² does not depend on the scale."""
-    if model.block != "mlp":
-        return None, f"no edge of chaos computed for {model.block} blocks"
+    if not model.mean_field:
+        return None, f"no edge of chaos computed for {model.plural}"
     factor = SCHEME_VARIANCE.get(model.init.scheme)
     if factor is None:
         return None, f"init {model.init.scheme!r} has no Gaussian-like σ_w² to scale"
@@ -343,17 +343,14 @@ FINITE_WIDTH = 256  # below this width the infinite-width recursions are rough: 
 SUPPORTED_LOSSES = ("sum", "mean", "random")
 
 
-_FAMILY = {"conv": "conv ResNets", "transformer": "transformers"}  # (the block families without a theory)
-
-
 def predict(cfg) -> Prediction | NoPrediction:
     """The prediction for a validated `resflow.config.schema.Config`, or why there is none."""
     m = cfg.model
     if getattr(m, "factory", None) is not None:
         return NoPrediction(f"no theory here for a model built by {m.factory}")
-    if m.block != "mlp":
+    if not m.mean_field:  # (the block family says whether the recursions cover it)
         return NoPrediction(
-            f"resflow has no prediction for {_FAMILY.get(m.block, m.block + ' blocks')}: its mean-field theory "
+            f"resflow has no prediction for {m.plural}: its mean-field theory "
             "covers MLP stacks only (`resflow run` measures this config)"
         )
     if cfg.data.dataset is not None:

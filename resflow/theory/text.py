@@ -18,15 +18,10 @@ def _g(x) -> str:
 def describe(cfg) -> list[str]:
     m = cfg.model
     pred = predict(cfg)
-    kind = {
-        "mlp": m.activation,
-        "transformer": f"transformer ({m.norm}-norm, {m.ffn} FFN)",
-        "conv": f"conv ResNet, {m.activation}, {'residual' if m.residual else 'plain (no residual)'}",
-    }.get(m.block, f"{m.block} blocks")
     head = (
         f"{cfg.name}: {m.factory}, loss {cfg.loss}"
         if getattr(m, "factory", None) is not None
-        else f"{cfg.name}: depth {m.depth}, width {m.width}, {kind}, loss {cfg.loss}"
+        else f"{cfg.name}: depth {m.depth}, width {m.width}, {m.theory_words()}, loss {cfg.loss}"
     )
     if not pred:
         return [head, f"no prediction: {pred.reason}"]

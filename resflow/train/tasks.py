@@ -177,13 +177,13 @@ class ClassifyTask:
     def __init__(self, cfg, gen: torch.Generator, device, dtype):
         from resflow.measure.datasets import as_input, load
 
-        self.data, self.block = load(cfg.data.dataset), cfg.model.block
+        self.data, self.images = load(cfg.data.dataset), cfg.model.images
         self.device, self.dtype = device, dtype
         counts = torch.bincount(self.data.train_y, minlength=self.data.classes).double()
         self.baseline = entropy(counts / counts.sum())
         cast = dict(device=device, dtype=dtype)
         self.splits = {
-            split: (as_input(x, self.block).to(**cast), y.to(device))
+            split: (as_input(x, self.images).to(**cast), y.to(device))
             for split, x, y in (("train_set", self.data.train_x, self.data.train_y), ("test", self.data.test_x, self.data.test_y))
         }
         self._batches = None
@@ -195,7 +195,7 @@ class ClassifyTask:
         if self._batches is None or self._batches.gen is not gen:
             self._batches = Batches(self.data, gen)
         x, y = self._batches.next(batch_size)
-        return as_input(x, self.block).to(device=self.device, dtype=self.dtype), y.to(self.device)
+        return as_input(x, self.images).to(device=self.device, dtype=self.dtype), y.to(self.device)
 
     def wrap(self, model):
         """The model trained on this task: the classifier itself (built with the dataset's shapes)."""

@@ -18,14 +18,10 @@ def load(name: str) -> Dataset:
     return DATASETS[name]()
 
 
-def example_shape(data: Dataset, block: str) -> tuple[int, ...]:
-    """What one example is for `block`: the image (C, H, W) for conv, its pixels flattened for mlp."""
-    return data.shape if block == "conv" else (int(torch.tensor(data.shape).prod()),)
-
-
-def as_input(x: torch.Tensor, block: str) -> torch.Tensor:
-    """Images (B, C, H, W) as `block` takes them: unchanged for conv, flattened (B, C*H*W) for mlp."""
-    return x if block == "conv" else x.flatten(1)
+def as_input(x: torch.Tensor, images: bool) -> torch.Tensor:
+    """Images (B, C, H, W) as a model takes them: unchanged for one of `images` (a conv net), else
+    flattened (B, C*H*W) (the block family says which: `cfg.model.images`)."""
+    return x if images else x.flatten(1)
 
 
 class Batches:

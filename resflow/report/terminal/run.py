@@ -112,30 +112,10 @@ def shown_sites(sites: pd.DataFrame, max_rows: int = MAX_FULL_ROWS) -> tuple[lis
 
 
 def run_title(cfg) -> str:
-    """The line above a run's table: the config in words (`run` prints it, `show` rebuilds it)."""
+    """The line above a run's table: the config in words (`run` prints it, `show` rebuilds it); the
+    block family says its own part (resflow.config.families)."""
     m = cfg.model
-    if m.factory is not None:
-        args = ", ".join(f"{k}={v}" for k, v in (m.kwargs or {}).items())
-        return f"{cfg.name}: {m.factory}({args}), {cfg.dtype}, seeds {cfg.seed}…{cfg.seed + cfg.seeds - 1}"
-    if m.block == "transformer":
-        ffn = f"{m.ffn} FFN×{m.ffn_mult:g}"
-        shape = f"{m.depth} × transformer width {m.width}, {m.heads} heads, {ffn}, seq {cfg.data.seq_len}"
-    elif m.block == "conv":
-        act = f"{m.activation}, pre-activation" if m.preactivation else m.activation
-        shape = f"conv ResNet depth {m.depth} (3 stages × {(m.depth - 2) // 6} blocks) width {m.width}, {act}"
-    else:
-        shape = f"{m.depth} × {m.block} width {m.width}, {m.activation}"
-    if cfg.data.dataset is not None:
-        shape += f", {cfg.data.dataset}"
-    alpha = m.residual_scale if isinstance(m.residual_scale, str) else f"α={m.residual_scale:g}"
-    res = ("residual ReZero α=0" if m.rezero else f"residual {alpha}") if m.residual else "no residual"
-    if m.residual and m.block == "conv":
-        res += f" ({m.shortcut} shortcut)"
-    norm = f"{m.norm}-{m.norm_type}" if m.norm != "none" else "no norm"
-    if m.block == "transformer" and m.has_final_norm:
-        norm += " + final norm"
-    zero = " zero-out" if m.init.zero_out else ""
-    return f"{cfg.name}: {shape}, {res}, {norm}, init {m.init.scheme}×{m.init.scale:g}{zero}, {cfg.dtype}, seeds {cfg.seed}…{cfg.seed + cfg.seeds - 1}"
+    return f"{cfg.name}: {m.title(cfg.data)}, {cfg.dtype}, seeds {cfg.seed}…{cfg.seed + cfg.seeds - 1}"
 
 
 def run_table(grads: pd.DataFrame, title: str = "") -> Table:

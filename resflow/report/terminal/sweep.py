@@ -492,12 +492,12 @@ def renderables(result, width: int | None = None) -> list:
 
 def _stored_title(result) -> str:
     """`run`'s title line, rebuilt from the dir's config.yaml (its name alone if that cannot be read)."""
-    from resflow.config.loading import load_config
+    from resflow.config.loading import load_stored_config
     from resflow.errors import ResflowError
     from resflow.report.terminal.run import run_title
 
     try:
-        return run_title(load_config(dict(result.config)))
+        return run_title(load_stored_config(dict(result.config)))
     except (ResflowError, TypeError, ValueError):
         return str(result.grads["variant"].iloc[0])
 
