@@ -15,7 +15,7 @@ from resflow.config.families.factory import FACTORY_KEYS, FACTORY_PATTERN, NAMED
 from resflow.config.limits import MAX_SEEDS
 from resflow.config.messages import format_errors
 from resflow.config.safeyaml import safe_load
-from resflow.config.sections import ACTIVATION_NAMES, InitConfig, _Strict  # noqa: F401 (re-exported)
+from resflow.config.sections import ACTIVATION_NAMES, InitConfig, Strict  # noqa: F401 (re-exported)
 from resflow.errors import ConfigError
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$"
@@ -25,7 +25,7 @@ MAX_SEED = 2**63 - 1  # torch seeds are 64-bit
 DATASET_NAMES = ("digits",)  # the loaders live in resflow.measure.datasets (checked against this list by a test)
 
 
-class DataConfig(_Strict):
+class DataConfig(Strict):
     batch_size: int = Field(32, ge=1, description="inputs per batch")
     input: Literal["normal", "ones", "tokens"] = Field(
         "normal",
@@ -58,7 +58,7 @@ class DataConfig(_Strict):
     )
 
 
-class TokensConfig(_Strict):
+class TokensConfig(Strict):
     vocab: int = Field(ge=1, description="vocabulary size: ids are drawn from 0 … vocab−1")
     seq_len: int = Field(ge=1, description="tokens per sequence")
 
@@ -84,7 +84,7 @@ def record_steps(steps: int, every: int | None) -> list[int]:
     return sorted(set(range(0, steps, k)) | {steps})
 
 
-class TrainConfig(_Strict):
+class TrainConfig(Strict):
     steps: int = Field(0, ge=0, description="optimizer steps; 0: measure at initialisation only (no training)")
     optimizer: Literal["sgd", "adam", "adamw"] = Field("adam", description="torch.optim's, with its default betas and eps")
     lr: float = Field(1e-3, gt=0, description="peak learning rate")
@@ -125,7 +125,7 @@ class TrainConfig(_Strict):
         return self
 
 
-class Config(_Strict):
+class Config(Strict):
     name: str = Field(
         "resflow",
         pattern=NAME_PATTERN,

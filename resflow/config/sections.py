@@ -24,13 +24,13 @@ ACTIVATION_NAMES = (
 )  # the builders live in resflow.models.activations (checked against this list by a test)
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
     """Strict types (no '5' for 5, no 'yes' for true), unknown keys rejected, NaN/inf rejected."""
 
     model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, frozen=True)
 
 
-class InitConfig(_Strict):
+class InitConfig(Strict):
     scheme: Literal["default", "normal", "xavier", "kaiming", "orthogonal", "constant"] = Field(
         "default",
         description="`default` (PyTorch's own), `normal`, `xavier` (Xavier normal), `kaiming` (He normal, "

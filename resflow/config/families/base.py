@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 from pydantic import model_validator
 
-from resflow.config.sections import _Strict
+from resflow.config.sections import Strict
 
 
 def doubling_depths(depth: int) -> list[int]:
@@ -25,7 +25,7 @@ def doubling_depths(depth: int) -> list[int]:
     return out + [depth]
 
 
-class Family(_Strict):
+class Family(Strict):
     """The section of one block family. Subclasses set the class attributes below and add their keys."""
 
     name: ClassVar[str]  # the `model.block` word (`factory` for model.factory)
