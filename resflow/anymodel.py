@@ -18,14 +18,16 @@ import numbers
 import sys
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from datetime import datetime, timezone
 from html import escape
 from pathlib import Path
 
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
+from resflow import quantities as registry
 from resflow._sys.locks import results_lock
 from resflow.errors import ConfigError, ResflowError
 from resflow.measure.blocks import block_sites, family, find_blocks, outside_params
@@ -33,11 +35,13 @@ from resflow.measure.data import data_generator, make_loss
 from resflow.measure.device import DTYPES, resolve_device
 from resflow.measure.distributed import data_parallel, initialized, is_writer, unwrap, world_size
 from resflow.measure.recorder import Recorder
+from resflow.measure.steps import StepNorms, add_step
 from resflow.results.assemble import Rows, assemble
-from resflow.results.files import AppendedRun, check_out_dir, check_out_path
+from resflow.results.files import TABLES, AppendedRun, check_out_dir, check_out_path
 from resflow.results.meta import run_meta
 from resflow.results.sinks import Sinks, check_log_to, summary_of  # live trackers (log_to=)
 from resflow.results.tables import CONFIG_COLUMNS, RunResult
+from resflow.results.tensorboard_events import MEASURES
 from resflow.theory.overlay import overlay
 from resflow.theory.predict import NoPrediction
 
@@ -355,8 +359,8 @@ class Watch:
     `w.result()` concatenate them only when a new step came); with `in_memory=False` only the current
     step's rows and a fixed buffer of losses: the tables are read back from `out` when asked for.
 
-    With `log_to` (or `tensorboard=LOGDIR`), each recorded step's per-layer scalars (`input_grad_norm/layer_003`,
-    `param_grad_norm/...`, `activation_rms/...`: the tags of `resflow export --to tensorboard`) and
+    With `log_to` (or `tensorboard=LOGDIR`), each recorded step's per-layer scalars (`input_grad_norm/layer_003`
+    and each logged quantity of resflow.quantities alike: the tags of `resflow export --to tensorboard`) and
     every step's `loss` (if given) and `grad_norm_total` go to each tracker (resflow.results.sinks:
     an event file in LOGDIR, flushed; a W&B run; an MLflow run), the per-step scalars when their
     buffer is read (at each recorded step), so `tensorboard --logdir LOGDIR` shows the curves while
@@ -376,6 +380,7 @@ class Watch:
         log_to=None,
         grad_scaler=None,
         in_memory: bool = True,
+        quantities: Sequence[str] = (),
     ):
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ConfigError(f"every: must be a whole number >= 1, got {every!r}")
@@ -383,6 +388,7 @@ class Watch:
             raise ConfigError(f"in_memory: must be True or False, got {in_memory!r}")
         if not in_memory and out is None:
             raise ConfigError("in_memory=False keeps nothing but the files: it needs out=<a results dir>")
+        needs = opt_in_needs(quantities)
         check_materialised(model)
         self.model, self.every, self.name = model, every, name or type(model).__name__
         self.out = Path(out) if out is not None and is_writer() else None  # (other ranks write nothing)
@@ -402,13 +408,26 @@ class Watch:
             params_in_hooks=grad_scaler is None,  # (unscale_ changes .grad in place unseen)
         )
         self.grad_scaler = grad_scaler
+        if needs and self._dp is not None and self._dp.local is not None:  # (a shard's norms and histograms: not the parameter's)
+            raise ConfigError(
+                f"quantities={list(quantities)!r} are not supported under FSDP2 (its parameters are sharded); use DDP"
+            )
+        # opt-in quantities across the optimizer step: the parameters copied at step(), their update measured
+        # after the optimizer's step (and, for `moved`, a copy kept from the start)
+        copies = needs & {"update", "before", "moved"}
+        self._step_norms = StepNorms(self._recorder.params, track_moved="moved" in needs) if copies else None
+        self._measure_step = bool({"update", "before"} & needs)
+        self._hist_qs = [q for q in registry.HIST.values() if q.name in quantities]  # gradient histograms
+        self._hist: dict = {}  # their rows (hist.csv) not yet assembled into frames
+        self._pending = None  # (step, Record, params rows) waiting for the optimizer step
+        self._opt_hook = None
         self._stance = None  # torch.compile forced eager while armed (_eager)
         self._model_params = [p for p in inner.parameters() if p.requires_grad]
         self.steps = 0  # the number of step() calls so far: the next step's index
         self.recorded: list[int] = []  # the steps recorded so far
         self._rows = Rows()  # the grads and params rows of the recorded steps not yet assembled into frames
         self._log = _TrainLog()
-        self._tables = {t: _Chunks() for t in ("grads", "params", "summary", "train")}  # in_memory: every row
+        self._tables = {t: _Chunks() for t in TABLES}  # in_memory: every row
         self._files = None  # the AppendedRun once `out` is written
         self._unwritten: list[dict] = []  # frames assembled (by _assemble) but not yet written to `out`
         self._read = None  # in_memory=False: (rows written, RunResult read back)
@@ -459,6 +478,7 @@ class Watch:
         never = exc[0] is None and self.steps == 0 and self._armed and self._recorder.calls_seen
         self._disarm()  # a step left half done (no step() call) is not recorded
         self._entered = False
+        self._complete_pending()  # (no optimizer step followed: NaN)
         try:
             if self.out is not None and self._writes:
                 self.flush()
@@ -485,6 +505,7 @@ class Watch:
             raise ResflowError("watch: step() outside the `with resflow.watch(...)` block")
         loss = _loss_value(loss)
         s = self.steps
+        completed = self._complete_pending()  # the previous recorded step, its optimizer step now taken
         recorded, first = False, 0
         again = (s + 1) % self.every == 0  # the next step records too: the module hooks stay
         if self._armed:
@@ -506,14 +527,18 @@ class Watch:
                 )
             else:
                 self._finish(rec)
-                first = len(self._rows.grads.get("step", ()))
-                self._rows.add(rec, self.name, seed=0, step=s)
-                self.recorded.append(s)
-                self._runs["recorded"].add(s)
-                recorded = True
-                if not rec.norms_exact:
-                    self._inexact.append(s)
-                    self._runs["inexact"].add(s)
+                if self._hist_qs:
+                    self._add_hist(s, rec)
+                if self._step_norms is not None and self._step_norms.tracks_moved:
+                    moved = self._step_norms.moved()
+                    rec.set_param("moved", [moved[i] for i in self._recorder.param_rows])
+                if self._measure_step:  # its rows wait for the optimizer step (_on_optimizer_step)
+                    self._pending = (s, rec, self._recorder.param_rows)
+                    self._step_norms.before()
+                    self._opt_hook = register_optimizer_step_post_hook(self._on_optimizer_step)
+                else:
+                    first = self._add_record(s, rec)
+                    recorded = True
         self._log.add(s, loss, self._total_grad_norm(), time.perf_counter() - self._t0)
         if self._log.full():
             self._drain()
@@ -525,12 +550,77 @@ class Watch:
             self._arm()
         elif self._armed:
             self._force_eager()  # (torch.compile first used after the arming)
-        if recorded and self.out is not None and self._writes:
+        if (recorded or completed) and self.out is not None and self._writes:
             self.flush()
+
+    def _add_hist(self, s: int, rec) -> None:
+        """Step s's gradient histograms (the opt-in hist quantities), per params row, as hist.csv rows
+        (with a GradScaler, the bins of the unscaled gradient); to the trackers too."""
+        params, rows = self._recorder.params, self._recorder.param_rows
+        scale = 1.0
+        scaler = self.grad_scaler
+        if scaler is not None and scaler.is_enabled() and not self._unscaled():
+            scale = 1.0 / float(scaler.get_scale())
+        new: dict[str, list] = {c: [] for c in registry.HIST_COLUMNS}
+        for layer, name, i in zip(rec.param_layer, rec.param_name, rows):
+            grad = params[i].grad
+            if grad is None:
+                continue
+            for q in self._hist_qs:
+                bins = q.tensor(grad)
+                k = len(bins["count"])
+                for key, value in (("variant", self.name), ("seed", 0), ("step", s), ("layer", layer), ("param", name)):
+                    new[key] += [value] * k
+                new["bin_lo"] += [v * scale for v in bins["bin_lo"]]
+                new["bin_hi"] += [v * scale for v in bins["bin_hi"]]
+                new["count"] += bins["count"]
+        for key, values in new.items():
+            self._hist.setdefault(key, []).extend(values)
+        if self._sinks is not None:
+            self._sinks.log_hist(s, [dict(zip(new, r)) for r in zip(*new.values())])
+
+    def _add_record(self, s: int, rec) -> int:
+        """Step s's Record as rows; returns the index of its first grads row."""
+        first = len(self._rows.grads.get("step", ()))
+        self._rows.add(rec, self.name, seed=0, step=s)
+        self.recorded.append(s)
+        self._runs["recorded"].add(s)
+        if not rec.norms_exact:
+            self._inexact.append(s)
+            self._runs["inexact"].add(s)
+        return first
+
+    def _on_optimizer_step(self, optimizer, args, kwargs) -> None:
+        """Opt-in step quantities: after an optimizer step over the watched parameters, the update's norms."""
+        ours = {id(p) for p in self._step_norms.params}
+        if self._step_norms.pending and any(id(p) in ours for g in optimizer.param_groups for p in g["params"]):
+            self._pending = (*self._pending[:3], self._step_norms.after())
+            self._remove_opt_hook()
+
+    def _remove_opt_hook(self) -> None:
+        if self._opt_hook is not None:
+            self._opt_hook.remove()
+            self._opt_hook = None
+
+    def _complete_pending(self) -> bool:
+        """Opt-in step quantities: the recorded step waiting for its optimizer step, as rows (NaN if none came)."""
+        if self._pending is None:
+            return False
+        (s, rec, rows, *norms), self._pending = self._pending, None
+        self._remove_opt_hook()
+        if self._step_norms.pending:  # no optimizer step over these parameters (or GradScaler skipped it)
+            self._step_norms.after()
+        update, before = norms[0] if norms else (None, None)  # (no optimizer step came: NaN)
+        add_step(rec, rows, update, before)
+        first = self._add_record(s, rec)
+        if self._sinks is not None:
+            self._drain()
+            self._log_sinks(s, first)
+        return True
 
     def _log_sinks(self, s: int, first: int) -> None:
         """Step s's grads rows (from index `first` on), to every tracker of log_to."""
-        columns = ("layer", "sublayer", "input_grad_norm", "param_grad_norm", "activation_rms")
+        columns = ("layer", "sublayer", *MEASURES)
         grads = self._rows.grads
         rows = [{c: grads[c][i] for c in columns if c in grads} for i in range(first, len(grads["step"]))]
         self._sinks.log(s, rows, None)
@@ -597,16 +687,24 @@ class Watch:
     def _assemble(self) -> dict:
         """The rows since the last call as frames ({table: DataFrame or None}: grads, params, summary,
         train), each step's summary computed here, once; kept (in_memory) and returned."""
+        if not self._entered:  # (inside the `with`, a step waiting for its optimizer step stays out)
+            self._complete_pending()
         self._drain()
         train = self._log.rows
         if not self._rows.grads.get("step") and not train["step"]:
             return {}
         result = _result(Rows(self._rows.grads, self._rows.params, train if train["step"] else None), self._named)
-        self._rows = Rows()
+        hist = None
+        if self._hist:
+            import pandas as pd
+
+            hist = pd.DataFrame(self._hist)[registry.HIST_COLUMNS]
+        self._rows, self._hist = Rows(), {}
         self._log.rows = _TrainLog.new_rows()
         new = {t: getattr(result, t) for t in ("grads", "params", "summary")}
         new = {t: df if len(df) else None for t, df in new.items()}
         new["train"] = result.train
+        new["hist"] = hist
         if self.in_memory:
             for table, df in new.items():
                 if df is not None:
@@ -619,7 +717,7 @@ class Watch:
         """Every table as one DataFrame (in_memory), concatenated only when rows were added."""
         self._assemble()
         empty = _result(Rows(), self._named)
-        frames = {t: self._tables[t].frame() for t in ("grads", "params", "summary", "train")}
+        frames = {t: self._tables[t].frame() for t in TABLES}
         for t in ("grads", "params", "summary"):
             if frames[t] is None:
                 frames[t] = getattr(empty, t)
@@ -729,7 +827,7 @@ def _concat(parts: list[dict]) -> dict:
     import pandas as pd
 
     out = {}
-    for t in ("grads", "params", "summary", "train"):
+    for t in TABLES:
         frames = [p[t] for p in parts if p.get(t) is not None]
         out[t] = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True) if frames else None
     return out
@@ -903,12 +1001,16 @@ def watch(
     log_to=None,
     grad_scaler=None,
     in_memory: bool = True,
+    quantities: Sequence[str] = (),
 ) -> Watch:
     """A context manager recording `model`'s gradient flow inside your own training loop (see Watch);
     `log_to` ("tensorboard:LOGDIR", "wandb[:PROJECT]", "mlflow[:URI]", or a list) also logs each
     recorded step's scalars there, live; `tensorboard=LOGDIR` is `log_to="tensorboard:LOGDIR"`;
     `grad_scaler`: a torch.amp.GradScaler whose scale is divided out of the recorded norms;
-    `in_memory=False` keeps nothing but the files in `out`."""
+    `in_memory=False` keeps nothing but the files in `out`; `quantities`: the opt-in quantities of
+    resflow.quantities to measure too (`opt_in_quantities()`), e.g. the optimizer update relative to the
+    weights, measured across your `opt.step()` (a copy of the parameters, held from `w.step()` to
+    `opt.step()`; that step's rows appear once it is taken)."""
     return Watch(
         model,
         blocks=blocks,
@@ -920,4 +1022,25 @@ def watch(
         log_to=log_to,
         grad_scaler=grad_scaler,
         in_memory=in_memory,
+        quantities=quantities,
     )
+
+
+def opt_in_quantities() -> list[str]:
+    """The quantities `watch(..., quantities=[...])` can opt into (resflow.quantities)."""
+    return sorted({q.name for table in (registry.GRADS, registry.PARAMS, registry.HIST) for q in table.values() if q.opt_in})
+
+
+def opt_in_needs(names) -> set[str]:
+    """The primitives the opt-in quantities `names` need; a one-line ConfigError for a name that is not one."""
+    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"quantities: a list of quantity names, got {names!r}")
+    allowed = opt_in_quantities()
+    needs: set[str] = set()
+    for name in names:
+        if name not in allowed:
+            raise ConfigError(f"quantities: {name!r} is not an opt-in quantity; one of {', '.join(allowed)}")
+        for table in (registry.GRADS, registry.PARAMS, registry.HIST):
+            if name in table:
+                needs |= set(table[name].needs)
+    return needs

@@ -83,7 +83,7 @@ def sweep_report(tmp_path_factory):
 def test_report_holds_figures_tables_headline_config_provenance(sweep_report):
     page = parse(sweep_report / "report.html")
     pngs = sorted(p.stem for p in sweep_report.glob("*.png"))  # what `resflow sweep` drew
-    assert len(page.imgs) == len(pngs) >= 3
+    assert len(page.imgs) == len(pngs) + 1 and len(pngs) >= 3  # + the registry's quantities figure (the page only)
     for src in page.imgs:
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"

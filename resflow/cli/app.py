@@ -751,7 +751,12 @@ def _compare_plan(configs, workers, out: Path) -> str:
 
 @app.command()
 @_command
-def show(directory: Path = typer.Argument(..., help="A results dir written by run, sweep or compare.")):
+def show(
+    directory: Path = typer.Argument(..., help="A results dir written by run, sweep or compare."),
+    measure: Optional[str] = typer.Option(
+        None, "--measure", "-m", metavar="NAME", help="One grads.csv quantity per layer instead (e.g. activation_rms)."
+    ),
+):
     """Re-print the table(s) of a results dir from its CSVs, without recomputing."""
     from resflow.report.terminal.sweep import renderables
     from resflow.results.files import read_run
@@ -766,8 +771,27 @@ def show(directory: Path = typer.Argument(..., help="A results dir written by ru
             f"finish it with the same `resflow sweep` command plus --resume"
         )
     console = stdout()
-    for item in renderables(read_run(directory), width=fit_width(console)):
+    result = read_run(directory)
+    if measure is not None:
+        from resflow.report.terminal.run import measure_table
+
+        check_measure(measure, result.grads)
+        console.print(measure_table(result.grads, measure))
+        return
+    for item in renderables(result, width=fit_width(console)):
         console.print(item, markup=False) if isinstance(item, str) else console.print(item)
+
+
+def check_measure(name: str, grads) -> None:
+    """A one-line ConfigError unless `name` is a grads.csv quantity of the registry that `grads` holds."""
+    from resflow import quantities
+    from resflow.errors import ConfigError
+
+    if name not in quantities.GRADS:
+        raise ConfigError(f"--measure: unknown quantity {name!r}; one of {', '.join(quantities.GRADS)}")
+    if name not in grads.columns:
+        held = [n for n in quantities.GRADS if n in grads.columns]
+        raise ConfigError(f"--measure: this results dir has no {name!r} column (measured: {', '.join(held)})")
 
 
 @app.command()

@@ -55,7 +55,7 @@ def _inputs(m, d) -> int:
 
 def estimate(cfg) -> Estimate:
     """Training (train.steps > 0) runs at train.batch_size, keeps W_0 (for `movement`), the previous
-    weights (for `update_ratio`), their differences and the optimizer's state (Adam: two moments), and
+    weights (for the step's update ratio), their differences and the optimizer's state (Adam: two moments), and
     has result rows at every recorded step."""
     if getattr(cfg.model, "factory", None) is not None:  # a factory's model: unknown until it is built
         return Estimate(0, 0, 0, {"params": "model.kwargs", "activations": "data.shape", "rows": "seeds"})
@@ -64,7 +64,7 @@ def estimate(cfg) -> Estimate:
     if train is not None and train.steps:
         if train.batch_size:
             data = data.model_copy(update={"batch_size": train.batch_size})
-        # + W_0 and W_prev, + the differences taken for movement/update_ratio (measured: ~8 copies with Adam)
+        # + W_0 and W_prev, + the differences taken for the movement and the update ratio (measured: ~8 copies with Adam)
         copies = 2 + 2 + 2 + (2 if train.optimizer in ("adam", "adamw") else 0)
         from resflow.config.schema import record_steps
 

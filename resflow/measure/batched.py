@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from resflow.measure.data import data_generator, make_input, make_loss
-from resflow.measure.recorder import Record, activation_rms, exact_norms, group_norm, inexact_norm, reads_cheaply
+from resflow.measure.recorder import Record, exact_norms, inexact_norm, reads_cheaply
 from resflow.models import build_model
 from resflow.models.activations import ACTIVATIONS
 from resflow.models.init import init_linears, seed_rng
@@ -160,27 +160,26 @@ def measure_seeds(cfg, seeds: list[int], device, dtype) -> list[Record]:
                     vals[kind][i] = norm
     hooked = [layer for layer, g in enumerate(g_norms) if g is not None]
 
-    # derived floats as resflow.measure.recorder derives them (float64 Python, the same functions)
-    groups = [[index[id(p)] for _, p in s.params] for s in model.sites]
+    # the primitives per seed; the quantities are derived from them by the registry, as the recorder's are
     rows = [(s.layer, name, index[id(p)]) for s in model.sites for name, p in s.params]
+    row_site = [i for i, s in enumerate(model.sites) for _ in s.params]
     records = []
     for s in range(len(seeds)):
         (gn, xn), (pgrad, pval) = site_vals[s], param_vals[s]
-        records.append(
-            Record(
-                layer=[site.layer for site in model.sites],
-                sublayer=[site.sublayer for site in model.sites],
-                input_grad_norm=gn,
-                activation_rms=[activation_rms(v, numel) for v in xn],
-                param_grad_norm=[group_norm([pgrad[i] for i in group]) for group in groups],
-                param_layer=[r[0] for r in rows],
-                param_name=[r[1] for r in rows],
-                param_grad=[pgrad[r[2]] for r in rows],
-                param_value=[pval[r[2]] for r in rows],
-                norms_exact=reads_cheaply(x)  # (then _checked took any such norm again already)
-                or not any(inexact_norm(v, numel, dtype) for v in [*(gn[layer] for layer in hooked), *xn]),
-            )
+        rec = Record(
+            layer=[site.layer for site in model.sites],
+            sublayer=[site.sublayer for site in model.sites],
+            site={"input_grad": gn, "input": xn},
+            param_layer=[r[0] for r in rows],
+            param_name=[r[1] for r in rows],
+            param_site=row_site,
+            numel=[numel] * n,
+            norms_exact=reads_cheaply(x)  # (then _checked took any such norm again already)
+            or not any(inexact_norm(v, numel, dtype) for v in [*(gn[layer] for layer in hooked), *xn]),
         )
+        rec.set_param("grad", [pgrad[r[2]] for r in rows])
+        rec.set_param("value", [pval[r[2]] for r in rows])
+        records.append(rec)
     return records
 
 

@@ -6,7 +6,7 @@ slice of the global batch. The gradient reaching a block's input is then the con
 ranks' input gradients, each of the rank's own loss; both wrappers average the parameter gradients
 over the ranks, which is the gradient of the mean of the ranks' losses. So the global step's
 ||dloss/dx|| is sqrt(sum over ranks of ||dloss_r/dx_r||^2) / ranks (the number a single process
-computes on the concatenated batch with the ranks' losses averaged), activation_rms is over all
+computes on the concatenated batch with the ranks' losses averaged), ||x|| and numel are over all
 ranks' entries, and a parameter's gradient norm is that of its full, averaged gradient: DDP's
 `.grad` already is; an FSDP2 parameter's is sqrt(sum over ranks of its shard's squares), summed
 without gathering the shards. One all_reduce of one float64 tensor per recorded step.
@@ -65,29 +65,26 @@ class DataParallel:
         self.local = _local if kind == "fsdp2" else None
 
     def reduce(self, rec) -> None:
-        """The ranks' Records (the same sites, each of its own batch slice) as the global step's."""
+        """The ranks' Records (the same sites, each of its own batch slice) as the global step's: the
+        primitives (resflow.quantities.base) summed over the ranks as squares, in one all_reduce."""
         n, sharded = len(rec.layer), self.kind == "fsdp2"
-        parts = [g * g for g in rec.input_grad_norm]
-        parts += [(r * r * k if k else 0.0) for r, k in zip(rec.activation_rms, rec.numel)]
+        parts = [g * g for g in rec.site.get("input_grad", [])]
+        parts += [(x * x if k else 0.0) for x, k in zip(rec.site.get("input", []), rec.numel)]
         parts += [float(k) for k in rec.numel]
-        if sharded:
-            parts += [g * g for g in rec.param_grad] + [v * v for v in rec.param_value]
+        per_param = list(rec.param) if sharded else []  # an FSDP2 parameter's norms: of this rank's shard
+        for name in per_param:
+            parts += [v * v for v in rec.param[name]]
         device = torch.device("cuda", torch.cuda.current_device()) if "nccl" in str(torch.distributed.get_backend()) else None
         summed = torch.tensor(parts, dtype=torch.float64, device=device)
         torch.distributed.all_reduce(summed)
         vals = summed.tolist()
-        rec.input_grad_norm = [math.sqrt(v) / self.ranks for v in vals[:n]]
+        rec.site["input_grad"] = [math.sqrt(v) / self.ranks for v in vals[:n]]
+        rec.site["input"] = [math.sqrt(v) for v in vals[n : 2 * n]]
         rec.numel = [int(k) for k in vals[2 * n : 3 * n]]
-        rec.activation_rms = [math.sqrt(v / k) if k else math.nan for v, k in zip(vals[n : 2 * n], rec.numel)]
-        if sharded:
-            m = len(rec.param_grad)
-            rec.param_grad = [math.sqrt(v) for v in vals[3 * n : 3 * n + m]]
-            rec.param_value = [math.sqrt(v) for v in vals[3 * n + m :]]
-            by_layer: dict[int, list[float]] = {}
-            for layer, g in zip(rec.param_layer, rec.param_grad):
-                if not math.isnan(g):
-                    by_layer.setdefault(layer, []).append(g)
-            rec.param_grad_norm = [math.hypot(*by_layer[layer]) if layer in by_layer else math.nan for layer in rec.layer]
+        at, m = 3 * n, len(rec.param_layer)
+        for name in per_param:
+            rec.set_param(name, [math.sqrt(v) for v in vals[at : at + m]])
+            at += m
 
 
 def _fsdp():

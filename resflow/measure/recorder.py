@@ -7,11 +7,10 @@ module backward hooks, and safe with in-place ops), which measures dloss/dx_l in
 after `loss.backward()`, `rec.collect()` turns everything into floats in one device->host transfer.
 Hooks are removed on exit, even on error.
 
-Quantities (one small function each, or one fused norm call):
-    input_grad_norm  ||dloss/dx_l||_2 over the whole batch, x_l the input of site l
-    activation_rms   sqrt(mean(x_l^2))
-    param_grad_norm  ||dloss/dtheta_l||_2 over the site's parameters (a shared parameter: its total grad)
-    grad_norm / value_norm per named parameter
+What is measured: the primitives of resflow.quantities.base (per site ||x_l||, its numel and
+||dloss/dx_l||; per parameter ||theta|| and ||dloss/dtheta||, combined per site over its parameters),
+in fused norm calls; the quantities (grads.csv / params.csv columns) are derived from those floats by
+the registry (resflow.quantities), in `Record.add_rows`.
 
 Norms are summed in the tensors' own dtype (fast). In float32 the squares of entries below ~1e-19
 underflow and the sum of squares above ~3e38 overflows, so a norm below sqrt(numel·tiny/eps) or an
@@ -32,39 +31,88 @@ from functools import partial
 
 import torch
 
+from resflow import quantities
 from resflow.models.stack import Site
 
 
 @dataclass
 class Record:
-    """Plain floats: one entry per site (`sites`) and one per (site layer, parameter) (`params`)."""
+    """Plain floats: the primitives (resflow.quantities.base) per site (`site`) and per (site layer,
+    parameter) row (`param`); the quantities (grads.csv and params.csv columns) are derived from them
+    by the registry (resflow.quantities) in `add_rows`."""
 
     layer: list[int] = field(default_factory=list)
     sublayer: list[str] = field(default_factory=list)
-    input_grad_norm: list[float] = field(default_factory=list)
-    activation_rms: list[float] = field(default_factory=list)
-    param_grad_norm: list[float] = field(default_factory=list)
+    site: dict[str, list] = field(default_factory=dict)  # primitive -> per site: input_grad, input, grad, value, ...
     param_layer: list[int] = field(default_factory=list)
     param_name: list[str] = field(default_factory=list)
-    param_grad: list[float] = field(default_factory=list)
-    param_value: list[float] = field(default_factory=list)
+    param: dict[str, list] = field(default_factory=dict)  # primitive -> per params row: grad, value, ...
+    param_site: list[int] = field(default_factory=list)  # per params row, its site's index (-1: outside every site)
     norms_exact: bool = True  # False: a norm may have under/overflowed in the tensors' dtype (see the module doc)
     module: list[str] = field(default_factory=list)  # per site, its module's qualified name (any model's blocks)
     numel: list[int] = field(default_factory=list)  # per site, the entries of x_l its activation_rms is over
     # any model's blocks: the forwards (micro-batches) the step's rows combine; None: no `micro_batches` column
     micro_batches: int | None = None
+    skip_missing: bool = False  # by_call: a parameter given no gradient (NaN) is left out of its block's norm
+
+    # the original quantities, as attributes (read-only: derived from the primitives)
+    @property
+    def input_grad_norm(self) -> list[float]:
+        return self.site.get("input_grad", [])
+
+    @property
+    def activation_rms(self) -> list[float]:
+        return self.values("activation_rms")
+
+    @property
+    def param_grad_norm(self) -> list[float]:
+        return self.site.get("grad", [])
+
+    @property
+    def param_grad(self) -> list[float]:
+        return self.param.get("grad", [])
+
+    @property
+    def param_value(self) -> list[float]:
+        return self.param.get("value", [])
+
+    def site_primitives(self) -> dict[str, list]:
+        return {**self.site, "numel": self.numel}
+
+    def values(self, name: str, table: str = "grads") -> list[float]:
+        """Quantity `name` of `table` per row (resflow.quantities), [] if its primitives were not measured."""
+        q = (quantities.GRADS if table == "grads" else quantities.PARAMS)[name]
+        return q.values(self.site_primitives() if table == "grads" else self.param) or []
+
+    def set_param(self, name: str, per_row: list[float]) -> None:
+        """Parameter primitive `name` per params row, and its per-site value (the block's parameters combined)."""
+        self.param[name] = per_row
+        self.site[name] = self.per_site(per_row)
+
+    def per_site(self, per_row: list[float]) -> list[float]:
+        """A parameter primitive combined over each site's parameters: sqrt(sum of squares) (`skip_missing`:
+        of those not NaN, NaN if none)."""
+        parts: list[list[float]] = [[] for _ in self.layer]
+        for i, v in zip(self.param_site, per_row):
+            if i >= 0:
+                parts[i].append(v)
+        if self.skip_missing:
+            parts = [[v for v in p if not math.isnan(v)] for p in parts]
+            return [group_norm(p) if p else math.nan for p in parts]
+        return [group_norm(p) for p in parts]
 
     def scale_gradients(self, inputs: float, params: float) -> None:
         """Multiply the input-gradient norms by `inputs` and the parameter-gradient norms by `params`
         (a GradScaler's 1/scale; a data-parallel run's 1/ranks), in place."""
         if inputs != 1:
-            self.input_grad_norm = [v * inputs for v in self.input_grad_norm]
+            self.site["input_grad"] = [v * inputs for v in self.site.get("input_grad", [])]
         if params != 1:
-            self.param_grad_norm = [v * params for v in self.param_grad_norm]
-            self.param_grad = [v * params for v in self.param_grad]
+            self.site["grad"] = [v * params for v in self.site.get("grad", [])]
+            self.param["grad"] = [v * params for v in self.param.get("grad", [])]
 
     def add_rows(self, grads: dict[str, list], params: dict[str, list], variant: str, seed: int, step: int) -> None:
-        """Append this record as rows of grads.csv and params.csv, kept as {column: values}."""
+        """Append this record as rows of grads.csv and params.csv, kept as {column: values}: the
+        registry's quantities whose primitives were measured, in its order."""
         n, m = len(self.layer), len(self.param_layer)
         site_cols = {"layer": self.layer, "sublayer": self.sublayer}
         if any(self.module):
@@ -73,29 +121,11 @@ class Record:
         param_cols = {}
         if any(self.module):  # each parameter's block (a parameter outside every block: ""), params.csv's last column
             param_cols["module"] = [self.module[layer] if layer < n else "" for layer in self.param_layer]
+        per_param = quantities.derive("params", self.param)
+        step_cols = {k: per_param.pop(k) for k in list(per_param) if quantities.PARAMS[k].opt_in}
         for table, k, cols in (
-            (
-                grads,
-                n,
-                {
-                    **site_cols,
-                    "input_grad_norm": self.input_grad_norm,
-                    "activation_rms": self.activation_rms,
-                    "param_grad_norm": self.param_grad_norm,
-                    **extra,
-                },
-            ),
-            (
-                params,
-                m,
-                {
-                    "layer": self.param_layer,
-                    "param": self.param_name,
-                    "grad_norm": self.param_grad,
-                    "value_norm": self.param_value,
-                    **param_cols,
-                },
-            ),
+            (grads, n, {**site_cols, **quantities.derive("grads", self.site_primitives()), **extra}),
+            (params, m, {"layer": self.param_layer, "param": self.param_name, **per_param, **param_cols, **step_cols}),
         ):
             table.setdefault("variant", []).extend([variant] * k)
             table.setdefault("seed", []).extend([seed] * k)
@@ -134,11 +164,6 @@ def in_backward() -> bool:
     """Whether autograd is running a backward pass in this thread: a block called now is being
     recomputed by activation checkpointing, not called by the model's forward."""
     return torch._C._current_graph_task_id() != -1
-
-
-def activation_rms(norm: float, numel: int) -> float:
-    """sqrt(mean(x^2)) from ||x|| and x's number of elements."""
-    return norm / math.sqrt(numel) if numel else math.nan
 
 
 def inexact_norm(norm: float, numel: int, dtype: torch.dtype) -> bool:
@@ -555,8 +580,8 @@ class Recorder:
         grads = [(vals[i], self._numels[i]) for i in self._grad_norms]
         exact = self.exact or self._check_norms(grads, list(zip(vals[n : 2 * n], self._numels)), p_grad, p_value)
         rec = self._record(p_grad, p_value, exact)
-        rec.input_grad_norm = vals[:n]
-        rec.activation_rms = [activation_rms(norm, numel) for norm, numel in zip(vals[n : 2 * n], self._numels)]
+        rec.site["input_grad"] = vals[:n]
+        rec.site["input"] = vals[n : 2 * n]
         rec.numel = list(self._numels)
         return rec
 
@@ -595,32 +620,33 @@ class Recorder:
                 x_parts[i].append(x)
                 sizes[i] += numel
         rec = self._record(p_grad, p_value, exact)
-        rec.input_grad_norm = [group_norm(parts) if parts else math.nan for parts in g_parts]
-        rec.activation_rms = [activation_rms(group_norm(parts), size) for parts, size in zip(x_parts, sizes)]
+        rec.site["input_grad"] = [group_norm(parts) if parts else math.nan for parts in g_parts]
+        rec.site["input"] = [group_norm(parts) for parts in x_parts]
         rec.numel = sizes
         rec.micro_batches = len({self._call_pass[c] for c in kept})
         return rec
 
     def _record(self, p_grad: list[float], p_value: list[float], exact: bool) -> Record:
-        """A Record of the sites and parameter rows (the input columns are the caller's)."""
+        """A Record of the sites and parameter rows (the input primitives are the caller's)."""
         rec = Record()
         rec.layer = [s.layer for s in self.sites]
         rec.sublayer = [s.sublayer for s in self.sites]
-        rec.param_grad_norm = [self._group_norm([p_grad[i] for i in group]) for group in self._groups]
         rec.param_layer = [layer for layer, _, _ in self._param_rows]
         rec.param_name = [name for _, name, _ in self._param_rows]
-        rec.param_grad = [p_grad[i] for _, _, i in self._param_rows]
-        rec.param_value = [p_value[i] for _, _, i in self._param_rows]
+        rec.param_site = self._row_site
+        rec.skip_missing = self.by_call
+        rec.set_param("grad", [p_grad[i] for _, _, i in self._param_rows])
+        rec.set_param("value", [p_value[i] for _, _, i in self._param_rows])
         rec.norms_exact = exact
         rec.module = [getattr(s, "name", "") for s in self.sites]
         return rec
 
-    def _group_norm(self, norms: list[float]) -> float:
-        """A site's parameter-gradient norm; by_call: over the parameters that got a gradient (NaN if none did)."""
-        if self.by_call:
-            norms = [v for v in norms if not math.isnan(v)]
-            return group_norm(norms) if norms else math.nan
-        return group_norm(norms)
+    @property
+    def _row_site(self) -> list[int]:
+        """Per params.csv row, its site's index (-1: a parameter outside every site)."""
+        return [i for i, site in enumerate(self.sites) for _ in site.params] + [-1] * (
+            len(self._param_rows) - sum(len(site.params) for site in self.sites)
+        )
 
     def _check_norms(self, grads: list[tuple], xs: list[tuple], p_grad: list[float], p_value: list[float]) -> bool:
         """Re-measure in float64, in place, the parameter norms that may have under/overflowed (their

@@ -59,6 +59,7 @@ FIGURE_NOTES = {
     "heatmap": "The ratio over the two swept keys.",
     "loss": "Training loss over steps.",
     "steps": "Per-layer gradient norms over training steps.",
+    "quantities": "The other measured quantities per layer (resflow.quantities).",
 }
 
 
@@ -138,7 +139,7 @@ def render(result, source: Path, failed: list | None = None, redact: bool = Fals
     `redact`: without absolute paths, the command line or host details (see _contents_note)."""
     from rich.table import Table
 
-    from resflow.report.figures.plots import describe, figure_builders
+    from resflow.report.figures.plots import describe, drawn_quantities, figure_builders, quantities_figure
     from resflow.report.terminal.sweep import renderables
 
     failed = [] if failed is None else failed
@@ -152,6 +153,8 @@ def render(result, source: Path, failed: list | None = None, redact: bool = Fals
         parts.append("<h2>Headline</h2>")
         parts += [f"<p class='headline'>{escape(s)}</p>" for s in sentences]
     builders = figure_builders(result)
+    if drawn_quantities(result.grads):  # the registry's other per-layer quantities (the page only)
+        builders["quantities"] = lambda: quantities_figure(result.grads, title=describe(result)[0])
     if builders:
         parts.append("<h2>Figures</h2>")
         for name, build in builders.items():

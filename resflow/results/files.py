@@ -28,7 +28,7 @@ from resflow.results.csvtext import to_csv_text
 from resflow.results.tables import PARAMS_COLUMNS, RunResult
 
 RESULT_FILES = ("grads.csv", "params.csv", "summary.csv", "config.yaml", "meta.json")
-TABLES = ("grads", "params", "summary", "train")  # train: training runs only
+TABLES = ("grads", "params", "summary", "train", "hist")  # train: training runs only; hist: opted into
 FORMATS = ("csv", "parquet", "both")  # how the tables are written (`--format`)
 NEEDS_PYARROW = 'Parquet needs pyarrow: pip install "resflow[parquet]" (or pip install pyarrow)'
 # Everything resflow writes into a results dir (a run's, a sweep's, the demo's): `--force` replaces
@@ -36,6 +36,7 @@ NEEDS_PYARROW = 'Parquet needs pyarrow: pip install "resflow[parquet]" (or pip i
 WRITTEN_NAMES = {
     *RESULT_FILES,
     "train.csv",
+    "hist.csv",
     "demo.csv",
     "plan.json",
     "points",
@@ -300,7 +301,7 @@ def write_config_meta(directory: Path, config: dict, meta: dict, rows: dict[str,
 
 
 RECORDED = {
-    **{f"{t}.{ext}": t for t in ("grads", "params", "summary", "train") for ext in ("csv", "parquet")},
+    **{f"{t}.{ext}": t for t in TABLES for ext in ("csv", "parquet")},
     "config.yaml": None,
 }  # the files meta.json's `files` vouches for (figures are redrawn from them)
 
@@ -659,6 +660,7 @@ def read_run(path: Path) -> RunResult:
         params = read_table(files["params"], size.get("params")) if files["params"] else pd.DataFrame(columns=PARAMS_COLUMNS)
         config = yaml.safe_load((path / "config.yaml").read_text()) if (path / "config.yaml").is_file() else {}
         train = read_table(files["train"], size.get("train")) if files["train"] else None
+        hist = read_table(files["hist"], size.get("hist")) if files["hist"] else None
     except (OSError, ValueError, yaml.YAMLError, pd.errors.ParserError) as err:  # (UnicodeDecodeError: a ValueError)
         raise ResflowError(f"{str(path)!r}: cannot read the results: {str(err).splitlines()[0] if str(err) else err}") from None
     except ImportError as err:  # a broken pyarrow
@@ -666,12 +668,14 @@ def read_run(path: Path) -> RunResult:
     missing = [c for c in ("variant", "seed", "layer", "input_grad_norm") if c not in grads.columns]
     if missing:
         raise ConfigError(f"{str(files['grads'])!r} lacks the columns {', '.join(missing)}: not a resflow results file")
-    tables = {"grads": grads, "params": params, "summary": summary, "train": train}
+    tables = {"grads": grads, "params": params, "summary": summary, "train": train, "hist": hist}
     if isinstance(meta, dict) and isinstance(meta.get("files"), dict):
         verify_files(path, meta["files"], tables)
     _check_keys(files["grads"], grads, ("variant", "seed", "layer"), ("seed", "layer", "input_grad_norm"))
     _check_keys(files["summary"], summary, ("variant", "seed"), ())
-    return RunResult(grads=grads, params=params, summary=summary, config=config or {}, meta=meta, path=path, train=train)
+    return RunResult(
+        grads=grads, params=params, summary=summary, config=config or {}, meta=meta, path=path, train=train, hist=hist
+    )
 
 
 def appended_sizes(meta, files: dict) -> dict[str, int]:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from resflow.errors import ConfigError, ResflowError
-from resflow.results.tensorboard_events import MEASURES, METRICS, TensorBoardRun, layer_tag, layer_values, missing
+from resflow.results.tensorboard_events import MEASURES, METRICS, TAGS, TensorBoardRun, layer_tag, layer_values, missing
 
 KINDS = {  # spec kind -> (the pip extra, the package's import name)
     "tensorboard": ("tensorboard", "tensorboard"),
@@ -167,7 +167,7 @@ class WandbRun:
         except Exception as err:  # noqa: BLE001 - W&B's errors (no API key, no network) as one line
             first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
             raise ResflowError(f"W&B could not start a run in project {project!r}: {first}") from None
-        self.series: dict[str, dict[str, tuple[list, list]]] = {m: {} for m in MEASURES}
+        self.series: dict[str, dict[str, tuple[list, list]]] = {TAGS[m]: {} for m in MEASURES}
         self.scalars = self.histograms = 0
 
     def log(self, step: int, rows=(), scalars: dict | None = None, wall_time: float | None = None) -> None:
@@ -292,6 +292,13 @@ class Sinks:
         rows = list(rows)
         for sink in self.sinks:
             sink.log(step, rows, scalars, wall_time)
+
+    def log_hist(self, step: int, rows, wall_time: float | None = None) -> None:
+        """One step's gradient histograms (hist.csv's rows), to each tracker that keeps histograms."""
+        rows = list(rows)
+        for sink in self.sinks:
+            if hasattr(sink, "log_hist"):
+                sink.log_hist(step, rows, wall_time)
 
     def close(self, summary: dict | None = None) -> None:
         while self.sinks:

@@ -16,6 +16,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from resflow import quantities
+
 VANISHING = 1e-3  # a layer whose gradient is < 1/1000 of the last layer's is flagged "vanishing"
 EXPLODING = 1e3  # ... > 1000x the last layer's is flagged "exploding"
 
@@ -186,7 +188,8 @@ def summarize(grads: pd.DataFrame, config_columns: list[str]) -> pd.DataFrame:
     layer = grads["layer"].to_numpy()
     g_all = grads["input_grad_norm"].to_numpy(dtype=float)
     position = _site_positions(gid, layer)
-    row_finite = np.isfinite(grads[["input_grad_norm", "activation_rms", "param_grad_norm"]].to_numpy(dtype=float)).all(axis=1)
+    checked = [c for c in quantities.finite_checked() if c in grads.columns]  # (the registry's `finite` flag)
+    row_finite = np.isfinite(grads[checked].to_numpy(dtype=float)).all(axis=1)
     first, last, gain = np.empty(n_groups), np.empty(n_groups), np.empty(n_groups)
     finite = np.empty(n_groups, dtype=bool)
     for k in range(n_groups):

@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from resflow import quantities
 from resflow.results.stats import ratio_from, without_input_gradient
 
 # Columns copied from the config into every row, so CSVs of different runs concatenate directly.
@@ -27,19 +28,15 @@ CONFIG_COLUMNS = [
     "init_scheme",
     "init_scale",
 ]
-GRADS_COLUMNS = [
-    "variant",
-    "seed",
-    "step",
-    "layer",
-    "sublayer",
-    "input_grad_norm",
-    "activation_rms",
-    "param_grad_norm",
-    *CONFIG_COLUMNS,
-]
-PARAMS_COLUMNS = ["variant", "seed", "step", "layer", "param", "grad_norm", "value_norm"]
-TRAIN_PARAMS_COLUMNS = ["update_ratio", "movement"]  # added to params.csv by training runs (train.steps > 0)
+# The quantities' columns come from the registry (resflow.quantities): the original three before the
+# config columns, the newer ones appended (so an older run's columns keep their places).
+GRADS_KEYS = ["variant", "seed", "step", "layer", "sublayer"]
+GRADS_COLUMNS = [*GRADS_KEYS, *quantities.leading(), *CONFIG_COLUMNS]
+GRADS_APPENDED = quantities.appended()  # after every other column (theory's too); opt-in ones only when measured
+PARAMS_KEYS = ["variant", "seed", "step", "layer", "param"]
+PARAMS_COLUMNS = [*PARAMS_KEYS, *(n for n, q in quantities.PARAMS.items() if not q.opt_in)]
+# added to params.csv when measured (training runs: train.steps > 0; watch's opt-ins)
+TRAIN_PARAMS_COLUMNS = [n for n, q in quantities.PARAMS.items() if q.opt_in]
 TRAIN_COLUMNS = [  # train.csv: training runs only, one row per (variant, seed, step)
     "variant",
     "seed",
@@ -82,10 +79,18 @@ def config_columns(cfg) -> dict[str, Any]:
     )
 
 
-def _ordered(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """The schema's columns first, in order; any extra columns (added by later features) after."""
-    extra = [c for c in df.columns if c not in columns]
-    return df[[c for c in columns if c in df.columns] + extra]
+def _ordered(df: pd.DataFrame, columns: list[str], last=()) -> pd.DataFrame:
+    """The schema's columns first, in order; any extra columns (added by later features) after;
+    `last` at the end."""
+    extra = [c for c in df.columns if c not in columns and c not in last]
+    return df[[c for c in columns if c in df.columns] + extra + [c for c in last if c in df.columns]]
+
+
+def appended_last(grads: pd.DataFrame) -> pd.DataFrame:
+    """`grads` with the registry's appended quantity columns moved to the end (after a column added
+    later, such as the theory's), so every older column keeps its place in grads.csv."""
+    cols = [c for c in grads.columns if c not in GRADS_APPENDED] + [c for c in GRADS_APPENDED if c in grads.columns]
+    return grads if cols == list(grads.columns) else grads[cols]
 
 
 MODULE_COLUMN = "module"  # any model's grads.csv (resflow.record/watch): the block's qualified name, after sublayer
@@ -96,7 +101,7 @@ def grads_frame(rows: dict[str, list]) -> pd.DataFrame:
     if MODULE_COLUMN in rows:
         at = GRADS_COLUMNS.index("sublayer") + 1
         columns = [*GRADS_COLUMNS[:at], MODULE_COLUMN, *GRADS_COLUMNS[at:]]
-    return _ordered(pd.DataFrame(rows), columns)
+    return _ordered(pd.DataFrame(rows), columns, GRADS_APPENDED)
 
 
 def params_frame(rows: dict[str, list]) -> pd.DataFrame:
@@ -122,6 +127,7 @@ class RunResult:
     meta: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None  # where it was written / read from
     train: pd.DataFrame | None = None  # train.csv: training runs only
+    hist: pd.DataFrame | None = None  # hist.csv: gradient histograms, when opted into (resflow.quantities)
 
     def _overview(self) -> tuple[str, list[tuple[str, str]]]:
         """A title and (what, value) lines: the kind, variants, seeds, layers, the tables' sizes."""

@@ -5,7 +5,7 @@ package alone: no TensorFlow, no torch, no pandas); the package is imported only
 
 A run's event file holds (tags exactly as docs/tools.md lists them):
 
-  input_grad_norm/layer_003[/attn]   per recorded step (param_grad_norm/..., activation_rms/... alike)
+  input_grad_norm/layer_003[/attn]   per recorded step (each logged quantity of resflow.quantities alike)
   log10_input_grad_norm              histogram per recorded step: log10 of every site's gradient norm
   loss, eval_loss, grad_norm_total, lr   training: per step
   profile/log10_input_grad_norm      at close: the last recorded step's depth profile, x = site index
@@ -22,9 +22,12 @@ import math
 import time
 from pathlib import Path
 
+from resflow import quantities
 from resflow.errors import ConfigError, ResflowError
 
-MEASURES = ("input_grad_norm", "param_grad_norm", "activation_rms")  # grads.csv columns written per layer
+# grads.csv columns written per layer: the registry's logged quantities (resflow.quantities), under their tags
+MEASURES = tuple(quantities.logged())
+TAGS = {name: quantities.GRADS[name].tag for name in MEASURES}
 STEP_SCALARS = ("loss", "eval_loss", "grad_norm_total", "lr")  # train.csv columns written per step
 METRICS = ("grad_ratio", "log10_grad_ratio", "gain_per_layer")  # summary.csv columns: the HParams metrics
 SINGLE_SITE = ("", "mlp", "conv", "block")  # a layer's only site: no sub-layer part in its tag
@@ -76,6 +79,38 @@ def histogram(tag: str, values: list[float], bins: int = 30):
     return summary_pb2.Summary.Value(tag=tag, histo=histo)
 
 
+def bins_histogram(tag: str, lo: list[float], hi: list[float], counts: list[int]):
+    """A histogram summary from counted bins (hist.csv's rows of one parameter); the sums from the bins' centres."""
+    from tensorboard.compat.proto import summary_pb2
+
+    centres = [(a + b) / 2 for a, b in zip(lo, hi)]
+    histo = summary_pb2.HistogramProto(
+        min=float(lo[0]),
+        max=float(hi[-1]),
+        num=float(sum(counts)),
+        sum=float(sum(c * x for c, x in zip(counts, centres))),
+        sum_squares=float(sum(c * x * x for c, x in zip(counts, centres))),
+        bucket_limit=[float(v) for v in hi],
+        bucket=[float(c) for c in counts],
+    )
+    return summary_pb2.Summary.Value(tag=tag, histo=histo)
+
+
+HIST_TAGS = [q.tag for q in quantities.HIST.values()]  # the histogram quantities' tag prefixes
+
+
+def hist_values(rows: list[dict]) -> dict[str, tuple[list, list, list]]:
+    """`<tag>/layer_003/<param>` -> (bin_lo, bin_hi, count) for one step's hist.csv rows."""
+    out: dict[str, tuple[list, list, list]] = {}
+    for row in rows:
+        tag = f"{HIST_TAGS[0]}/layer_{int(row['layer']):03d}/{row['param']}"
+        lo, hi, counts = out.setdefault(tag, ([], [], []))
+        lo.append(float(row["bin_lo"]))
+        hi.append(float(row["bin_hi"]))
+        counts.append(int(row["count"]))
+    return out
+
+
 def _string_tensor(data: bytes):
     from tensorboard.compat.proto import tensor_pb2, tensor_shape_pb2, types_pb2
 
@@ -101,7 +136,7 @@ def layout():
         return layout_pb2.Chart(title=title, multiline=layout_pb2.MultilineChartContent(tag=[regex]))
 
     per_layer = layout_pb2.Category(
-        title="all layers, one chart per quantity", chart=[chart(m, rf"^{m}/layer_") for m in MEASURES]
+        title="all layers, one chart per quantity", chart=[chart(TAGS[m], rf"^{TAGS[m]}/layer_") for m in MEASURES]
     )
     training = layout_pb2.Category(title="training", chart=[chart("loss, eval_loss", r"^(eval_)?loss$")])
     data = layout_pb2.Layout(category=[per_layer, training]).SerializeToString()
@@ -167,7 +202,7 @@ def layer_values(rows: list[dict]) -> dict[str, float]:
     """`<measure>/<layer tag>` -> value for one step's per-site rows (a NaN left out): the per-layer
     keys every tracker logs."""
     return {
-        f"{column}/{layer_tag(row)}": float(row[column])
+        f"{TAGS[column]}/{layer_tag(row)}": float(row[column])
         for column in MEASURES
         for row in rows
         if column in row and not missing(row[column])
@@ -217,6 +252,14 @@ class TensorBoardRun:
             self._last = (step, rows)
         self._step = max(self._step, int(step))
         if values:
+            event(self._writer, step, values, time.time() if wall_time is None else wall_time)
+            self._writer.flush()
+
+    def log_hist(self, step: int, rows, wall_time: float | None = None) -> None:
+        """One step's gradient histograms (hist.csv's rows: per parameter, its bins)."""
+        values = [bins_histogram(tag, *bins) for tag, bins in hist_values(list(rows)).items()]
+        if values:
+            self.histograms += len(values)
             event(self._writer, step, values, time.time() if wall_time is None else wall_time)
             self._writer.flush()
 

@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from resflow import quantities
 from resflow._version import __version__
 from resflow.config.schema import validate
 from resflow.errors import ConfigError, Interrupted, ResflowError
@@ -282,7 +283,8 @@ def _const(part) -> dict:
 SCALARS = (str, int, float, bool, type(None))  # what a column of a point file holds (a CSV cell)
 NUMBERS = (  # columns that hold numbers in every table that has them (the keys, then the measures)
     {"seed", "step", "layer", "depth", "width", "init_scale"}
-    | {"input_grad_norm", "activation_rms", "param_grad_norm", "grad_norm", "value_norm", "update_ratio", "movement"}
+    | set(quantities.GRADS)  # the measured quantities (resflow.quantities)
+    | set(quantities.PARAMS)
     | {"loss", "eval_loss", "grad_norm_total", "lr", "wall_time_s", "task_floor", "task_baseline"}
     | {"grad_first", "grad_last", "grad_ratio", "log10_grad_ratio", "gain_per_layer", "log10_ratio_sd", "ratio_q25"}
     | {"ratio_q75"}
@@ -442,7 +444,7 @@ def table_frame(name: str, parts: list[dict], columns: list[str]):
     train table no point has."""
     import pandas as pd
 
-    from resflow.results.tables import grads_frame, params_frame, summary_frame, train_frame
+    from resflow.results.tables import appended_last, grads_frame, params_frame, summary_frame, train_frame
 
     if name == "train" and not parts:
         return None
@@ -462,7 +464,8 @@ def table_frame(name: str, parts: list[dict], columns: list[str]):
     }
     df = build[name](rows)
     extra = [c for c in columns if c in df.columns]  # the swept columns after the schema's columns, in axis order
-    return df[[c for c in df.columns if c not in extra] + extra] if extra else df
+    df = df[[c for c in df.columns if c not in extra] + extra] if extra else df
+    return appended_last(df) if name == "grads" else df  # (the newer quantities' columns last)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from functools import partial
 import numpy as np
 import pandas as pd
 
+from resflow.results.tables import appended_last
 from resflow.theory.predict import NoPrediction, Prediction
 
 GRADS_COLUMNS = ["predicted_input_grad_norm"]
@@ -32,7 +33,7 @@ def add_prediction(grads: pd.DataFrame, summary: pd.DataFrame, pred: Prediction 
         grads["predicted_input_grad_norm"] = math.nan
         for col in SUMMARY_COLUMNS:
             summary[col] = math.nan
-        return grads, summary
+        return appended_last(grads), summary
     ratios = pred.ratios
     predicted = np.full(len(grads), math.nan)
     for (_, _, step), idx in grads.groupby(["variant", "seed", "step"], sort=False).groups.items():
@@ -47,7 +48,7 @@ def add_prediction(grads: pd.DataFrame, summary: pd.DataFrame, pred: Prediction 
     at_init = summary["step"] == 0 if "step" in summary else True
     for col, value in zip(SUMMARY_COLUMNS, (pred.grad_ratio, pred.gain_per_layer, _num(pred.chi1), _num(pred.depth_scale))):
         summary[col] = np.where(at_init, value, math.nan)
-    return grads, summary
+    return appended_last(grads), summary
 
 
 def overlay(pred: Prediction | NoPrediction):

@@ -4,10 +4,9 @@ For each seed: build and initialise the model exactly as `experiment.measure_see
 (teacher, inputs) from the seed's data generator, and take `train.steps` optimizer steps on fresh
 batches. Step s means "after s updates". At every recorded step (0, k, 2k, ... and the last) the
 forward/backward runs under the recorder, giving grads.csv / params.csv rows with that `step`, and
-params.csv adds per parameter
-    update_ratio  ||W_{s+1} - W_s|| / ||W_s||: the optimizer step taken with this row's gradient
-                  (NaN at the last step, where no update follows, and where ||W_s|| = 0)
-    movement      ||W_s - W_0||: how far the parameter has moved since initialisation
+the optimizer-step quantities of the registry (resflow.quantities: the step's update relative to the
+weights, per parameter and per block; the movement since initialisation) measured from the
+primitives that StepNorms (resflow.measure.steps) takes around each recorded step's update.
 train.csv gets one row per step: the batch's loss, eval_loss at recorded steps, the total gradient
 norm, the learning rate used and the wall time; a dataset's classification (train.task: classify)
 adds, at recorded steps, eval_accuracy (eval_loss and eval_accuracy: the test set) and
@@ -28,13 +27,14 @@ import torch
 
 from resflow.config.schema import record_steps
 from resflow.measure.data import data_generator, model_io
-from resflow.measure.recorder import Record, Recorder, group_norm, norms_as_floats, remeasure_inexact
+from resflow.measure.recorder import Record, Recorder, group_norm, remeasure_inexact
+from resflow.measure.steps import StepNorms, add_step
 from resflow.models import build_model
 from resflow.models.init import seed_rng
 from resflow.results.assemble import Rows, assemble
 from resflow.results.meta import run_meta
 from resflow.results.stats import end_sites
-from resflow.results.tables import TRAIN_PARAMS_COLUMNS, RunResult, config_columns
+from resflow.results.tables import RunResult, config_columns
 from resflow.train.tasks import make_task
 
 CLASSIFY_COLUMNS = ("eval_accuracy", "train_set_loss", "train_set_accuracy")  # train.csv, train.task: classify
@@ -66,10 +66,10 @@ class StepInfo:
 
 def site_rows(rec: Record) -> list[dict]:
     """A Record's per-site values as one dict each (what a live tracker logs per step)."""
-    return [
-        dict(layer=layer, sublayer=sub, input_grad_norm=g, activation_rms=a, param_grad_norm=p)
-        for layer, sub, g, a, p in zip(rec.layer, rec.sublayer, rec.input_grad_norm, rec.activation_rms, rec.param_grad_norm)
-    ]
+    rows: dict[str, list] = {}
+    rec.add_rows(rows, {}, "", 0, 0)
+    keep = ["layer", "sublayer", *(c for c in rows if c not in ("variant", "seed", "step", "layer", "sublayer", "module"))]
+    return [{c: rows[c][i] for c in keep} for i in range(len(rec.layer))]
 
 
 def batch_size(cfg) -> int:
@@ -90,17 +90,12 @@ def make_optimizer(cfg, params):
 class SeedRun:
     """One seed's training, as plain lists: recorded steps and their Records, and per-step rows."""
 
-    records: list[tuple[int, Record, list[float], list[float]]] = field(default_factory=list)
-    # (step, record, update_ratio per params row, movement per params row)
+    records: list[tuple[int, Record]] = field(default_factory=list)  # (step, record with the step's primitives)
     rows: dict[str, list] = field(
         default_factory=lambda: {k: [] for k in ("step", "loss", "eval_loss", "grad_norm_total", "lr", "wall_time_s")}
     )
     floor: float = math.nan  # the task's lowest achievable loss, for this seed
     baseline: float = math.nan  # the loss of the task's best constant prediction
-
-
-def _ratios(num: list[float], den: list[float]) -> list[float]:
-    return [a / b if b > 0 else math.nan for a, b in zip(num, den)]
 
 
 def train_seed(cfg, seed: int, device: torch.device, on_step=None) -> SeedRun:
@@ -121,10 +116,8 @@ def train_seed(cfg, seed: int, device: torch.device, on_step=None) -> SeedRun:
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(cfg, trainable)
     recorder = Recorder(stack)
-    # the recorder's parameter layout: unique parameters, and each params.csv row's index into them
-    tracked = recorder.params
-    row_param = recorder.param_rows
-    initial = [p.detach().clone() for p in tracked]
+    steps = StepNorms(recorder.params, track_moved=True)  # the recorder's unique parameters; copies of them
+    row_param = recorder.param_rows  # each params.csv row's index into them
     recorded = set(record_steps(t.steps, t.record_every))
     out = SeedRun(floor=float(task.floor), baseline=float(task.baseline))
     if evaluate is not None:
@@ -165,22 +158,20 @@ def train_seed(cfg, seed: int, device: torch.device, on_step=None) -> SeedRun:
             for key in CLASSIFY_COLUMNS:
                 out.rows[key].append(metrics[key])
         if record:  # ||W_s - W_0||, before this step's update
-            with torch.no_grad():
-                moved = norms_as_floats(list(torch._foreach_sub([p.detach() for p in tracked], initial)))
-        update_ratio = [math.nan] * len(row_param)
+            moved = steps.moved()
+        update = before = None  # (the last step: no update follows)
         if step < t.steps:
-            before = [p.detach().clone() for p in tracked] if record else None
+            if record:
+                steps.before()
             for group in optimizer.param_groups:
                 group["lr"] = lr
             optimizer.step()
             if record:
-                with torch.no_grad():
-                    per_param = _ratios(
-                        norms_as_floats(list(torch._foreach_sub([p.detach() for p in tracked], before))), norms_as_floats(before)
-                    )
-                update_ratio = [per_param[i] for i in row_param]
+                update, before = steps.after()
         if record:
-            out.records.append((step, rec, update_ratio, [moved[i] for i in row_param]))
+            add_step(rec, row_param, update, before)
+            rec.set_param("moved", [moved[i] for i in row_param])
+            out.records.append((step, rec))
 
         rows = out.rows
         rows["step"].append(step)
@@ -239,10 +230,8 @@ def _train(cfg, on_seed, on_step) -> RunResult:
     floors, baselines = [], []
     for seed in cfg.seed_list:
         run = train_seed(cfg, seed, device, on_step)
-        for step, rec, update_ratio, movement in run.records:
+        for step, rec in run.records:
             rows.add(rec, cfg.name, seed, step)
-            for key, values in zip(TRAIN_PARAMS_COLUMNS, (update_ratio, movement)):
-                rows.params.setdefault(key, []).extend(values)
         n_steps = len(run.rows["step"])
         rows.train["variant"] += [cfg.name] * n_steps
         rows.train["seed"] += [seed] * n_steps

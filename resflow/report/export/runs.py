@@ -43,6 +43,7 @@ class Run:
     train: pd.DataFrame | None
     hparams: dict[str, Any]  # the run's config columns (and swept columns), plain values
     config: dict
+    hist: pd.DataFrame | None = None  # hist.csv's rows (gradient histograms), when the run has them
 
 
 def safe_name(text: str) -> str:
@@ -108,12 +109,12 @@ def runs(result) -> Iterator[Run]:
     config = result.config or {}
     config_columns = [c for c in g.columns if c not in NOT_CONFIG]
     kinds = hparam_kinds(g[config_columns].drop_duplicates())
-    tables = {name: _by_run(getattr(result, name)) for name in ("params", "summary", "train")}
+    tables = {name: _by_run(getattr(result, name, None)) for name in ("params", "summary", "train", "hist")}
     taken: set[str] = set()
     for (variant, seed), rows in g.groupby(["variant", "seed"], sort=False):
 
         def part(name):
-            df = getattr(result, name)
+            df = getattr(result, name, None)
             if df is None:
                 return None
             return tables[name].get((variant, seed), df.iloc[0:0])
@@ -139,6 +140,7 @@ def runs(result) -> Iterator[Run]:
             part("train"),
             {k: v for k, v in hparams.items() if v is not None},
             per_config or config,
+            part("hist"),
         )
 
 
@@ -172,6 +174,11 @@ def replay(run: Run, sink, start: float) -> None:
             scalars[step] = {c: _plain(record[c]) for c in columns}
             if "wall_time_s" in record and not pd.isna(record["wall_time_s"]):
                 walls[step] = start + float(record["wall_time_s"])
+    hists = {}
+    if run.hist is not None and len(run.hist) and hasattr(sink, "log_hist"):  # gradient histograms (opted into)
+        hists = {int(s): rows.to_dict("records") for s, rows in run.hist.groupby("step", sort=True)}
     for step in sorted(set(sites) | set(scalars)):
         sink.log(step, sites.get(step, ()), scalars.get(step), walls.get(step, start))
+        if step in hists:
+            sink.log_hist(step, hists[step], walls.get(step, start))
     sink.close(summary_of(run.summary))

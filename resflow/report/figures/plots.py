@@ -27,6 +27,7 @@ from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullFormatter
 
+from resflow import quantities
 from resflow._sys.files import atomic_file
 from resflow.errors import FigureError
 from resflow.results.stats import EXPLODING, VANISHING, end_sites, finite_stats, seed_ratios, site_stats
@@ -53,9 +54,7 @@ _MEASURES = {
     "log10_grad_ratio",
     "gain_per_layer",
     "finite",
-    "input_grad_norm",
-    "activation_rms",
-    "param_grad_norm",
+    *quantities.GRADS,  # the measured quantities (resflow.quantities)
     "wall_time_s",
     "log10_ratio_sd",
     "ratio_q25",
@@ -489,6 +488,57 @@ def params_figure(params: pd.DataFrame, title: str = "", caption: str = "", max_
     more = f" {len(shown)} of {len(variants)} variants shown." if len(shown) < len(variants) else ""
     band = " Line: median over seeds; band: min–max." if multi_seed else ""
     _caption(fig, (caption + band + more).strip())
+    return fig
+
+
+def drawn_quantities(grads: pd.DataFrame) -> list:
+    """The registry's per-site quantities `quantities_figure` draws: those `grads` holds with a finite
+    value, other than the profile's own input_grad_norm (resflow.quantities, `figure`)."""
+    return [
+        q
+        for name, q in quantities.GRADS.items()
+        if q.figure and name != "input_grad_norm" and name in grads and np.isfinite(grads[name].to_numpy(dtype=float)).any()
+    ]
+
+
+def quantities_figure(grads: pd.DataFrame, title: str = "", caption: str = "") -> Figure:
+    """One panel per measured quantity of the registry (`drawn_quantities`): layer on x, its median
+    over seeds at the last recorded step it has a value at, one line per variant, on the quantity's scale."""
+    shown = drawn_quantities(grads)
+    ncols = min(len(shown), 2)
+    nrows = math.ceil(len(shown) / ncols)
+    fig = new_figure((FIGSIZE[0], FIGSIZE[1] if nrows == 1 else 3.0 * nrows + 0.8))
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    variants = list(grads["variant"].unique())
+    palette = _colors(len(variants))
+    for ax, q in zip(axes, shown):
+        finite = grads[np.isfinite(grads[q.name].to_numpy(dtype=float))]
+        step = int(finite["step"].max()) if "step" in finite else None  # (no update follows a run's last step)
+        stats = site_stats(grads, q.name, step)
+        drawn = []
+        for variant, color in zip(variants, palette):
+            st = stats[stats["variant"] == variant]
+            med = st["median"].to_numpy()
+            ax.plot(st["x"], _positive(med) if q.scale == "log" else med, color=color, linewidth=1.5, label=str(variant))
+            drawn.append(med)
+        if q.scale == "log":
+            lo, hi = log_limits(*drawn)
+            set_log_axis(ax, lo, hi)
+        if q.good is not None:
+            for level in q.good:
+                ax.axhline(level, **GUIDE_STYLE)
+        unit = f" ({q.unit})" if q.unit else ""
+        ax.set_title(f"{q.name}: {q.label}{unit}", fontsize=9)
+        ax.set_xlabel("layer")
+        ax.grid(True, which="major", axis="y", alpha=0.25)
+    for ax in axes[len(shown) :]:
+        ax.set_visible(False)
+    if 1 < len(variants) <= MAX_GUIDED:
+        axes[0].legend(fontsize=7, loc="best", framealpha=0.85)
+    _suptitle(fig, title)
+    _caption(
+        fig, (caption + " Median over seeds at the last recorded step it has; dotted: a quantity's rule-of-thumb range.").strip()
+    )
     return fig
 
 

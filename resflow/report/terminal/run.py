@@ -265,3 +265,57 @@ def natural_width(table: Table) -> int:
 
     console = PlainConsole(width=10_000)  # (as it will be printed: a name's `[/bold]` is text)
     return table.__rich_measure__(console, console.options).maximum
+
+
+def range_flag(value: float, good: tuple[float, float] | None) -> str:
+    """ "low" / "high" for a value outside a quantity's rule-of-thumb range (resflow.quantities), else ""."""
+    if good is None or not math.isfinite(value):
+        return "" if math.isfinite(value) else "non-finite"
+    return "low" if value < good[0] else "high" if value > good[1] else ""
+
+
+def measure_table(grads: pd.DataFrame, name: str, title: str = "") -> Table:
+    """One grads.csv quantity of the registry (`resflow show --measure NAME`) per site at the last
+    recorded step: median and min–max over seeds, log10, a bar on its scale, and, for a quantity with a
+    rule-of-thumb range (the optimizer update's ~1e-3 per step), a flag on a value outside it."""
+    from resflow import quantities
+
+    q = quantities.GRADS[name]
+    stats = site_stats(grads, name)
+    seeds = int(grads["seed"].nunique()) if "seed" in grads else 1
+    multi_sub = stats["sublayer"].nunique() > 1
+    unit = f" ({q.unit})" if q.unit else ""
+    table = Table(title=title or f"{name}: {q.label}{unit}", title_justify="left", caption_justify="left")
+    table.add_column("layer", justify="right")
+    if multi_sub:
+        table.add_column("sublayer")
+    table.add_column(q.label + (" median" if seeds > 1 else ""), justify="right")
+    if seeds > 1:
+        table.add_column(f"min–max ({seeds} seeds)", justify="right")
+    log = q.scale == "log"
+    if log:
+        table.add_column("log10", justify="right")
+        table.add_column(f"1e{BAR_LO} … 1e+{BAR_HI}", no_wrap=True)
+    table.add_column("flag")
+    rows, shown = shown_sites(stats)
+    good = f"; flag: outside {q.good[0]:g} … {q.good[1]:g}" if q.good else ""
+    table.caption = f"{shown}{q.doc}; median, min and max over the seeds with finite values{good}"
+    for i in rows:
+        if i is None:
+            table.add_row(*["⋮"] * len(table.columns))
+            continue
+        r = stats.iloc[i]
+        med = float(r["median"])
+        cells = [str(int(r["layer"]))]
+        if multi_sub:
+            cells.append(str(r["sublayer"]))
+        cells.append(fmt(med))
+        if seeds > 1:
+            cells.append(f"{fmt(float(r['min']))} – {fmt(float(r['max']))}")
+        if log:
+            cells.append(f"{math.log10(med):+.2f}" if med > 0 and math.isfinite(med) else "—")
+            cells.append(log_bar(med) if med > 0 and math.isfinite(med) else "")
+        f = range_flag(med, q.good)
+        cells.append(Text(f, style="bold red" if f else ""))
+        table.add_row(*cells)
+    return table

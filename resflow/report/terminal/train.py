@@ -14,8 +14,9 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from resflow import quantities
 from resflow.report.terminal.console import printable
-from resflow.report.terminal.run import fmt, natural_width, shown_rows
+from resflow.report.terminal.run import fmt, natural_width, range_flag, shown_rows
 
 
 def _g(value) -> str:
@@ -112,7 +113,7 @@ def loss_summary(train: pd.DataFrame) -> pd.DataFrame:
 
 def layer_movement(params: pd.DataFrame) -> pd.DataFrame:
     """Per (variant, seed, layer): how far the layer's parameters moved, ‖Θ_end − Θ_0‖ / ‖Θ_0‖ over all
-    of the layer's parameters together, and the median update ratio of its weights over the run."""
+    of the layer's parameters together."""
     rows = []
     for (variant, seed, layer), df in params.groupby(["variant", "seed", "layer"], sort=False):
         first, last = df["step"].min(), df["step"].max()
@@ -120,28 +121,21 @@ def layer_movement(params: pd.DataFrame) -> pd.DataFrame:
         pend = df[df["step"] == last]
         init_norm = math.sqrt(float((p0["value_norm"].astype(float) ** 2).sum()))
         moved = math.sqrt(float((pend["movement"].astype(float) ** 2).sum()))
-        weights = df[df["param"].str.endswith("weight")]
-        rows.append(
-            dict(
-                variant=variant,
-                seed=seed,
-                layer=layer,
-                movement=moved / init_norm if init_norm > 0 else math.nan,
-                update_ratio=_median(weights["update_ratio"]),
-            )
-        )
+        rows.append(dict(variant=variant, seed=seed, layer=layer, movement=moved / init_norm if init_norm > 0 else math.nan))
     return pd.DataFrame(rows)
 
 
+def step_quantities(grads: pd.DataFrame) -> list:
+    """The registry's per-block quantities measured across the optimizer step that `grads` holds
+    (resflow.quantities: the update relative to the weights)."""
+    return [q for q in quantities.GRADS.values() if q.opt_in and q.name in grads.columns]
+
+
 def train_table(result, title: str = "") -> Table:
-    """Per layer: relative movement since initialisation, median update ratio, and the input gradient
-    at the first and the last recorded step (medians over seeds)."""
-    move = (
-        layer_movement(result.params)
-        .groupby(["variant", "layer"], sort=False)[["movement", "update_ratio"]]
-        .median()
-        .reset_index()
-    )
+    """Per layer: relative movement since initialisation, the per-block step quantities of the registry
+    (median over seeds and recorded steps; a value outside the quantity's rule-of-thumb range flagged),
+    and the input gradient at the first and the last recorded step (medians over seeds)."""
+    move = layer_movement(result.params).groupby(["variant", "layer"], sort=False)[["movement"]].median().reset_index()
     order = {v: i for i, v in enumerate(move["variant"].unique())}  # variants as they came, layers in order (a stem's -1 first)
     move = move.sort_values(
         ["variant", "layer"], key=lambda c: c.map(order) if c.name == "variant" else c, kind="stable"
@@ -152,20 +146,29 @@ def train_table(result, title: str = "") -> Table:
     move = move.join(grad(first).rename("grad_start"), on=["variant", "layer"]).join(
         grad(last).rename("grad_end"), on=["variant", "layer"]
     )
+    step_qs = step_quantities(g)
+    for q in step_qs:
+        move = move.join(g.groupby(["variant", "layer"], sort=False)[q.name].median(), on=["variant", "layer"])
     table = Table(title=title, title_justify="left", caption_justify="left")
-    for col in ("layer", "moved ‖ΔΘ‖/‖Θ₀‖", "update ratio (median)", f"‖∂loss/∂x‖ step {first}", f"step {last}"):
+    step_cols = [f"{q.label} {q.unit} (median)".replace("  ", " ") for q in step_qs]
+    for col in ("layer", "moved ‖ΔΘ‖/‖Θ₀‖", *step_cols, f"‖∂loss/∂x‖ step {first}", f"step {last}"):
         table.add_column(col, justify="right")
+    if step_qs:
+        table.add_column("flag")
     rows = shown_rows(len(move))
     for i in rows:
         if i is None:
             table.add_row(*["⋮"] * len(table.columns))
             continue
         r = move.iloc[i]
-        table.add_row(str(int(r["layer"])), _g(r["movement"]), _g(r["update_ratio"]), _g(r["grad_start"]), _g(r["grad_end"]))
-    table.caption = (
-        "moved: how far each layer's parameters travelled from initialisation, relative to their initial size; "
-        "update ratio: ‖W_{s+1} − W_s‖/‖W_s‖ of the weights at the recorded steps"
-    )
+        flags = [f"{q.name} {f}" for q in step_qs if (f := range_flag(float(r[q.name]), q.good)) in ("low", "high")]
+        marks = [Text(_g(r[q.name]), style="bold red" if range_flag(float(r[q.name]), q.good) else "") for q in step_qs]
+        cells = [str(int(r["layer"])), _g(r["movement"]), *marks, _g(r["grad_start"]), _g(r["grad_end"])]
+        table.add_row(*cells, *([Text(", ".join(flags), style="bold red")] if step_qs else []))
+    table.caption = "moved: how far each layer's parameters travelled from initialisation, relative to their initial size"
+    for q in step_qs:
+        rule = f", flagged outside {q.good[0]:g} … {q.good[1]:g}" if q.good else ""
+        table.caption += f"; {q.label} {q.unit}: per block, over its parameters (median over seeds and recorded steps{rule})"
     return table
 
 
