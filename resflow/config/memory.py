@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from resflow.config.limits import IMAGES
 from resflow.errors import ResflowError
 
 BYTES = {"float32": 4, "float64": 8}
@@ -40,9 +41,6 @@ class Estimate:
         """(term, key to change) of the largest term."""
         term = max(("params", "activations", "rows"), key=lambda t: getattr(self, t))
         return term, self.keys[term]
-
-
-IMAGES = {None: ((1, 8, 8), 10), "digits": ((1, 8, 8), 10)}  # data.dataset -> (C, H, W), classes (tested against the loaders)
 
 
 def _inputs(m, d) -> int:

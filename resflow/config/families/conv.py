@@ -9,7 +9,7 @@ from pydantic import Field, field_validator, model_validator
 
 from resflow.config.families.base import Block, check_batch_norm, check_norm_groups, doubling_depths, residual_words
 from resflow.config.families.mlp import BLOCK_DESCRIPTION, groups_default, number_or_deepnorm
-from resflow.config.memory import IMAGES
+from resflow.config.limits import IMAGES
 from resflow.config.sections import ACTIVATION_NAMES, InitConfig
 
 
