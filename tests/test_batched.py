@@ -71,6 +71,53 @@ def test_initialisation_is_build_models_bit_for_bit(model, dtype):
             assert torch.equal(stacked.stacked[id(p_tmpl)][s], p_ref)
 
 
+def _bit_for_bit(cfg, dtype):
+    stacked = batched.StackedMLP(cfg, cfg.seed_list, CPU, dtype)
+    for s, seed in enumerate(cfg.seed_list):
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            reference = build_model(cfg.model, dtype=dtype)
+        for p_ref, p_tmpl in zip(reference.parameters(), stacked.template.parameters(), strict=True):
+            assert torch.equal(stacked.stacked[id(p_tmpl)][s], p_ref)
+    return stacked
+
+
+@pytest.mark.parametrize(
+    "init,shared",
+    [
+        ({"scheme": "default"}, True),
+        ({"scheme": "kaiming", "distribution": "uniform", "mode": "fan_out"}, True),
+        ({"scheme": "normal"}, False),  # the scale is the draws' std: no two scales share draws
+    ],
+    ids=["default", "kaiming", "normal"],
+)
+def test_points_differing_in_scale_share_draws_and_stay_bit_for_bit(monkeypatch, init, shared):
+    """An init-scale sweep's points draw once per process (the memo), each still equal to build_model's
+    own parameters after torch.manual_seed(seed), scale 1 included; a memo hit does not draw again."""
+    draws = []
+    real = batched._draw
+    monkeypatch.setattr(batched, "_draw", lambda key: draws.append(key) or real(key))
+    batched._memo.cache_clear()
+    for scale in (0.5, 1.0, 1.3, 0.5):
+        stacked = _bit_for_bit(_cfg({"residual": True, "init": {**init, "scale": scale}}, dtype="float32"), torch.float32)
+        for t in stacked.stacked.values():  # the memo's values are copied: the step may change these
+            t.data.add_(1.0)
+    assert len(draws) == (1 if shared else 4)  # (a one-entry memo: 0.5 after 1.3 is drawn again)
+    other_seeds = _cfg({"init": {**init, "scale": 1.3}}, dtype="float32", seeds=2)  # another key: drawn anew
+    _bit_for_bit(other_seeds, torch.float32)
+    assert len(draws) == (2 if shared else 5)
+
+
+def test_no_memo_above_its_size(monkeypatch):
+    monkeypatch.setattr(batched, "MEMO_BYTES", 0)
+    draws = []
+    real = batched._draw
+    monkeypatch.setattr(batched, "_draw", lambda key: draws.append(key) or real(key))
+    for scale in (0.5, 1.3):
+        _bit_for_bit(_cfg({"init": {"scale": scale}}, dtype="float32"), torch.float32)
+    assert len(draws) == 2
+
+
 def test_run_uses_batched_path_and_matches_sequential(monkeypatch):
     cfg = _cfg({"residual": True}, seeds=4)
     fast = run(cfg)

@@ -19,7 +19,9 @@ Used by `experiment.run` when `supports(cfg)`; every other model runs seed by se
 
 from __future__ import annotations
 
+import functools
 from functools import partial
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +31,7 @@ from resflow.measure.data import data_generator, make_input, make_loss
 from resflow.measure.recorder import Record, exact_norms, inexact_norm, reads_cheaply
 from resflow.models import build_model
 from resflow.models.activations import ACTIVATIONS
-from resflow.models.init import init_linears, seed_rng
+from resflow.models.init import SCALED_AFTER_DRAW, init_linears, seed_rng
 
 ELEMENT_BUDGET = 1 << 24  # stacked activations per chunk of seeds (x depth x batch x width)
 
@@ -59,25 +61,15 @@ class StackedMLP:
 
     def __init__(self, cfg, seeds: list[int], device, dtype):
         self.cfg = cfg.model
-        devices = [device] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):  # the template's own draws: not the caller's RNG
-            self.template = build_model(cfg.model, device=device, dtype=dtype, init=False)
-        linears = [b.linear for b in self.template.blocks]
-        drawn = {id(t) for lin in linears for t in (lin.weight, lin.bias) if t is not None}
-        self.stacked = {}
-        for p in self.template.parameters():  # weights and biases are all drawn below; norms' copied
-            shape = (len(seeds), *p.shape)
-            self.stacked[id(p)] = p.new_empty(shape) if id(p) in drawn else p.detach().unsqueeze(0).expand(shape).clone()
-        stacked = [
-            (self.stacked[id(lin.weight)], self.stacked[id(lin.bias)] if lin.bias is not None else None) for lin in linears
-        ]
-        with torch.no_grad(), torch.random.fork_rng(devices=devices):
-            for s, seed in enumerate(seeds):  # build_model's draws, seed by seed, in the same order
-                seed_rng(seed, device)
-                _replay_constructor_draws(linears, device, dtype)
-                init_linears([(w[s], b[s] if b is not None else None) for w, b in stacked], cfg.model.init)
-        for t in self.stacked.values():
-            t.requires_grad_(True)
+        init = cfg.model.init
+        self.template, drawn = _drawn(_DrawKey(cfg.model, tuple(seeds), device, dtype))
+        scaled = set()  # the weights that `init.scale` multiplies after their draw (not in the memo's values)
+        if init.scheme in SCALED_AFTER_DRAW and init.scale != 1:  # (x * 1.0 == x: skipped, as init does)
+            scaled = {id(b.linear.weight) for b in self.template.blocks}
+        self.stacked = {
+            id(p): (torch.mul(v, init.scale) if id(p) in scaled else v.clone()).requires_grad_(True)
+            for p, v in zip(self.template.parameters(), drawn)
+        }
         self.sites = self.template.sites()
         self.act = ACTIVATIONS[self.cfg.activation]
 
@@ -101,6 +93,73 @@ class StackedMLP:
         h = self._linear(block, self.act(u)) if block.preactivation else self.act(self._linear(block, u))
         y = x + block.alpha * h if block.residual else h
         return self._norm(block.post, y)
+
+
+MEMO_BYTES = 64 << 20  # the largest set of drawn parameters a process keeps for its next point
+
+
+class _DrawKey:
+    """What decides a StackedMLP's template and draws: the model config (less the init scale where
+    it multiplies after the draws), the seeds, device and dtype. Hashable, for `_drawn`'s memo."""
+
+    def __init__(self, model, seeds: tuple[int, ...], device, dtype):
+        self.model, self.seeds, self.device, self.dtype = model, seeds, device, dtype
+        init = {k: v for k, v in vars(model.init).items() if not (k == "scale" and model.init.scheme in SCALED_AFTER_DRAW)}
+        fields = tuple((k, repr(v)) for k, v in vars(model).items() if k != "init")
+        self.key = (type(model).__name__, fields, tuple(sorted(init.items())), seeds, str(device), dtype)
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _DrawKey) and self.key == other.key
+
+    def unscaled_init(self):
+        """The init config the draws are made with: scale 1 where `init.scale` multiplies afterwards."""
+        init = self.model.init
+        return SimpleNamespace(**{**vars(init), "scale": 1.0}) if init.scheme in SCALED_AFTER_DRAW else init
+
+    def nbytes(self) -> int:
+        m = self.model
+        per_layer = m.width * m.width + (m.width if m.bias else 0)
+        return len(self.seeds) * m.depth * per_layer * torch.tensor([], dtype=self.dtype).element_size()
+
+
+def _drawn(key: _DrawKey):
+    """(template, the stacked values of its parameters in order): each seed's as `build_model` gives
+    them after `torch.manual_seed(seed)`, with `key.unscaled_init()`. The values are never changed
+    (callers copy them). A sweep's points that differ only in init scale (an init-scale sweep: the
+    critical σ_w) share their draws, which are most of a small point's time: one set, the last, is
+    kept per process (`_memo`), when it is at most MEMO_BYTES."""
+    if key.nbytes() <= MEMO_BYTES:
+        return _memo(key)
+    return _draw(key)
+
+
+@functools.lru_cache(maxsize=1)
+def _memo(key: _DrawKey):
+    return _draw(key)
+
+
+def _draw(key: _DrawKey):
+    device, dtype, seeds = key.device, key.dtype, key.seeds
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):  # the template's own draws: not the caller's RNG
+        template = build_model(key.model, device=device, dtype=dtype, init=False)
+    linears = [b.linear for b in template.blocks]
+    drawn = {id(t) for lin in linears for t in (lin.weight, lin.bias) if t is not None}
+    stacked = {}
+    for p in template.parameters():  # weights and biases are all drawn below; norms' copied
+        shape = (len(seeds), *p.shape)
+        stacked[id(p)] = p.new_empty(shape) if id(p) in drawn else p.detach().unsqueeze(0).expand(shape).clone()
+    pairs = [(stacked[id(lin.weight)], stacked[id(lin.bias)] if lin.bias is not None else None) for lin in linears]
+    init = key.unscaled_init()
+    with torch.no_grad(), torch.random.fork_rng(devices=devices):
+        for s, seed in enumerate(seeds):  # build_model's draws, seed by seed, in the same order
+            seed_rng(seed, device)
+            _replay_constructor_draws(linears, device, dtype)
+            init_linears([(w[s], b[s] if b is not None else None) for w, b in pairs], init)
+    return template, [stacked[id(p)] for p in template.parameters()]
 
 
 def measure_seeds(cfg, seeds: list[int], device, dtype) -> list[Record]:

@@ -59,6 +59,10 @@ def _constant(w, scale):  # every weight equals scale
     nn.init.constant_(w, scale)
 
 
+# schemes whose `scale` multiplies the weights after their draws (`w.mul_(scale)`): the draws do not
+# depend on it, so resflow.measure.batched shares them between points that differ only in scale
+SCALED_AFTER_DRAW = frozenset({"default", "kaiming"})
+
 WEIGHT_INITS = {
     "default": _default,
     "normal": _normal,
