@@ -241,6 +241,31 @@ def test_overlay_only_at_initialisation():
     assert s["predicted_grad_ratio"].iloc[0] == pytest.approx(pred.grad_ratio)
 
 
+def test_overlay_groups_match_a_loop_over_groups():
+    """The vectorised overlay against a plain loop over (variant, seed, step) groups: groups
+    interleaved, one with a site too many (no prediction), a step after 0 (none), two variants."""
+    import pandas as pd
+
+    from resflow.theory.overlay import add_prediction
+
+    pred = T.predict(cfg(model=dict(depth=3, width=64)))
+    rng = np.random.default_rng(0)
+    rows = [("a", 0, 0, l) for l in range(3)] + [("b", 0, 0, l) for l in range(3)] + [("a", 1, 0, l) for l in range(4)]
+    rows += [("a", 2, 7, l) for l in range(3)]
+    order = rng.permutation(len(rows))
+    grads = pd.DataFrame([rows[i] for i in order], columns=["variant", "seed", "step", "layer"])
+    grads = grads.sort_values(["layer"], kind="stable").reset_index(drop=True)  # groups interleaved
+    grads["input_grad_norm"] = rng.random(len(grads))
+    summary = pd.DataFrame(dict(variant="a", seed=0, step=[0], grad_ratio=[0.1]))
+    got = add_prediction(grads, summary, pred)[0]["predicted_input_grad_norm"].to_numpy()
+    expected = np.full(len(grads), np.nan)
+    for (_, _, step), part in grads.groupby(["variant", "seed", "step"]):
+        if step == 0 and len(part) == len(pred.ratios):
+            expected[part.index.to_numpy()] = part["input_grad_norm"].iloc[-1] * pred.ratios
+    np.testing.assert_array_equal(got, expected)
+    assert np.isfinite(got).sum() == 6
+
+
 def test_a_prediction_deep_enough_to_underflow_stays_in_log_space():
     """depth 2000 of tanh: the predicted ratio underflows float64 (0.0), but ln(ratio) and the
     fitted gain do not, and no numpy warning leaks to the user's terminal."""

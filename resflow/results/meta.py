@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import platform
 import sys
@@ -11,8 +12,11 @@ from datetime import datetime
 from resflow._version import __version__
 
 
+@functools.cache
 def package_version(name: str) -> str | None:
-    """An installed distribution's version (torch's without importing torch), or None."""
+    """An installed distribution's version (torch's without importing torch), or None. Looked up
+    once per process: the lookup scans sys.path's metadata (ms), and a sweep's worker makes a meta
+    per point."""
     try:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:

@@ -34,21 +34,35 @@ def add_prediction(grads: pd.DataFrame, summary: pd.DataFrame, pred: Prediction 
         for col in SUMMARY_COLUMNS:
             summary[col] = math.nan
         return appended_last(grads), summary
-    ratios = pred.ratios
-    predicted = np.full(len(grads), math.nan)
-    for (_, _, step), idx in grads.groupby(["variant", "seed", "step"], sort=False).groups.items():
-        rows = grads.index.get_indexer(idx)
-        if step != 0:  # the theory is about the network at initialisation, not after training steps
-            continue
-        if len(rows) != len(ratios):  # not one site per block: the prediction does not line up
-            continue
-        last = float(grads["input_grad_norm"].iloc[rows[-1]])
-        predicted[rows] = last * ratios
+    predicted = _scaled_profile(grads, pred.ratios)
     grads["predicted_input_grad_norm"] = predicted
     at_init = summary["step"] == 0 if "step" in summary else True
     for col, value in zip(SUMMARY_COLUMNS, (pred.grad_ratio, pred.gain_per_layer, _num(pred.chi1), _num(pred.depth_scale))):
         summary[col] = np.where(at_init, value, math.nan)
     return appended_last(grads), summary
+
+
+def _scaled_profile(grads: pd.DataFrame, ratios: np.ndarray) -> np.ndarray:
+    """Per grads row: `ratios` (one per site, first to last) times the measured last site's
+    input_grad_norm of its (variant, seed, step) group, at step 0 where the group has one row per
+    ratio; NaN elsewhere. Vectorised over groups (a sweep makes one group per seed of every point)."""
+    predicted = np.full(len(grads), math.nan)
+    ids = grads.groupby(["variant", "seed", "step"], sort=False).ngroup().to_numpy()  # -1: a key is missing
+    if not len(ids):
+        return predicted
+    order = np.argsort(ids, kind="stable")  # each group's rows together, in row order
+    starts = np.flatnonzero(np.r_[True, np.diff(ids[order]) != 0])
+    counts = np.diff(np.r_[starts, len(ids)])
+    pos, size, last = (np.empty(len(ids), dtype=np.int64) for _ in range(3))
+    pos[order] = np.arange(len(ids)) - np.repeat(starts, counts)
+    size[order] = np.repeat(counts, counts)
+    last[order] = np.repeat(order[starts + counts - 1], counts)
+    # the theory is about the network at initialisation, not after training steps; and a group that
+    # is not one site per block does not line up with the prediction
+    ok = (ids >= 0) & (grads["step"].to_numpy() == 0) & (size == len(ratios))
+    measured = grads["input_grad_norm"].to_numpy(dtype=float)
+    predicted[ok] = measured[last[ok]] * ratios[pos[ok]]
+    return predicted
 
 
 def overlay(pred: Prediction | NoPrediction):
