@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from resflow.measure.data import data_generator, make_input, make_loss
-from resflow.measure.recorder import Record, exact_norms, inexact_norm, reads_cheaply
+from resflow.measure.recorder import Record, exact_norms, inexact_norm, inexact_norms, reads_cheaply
 from resflow.models import build_model
 from resflow.models.activations import ACTIVATIONS
 from resflow.models.init import SCALED_AFTER_DRAW, init_linears, seed_rng
@@ -206,17 +206,16 @@ def measure_seeds(cfg, seeds: list[int], device, dtype) -> list[Record]:
     grad_norm = torch.stack([g if g is not None else zero for g in g_norms])  # (L, S)
     site = torch.stack([grad_norm, torch.stack(x_norms)]).double().cpu()  # (2, L, S): one transfer
     param = torch.stack([torch.stack(p_grad), torch.stack(p_value)]).double().cpu()  # (2, P, S)
-    site_vals, param_vals = site.permute(2, 0, 1).tolist(), param.permute(2, 0, 1).tolist()
 
     # Norms that may have under/overflowed in `dtype` (resflow.measure.recorder.inexact_norm): a parameter's
     # are re-measured here in float64 (its tensor is alive); a seed with such a site norm is marked,
     # and experiment.measure_all runs that seed again on its own, with float64 norms.
-    for kind, tensors in ((0, [t.grad for t in stacked]), (1, [t.detach() for t in stacked])):
-        for i, t in enumerate(tensors):
-            per_seed = t[0].numel() if t is not None else 0
-            if t is not None and any(inexact_norm(vals[kind][i], per_seed, dtype) for vals in param_vals):
-                for vals, norm in zip(param_vals, torch.stack(exact_norms(t.unbind(0))).tolist()):
-                    vals[kind][i] = norm
+    redo = inexact_norms(param.permute(0, 2, 1), [t[0].numel() for t in stacked], dtype).any(dim=1)  # (2, P)
+    redo[0] &= torch.tensor([t.grad is not None for t in stacked])  # (no gradient: its zeros stand)
+    for kind, i in redo.nonzero().tolist():
+        t = stacked[i].grad if kind == 0 else stacked[i].detach()
+        param[kind, i] = torch.stack(exact_norms(t.unbind(0))).to(param)
+    site_vals, param_vals = site.permute(2, 0, 1).tolist(), param.permute(2, 0, 1).tolist()
     hooked = [layer for layer, g in enumerate(g_norms) if g is not None]
 
     # the primitives per seed; the quantities are derived from them by the registry, as the recorder's are

@@ -178,6 +178,15 @@ def inexact_norm(norm: float, numel: int, dtype: torch.dtype) -> bool:
     return norm == math.inf or norm < norm_floor(numel, dtype)
 
 
+def inexact_norms(norms: torch.Tensor, numels: list[int], dtype: torch.dtype) -> torch.Tensor:
+    """`inexact_norm` of many norms at once: `norms` (..., n) float64 on the CPU, the last dimension
+    norms of tensors of `numels[j]` entries summed in `dtype`; a bool tensor of the same shape."""
+    if summed_dtype(dtype) == torch.float64:
+        return torch.zeros(norms.shape, dtype=torch.bool)
+    floors = torch.tensor([norm_floor(n, dtype) for n in numels], dtype=torch.float64)
+    return (norms < floors) | (norms == math.inf)
+
+
 FAST_OK = 1e-9  # above every norm_floor of a tensor under 1e12 entries: no need to work the floor out
 
 
