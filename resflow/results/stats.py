@@ -178,7 +178,7 @@ def summarize(grads: pd.DataFrame, config_columns: list[str]) -> pd.DataFrame:
     sweep's workers more than the rest of a point's bookkeeping (issue 29). The fitted gain is still
     one `fitted_gain` per group, on the same arrays, so every value is the same to the bit."""
     keys = ["variant", "seed", "step"]
-    gid, n_groups = _group_ids(grads, keys)
+    gid, n_groups = group_ids(grads, keys)
     if not n_groups:
         return pd.DataFrame([])
     order = np.argsort(gid, kind="stable")
@@ -212,7 +212,7 @@ def summarize(grads: pd.DataFrame, config_columns: list[str]) -> pd.DataFrame:
     )
     data.update({c: picked[c].tolist() for c in config_columns})
     out = pd.DataFrame(data)
-    spread_id, n_spread = _group_ids(out, ["variant", "step"])
+    spread_id, n_spread = group_ids(out, ["variant", "step"])
     ratios = np.asarray(ratio, dtype=float)
     spread = np.full((len(out), len(SPREAD_COLUMNS)), np.nan)
     for k in range(n_spread):
@@ -223,7 +223,7 @@ def summarize(grads: pd.DataFrame, config_columns: list[str]) -> pd.DataFrame:
     return out
 
 
-def _group_ids(df: pd.DataFrame, keys: list[str]) -> tuple[np.ndarray, int]:
+def group_ids(df: pd.DataFrame, keys: list[str]) -> tuple[np.ndarray, int]:
     """Each row's group under `df.groupby(keys, sort=False)` (numbered in order of first appearance;
     -1: a key is missing, the row is in no group), and the number of groups."""
     combined = np.zeros(len(df), dtype=np.int64)

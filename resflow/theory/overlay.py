@@ -15,7 +15,8 @@ from functools import partial
 import numpy as np
 import pandas as pd
 
-from resflow.results.tables import appended_last
+from resflow.results.stats import group_ids
+from resflow.results.tables import GRADS_APPENDED, appended_last
 from resflow.theory.predict import NoPrediction, Prediction
 
 GRADS_COLUMNS = ["predicted_input_grad_norm"]
@@ -28,17 +29,17 @@ def _num(value) -> float:
 
 def add_prediction(grads: pd.DataFrame, summary: pd.DataFrame, pred: Prediction | NoPrediction):
     """Copies of `grads` and `summary` with the predicted columns (NaN when `pred` is a NoPrediction)."""
-    grads, summary = grads.copy(), summary.copy()
+    # shallow copies (copy-on-write: the caller's frames are not changed), the predicted grads column
+    # put before the registry's appended ones, where `appended_last` would move it (no column reorder)
+    grads, summary = grads.copy(deep=False), summary.copy(deep=False)
+    at = next((i for i, c in enumerate(grads.columns) if c in GRADS_APPENDED), len(grads.columns))
     if not pred:
-        grads["predicted_input_grad_norm"] = math.nan
-        for col in SUMMARY_COLUMNS:
-            summary[col] = math.nan
-        return appended_last(grads), summary
-    predicted = _scaled_profile(grads, pred.ratios)
-    grads["predicted_input_grad_norm"] = predicted
+        grads.insert(at, "predicted_input_grad_norm", math.nan)
+        return appended_last(grads), summary.assign(**dict.fromkeys(SUMMARY_COLUMNS, math.nan))
+    grads.insert(at, "predicted_input_grad_norm", _scaled_profile(grads, pred.ratios))
     at_init = summary["step"] == 0 if "step" in summary else True
-    for col, value in zip(SUMMARY_COLUMNS, (pred.grad_ratio, pred.gain_per_layer, _num(pred.chi1), _num(pred.depth_scale))):
-        summary[col] = np.where(at_init, value, math.nan)
+    values = (pred.grad_ratio, pred.gain_per_layer, _num(pred.chi1), _num(pred.depth_scale))
+    summary = summary.assign(**{col: np.where(at_init, value, math.nan) for col, value in zip(SUMMARY_COLUMNS, values)})
     return appended_last(grads), summary
 
 
@@ -47,7 +48,7 @@ def _scaled_profile(grads: pd.DataFrame, ratios: np.ndarray) -> np.ndarray:
     input_grad_norm of its (variant, seed, step) group, at step 0 where the group has one row per
     ratio; NaN elsewhere. Vectorised over groups (a sweep makes one group per seed of every point)."""
     predicted = np.full(len(grads), math.nan)
-    ids = grads.groupby(["variant", "seed", "step"], sort=False).ngroup().to_numpy()  # -1: a key is missing
+    ids, _ = group_ids(grads, ["variant", "seed", "step"])  # -1: a key is missing
     if not len(ids):
         return predicted
     order = np.argsort(ids, kind="stable")  # each group's rows together, in row order
