@@ -79,11 +79,22 @@ def config_columns(cfg) -> dict[str, Any]:
     )
 
 
-def _ordered(df: pd.DataFrame, columns: list[str], last=()) -> pd.DataFrame:
+def _order(present, columns: list[str], last=()) -> list[str]:
     """The schema's columns first, in order; any extra columns (added by later features) after;
-    `last` at the end."""
-    extra = [c for c in df.columns if c not in columns and c not in last]
-    return df[[c for c in columns if c in df.columns] + extra + [c for c in last if c in df.columns]]
+    `last` at the end: of the column names `present`."""
+    extra = [c for c in present if c not in columns and c not in last]
+    return [c for c in columns if c in present] + extra + [c for c in last if c in present]
+
+
+def _ordered(df: pd.DataFrame, columns: list[str], last=()) -> pd.DataFrame:
+    """`df` with its columns in `_order` (itself when they already are)."""
+    order = _order(list(df.columns), columns, last)
+    return df if order == list(df.columns) else df[order]
+
+
+def _frame(rows: dict[str, list], columns: list[str], last=()) -> pd.DataFrame:
+    """A frame of `rows` with its columns in `_order`, made in that order (no reordering copy)."""
+    return pd.DataFrame({c: rows[c] for c in _order(list(rows), columns, last)})
 
 
 def appended_last(grads: pd.DataFrame) -> pd.DataFrame:
@@ -101,11 +112,11 @@ def grads_frame(rows: dict[str, list]) -> pd.DataFrame:
     if MODULE_COLUMN in rows:
         at = GRADS_COLUMNS.index("sublayer") + 1
         columns = [*GRADS_COLUMNS[:at], MODULE_COLUMN, *GRADS_COLUMNS[at:]]
-    return _ordered(pd.DataFrame(rows), columns, GRADS_APPENDED)
+    return _frame(rows, columns, GRADS_APPENDED)
 
 
 def params_frame(rows: dict[str, list]) -> pd.DataFrame:
-    return _ordered(pd.DataFrame(rows), PARAMS_COLUMNS)
+    return _frame(rows, PARAMS_COLUMNS)
 
 
 def summary_frame(df: pd.DataFrame) -> pd.DataFrame:
@@ -113,7 +124,7 @@ def summary_frame(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def train_frame(rows: dict[str, list]) -> pd.DataFrame:
-    return _ordered(pd.DataFrame(rows), TRAIN_COLUMNS)
+    return _frame(rows, TRAIN_COLUMNS)
 
 
 @dataclass(repr=False)
