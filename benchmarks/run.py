@@ -16,6 +16,7 @@ both alike). Timings are never asserted in tests; `--quick` is what the test sui
 from __future__ import annotations
 
 import argparse
+import itertools
 import csv
 import json
 import os
@@ -239,8 +240,24 @@ def bench_seeds(quick: bool, device) -> list[Row]:
     cfg = load_config({"device": device.type, "seeds": seeds, "model": {"depth": depth, "width": 64}, "data": {"batch_size": 32}})
     singles = [cfg.replace({"seed": s, "seeds": 1}) for s in cfg.seed_list]
     sequential = lambda: [measure_seed(cfg, s, device) for s in cfg.seed_list]  # noqa: E731
-    together = lambda: batched.measure_seeds(cfg, cfg.seed_list, device, torch.float32)  # noqa: E731
-    fns = {"sequential": sequential, "batched": together, "runs": lambda: [run(c) for c in singles], "run": lambda: run(cfg)}
+
+    def cold(fn):  # a point whose draws no earlier point shared
+        return lambda: (batched.forget_shared_draws(), fn())[1]
+
+    together = cold(lambda: batched.measure_seeds(cfg, cfg.seed_list, device, torch.float32))
+    points = itertools.cycle([cfg.replace({"model.init.scale": 0.5 + 0.1 * i}) for i in range(10)])
+
+    def shared():  # the next point of an init-scale sweep: the draws of the one before, rescaled
+        point = next(points)
+        return batched.measure_seeds(point, point.seed_list, device, torch.float32)
+
+    fns = {
+        "sequential": sequential,
+        "batched": together,
+        "shared": shared,
+        "runs": lambda: [run(c) for c in singles],
+        "run": cold(lambda: run(cfg)),
+    }
     if device.type == "cpu":  # (the floor counts the CPU generator's words)
         fns["floor"] = _batched_floor(cfg, torch.float32)
     t = interleaved(fns, 2 if quick else 7, warmup=1, sync=device_sync(device))
@@ -263,6 +280,15 @@ def bench_seeds(quick: bool, device) -> list[Row]:
             None,
             f"build + forward + backward + record each: sequential {t['sequential'] * 1e3:.0f} ms, "
             f"batched {t['batched'] * 1e3:.0f} ms; judge it against the ceiling below",
+        ),
+        Row(
+            f"{seeds} seeds batched, draws shared with the point before (an init-scale sweep)",
+            t["batched"] / t["shared"],
+            "x faster",
+            "-",
+            None,
+            f"the same pass at another init scale, the seeds' draws kept from the point before: "
+            f"{t['shared'] * 1e3:.0f} ms vs {t['batched'] * 1e3:.0f} ms drawn anew",
         ),
     ]
     if "floor" in t:

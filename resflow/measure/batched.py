@@ -8,8 +8,9 @@ Initialisation is the sequential path's, draw for draw: each seed's parameters a
 `build_model` gives after `torch.manual_seed(seed)` (its modules' constructors draw, then
 `initialize`): the constructors' draws are replayed (only the RNG's advance matters), then
 `init_linears` draws each layer's weight and bias straight into that seed's slice of the stacked
-tensors. Those draws, the same in both paths, are most of what is left of the time
-(docs/performance.md).
+tensors. Those draws, the same in both paths, cost as much as a shallow point's forward and
+backward; points that differ only in init scale (an init-scale sweep) share them: a process keeps
+the last set (`_drawn`), and each point multiplies a copy by its scale (docs/performance.md).
 Inputs and losses come from each seed's own data generator, as in `experiment.measure_seed`.
 The numbers equal the sequential path's up to rounding (batched kernels may sum in another
 order): float64 to 1e-12 relative, float32 to 1e-5 (tests: tests/test_batched.py).
@@ -139,6 +140,11 @@ def _drawn(key: _DrawKey):
 @functools.lru_cache(maxsize=1)
 def _memo(key: _DrawKey):
     return _draw(key)
+
+
+def forget_shared_draws() -> None:
+    """Drop the draws this process keeps for its next point (the benchmarks time a cold point)."""
+    _memo.cache_clear()
 
 
 def _draw(key: _DrawKey):
