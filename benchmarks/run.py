@@ -16,8 +16,8 @@ both alike). Timings are never asserted in tests; `--quick` is what the test sui
 from __future__ import annotations
 
 import argparse
-import itertools
 import csv
+import itertools
 import json
 import os
 import platform
