@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -46,11 +45,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from benchmarks import pages
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "your-model.md"
-DOCS_START, DOCS_END = "<!-- watch-overhead:start -->", "<!-- watch-overhead:end -->"
+SECTION = "watch-overhead"  # docs/your-model.md's markers
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,29 +274,17 @@ def targets(t: dict[str, float]) -> str:
     )
 
 
-def markdown(measured: list[tuple[str, dict[str, float]]], command: str, setting: str, loads: tuple[float, float]) -> str:
+def markdown(
+    measured: list[tuple[str, dict[str, float]]], command: str, setting: str, loads: tuple[float, float], at: str
+) -> str:
     """The docs section: where and how it was measured, then one table per model."""
-    from benchmarks.run import _commit
-
-    parts = [
-        f"`{command}` at commit {_commit()}, {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}; "
-        f"{os.cpu_count()} CPUs, {platform.platform()}, Python {platform.python_version()}, {setting}; "
-        f"load average {loads[0]:.1f} at the start, {loads[1]:.1f} at the end."
-    ]
+    parts = [pages.where(command, setting, loads, at)]
     for label, t in measured:
         rows = [f"| {label} (bare {t['bare'] * 1e3:.1f} ms/step) | ms/step | × bare |", "|---|---|---|"]
         rows += [f"| {name} | {sec * 1e3:.1f} | {sec / t['bare']:.3f} |" for name, sec in t.items() if name != "bare"]
-        parts += ["\n".join(rows), f"{targets(t).capitalize()}."]
+        verdict = targets(t)
+        parts += ["\n".join(rows), f"{verdict[0].upper()}{verdict[1:]}."]
     return "\n\n".join(parts)
-
-
-def write_docs(text: str, page: Path = DOCS) -> None:
-    """`text` between the page's start and end markers; the rest of the page as it was."""
-    doc = page.read_text()
-    if DOCS_START not in doc or DOCS_END not in doc:
-        raise SystemExit(f"{page}: no {DOCS_START} ... {DOCS_END} markers to write between")
-    start, end = doc.index(DOCS_START) + len(DOCS_START), doc.index(DOCS_END)
-    page.write_text(doc[:start] + "\n" + text + "\n" + doc[end:])
 
 
 def main(argv=None) -> int:
@@ -323,7 +312,9 @@ def main(argv=None) -> int:
         help=f"put the tables into PAGE [{DOCS.relative_to(ROOT)}] between its watch-overhead markers",
     )
     args = parser.parse_args(argv)
-    load_start = os.getloadavg()[0]
+    if args.write_docs:
+        pages.check(args.write_docs, SECTION)
+    load_start, at = os.getloadavg()[0], pages.commit()
     if args.threads:
         torch.set_num_threads(args.threads)
     builders = {
@@ -351,7 +342,7 @@ def main(argv=None) -> int:
         measured.append((label, t))
     if args.write_docs:
         command = " ".join(["python -m benchmarks.watch_overhead", *(argv if argv is not None else sys.argv[1:])])
-        write_docs(markdown(measured, command, setting, (load_start, os.getloadavg()[0])), args.write_docs)
+        pages.write_section(args.write_docs, SECTION, markdown(measured, command, setting, (load_start, os.getloadavg()[0]), at))
         print(f"wrote {args.write_docs}")
     return 0
 

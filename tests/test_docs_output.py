@@ -44,6 +44,26 @@ def test_a_block_is_written_from_its_command_and_an_edited_number_fails_the_chec
     assert page.read_text() == edited  # --check writes nothing
 
 
+@pytest.mark.parametrize(
+    "page, number, edited",
+    [
+        ("docs/guarantees.md", "16.0 GB of memory", "18.9 GB of memory"),  # the memory limit (RESFLOW_MEMORY_LIMIT)
+        ("docs/errors.md", "'results/deep50/params.csv'", "'results/deep50/grads.csv'"),  # the full disk
+    ],
+)
+def test_an_edited_error_line_fails_the_check(page, number, edited, tmp_path, capsys):
+    """The error-line blocks (files of examples/bad/, an injected full disk, stderr shown with 2>&1)
+    are fast blocks: CI checks them, so a line edited by hand fails it."""
+    lines = (ROOT / page).read_text().splitlines()
+    (block,) = [b for b in docs.parse(ROOT / page)[0] if any(number in line for line in lines[b.start : b.end])]
+    copy = tmp_path / "page.md"
+    copy.write_text("\n".join(lines[block.start - 1 : block.end + 1]) + "\n")
+    assert docs.main(["--check", "--only", str(copy)]) == 0  # what the page shows is what the command prints
+    copy.write_text(copy.read_text().replace(number, edited))
+    assert docs.main(["--check", "--only", str(copy)]) == 1
+    assert f"{copy}:1: {block.cmd}" in capsys.readouterr().out
+
+
 def test_every_marker_in_the_docs_is_closed_and_runnable():
     blocks = [b for page in docs.pages() for b in docs.parse(page)[0]]
     figures = [f for page in docs.pages() for f in docs.parse(page)[1]]
