@@ -23,11 +23,12 @@ path. Figures are rewritten, never byte-compared (PNG bytes differ across matplo
 Each command runs in a fresh temporary directory (so `results/<name>/` paths are the same on every
 machine), with this checkout first on PYTHONPATH, one torch thread (OMP_NUM_THREADS=1: results do
 not depend on the machine's core count), no COLUMNS (tables at their natural width), stdout only.
-`resflow ...` runs `python -m resflow ...`, `torchrun ...` `python -m torch.distributed.run ...`;
-`python x.py` runs this interpreter on the checkout's x.py, and a word naming a file of the
-checkout's examples/, benchmarks/ or scripts/ is that file. Each command runs in its own process
-group, stopped whole when the command ends (nothing it started is left running) or times out. The
-output is normalised: the temporary directory and the checkout's path become `.`.
+`resflow ...` runs this checkout's resflow as its console script would, `torchrun ...` as
+`python -m torch.distributed.run ...`, `python x.py` this interpreter on the checkout's x.py, and a
+word naming a file of the checkout's examples/, benchmarks/ or scripts/ is that file. Each command
+runs in its own process group, stopped whole when the command ends (nothing it started is left
+running) or times out. The output is normalised: the temporary directory and the checkout's path
+become `.`.
 
 A command is a line of bash: `VAR=value resflow ...`, `resflow ... | tail -3` and `2>&1` (to show an
 error message, which goes to stderr) work as typed. Several commands joined by ` && ` run one after
@@ -193,7 +194,7 @@ def run_bash(line: str, cwd: Path, env: dict[str, str], timeout: float) -> subpr
     """`bash -c line` in its own process group, which is killed whole when the command times out or
     leaves a process running behind it (`torchrun`'s workers, a server): nothing outlives a block.
     Its output goes to files, not pipes, so a process left holding them does not keep us waiting."""
-    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as stdout, tempfile.TemporaryFile("w+", encoding="utf-8") as stderr:
         proc = subprocess.Popen(["bash", "-c", line], cwd=cwd, env=env, stdout=stdout, stderr=stderr, start_new_session=True)
         try:
             proc.wait(timeout=timeout)
