@@ -15,6 +15,10 @@ step against the bare step plus `total_grad_norm`, interleaved.
 
     PYTHONPATH=. python benchmarks/watch_long.py [--models mlp,gpt2] [--steps 10050] [--window 50]
         [--gpt2-width 128] [--gpt2-steps 2050] [--starts 10,1000,10000] [--threads 1] [--clock cpu]
+        [--write-docs [PAGE]]
+
+`--write-docs` puts what it prints, with the command, commit, machine and load it ran with, into
+docs/real-training.md (or PAGE) between its watch-long start and end markers.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,7 +34,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from benchmarks import pages
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "real-training.md"
+SECTION = "watch-long"  # docs/real-training.md's markers
 
 WINDOW_STARTS = (10, 1_000, 10_000, 100_000)  # (--starts)
 
@@ -149,20 +159,37 @@ def main(argv=None) -> int:
     parser.add_argument("--memory", default="true,false", help="in_memory values to run: true,false")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--clock", choices=("wall", "cpu"), default="cpu")
+    parser.add_argument(
+        "--write-docs",
+        nargs="?",
+        const=DOCS,
+        type=Path,
+        metavar="PAGE",
+        help="put what it prints into PAGE [docs/real-training.md] between its watch-long markers",
+    )
     args = parser.parse_args(argv)
+    if args.write_docs:
+        pages.check(args.write_docs, SECTION)
+    load_start, at = os.getloadavg()[0], pages.commit()
     torch.set_num_threads(args.threads)
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     builders = {"mlp": (mlp, args.steps), "gpt2": (lambda: gpt2(args.gpt2_width), args.gpt2_steps)}
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.clock} clock; windows of {args.window} steps")
+    report = []  # what is printed, for --write-docs
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+        report.append(line)
+
+    setting = f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.clock} clock; windows of {args.window} steps"
+    print(setting)
     for key in args.models.split(","):
         build, steps = builders[key]
         model, loss_fn, label = build()
         bare, normed = grad_norm_cost(model, loss_fn, rounds=5, steps=10, clock=clock)
-        print(f"\n{label}: {steps} steps, every=1, out=DIR", flush=True)
-        print(
+        say(f"\n{label}: {steps} steps, every=1, out=DIR")
+        say(
             f"  total gradient norm at every step: bare {bare * 1e3:.2f} ms/step, with it {normed * 1e3:.2f} ms/step "
-            f"({normed / bare:.3f}x)",
-            flush=True,
+            f"({normed / bare:.3f}x)"
         )
         for in_memory in [v.strip() == "true" for v in args.memory.split(",")]:
             model, loss_fn, _ = build()
@@ -174,13 +201,23 @@ def main(argv=None) -> int:
             )
             ratio = w[starts[-1]][0] / w[starts[0]][0]
             growth = (w[starts[-1]][1] - w[starts[0]][1]) / (starts[-1] - starts[0]) if len(starts) > 1 else float("nan")
-            print(f"  in_memory={in_memory}: {cells}")
+            say(f"  in_memory={in_memory}: {cells}")
             median_ratio = w[starts[-1]][2] / w[starts[0]][2]
-            print(
+            say(
                 f"    last/first window {ratio:.3f}x (medians {median_ratio:.3f}x) (target <= 1.10: {'met' if ratio <= 1.10 else 'NOT met'}); "
                 f"RSS {growth / 1024:+.2f} KiB per recorded step ({r['rows'] // steps} grads rows per step); "
                 f"at the end w.result() {r['result_s'] * 1e3:.1f} ms, w.grads {r['grads_s'] * 1e3:.2f} ms"
             )
+    if args.write_docs:
+        command = " ".join(["python -m benchmarks.watch_long", *(argv if argv is not None else sys.argv[1:])])
+        text = (
+            pages.where(command, setting, (load_start, os.getloadavg()[0]), at)
+            + "\n\n```text\n"
+            + "\n".join(report).strip("\n")
+            + "\n```"
+        )
+        pages.write_section(args.write_docs, SECTION, text)
+        print(f"wrote {args.write_docs}")
     return 0
 
 

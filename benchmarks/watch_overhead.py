@@ -27,7 +27,10 @@ over its round), variants interleaved round by round, median round time over `ro
 bare. Targets: every=10 <= 1.02x bare; every=1 within 0.02 of hand hooks.
 
     PYTHONPATH=. python benchmarks/watch_overhead.py [--models resnet,gpt2,mlp] [--rounds 3] [--steps 10]
-        [--vocab 50257] [--threads N] [--checkpoint] [--micro 4]
+        [--vocab 50257] [--threads N] [--checkpoint] [--micro 4] [--write-docs [PAGE]]
+
+`--write-docs` puts the tables, with the command, commit, machine and load they were measured with,
+into docs/your-model.md (or PAGE) between its watch-overhead start and end markers.
 """
 
 from __future__ import annotations
@@ -35,12 +38,20 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from benchmarks import pages
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs" / "your-model.md"
+SECTION = "watch-overhead"  # docs/your-model.md's markers
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,6 +265,28 @@ def measure(model, loss_fn, rounds: int, steps: int, clock=time.perf_counter, mi
     return {name: statistics.median(ts) / steps for name, ts in times.items()}
 
 
+def targets(t: dict[str, float]) -> str:
+    """The targets' verdicts from one model's times per step."""
+    e1, e10, hand = (t[k] / t["bare"] for k in ("watch every=1", "watch every=10", "hand hooks"))
+    return (
+        f"targets: every=10 {e10:.3f}x <= 1.02x: {'met' if e10 <= 1.02 else 'NOT met'}; "
+        f"every=1 - hand hooks = {e1 - hand:+.3f} (within 0.02: {'met' if abs(e1 - hand) <= 0.02 else 'NOT met'})"
+    )
+
+
+def markdown(
+    measured: list[tuple[str, dict[str, float]]], command: str, setting: str, loads: tuple[float, float], at: str
+) -> str:
+    """The docs section: where and how it was measured, then one table per model."""
+    parts = [pages.where(command, setting, loads, at)]
+    for label, t in measured:
+        rows = [f"| {label} (bare {t['bare'] * 1e3:.1f} ms/step) | ms/step | × bare |", "|---|---|---|"]
+        rows += [f"| {name} | {sec * 1e3:.1f} | {sec / t['bare']:.3f} |" for name, sec in t.items() if name != "bare"]
+        verdict = targets(t)
+        parts += ["\n".join(rows), f"{verdict[0].upper()}{verdict[1:]}."]
+    return "\n\n".join(parts)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="resnet,gpt2")
@@ -270,7 +303,18 @@ def main(argv=None) -> int:
         help="cpu: this process's CPU time (with --threads 1, less moved by other processes "
         "on a shared machine than the wall clock)",
     )
+    parser.add_argument(
+        "--write-docs",
+        nargs="?",
+        const=DOCS,
+        type=Path,
+        metavar="PAGE",
+        help=f"put the tables into PAGE [{DOCS.relative_to(ROOT)}] between its watch-overhead markers",
+    )
     args = parser.parse_args(argv)
+    if args.write_docs:
+        pages.check(args.write_docs, SECTION)
+    load_start, at = os.getloadavg()[0], pages.commit()
     if args.threads:
         torch.set_num_threads(args.threads)
     builders = {
@@ -278,10 +322,12 @@ def main(argv=None) -> int:
         "gpt2": lambda: gpt2_small(vocab=args.vocab),
         "mlp": lambda: mlp(checkpointed=args.checkpoint),
     }
-    print(
+    setting = (
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.rounds} rounds of {args.steps} steps; "
         f"{args.clock} clock; checkpointing {'on' if args.checkpoint else 'off'}; {args.micro} micro-batch(es) per step"
     )
+    print(setting)
+    measured = []
     for key in args.models.split(","):
         model, loss_fn, label = builders[key]()
         if args.checkpoint and key != "mlp":
@@ -292,11 +338,12 @@ def main(argv=None) -> int:
         print(f"\n{label}: bare {t['bare'] * 1e3:.1f} ms/step")
         for name, sec in t.items():
             print(f"  {name:16s} {sec * 1e3:9.1f} ms/step  {sec / t['bare']:.3f}x bare")
-        e1, e10, hand = (t[k] / t["bare"] for k in ("watch every=1", "watch every=10", "hand hooks"))
-        print(
-            f"  targets: every=10 {e10:.3f}x <= 1.02x: {'met' if e10 <= 1.02 else 'NOT met'}; "
-            f"every=1 - hand hooks = {e1 - hand:+.3f} (within 0.02: {'met' if abs(e1 - hand) <= 0.02 else 'NOT met'})"
-        )
+        print(f"  {targets(t)}", flush=True)
+        measured.append((label, t))
+    if args.write_docs:
+        command = " ".join(["python -m benchmarks.watch_overhead", *(argv if argv is not None else sys.argv[1:])])
+        pages.write_section(args.write_docs, SECTION, markdown(measured, command, setting, (load_start, os.getloadavg()[0]), at))
+        print(f"wrote {args.write_docs}")
     return 0
 
 

@@ -1,6 +1,8 @@
 """watch under DistributedDataParallel or FSDP2: the global batch's gradient flow, rank 0 writing.
 
-PYTHONPATH=. torchrun --nproc_per_node 2 examples/ddp_watch.py [ddp|fsdp2]
+PYTHONPATH=. torchrun --standalone --nproc_per_node 2 examples/ddp_watch.py [ddp|fsdp2] [--small]
+
+(--small: the same; this example is already small.)
 """
 
 import os
@@ -18,7 +20,7 @@ dist.init_process_group("gloo")  # (CPU; "nccl" on GPUs)
 rank, ranks = dist.get_rank(), dist.get_world_size()
 torch.manual_seed(0)  # the same initial weights on every rank
 model = nn.Sequential(nn.Linear(32, 32), *[nn.Sequential(nn.Linear(32, 32), nn.Tanh()) for _ in range(6)], nn.Linear(32, 4))
-if sys.argv[1:] == ["fsdp2"]:
+if "fsdp2" in sys.argv[1:]:
     from torch.distributed.fsdp import fully_shard
 
     for block in model[1:-1]:

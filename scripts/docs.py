@@ -23,8 +23,12 @@ path. Figures are rewritten, never byte-compared (PNG bytes differ across matplo
 Each command runs in a fresh temporary directory (so `results/<name>/` paths are the same on every
 machine), with this checkout first on PYTHONPATH, one torch thread (OMP_NUM_THREADS=1: results do
 not depend on the machine's core count), no COLUMNS (tables at their natural width), stdout only.
-`resflow ...` runs `python -m resflow ...`; `python x.py` runs this interpreter on the checkout's
-x.py. The output is normalised: the temporary directory and the checkout's path become `.`.
+`resflow ...` runs this checkout's resflow as its console script would, `torchrun ...` as
+`python -m torch.distributed.run ...`, `python x.py` this interpreter on the checkout's x.py, and a
+word naming a file of the checkout's examples/, benchmarks/ or scripts/ is that file. Each command
+runs in its own process group, stopped whole when the command ends (nothing it started is left
+running) or times out. The output is normalised: the temporary directory and the checkout's path
+become `.`.
 
 A command is a line of bash: `VAR=value resflow ...`, `resflow ... | tail -3` and `2>&1` (to show an
 error message, which goes to stderr) work as typed. Several commands joined by ` && ` run one after
@@ -42,6 +46,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -156,31 +161,74 @@ def commands(cmd: str, extra: str = "") -> list[str]:
 
 
 def shim(bindir: Path) -> Path:
-    """`resflow` and `python` on PATH as this interpreter, so a block's bash line runs this checkout."""
+    """`resflow`, `python` and `torchrun` on PATH as this interpreter, so a block's bash line runs
+    this checkout."""
     bindir.mkdir(parents=True, exist_ok=True)
-    for name, args in (("resflow", "-m resflow "), ("python", "")):
+    scripts = {
+        # as pip's console script for `resflow = "resflow.cli:main"`: the program is named `resflow`
+        "resflow": f"#!{sys.executable}\nimport sys\nfrom resflow.cli import main\nsys.exit(main())\n",
+        "python": f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n',
+        "torchrun": f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m torch.distributed.run "$@"\n',
+    }
+    for name, text in scripts.items():
         exe = bindir / name
-        exe.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} {args}"$@"\n')
+        exe.write_text(text)
         exe.chmod(0o755)
     return bindir
 
 
+CHECKOUT_PATH = re.compile(r"(?<![^\s])(?:examples|benchmarks|scripts)/[\w./-]+(?![^\s])")
+
+
 def bash_line(part: str) -> str:
-    """`python x.py ...` on the checkout's x.py (the command runs elsewhere); anything else as typed."""
+    """`python x.py ...` on the checkout's x.py (the command runs elsewhere), and any word that is a
+    file of the checkout's examples/, benchmarks/ or scripts/ (`torchrun ... examples/ddp_watch.py`,
+    `resflow run examples/bad/typo.yaml`) as that file's path; anything else as typed."""
     m = re.match(r"^python (\S+)", part)
     if m and not m[1].startswith("-") and (ROOT / m[1]).is_file():
-        return f"python {shlex.quote(str(ROOT / m[1]))}{part[m.end() :]}"
-    return part
+        part = f"python {shlex.quote(str(ROOT / m[1]))}{part[m.end() :]}"
+    return CHECKOUT_PATH.sub(lambda w: shlex.quote(str(ROOT / w[0])) if (ROOT / w[0]).is_file() else w[0], part)
 
 
-def transcript(cmd: str, cwd: Path, extra: str = "") -> str:
+def run_bash(line: str, cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    """`bash -c line` in its own process group, which is killed whole when the command times out or
+    leaves a process running behind it (`torchrun`'s workers, a server): nothing outlives a block.
+    Its output goes to files, not pipes, so a process left holding them does not keep us waiting."""
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as stdout, tempfile.TemporaryFile("w+", encoding="utf-8") as stderr:
+        proc = subprocess.Popen(["bash", "-c", line], cwd=cwd, env=env, stdout=stdout, stderr=stderr, start_new_session=True)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc.pid)
+            proc.wait()
+            sys.exit(f"docs: {line!r} did not finish within {timeout:g} s (stopped, with every process it started)")
+        finally:
+            left = _kill_group(proc.pid)
+        if left:
+            print(f"docs: {line!r} left processes running: stopped", file=sys.stderr, flush=True)
+        stdout.seek(0)
+        stderr.seek(0)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, stdout.read(), stderr.read())
+
+
+def _kill_group(pgid: int) -> bool:
+    """SIGKILL every process left in the group; whether there was any."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def transcript(cmd: str, cwd: Path, extra: str = "", timeout: float = TIMEOUT) -> str:
     """What a terminal shows for the block: each command after the first as `$ command`, then its
-    stdout (normalised); exits with the stderr of a command that fails."""
+    stdout (normalised); exits with the stderr of a command that fails, or that runs longer than
+    `timeout` seconds."""
     env = environment()
     env["PATH"] = str(shim(cwd / ".docs-bin")) + os.pathsep + env.get("PATH", "")
     out = []
     for i, part in enumerate(commands(cmd, extra)):
-        done = subprocess.run(["bash", "-c", bash_line(part)], cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+        done = run_bash(bash_line(part), cwd, env, timeout)
         if done.returncode != 0 and "2>&1" not in part:
             sys.exit(f"docs: {part!r} failed ({done.returncode}):\n{done.stderr.strip()}")
         shown = normalise(done.stdout, cwd) if done.stdout.strip() else ""

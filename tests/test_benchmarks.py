@@ -2,6 +2,9 @@
 
 import csv
 import json
+import re
+
+import pytest
 
 from benchmarks.run import main
 
@@ -79,3 +82,65 @@ def test_page_is_the_table_with_machine_and_commit(tmp_path, capsys):
     assert "`python -m benchmarks --quick --only csv" in text and "at commit " in text
     assert f"{data['meta']['cpus']} CPUs" in text and "--quick: small sizes" in text
     assert text.count("| target | measured |") == 1  # one table
+
+
+def test_watch_overhead_writes_its_tables_between_the_markers_and_nothing_else(tmp_path, capsys):
+    """--write-docs: the page's section between the markers becomes the measured tables, with the
+    command, commit, machine and load; each ratio is the one printed to the terminal; the rest of
+    the page is left as it was, and a page without the markers is refused."""
+    from benchmarks import pages, watch_overhead
+
+    start, end = pages.markers(watch_overhead.SECTION)
+    page = tmp_path / "page.md"
+    before, after = "# Page\n\nText before.\n\n", "\n\nText after.\n"
+    page.write_text(f"{before}{start}\nan old table\n{end}{after}")
+    args = ["--models", "mlp", "--rounds", "1", "--steps", "2", "--write-docs", str(page)]
+    assert watch_overhead.main(args) == 0
+    printed = dict(re.findall(r"^  (\S.*?)\s+[\d.]+ ms/step  ([\d.]+)x bare$", capsys.readouterr().out, re.M))
+    text = page.read_text()
+    assert text.startswith(before + start + "\n") and text.endswith(end + after)
+    assert "an old table" not in text
+    assert f"`python -m benchmarks.watch_overhead {' '.join(args)}` at commit " in text
+    assert "CPUs, " in text and "load average " in text and "threads; 1 rounds of 2 steps" in text
+    tabled = dict(re.findall(r"^\| (.+?) \| [\d.]+ \| ([\d.]+) \|$", text, re.M))
+    assert set(printed) == {"bare", *tabled} and len(tabled) == 5
+    assert all(tabled[name] == printed[name] for name in tabled)
+    assert "Targets: every=10 " in text
+
+    page.write_text("# no markers\n")
+    with pytest.raises(SystemExit, match="no <!-- watch-overhead:start -->"):
+        watch_overhead.main(args)
+    assert page.read_text() == "# no markers\n"
+
+
+def test_watch_long_writes_what_it_prints_between_the_markers(tmp_path, capsys):
+    """--write-docs: the section is what the benchmark printed (each window, the RSS growth, the
+    total gradient norm's cost), headed by the command, commit, machine and load."""
+    from benchmarks import pages, watch_long
+
+    start, end = pages.markers(watch_long.SECTION)
+    page = tmp_path / "page.md"
+    page.write_text(f"# Page\n\n{start}\nold figures\n{end}\n\nText after.\n")
+    args = [
+        "--models",
+        "mlp",
+        "--steps",
+        "30",
+        "--window",
+        "5",
+        "--starts",
+        "2,20",
+        "--memory",
+        "false",
+        "--write-docs",
+        str(page),
+    ]
+    assert watch_long.main(args) == 0
+    out = capsys.readouterr().out
+    text = page.read_text()
+    assert text.startswith(f"# Page\n\n{start}\n`python -m benchmarks.watch_long {' '.join(args)}` at commit ")
+    assert text.endswith(f"\n```\n{end}\n\nText after.\n") and "old figures" not in text
+    fenced = text[text.index("```text\n") + len("```text\n") : text.rindex("\n```\n")]
+    assert "steps 2-6: " in fenced and "steps 20-24: " in fenced and "total gradient norm at every step" in fenced
+    printed = out.splitlines()
+    assert all(line in printed for line in fenced.splitlines())  # the very lines it printed

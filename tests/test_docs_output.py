@@ -2,7 +2,10 @@
 deliberately edited number fails the check; the slow blocks' commands and the examples still run
 (at small sizes)."""
 
+import os
 import subprocess
+import time
+from pathlib import Path
 
 import pytest
 
@@ -41,6 +44,26 @@ def test_a_block_is_written_from_its_command_and_an_edited_number_fails_the_chec
     assert page.read_text() == edited  # --check writes nothing
 
 
+@pytest.mark.parametrize(
+    "page, number, edited",
+    [
+        ("docs/guarantees.md", "16.0 GB of memory", "18.9 GB of memory"),  # the memory limit (RESFLOW_MEMORY_LIMIT)
+        ("docs/errors.md", "'results/deep50/params.csv'", "'results/deep50/grads.csv'"),  # the full disk
+    ],
+)
+def test_an_edited_error_line_fails_the_check(page, number, edited, tmp_path, capsys):
+    """The error-line blocks (files of examples/bad/, an injected full disk, stderr shown with 2>&1)
+    are fast blocks: CI checks them, so a line edited by hand fails it."""
+    lines = (ROOT / page).read_text().splitlines()
+    (block,) = [b for b in docs.parse(ROOT / page)[0] if any(number in line for line in lines[b.start : b.end])]
+    copy = tmp_path / "page.md"
+    copy.write_text("\n".join(lines[block.start - 1 : block.end + 1]) + "\n")
+    assert docs.main(["--check", "--only", str(copy)]) == 0  # what the page shows is what the command prints
+    copy.write_text(copy.read_text().replace(number, edited))
+    assert docs.main(["--check", "--only", str(copy)]) == 1
+    assert f"{copy}:1: {block.cmd}" in capsys.readouterr().out
+
+
 def test_every_marker_in_the_docs_is_closed_and_runnable():
     blocks = [b for page in docs.pages() for b in docs.parse(page)[0]]
     figures = [f for page in docs.pages() for f in docs.parse(page)[1]]
@@ -48,7 +71,9 @@ def test_every_marker_in_the_docs_is_closed_and_runnable():
     for b in blocks:
         for part in docs.commands(b.cmd):
             words = [w for w in part.split() if "=" not in w or w.startswith("-")]  # less VAR=value prefixes
-            assert words[0] in ("resflow", "python", "wc"), f"{b.where()}: {part!r} runs neither resflow nor python"
+            assert words[0] in ("resflow", "python", "torchrun", "wc", "cat"), (
+                f"{b.where()}: {part!r} runs neither resflow nor python"
+            )
         assert not b.slow or b.small, f"{b.where()}: a slow block names the arguments that make it small"
     for f in figures:
         assert f.target.is_file(), f"{f.target} (from {f.cmd}) is missing"
@@ -62,8 +87,39 @@ def test_every_marker_in_the_docs_is_closed_and_runnable():
 def test_slow_blocks_commands_still_run_at_a_small_size(block, tmp_path):
     """The degradation experiment, theory_check and other slow blocks: their command, with the small
     arguments their marker names, runs and prints (CI does not regenerate them)."""
-    shown = docs.transcript(block.cmd, tmp_path, block.small)  # exits with the stderr of a command that fails
+    # exits with the stderr of a command that fails or runs longer than 10 minutes
+    shown = docs.transcript(block.cmd, tmp_path, block.small, timeout=600)
     assert len(shown.splitlines()) >= len(docs.commands(block.cmd))
+    assert _running_in(tmp_path) == [], "a process the block started is still running"
+
+
+def _running_in(directory) -> list[int]:
+    """The processes whose working directory is `directory` or below it."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cwd = Path(os.readlink(proc / "cwd"))
+        except OSError:
+            continue
+        if cwd == directory or directory in cwd.parents:
+            found.append(int(proc.name))
+    return found
+
+
+def test_a_command_that_times_out_or_leaves_a_process_behind_is_stopped_whole(tmp_path, capsys):
+    """The block's command and everything it started, however deep, end with it (a torchrun's
+    workers, a server): at its timeout, and when it exits leaving something running."""
+    sleeper = 'python -c \'import subprocess, time; subprocess.Popen(["sleep", "300"]); time.sleep(300)\''
+    start = time.monotonic()
+    with pytest.raises(SystemExit, match="did not finish within 2 s"):
+        docs.transcript(sleeper, tmp_path, timeout=2)
+    assert time.monotonic() - start < 30
+    time.sleep(0.5)
+    assert _running_in(tmp_path) == []
+    assert docs.transcript("sleep 300 & echo started", tmp_path) == "started\n"  # returns: its output is done
+    assert "left processes running: stopped" in capsys.readouterr().err
+    time.sleep(0.5)
+    assert _running_in(tmp_path) == []
 
 
 @pytest.mark.parametrize("example", sorted(p.name for p in (ROOT / "examples").glob("*.py")))
