@@ -392,6 +392,27 @@ def breakdown_table(found: dict) -> str:
     return "\n".join(lines)
 
 
+def run_writes(total: int = 200 << 20, chunk: int = 10 << 20) -> dict:
+    """Seconds to write `total` bytes into a new file in `chunk`-byte write(2) calls (a streamed
+    table's chunk, written whole), then in resflow.results.files.write_pieces's pieces: why the
+    tables are written in pieces."""
+    from resflow._sys.files import write_all
+    from resflow.results.files import WRITE_PIECE, write_pieces
+
+    data = os.urandom(1 << 20) * (chunk >> 20)
+    found = {}
+    with tempfile.TemporaryDirectory(prefix="resflow-writes-") as tmp:
+        for label, write in ((f"{chunk >> 20} MB per write", write_all), (f"{WRITE_PIECE >> 20} MB pieces", write_pieces)):
+            fd = os.open(Path(tmp) / "w", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            t = time.perf_counter()
+            for _ in range(total // chunk):
+                write(fd, data)
+            found[label] = time.perf_counter() - t
+            os.close(fd)
+    print(", ".join(f"{k}: {v:.2f} s" for k, v in found.items()) + f" for {total >> 20} MB", file=sys.stderr)
+    return found
+
+
 def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
@@ -464,7 +485,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--breakdown", type=int, default=0, help="also: CPU per point, part by part, over this many points")
     parser.add_argument("--breakdown-child", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--writes", action="store_true", help="only: 200 MB written in 10 MB calls, then in pieces")
     args = parser.parse_args(argv)
+    if args.writes:
+        run_writes()
+        return 0
     if args.breakdown_child:
         print(json.dumps(breakdown_child(args.breakdown_child)))
         return 0
