@@ -81,7 +81,9 @@ def _points(tmp_path, values: list[list]):
     payloads = []
     for point, c in zip(plan.points, values):
         n = len(c)
-        table = pd.DataFrame({"seed": list(range(n)), "layer": list(range(n)), "sublayer": ["block"] * n, "input_grad_norm": [0.5] * n, "c": c})
+        table = pd.DataFrame(
+            {"seed": list(range(n)), "layer": list(range(n)), "sublayer": ["block"] * n, "input_grad_norm": [0.5] * n, "c": c}
+        )
         summary = pd.DataFrame({"variant": [point.variant] * n, "seed": list(range(n)), "grad_ratio": [1.0] * n})
         text = runner.encode_point(point, {"grads": table, "params": table, "summary": summary})
         runner.save_point(out, point, text)
@@ -119,9 +121,7 @@ def test_lines_made_in_any_order_equal_the_whole_table(tmp_path, values, order):
     whole = {name: runner.table_frame(name, [p[name] for p in payloads], plan.columns) for name in ("grads", "params")}
     if written is None:  # the layout cannot be typed ahead, or is not the lines': nothing written
         assert not (out / "grads.csv").exists()
-        assert runner.stream_tables(out, plan, asm, "csv") is None or asm.layout("grads", plan) != segments.layouts.get(
-            "grads"
-        )
+        assert runner.stream_tables(out, plan, asm, "csv") is None or asm.layout("grads", plan) != segments.layouts.get("grads")
         return
     rows, _ = written
     for name in ("grads", "params"):
@@ -144,3 +144,77 @@ def test_a_killed_sweeps_spill_files_are_removed(tmp_path):
     with Segments(out, None):
         pass
     assert not stale.exists() and live.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# The terminal table: each group's rows drawn as one row of multi-line cells, cells measured directly
+
+
+def _render(table, width: int, color: bool) -> str:
+    import io
+
+    from resflow.report.terminal.console import PlainConsole
+
+    kw = {"force_terminal": True, "color_system": "truecolor"} if color else {}
+    console = PlainConsole(file=io.StringIO(), width=width, **kw)
+    console.print(table)
+    return console.file.getvalue()
+
+
+@pytest.mark.parametrize("color", [False, True])
+def test_a_stacked_table_draws_the_same_characters_as_a_row_per_point(tmp_path, color):
+    from rich.text import Text
+
+    from resflow.report.terminal import sweep as terminal
+
+    base, axes = load_base("deep50", SMALL)
+    plan = make_plan(base, axes, ["model.depth=1,3,6", "model.init.scale=0.5,3"])
+    done = runner.run_sweep(plan, tmp_path / "s", workers=1, fmt="csv")
+    summary = done.summary.copy()
+    summary.loc[summary["variant"] == plan.points[1].variant, ["grad_ratio", "finite"]] = [np.inf, False]
+    stats = terminal.point_stats(summary, plan.columns)
+    sparks, scale = terminal.profile_sparklines(profiles=done.profiles)
+    rows, sections = terminal._sweep_rows(stats, plan.columns, 3, True, sparks)
+    assert sections and any(isinstance(r["flag"], Text) and r["flag"].style for r in rows)
+    rows[2]["bar"] = ""  # an empty cell inside a group, one at the end of a group
+    rows[-1]["0 → L"] = ""
+    rows[0]["flag"] = Text("wide 界", style="bold red")
+    for spread, log10, theory in [(True, True, True), (False, False, False)]:
+        shape = (3, spread, log10, theory, sparks, scale)
+        one_per_point = terminal._sweep_table(rows, sections, plan.columns, "title", *shape)
+        stacked = terminal._sweep_table(rows, sections, plan.columns, "title", *shape, stacked=True)
+        assert len(stacked.rows) == len(sections) + 1 < len(one_per_point.rows) == len(rows)
+        assert _render(stacked, 400, color) == _render(one_per_point, 400, color)
+    assert terminal._stackable(rows)
+    assert not terminal._stackable([*rows[:-1], {**rows[-1], "depth": "a\nb"}])  # a two-line cell: a row per point
+
+
+def test_sweep_table_stacks_only_what_fits(tmp_path, monkeypatch):
+    from resflow.report.terminal import sweep as terminal
+
+    base, axes = load_base("deep50", SMALL)
+    plan = make_plan(base, axes, ["model.depth=1,3", "model.init.scale=0.5,3"])
+    done = runner.run_sweep(plan, tmp_path / "s", workers=1, fmt="csv")
+    asked = []
+    real = terminal._sweep_table
+    monkeypatch.setattr(terminal, "_sweep_table", lambda *a, **kw: asked.append(kw.get("stacked")) or real(*a, **kw))
+    for width, stacked in [(None, False), (400, True), (30, False)]:  # (30: nothing fits, Rich wraps the cells)
+        asked.clear()
+        terminal.sweep_table(done.summary, plan.columns, title="t", width=width, profiles=done.profiles)
+        assert asked[-1] is stacked, width
+
+
+@pytest.mark.parametrize(
+    "cell",
+    ["1.5e-03", "", "界界 wide", "x\ty", "a\nb", ":fire:", "\x1b[31mred", "tab\u2028sep", "[bold]x[/bold]", "…"],
+)
+def test_a_cell_is_measured_as_rich_measures_it(cell):
+    from rich.measure import Measurement
+    from rich.text import Text
+
+    from resflow.report.terminal.console import PlainConsole
+    from resflow.report.terminal.sweep import _cell_width
+
+    console = PlainConsole(width=10_000)
+    for c in (cell, Text(cell, style="red")):
+        assert _cell_width(console, console.options, c) == Measurement.get(console, console.options, c).maximum, repr(c)
