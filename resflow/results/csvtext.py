@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -54,13 +55,33 @@ def to_csv_text(df: pd.DataFrame) -> str:
     return header + nl + nl.join(map(",".join, zip(*cells))) + nl
 
 
+class Repeated(NamedTuple):
+    """A column of `n` equal values (`value`: an array of that one value, in the column's dtype)."""
+
+    value: np.ndarray
+    n: int
+
+
+class Distinct(NamedTuple):
+    """A column of numbers that mostly differ (a measured quantity): formatted value by value,
+    without looking for repeats first."""
+
+    values: np.ndarray
+
+
 def csv_rows(columns: list) -> str | None:
     """The lines `to_csv_text` writes below the header for a frame of these columns (numpy arrays of
-    equal length, at least two, in order), made without building the frame; None for a column of a
-    kind `to_csv_text` hands to pandas (then build the frame and call it)."""
+    equal length, at least two, in order; or `Repeated`, `Distinct`), made without building the
+    frame; None for a column of a kind `to_csv_text` hands to pandas (then build the frame and call it)."""
     cells = []
     for values in columns:
-        column = _format_values(np.asarray(values))
+        if isinstance(values, Repeated):
+            one = _format_values(values.value)
+            column = None if one is None else one * values.n
+        elif isinstance(values, Distinct):
+            column = _each_value(values.values)
+        else:
+            column = _format_values(np.asarray(values))
         if column is None:
             return None
         cells.append(column)
@@ -68,6 +89,20 @@ def csv_rows(columns: list) -> str | None:
         return None if len(columns) < 2 else ""
     nl = os.linesep
     return nl.join(map(",".join, zip(*cells))) + nl
+
+
+def _each_value(values: np.ndarray) -> list[str] | None:
+    """`_format_values` of numbers, one value at a time: the same texts (each distinct value's text
+    is that value's), without factorizing first."""
+    kind = values.dtype.kind
+    if kind == "f" and values.dtype.itemsize == 8:
+        texts = list(map(repr, values.tolist()))
+        for i in np.flatnonzero(np.isnan(values)).tolist():  # NaN: an empty field
+            texts[i] = ""
+        return texts
+    if kind in "iub":
+        return list(map(str, values.tolist()))
+    return _format_values(values)
 
 
 def header(names: list[str]) -> str:

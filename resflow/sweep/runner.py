@@ -607,6 +607,21 @@ def _chunk_columns(parts: list[dict], columns: list[str], dtypes: dict[str, str]
     return data
 
 
+def _point_columns(part: dict, columns: list[str], dtypes: dict[str, str]) -> list:
+    """One point's columns for `csv_rows`: a constant one as its value `Repeated` (formatted once),
+    a stored column of numbers `Distinct` (measured values: formatted one by one), others as arrays."""
+    from resflow.results.csvtext import Distinct, Repeated
+
+    n, data = part["n"], []
+    for col in columns:
+        if col in part["cols"]:
+            values = _column([("cols", part["cols"][col])], [n], dtypes[col])
+            data.append(Distinct(values) if values.dtype.kind in "fiub" else values)
+        else:
+            data.append(Repeated(_column([("const", part["const"].get(col))], [1], dtypes[col]), n))
+    return data
+
+
 def _chunk_frame(parts: list[dict], columns: list[str], dtypes: dict[str, str]):
     """The rows of these points' parts as one frame, the whole table's columns and dtypes."""
     import pandas as pd
@@ -621,8 +636,10 @@ def _chunk_rows(parts: list[dict], columns: list[str], dtypes: dict[str, str]) -
 
     from resflow.results.csvtext import csv_rows, to_csv_text
 
-    data = _chunk_columns(parts, columns, dtypes)
-    text = csv_rows(data)
+    text = csv_rows(_point_columns(parts[0], columns, dtypes)) if len(parts) == 1 else None
+    if text is None:
+        data = _chunk_columns(parts, columns, dtypes)
+        text = csv_rows(data)
     if text is None:
         import pandas as pd
 
