@@ -123,10 +123,14 @@ def test_lines_made_in_any_order_equal_the_whole_table(tmp_path, values, order):
         assert not (out / "grads.csv").exists()
         assert runner.stream_tables(out, plan, asm, "csv") is None or asm.layout("grads", plan) != segments.layouts.get("grads")
         return
-    rows, _ = written
+    rows, profiles = written
     for name in ("grads", "params"):
         assert (out / f"{name}.csv").read_bytes() == whole[name].to_csv(index=False).encode(), name
         assert rows[name] == len(whole[name])
+    from resflow.results.stats import profile_medians
+
+    reference = profile_medians(whole["grads"])  # (the lines' points' and the resumed point's)
+    assert list(profiles) == list(reference) and all(np.array_equal(profiles[v], reference[v]) for v in reference)
 
 
 def test_a_killed_sweeps_spill_files_are_removed(tmp_path):

@@ -157,7 +157,6 @@ class Segments:
         from resflow.results.csvtext import header
         from resflow.results.files import atomic_file, write_pieces
         from resflow.results.stats import profile_medians
-        from resflow.sweep.runner import _chunk_frame
 
         columns, dtypes = layout
         spans, spill = self.spans[name], self._files.get(name)
@@ -169,7 +168,7 @@ class Segments:
             def flush() -> None:
                 if batch:
                     if name == "grads":
-                        profiles.update(profile_medians(_chunk_frame(batch, columns, dtypes)))
+                        profiles.update(profile_medians(_profile_frame(batch, layout)))
                     write_pieces(fd, _chunk_rows(batch, columns, dtypes))
                     batch.clear()
 
@@ -187,7 +186,7 @@ class Segments:
                     raise _damaged(self.out, point, hint)
                 batch.append(payload[name])
                 held += payload[name]["n"]
-                if held >= CHUNK_ROWS:
+                if held >= CHUNK_ROWS // 2:  # (as `stream_tables`' chunks: its CHUNK_ROWS are of two tables)
                     flush()
                     held = 0
             flush()
