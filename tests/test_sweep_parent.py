@@ -47,6 +47,9 @@ def _in_memory(out, plan) -> dict[str, bytes]:
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_sweep_writes_its_tables_from_the_lines_made_as_points_arrived(tmp_path, monkeypatch, workers):
+    import resflow.sweep.segments as segments_module
+
+    monkeypatch.setattr(segments_module, "BATCH_ROWS", 50)  # several batches, cut between points
     base, axes = load_base("deep50", SMALL)
     plan = make_plan(base, axes, ["model.depth=1,2,5", "model.residual=false,true"])
 
@@ -106,7 +109,11 @@ CASES = [
 
 @pytest.mark.parametrize("values", CASES)
 @pytest.mark.parametrize("order", [(0, 1, 2), (2, 0, 1), (1, 2)])  # (1, 2): point 0 found finished (resumed)
-def test_lines_made_in_any_order_equal_the_whole_table(tmp_path, values, order):
+@pytest.mark.parametrize("batch_rows", [1, 3, 20_000])  # a point per batch, batches cut between points, one batch
+def test_lines_made_in_any_order_equal_the_whole_table(tmp_path, monkeypatch, values, order, batch_rows):
+    import resflow.sweep.segments as segments_module
+
+    monkeypatch.setattr(segments_module, "BATCH_ROWS", batch_rows)
     out, plan, payloads = _points(tmp_path, values)
     asm = runner.Assembly()
     with Segments(out, plan) as segments:
@@ -222,30 +229,3 @@ def test_a_cell_is_measured_as_rich_measures_it(cell):
     console = PlainConsole(width=10_000)
     for c in (cell, Text(cell, style="red")):
         assert _cell_width(console, console.options, c) == Measurement.get(console, console.options, c).maximum, repr(c)
-
-
-def test_csv_rows_of_repeated_and_distinct_columns_equal_the_frames_text():
-    from resflow.results.csvtext import Distinct, Repeated, csv_rows, header
-
-    rng = np.random.default_rng(1)
-    n = 300
-    floats = rng.lognormal(size=n) * 10.0 ** rng.integers(-30, 30, size=n)
-    floats[[3, 7, 11, 12]] = [np.nan, -0.0, np.inf, 0.0]
-    columns = {
-        "f": floats,
-        "i": rng.integers(-(2**62), 2**62, size=n),
-        "b": rng.random(n) > 0.5,
-        "s": np.array(rng.choice(["a", "b,c", 'q"', None], size=n), dtype=object),
-        "cf": np.full(n, 1.0000000000000002),
-        "cs": np.full(n, "deep50[depth=3]", dtype=object),
-        "cn": np.full(n, None, dtype=object),
-        "ci": np.full(n, 7, dtype=np.int64),
-        "cz": np.full(n, -0.0),
-    }
-    frame = pd.DataFrame(columns)
-    given = [
-        Repeated(v[:1], n) if name.startswith("c") else Distinct(v) if v.dtype.kind in "fiub" else v
-        for name, v in columns.items()
-    ]
-    assert header(list(columns)) + csv_rows(given) == to_csv_text(frame) == frame.to_csv(index=False)
-    assert csv_rows([Repeated(np.array([1.5]), 0), Distinct(np.array([], dtype=float))]) == ""

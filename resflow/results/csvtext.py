@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -55,54 +54,34 @@ def to_csv_text(df: pd.DataFrame) -> str:
     return header + nl + nl.join(map(",".join, zip(*cells))) + nl
 
 
-class Repeated(NamedTuple):
-    """A column of `n` equal values (`value`: an array of that one value, in the column's dtype)."""
-
-    value: np.ndarray
-    n: int
-
-
-class Distinct(NamedTuple):
-    """A column of numbers that mostly differ (a measured quantity): formatted value by value,
-    without looking for repeats first."""
-
-    values: np.ndarray
-
-
 def csv_rows(columns: list) -> str | None:
     """The lines `to_csv_text` writes below the header for a frame of these columns (numpy arrays of
-    equal length, at least two, in order; or `Repeated`, `Distinct`), made without building the
-    frame; None for a column of a kind `to_csv_text` hands to pandas (then build the frame and call it)."""
+    equal length, at least two, in order), made without building the frame; None for a column of a
+    kind `to_csv_text` hands to pandas (then build the frame and call it)."""
+    cells = csv_cells(columns)
+    return None if cells is None else csv_lines(cells, 0, len(cells[0]))
+
+
+def csv_cells(columns: list) -> list[list[str]] | None:
+    """Each column's fields as `to_csv_text` writes them (`csv_rows`; None for fewer than two
+    columns, or a column of a kind handed to pandas): `csv_lines` joins any run of its rows."""
+    if len(columns) < 2:
+        return None
     cells = []
     for values in columns:
-        if isinstance(values, Repeated):
-            one = _format_values(values.value)
-            column = None if one is None else one * values.n
-        elif isinstance(values, Distinct):
-            column = _each_value(values.values)
-        else:
-            column = _format_values(np.asarray(values))
+        column = _format_values(np.asarray(values))
         if column is None:
             return None
         cells.append(column)
-    if len(columns) < 2 or not len(cells[0]):
-        return None if len(columns) < 2 else ""
+    return cells
+
+
+def csv_lines(cells: list[list[str]], start: int, stop: int) -> str:
+    """Rows start..stop of `csv_cells` as CSV lines."""
+    if stop <= start:
+        return ""
     nl = os.linesep
-    return nl.join(map(",".join, zip(*cells))) + nl
-
-
-def _each_value(values: np.ndarray) -> list[str] | None:
-    """`_format_values` of numbers, one value at a time: the same texts (each distinct value's text
-    is that value's), without factorizing first."""
-    kind = values.dtype.kind
-    if kind == "f" and values.dtype.itemsize == 8:
-        texts = list(map(repr, values.tolist()))
-        for i in np.flatnonzero(np.isnan(values)).tolist():  # NaN: an empty field
-            texts[i] = ""
-        return texts
-    if kind in "iub":
-        return list(map(str, values.tolist()))
-    return _format_values(values)
+    return nl.join(map(",".join, zip(*(column[start:stop] for column in cells)))) + nl
 
 
 def header(names: list[str]) -> str:

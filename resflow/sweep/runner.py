@@ -302,9 +302,10 @@ def _well_typed(column: str, values: list, table: str = "") -> bool:
     return all(isinstance(v, SCALARS) for v in values)
 
 
-def read_finished(out: Path, plan: Plan, parsed: "Assembly") -> tuple[set[int], list[Point]]:
-    """The points whose files hold valid payloads (noted in `parsed`), and the points whose files
-    were damaged: those files are removed, so the points run again."""
+def read_finished(out: Path, plan: Plan, parsed: "Assembly", segments=None) -> tuple[set[int], list[Point]]:
+    """The points whose files hold valid payloads (noted in `parsed`, and their CSV lines made in
+    `segments` if given: read once), and the points whose files were damaged: those files are
+    removed, so the points run again."""
     done, damaged = set(), []
     for point in plan.points:
         if not point_path(out, point).is_file():
@@ -316,6 +317,8 @@ def read_finished(out: Path, plan: Plan, parsed: "Assembly") -> tuple[set[int], 
         else:
             done.add(point.index)
             parsed.add(point.index, payload)
+            if segments is not None:
+                segments.add(point.index, payload)
     return done, damaged
 
 
@@ -607,21 +610,6 @@ def _chunk_columns(parts: list[dict], columns: list[str], dtypes: dict[str, str]
     return data
 
 
-def _point_columns(part: dict, columns: list[str], dtypes: dict[str, str]) -> list:
-    """One point's columns for `csv_rows`: a constant one as its value `Repeated` (formatted once),
-    a stored column of numbers `Distinct` (measured values: formatted one by one), others as arrays."""
-    from resflow.results.csvtext import Distinct, Repeated
-
-    n, data = part["n"], []
-    for col in columns:
-        if col in part["cols"]:
-            values = _column([("cols", part["cols"][col])], [n], dtypes[col])
-            data.append(Distinct(values) if values.dtype.kind in "fiub" else values)
-        else:
-            data.append(Repeated(_column([("const", part["const"].get(col))], [1], dtypes[col]), n))
-    return data
-
-
 def _chunk_frame(parts: list[dict], columns: list[str], dtypes: dict[str, str]):
     """The rows of these points' parts as one frame, the whole table's columns and dtypes."""
     import pandas as pd
@@ -636,10 +624,8 @@ def _chunk_rows(parts: list[dict], columns: list[str], dtypes: dict[str, str]) -
 
     from resflow.results.csvtext import csv_rows, to_csv_text
 
-    text = csv_rows(_point_columns(parts[0], columns, dtypes)) if len(parts) == 1 else None
-    if text is None:
-        data = _chunk_columns(parts, columns, dtypes)
-        text = csv_rows(data)
+    data = _chunk_columns(parts, columns, dtypes)
+    text = csv_rows(data)
     if text is None:
         import pandas as pd
 
@@ -821,7 +807,7 @@ def _run_sweep(
     prepare_out(out, plan, resume, force)
     with _segments(out, plan, fmt) as segments:  # (its spill files go when the block ends)
         parsed = Assembly()  # what the tables need of each point: those found finished, then each as it arrives
-        done, damaged = read_finished(out, plan, parsed) if resume else (set(), [])
+        done, damaged = read_finished(out, plan, parsed, segments) if resume else (set(), [])
         if damaged and on_note is not None:
             names = ", ".join(point_path(out, p).name for p in damaged[:3]) + (
                 f" and {len(damaged) - 3} more" if len(damaged) > 3 else ""

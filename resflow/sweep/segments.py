@@ -1,11 +1,12 @@
-"""A sweep's CSV tables made while its points run: each point's rows formatted as it arrives.
+"""A sweep's CSV tables made while its points run: the points' rows formatted as they arrive.
 
 Formatting the rows (millions of floats as text) was most of the serial tail after the last point:
-here each point's lines of grads.csv, params.csv (and train.csv) are made in this process as the
-point comes back from its worker, while the workers run the others, and appended to a spill file
-beside the tables (`.grads.csv.segments-<pid>.tmp`: a temp file, removed at the end). When every
-point is in, each table is its header and the points' lines in point order, copied from the spill
-file by the kernel; only the points that have none (found finished by --resume) are formatted then.
+here the lines of grads.csv, params.csv (and train.csv) are made in this process as the points come
+back from the workers, while the workers run the others (a batch of BATCH_ROWS rows at a time), and
+appended to a spill file beside the tables (`.grads.csv.segments-<pid>.tmp`: a temp file, removed
+at the end), each point's lines at a known place. When every point is in, each table is its header
+and the points' lines in point order, copied from the spill file by the kernel; only the points
+that have none (found finished by --resume, or of another layout) are formatted then.
 
 A point's lines are made in the table's layout as that point alone would have it (its columns, and
 each column's dtype from its own values); they are used only if the whole table's layout
@@ -24,6 +25,7 @@ from resflow.sweep.runner import (
     CHUNK_ROWS,
     STREAMED,
     Assembly,
+    _chunk_columns,
     _chunk_rows,
     _column,
     _damaged,
@@ -35,6 +37,7 @@ from resflow.sweep.runner import (
 )
 
 PROFILE_COLUMNS = ("variant", "step", "layer", "sublayer", "input_grad_norm")  # what profile_medians reads
+BATCH_ROWS = 20_000  # rows of a table formatted together as points arrive (a few MB of text)
 
 
 class Segments:
@@ -56,8 +59,8 @@ class Segments:
         self._paths: dict[str, Path] = {}
         self._sizes: dict[str, int] = {}
         self._own: dict[tuple, tuple | None] = {}  # (table, columns, kinds) -> a point's own layout
-        self._pending: list[dict] = []  # grads parts whose profiles are not computed yet
-        self._held = 0
+        self._waiting: dict[str, list[tuple[int, dict]]] = {name: [] for name in STREAMED}  # (index, part): not formatted yet
+        self._held = dict.fromkeys(STREAMED, 0)  # their rows
 
     def __enter__(self) -> "Segments":
         remove_stale(self.out)
@@ -86,13 +89,40 @@ class Segments:
                 continue
             if self.layouts.setdefault(name, layout) != layout:
                 continue  # formatted at the end, in the whole table's layout
-            try:
-                data = _chunk_rows([part], *layout)
-            except _NotStreamable:
-                continue
-            self._append(name, index, data)
-            if name == "grads":
-                self._note_profile(part)
+            self._waiting[name].append((index, part))
+            self._held[name] += part["n"]
+            if self._held[name] >= BATCH_ROWS:
+                self._format(name)
+
+    def _format(self, name: str) -> None:
+        """The waiting points' lines of table `name`, their columns formatted together (a batch
+        costs ~20% less than a point at a time), each point's rows then joined into its own lines."""
+        from resflow.results.csvtext import csv_cells, csv_lines
+        from resflow.results.stats import profile_medians
+
+        waiting, layout = self._waiting[name], self.layouts.get(name)
+        if not waiting:
+            return
+        parts = [part for _, part in waiting]
+        try:
+            cells = csv_cells(_chunk_columns(parts, *layout))
+        except _NotStreamable:  # (values past int64: these points are formatted at the end, or not streamed)
+            cells = None
+        start = 0
+        for index, part in waiting:
+            stop = start + part["n"]
+            if cells is not None:
+                self._append(name, index, csv_lines(cells, start, stop).encode("utf-8"))
+            else:
+                try:
+                    self._append(name, index, _chunk_rows([part], *layout))
+                except _NotStreamable:
+                    pass
+            start = stop
+        if name == "grads":
+            self.profiles.update(profile_medians(_profile_frame(parts, layout)))
+        waiting.clear()
+        self._held[name] = 0
 
     def _own_layout(self, name: str, part: dict):
         """The layout of table `name` were this point the only one (cached by its columns and kinds)."""
@@ -117,20 +147,6 @@ class Segments:
         self.spans[name][index] = (self._sizes[name], len(data))
         self._sizes[name] += len(data)
 
-    def _note_profile(self, part: dict) -> None:
-        self._pending.append(part)
-        self._held += part["n"]
-        if self._held >= CHUNK_ROWS:
-            self._flush_profiles()
-
-    def _flush_profiles(self) -> None:
-        """The pending points' profiles, one groupby for them all."""
-        from resflow.results.stats import profile_medians
-
-        if self._pending:
-            self.profiles.update(profile_medians(_profile_frame(self._pending, self.layouts["grads"])))
-        self._pending, self._held = [], 0
-
     def write(self, asm: Assembly, hint: str = "") -> tuple[dict[str, int], dict] | None:
         """Write the streamed tables (CSV) from the lines made, formatting those of the points that
         have none; their rows and each point's profile, as `stream_tables` returns them. None (nothing
@@ -141,7 +157,8 @@ class Segments:
             return None
         if any(len(layouts[name][0]) < 2 for name in names):  # (csvtext's header: two columns or more)
             return None
-        self._flush_profiles()
+        for name in STREAMED:
+            self._format(name)  # (the last points')
         profiles = dict(self.profiles)
         try:
             for name in names:
