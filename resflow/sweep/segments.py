@@ -37,7 +37,7 @@ from resflow.sweep.runner import (
 )
 
 PROFILE_COLUMNS = ("variant", "step", "layer", "sublayer", "input_grad_norm")  # what profile_medians reads
-BATCH_ROWS = 20_000  # rows of a table formatted together as points arrive (a few MB of text)
+BATCH_ROWS = 5_000  # rows of a table formatted together as points arrive (what is left is formatted at the end)
 
 
 class Segments:
