@@ -229,3 +229,37 @@ def test_a_cell_is_measured_as_rich_measures_it(cell):
     console = PlainConsole(width=10_000)
     for c in (cell, Text(cell, style="red")):
         assert _cell_width(console, console.options, c) == Measurement.get(console, console.options, c).maximum, repr(c)
+
+
+def test_a_spill_file_that_cannot_be_written_leaves_the_tables_to_the_stream(tmp_path, monkeypatch):
+    """A full disk under the spill files: the sweep goes on, its tables streamed from the point
+    files at the end (the same bytes), no spill file left."""
+    import errno
+
+    import resflow.sweep.segments as segments_module
+
+    monkeypatch.setattr(segments_module, "BATCH_ROWS", 1)
+    real = Segments._append
+    calls = []
+
+    def append(self, name, index, data):
+        calls.append(index)
+        if len(calls) > 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(self, name, index, data)
+
+    monkeypatch.setattr(Segments, "_append", append)
+    streamed = []
+    monkeypatch.setattr(runner, "stream_tables", lambda *a, **kw: streamed.append(1) or real_stream(*a, **kw))
+    base, axes = load_base("deep50", SMALL)
+    plan = make_plan(base, axes, ["model.depth=1,2,3,4"])
+    out = tmp_path / "s"
+    runner.run_sweep(plan, out, workers=1, fmt="csv")
+    assert len(calls) == 3 and streamed  # (broken at the third point's lines: the rest streamed)
+    expected = _in_memory(out, plan)
+    for name in ("grads", "params", "summary"):
+        assert (out / f"{name}.csv").read_bytes() == expected[name], name
+    assert not list(out.glob(".*"))
+
+
+real_stream = runner.stream_tables

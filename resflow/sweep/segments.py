@@ -61,6 +61,7 @@ class Segments:
         self._own: dict[tuple, tuple | None] = {}  # (table, columns, kinds) -> a point's own layout
         self._waiting: dict[str, list[tuple[int, dict]]] = {name: [] for name in STREAMED}  # (index, part): not formatted yet
         self._held = dict.fromkeys(STREAMED, 0)  # their rows
+        self.broken = False  # a spill file could not be written: no lines (`write` returns None)
 
     def __enter__(self) -> "Segments":
         remove_stale(self.out)
@@ -79,7 +80,17 @@ class Segments:
 
     def add(self, index: int, payload: dict) -> None:
         """Make the lines of a point's tables (decoded: `_payload`), if they are in the layout every
-        point has had so far."""
+        point has had so far. A spill file that cannot be written (a full disk) ends the lines: the
+        tables are then streamed from the point files at the end, which says what is wrong."""
+        if self.broken:
+            return
+        try:
+            self._add(index, payload)
+        except OSError:
+            self.close()
+            self.broken = True
+
+    def _add(self, index: int, payload: dict) -> None:
         for name in STREAMED:
             part = payload.get(name)
             if part is None or not part["n"]:
@@ -151,14 +162,21 @@ class Segments:
         """Write the streamed tables (CSV) from the lines made, formatting those of the points that
         have none; their rows and each point's profile, as `stream_tables` returns them. None (nothing
         written) when a table's layout is not the one its lines were made in."""
+        if self.broken:
+            return None
         names = [name for name in STREAMED if asm.orders[name]]
         layouts = {name: asm.layout(name, self.plan) for name in names}
         if any(layouts[name] is None or layouts[name] != self.layouts.get(name, layouts[name]) for name in names):
             return None
         if any(len(layouts[name][0]) < 2 for name in names):  # (csvtext's header: two columns or more)
             return None
-        for name in STREAMED:
-            self._format(name)  # (the last points')
+        try:
+            for name in STREAMED:
+                self._format(name)  # (the last points')
+        except OSError:
+            self.close()
+            self.broken = True
+            return None
         profiles = dict(self.profiles)
         try:
             for name in names:
