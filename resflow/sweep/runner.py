@@ -425,12 +425,12 @@ def assemble(out: Path, plan: Plan):
     for point in plan.points:
         payload = read_point(out, point)
         if payload is None:
-            raise _damaged(out, point)
+            raise damaged_error(out, point)
         payloads.append(payload)
     return tables(payloads, plan.columns)
 
 
-def _damaged(out: Path, point: Point, hint: str = "") -> ResflowError:
+def damaged_error(out: Path, point: Point, hint: str = "") -> ResflowError:
     return ResflowError(f"{str(point_path(out, point))!r} is damaged; rerun with: {hint or 'the same command plus --resume'}")
 
 
@@ -478,7 +478,7 @@ CHUNK_ROWS = 100_000  # rows (of all tables) read before a chunk is written: bou
 STREAMED = ("grads", "params", "train")  # the summary (one row per run) is kept whole: the report reads it
 
 
-def _tag(value) -> str:
+def value_tag(value) -> str:
     """The kind of a stored value, as pandas types a column from it: b(ool), i(nt), f(loat), s(tr),
     n(one), o(ther)."""
     kind = type(value)
@@ -493,12 +493,12 @@ def _tag(value) -> str:
     return "n" if value is None else "o"
 
 
-def _tags(values) -> set[str]:
+def value_tags(values) -> set[str]:
     import numpy as np
 
     if isinstance(values, np.ndarray):
         return {"s"} if values.dtype.kind == "O" else {{"u": "i"}.get(values.dtype.kind, values.dtype.kind)}
-    return set(map(_tag, values))
+    return set(map(value_tag, values))
 
 
 # The dtype of a whole column from the kinds of value its points stored (as pandas infers it from the
@@ -549,9 +549,9 @@ class Assembly:
             present[col] = present.get(col, 0) + 1
             found = kinds.setdefault(col, set())
             if col in part["cols"]:
-                found |= _tags(part["cols"][col])
+                found |= value_tags(part["cols"][col])
             elif part["n"]:
-                found.add(_tag(part["const"][col]))
+                found.add(value_tag(part["const"][col]))
 
     def layout(self, name: str, plan: Plan) -> tuple[list[str], dict[str, str]] | None:
         """Table `name`'s CSV columns in order and each one's dtype; None if one cannot be typed ahead."""
@@ -559,10 +559,10 @@ class Assembly:
         if not orders or not self.rows[name]:
             return None
         in_order = [orders[point.index] for point in plan.points if point.index in orders]
-        return _layout(name, in_order, self.kinds[name], self.present[name], plan.columns)
+        return layout_of(name, in_order, self.kinds[name], self.present[name], plan.columns)
 
 
-def _layout(name: str, orders: list[tuple], kinds: dict, present: dict, columns: list[str]):
+def layout_of(name: str, orders: list[tuple], kinds: dict, present: dict, columns: list[str]):
     """`Assembly.layout` from the points' column orders (in point order), the kinds of value stored
     in each column and how many points have it; None if a column cannot be typed ahead."""
     import pandas as pd
@@ -582,11 +582,11 @@ def _layout(name: str, orders: list[tuple], kinds: dict, present: dict, columns:
     return list(empty.columns), dtypes
 
 
-class _NotStreamable(Exception):
+class NotStreamable(Exception):
     """A table whose chunks would not print as the whole table does: the sweep assembles in memory."""
 
 
-def _column(pieces: list, ns: list[int], dtype: str):
+def chunk_column(pieces: list, ns: list[int], dtype: str):
     """One column of a chunk: each point's values (a constant, a list or an array) in `dtype`."""
     import numpy as np
 
@@ -597,16 +597,16 @@ def _column(pieces: list, ns: list[int], dtype: str):
             [np.full(n, v, dtype=dtype) if kind == "const" else np.asarray(v, dtype=dtype) for (kind, v), n in zip(pieces, ns)]
         )
     except (OverflowError, TypeError, ValueError) as err:  # an int past int64: pandas would not make it int64 either
-        raise _NotStreamable(str(err)) from None
+        raise NotStreamable(str(err)) from None
 
 
-def _chunk_columns(parts: list[dict], columns: list[str], dtypes: dict[str, str]) -> list:
+def chunk_columns(parts: list[dict], columns: list[str], dtypes: dict[str, str]) -> list:
     """The rows of these points' parts, column by column (arrays), the whole table's columns and dtypes."""
     ns = [p["n"] for p in parts]
     data = []
     for col in columns:
         pieces = [("cols", p["cols"][col]) if col in p["cols"] else ("const", p["const"].get(col)) for p in parts]
-        data.append(_column(pieces, ns, dtypes[col]))
+        data.append(chunk_column(pieces, ns, dtypes[col]))
     return data
 
 
@@ -614,17 +614,17 @@ def _chunk_frame(parts: list[dict], columns: list[str], dtypes: dict[str, str]):
     """The rows of these points' parts as one frame, the whole table's columns and dtypes."""
     import pandas as pd
 
-    return pd.DataFrame(dict(zip(columns, _chunk_columns(parts, columns, dtypes))), columns=columns)
+    return pd.DataFrame(dict(zip(columns, chunk_columns(parts, columns, dtypes))), columns=columns)
 
 
-def _chunk_rows(parts: list[dict], columns: list[str], dtypes: dict[str, str]) -> bytes:
+def chunk_rows(parts: list[dict], columns: list[str], dtypes: dict[str, str]) -> bytes:
     """The CSV lines of these points' rows (no header): those of `to_csv_text(_chunk_frame(...))`,
     formatted from the columns without building the frame where csvtext can (`csv_rows`)."""
     import os
 
     from resflow.results.csvtext import csv_rows, to_csv_text
 
-    data = _chunk_columns(parts, columns, dtypes)
+    data = chunk_columns(parts, columns, dtypes)
     text = csv_rows(data)
     if text is None:
         import pandas as pd
@@ -666,7 +666,7 @@ def stream_tables(out: Path, plan: Plan, asm: Assembly, fmt: str, hint: str = ""
             for point in plan.points:
                 payload = read_point(out, point)
                 if payload is None:
-                    raise _damaged(out, point, hint)
+                    raise damaged_error(out, point, hint)
                 for name in layouts:
                     if name in payload:
                         batch[name].append(payload[name])
@@ -675,7 +675,7 @@ def stream_tables(out: Path, plan: Plan, asm: Assembly, fmt: str, hint: str = ""
                     flush()
                     held = 0
             flush()
-    except (_NotStreamable, ChunkTypes):
+    except (NotStreamable, ChunkTypes):
         return None
     return {name: stream.rows for name, stream in streams.items()}, profiles
 
@@ -870,7 +870,7 @@ def _run_sweep(
             if point.index not in parsed:
                 payload = read_point(out, point)
                 if payload is None:
-                    raise _damaged(out, point, resume_hint)
+                    raise damaged_error(out, point, resume_hint)
                 parsed.add(point.index, payload)
         meta = run_meta(
             started,

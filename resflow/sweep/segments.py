@@ -25,15 +25,15 @@ from resflow.sweep.runner import (
     CHUNK_ROWS,
     STREAMED,
     Assembly,
-    _chunk_columns,
-    _chunk_rows,
-    _column,
-    _damaged,
-    _layout,
-    _NotStreamable,
-    _tag,
-    _tags,
+    NotStreamable,
+    chunk_column,
+    chunk_columns,
+    chunk_rows,
+    damaged_error,
+    layout_of,
     read_point,
+    value_tag,
+    value_tags,
 )
 
 PROFILE_COLUMNS = ("variant", "step", "layer", "sublayer", "input_grad_norm")  # what profile_medians reads
@@ -86,7 +86,7 @@ class Segments:
             return
         try:
             self._add(index, payload)
-        except OSError:
+        except (OSError, NotStreamable):  # (NotStreamable: a profile's values past int64)
             self.close()
             self.broken = True
 
@@ -116,8 +116,8 @@ class Segments:
             return
         parts = [part for _, part in waiting]
         try:
-            cells = csv_cells(_chunk_columns(parts, *layout))
-        except _NotStreamable:  # (values past int64: these points are formatted at the end, or not streamed)
+            cells = csv_cells(chunk_columns(parts, *layout))
+        except NotStreamable:  # (values past int64: these points are formatted at the end, or not streamed)
             cells = None
         start = 0
         for index, part in waiting:
@@ -126,8 +126,8 @@ class Segments:
                 self._append(name, index, csv_lines(cells, start, stop).encode("utf-8"))
             else:
                 try:
-                    self._append(name, index, _chunk_rows([part], *layout))
-                except _NotStreamable:
+                    self._append(name, index, chunk_rows([part], *layout))
+                except NotStreamable:
                     pass
             start = stop
         if name == "grads":
@@ -139,11 +139,13 @@ class Segments:
         """The layout of table `name` were this point the only one (cached by its columns and kinds)."""
         order = tuple(part["order"])
         kinds = tuple(
-            frozenset(_tags(part["cols"][c])) if c in part["cols"] else frozenset(_tag(part["const"][c])) for c in order
+            frozenset(value_tags(part["cols"][c])) if c in part["cols"] else frozenset(value_tag(part["const"][c])) for c in order
         )
         key = (name, order, kinds)
         if key not in self._own:
-            self._own[key] = _layout(name, [order], dict(zip(order, map(set, kinds))), dict.fromkeys(order, 1), self.plan.columns)
+            self._own[key] = layout_of(
+                name, [order], dict(zip(order, map(set, kinds))), dict.fromkeys(order, 1), self.plan.columns
+            )
         return self._own[key]
 
     def _append(self, name: str, index: int, data: bytes) -> None:
@@ -173,7 +175,7 @@ class Segments:
         try:
             for name in STREAMED:
                 self._format(name)  # (the last points')
-        except OSError:
+        except (OSError, NotStreamable):
             self.close()
             self.broken = True
             return None
@@ -181,7 +183,7 @@ class Segments:
         try:
             for name in names:
                 self._write_table(name, asm, layouts[name], profiles, hint)
-        except _NotStreamable:  # a resumed point's values past int64, say: streamed (or assembled) as before
+        except NotStreamable:  # a resumed point's values past int64, say: streamed (or assembled) as before
             return None
         rows = {name: asm.rows[name] for name in names}
         return rows, {p.variant: profiles[p.variant] for p in self.plan.points if p.variant in profiles}
@@ -204,7 +206,7 @@ class Segments:
                 if batch:
                     if name == "grads":
                         profiles.update(profile_medians(_profile_frame(batch, layout)))
-                    write_pieces(fd, _chunk_rows(batch, columns, dtypes))
+                    write_pieces(fd, chunk_rows(batch, columns, dtypes))
                     batch.clear()
 
             held = 0
@@ -218,7 +220,7 @@ class Segments:
                     continue
                 payload = read_point(self.out, point)
                 if payload is None:
-                    raise _damaged(self.out, point, hint)
+                    raise damaged_error(self.out, point, hint)
                 batch.append(payload[name])
                 held += payload[name]["n"]
                 if held >= CHUNK_ROWS // 2:  # (as `stream_tables`' chunks: its CHUNK_ROWS are of two tables)
@@ -237,7 +239,7 @@ def _profile_frame(parts: list[dict], layout: tuple):
     for col in PROFILE_COLUMNS:
         if col in columns:
             pieces = [("cols", p["cols"][col]) if col in p["cols"] else ("const", p["const"].get(col)) for p in parts]
-            data[col] = _column(pieces, ns, dtypes[col])
+            data[col] = chunk_column(pieces, ns, dtypes[col])
     return pd.DataFrame(data)
 
 
