@@ -392,6 +392,66 @@ def breakdown_table(found: dict) -> str:
     return "\n".join(lines)
 
 
+class _Idle:
+    """A point of `pool_child`: no work, a cost for the pool's longest-first order."""
+
+    def __init__(self, index: int):
+        self.index, self.cost = index, index % 7
+
+
+def _idle_task(point) -> str:
+    time.sleep(0.005)  # (a point's time: the results come back one at a time, as a sweep's do)
+    return "x"
+
+
+def pool_child(n: int) -> dict:
+    """CPU seconds the pool's parent spends collecting `n` points' results (2 workers, 5 ms points)."""
+    from resflow.executors import pool
+
+    t = time.process_time()
+    pool.execute([_Idle(i) for i in range(n)], _idle_task, lambda point, text: None, workers=2)
+    return {"parent_cpu": time.process_time() - t, "points": n}
+
+
+def run_pool(n: int, sides: dict[str, Path]) -> dict:
+    """`pool_child` in a fresh process per side (its checkout first on the path)."""
+    found = {}
+    for side, checkout in sides.items():
+        env = dict(os.environ, PYTHONPATH=str(checkout))
+        done = subprocess.run(
+            [sys.executable, str(Path(__file__).resolve()), "--pool-child", str(n)],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            raise SystemExit(f"pool ({side}) failed:\n{done.stderr[-2000:]}")
+        found[side] = json.loads(done.stdout.strip().splitlines()[-1])
+        print(f"pool {side}: {found[side]['parent_cpu']:.2f} s parent CPU for {n} points", file=sys.stderr, flush=True)
+    return found
+
+
+def run_writes(total: int = 200 << 20, chunk: int = 10 << 20) -> dict:
+    """Seconds to write `total` bytes into a new file in `chunk`-byte write(2) calls (a streamed
+    table's chunk, written whole), then in resflow.results.files.write_pieces's pieces: why the
+    tables are written in pieces."""
+    from resflow._sys.files import write_all
+    from resflow.results.files import WRITE_PIECE, write_pieces
+
+    data = os.urandom(1 << 20) * (chunk >> 20)
+    found = {}
+    with tempfile.TemporaryDirectory(prefix="resflow-writes-") as tmp:
+        for label, write in ((f"{chunk >> 20} MB per write", write_all), (f"{WRITE_PIECE >> 20} MB pieces", write_pieces)):
+            fd = os.open(Path(tmp) / "w", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            t = time.perf_counter()
+            for _ in range(total // chunk):
+                write(fd, data)
+            found[label] = time.perf_counter() - t
+            os.close(fd)
+    print(", ".join(f"{k}: {v:.2f} s" for k, v in found.items()) + f" for {total >> 20} MB", file=sys.stderr)
+    return found
+
+
 def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
@@ -464,7 +524,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--breakdown", type=int, default=0, help="also: CPU per point, part by part, over this many points")
     parser.add_argument("--breakdown-child", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--writes", action="store_true", help="only: 200 MB written in 10 MB calls, then in pieces")
+    parser.add_argument("--pool", type=int, default=0, help="only: the pool parent's CPU collecting this many points")
+    parser.add_argument("--pool-child", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.writes:
+        run_writes()
+        return 0
+    if args.pool_child:
+        print(json.dumps(pool_child(args.pool_child)))
+        return 0
+    if args.pool:
+        run_pool(args.pool, {"old": args.baseline, "new": ROOT} if args.baseline else {"new": ROOT})
+        return 0
     if args.breakdown_child:
         print(json.dumps(breakdown_child(args.breakdown_child)))
         return 0

@@ -54,10 +54,48 @@ def to_csv_text(df: pd.DataFrame) -> str:
     return header + nl + nl.join(map(",".join, zip(*cells))) + nl
 
 
+def csv_rows(columns: list) -> str | None:
+    """The lines `to_csv_text` writes below the header for a frame of these columns (numpy arrays of
+    equal length, at least two, in order), made without building the frame; None for a column of a
+    kind `to_csv_text` hands to pandas (then build the frame and call it)."""
+    cells = csv_cells(columns)
+    return None if cells is None else csv_lines(cells, 0, len(cells[0]))
+
+
+def csv_cells(columns: list) -> list[list[str]] | None:
+    """Each column's fields as `to_csv_text` writes them (`csv_rows`; None for fewer than two
+    columns, or a column of a kind handed to pandas): `csv_lines` joins any run of its rows."""
+    if len(columns) < 2:
+        return None
+    cells = []
+    for values in columns:
+        column = _format_values(np.asarray(values))
+        if column is None:
+            return None
+        cells.append(column)
+    return cells
+
+
+def csv_lines(cells: list[list[str]], start: int, stop: int) -> str:
+    """Rows start..stop of `csv_cells` as CSV lines."""
+    if stop <= start:
+        return ""
+    nl = os.linesep
+    return nl.join(map(",".join, zip(*(column[start:stop] for column in cells)))) + nl
+
+
+def header(names: list[str]) -> str:
+    """The header line `to_csv_text` writes for a frame of these (two or more, text) column names."""
+    return ",".join(quote(str(name)) for name in names) + os.linesep
+
+
 def _format(series: pd.Series) -> list[str] | None:
     if not isinstance(series.dtype, np.dtype) and not isinstance(series.dtype, pd.StringDtype):
         return None  # nullable Int64/boolean/Float64, categorical, datetime with a zone...: pandas' own
-    values = series.to_numpy()
+    return _format_values(series.to_numpy())
+
+
+def _format_values(values: np.ndarray) -> list[str] | None:
     kind = values.dtype.kind
     if kind == "f":
         if values.dtype.itemsize != 8:
@@ -65,21 +103,32 @@ def _format(series: pd.Series) -> list[str] | None:
         zeros = values == 0
         if zeros.any() and np.signbit(values[zeros]).any():  # factorize would merge 0.0 and -0.0
             return ["" if v != v else repr(v) for v in values.tolist()]
-        return _by_value(series, lambda v: repr(float(v)))
+        return _by_value(values, _reprs)
     if kind in "iub":
-        return _by_value(series, lambda v: str(v.item() if hasattr(v, "item") else v))
+        return _by_value(values, _strs)
     if kind == "O":
         inferred = pd.api.types.infer_dtype(values, skipna=True)
         if inferred in ("string", "empty"):  # text (and missing values): one quote() per distinct value
-            return _by_value(series, quote)
+            return _by_value(values, lambda uniques: [quote(v) for v in uniques])
         if inferred in ("integer", "floating", "mixed-integer-float", "boolean"):
             missing = pd.isna(values)
             return ["" if m else quote(str(v)) for v, m in zip(values.tolist(), missing.tolist())]
     return None
 
 
-def _by_value(series: pd.Series, fmt) -> list[str]:
-    """Format each distinct value once; missing values (code -1) take the last entry, ''."""
-    codes, uniques = pd.factorize(series, use_na_sentinel=True)
-    texts = np.array([fmt(u) for u in np.asarray(uniques, dtype=object)] + [""], dtype=object)
+def _reprs(uniques) -> list[str]:
+    """Each float's shortest round-tripping text (numpy's and pandas' too): Python's repr."""
+    return list(map(repr, np.asarray(uniques, dtype=np.float64).tolist()))
+
+
+def _strs(uniques) -> list[str]:
+    """Ints and bools as Python prints them (tolist: Python ints and bools, whatever their width)."""
+    return list(map(str, np.asarray(uniques).tolist()))
+
+
+def _by_value(values, fmt) -> list[str]:
+    """Format each distinct value once (`fmt`: the distinct values -> their texts); missing values
+    (code -1) take the last entry, ''."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    texts = np.array([*fmt(uniques), ""], dtype=object)
     return texts[codes].tolist()

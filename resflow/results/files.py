@@ -216,7 +216,8 @@ def _existing_ancestor(path: Path) -> Path:
 
 def write_csv(df: pd.DataFrame, path: Path) -> None:
     """Full precision (floats round-trip exactly), atomically: temp file + fsync + rename."""
-    write_text_atomic(path, to_csv_text(df))  # = df.to_csv(index=False), faster (resflow/csvtext.py)
+    with atomic_file(path) as fh:  # = write_text_atomic, its big writes in pieces (`write_pieces`)
+        write_pieces(fh.fileno(), to_csv_text(df).encode("utf-8"))  # = df.to_csv(index=False), faster (csvtext.py)
 
 
 def read_csv(path) -> pd.DataFrame:
@@ -339,6 +340,18 @@ def file_sha256(path: Path, size: int | None = None) -> str:
         return digest.hexdigest()
 
 
+WRITE_PIECE = 2 << 20  # bytes per write(2) of a big table (`write_pieces`)
+
+
+def write_pieces(fd: int, data: bytes) -> None:
+    """Write all of `data` to `fd`, WRITE_PIECE bytes at a time: on this project's Linux VMs one
+    write(2) of 10 MB into the page cache takes ~35x as long as the same bytes in 2 MB pieces
+    (benchmarks/sweep_scale.py --writes measures it), and a sweep's table chunks are ~10 MB each."""
+    view = memoryview(data)
+    for start in range(0, len(view), WRITE_PIECE):
+        write_all(fd, view[start : start + WRITE_PIECE])
+
+
 class TableStream:
     """One results table written a chunk of rows at a time, in `fmt` (csv, parquet or both), atomically
     (temp files renamed into place when the `with` block ends without error, else removed): the CSV
@@ -381,12 +394,12 @@ class TableStream:
             text = to_csv_text(df).encode("utf-8")
             header, _, body = text.partition(os.linesep.encode())
             if not self.rows and not self._header:
-                write_all(self._csv.fileno(), text)
+                write_pieces(self._csv.fileno(), text)
                 self._header = header
             elif header != self._header:
                 raise ValueError(f"a chunk with other columns than the first: {header[:80]!r}")
             else:
-                write_all(self._csv.fileno(), body)
+                write_pieces(self._csv.fileno(), body)
         if self._parquet is not None:
             self._write_parquet(df)
         self.rows += len(df)

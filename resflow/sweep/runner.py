@@ -302,9 +302,10 @@ def _well_typed(column: str, values: list, table: str = "") -> bool:
     return all(isinstance(v, SCALARS) for v in values)
 
 
-def read_finished(out: Path, plan: Plan, parsed: "Assembly") -> tuple[set[int], list[Point]]:
-    """The points whose files hold valid payloads (noted in `parsed`), and the points whose files
-    were damaged: those files are removed, so the points run again."""
+def read_finished(out: Path, plan: Plan, parsed: "Assembly", segments=None) -> tuple[set[int], list[Point]]:
+    """The points whose files hold valid payloads (noted in `parsed`, and their CSV lines made in
+    `segments` if given: read once), and the points whose files were damaged: those files are
+    removed, so the points run again."""
     done, damaged = set(), []
     for point in plan.points:
         if not point_path(out, point).is_file():
@@ -316,6 +317,8 @@ def read_finished(out: Path, plan: Plan, parsed: "Assembly") -> tuple[set[int], 
         else:
             done.add(point.index)
             parsed.add(point.index, payload)
+            if segments is not None:
+                segments.add(point.index, payload)
     return done, damaged
 
 
@@ -422,12 +425,12 @@ def assemble(out: Path, plan: Plan):
     for point in plan.points:
         payload = read_point(out, point)
         if payload is None:
-            raise _damaged(out, point)
+            raise damaged_error(out, point)
         payloads.append(payload)
     return tables(payloads, plan.columns)
 
 
-def _damaged(out: Path, point: Point, hint: str = "") -> ResflowError:
+def damaged_error(out: Path, point: Point, hint: str = "") -> ResflowError:
     return ResflowError(f"{str(point_path(out, point))!r} is damaged; rerun with: {hint or 'the same command plus --resume'}")
 
 
@@ -475,7 +478,7 @@ CHUNK_ROWS = 100_000  # rows (of all tables) read before a chunk is written: bou
 STREAMED = ("grads", "params", "train")  # the summary (one row per run) is kept whole: the report reads it
 
 
-def _tag(value) -> str:
+def value_tag(value) -> str:
     """The kind of a stored value, as pandas types a column from it: b(ool), i(nt), f(loat), s(tr),
     n(one), o(ther)."""
     kind = type(value)
@@ -490,12 +493,12 @@ def _tag(value) -> str:
     return "n" if value is None else "o"
 
 
-def _tags(values) -> set[str]:
+def value_tags(values) -> set[str]:
     import numpy as np
 
     if isinstance(values, np.ndarray):
         return {"s"} if values.dtype.kind == "O" else {{"u": "i"}.get(values.dtype.kind, values.dtype.kind)}
-    return set(map(_tag, values))
+    return set(map(value_tag, values))
 
 
 # The dtype of a whole column from the kinds of value its points stored (as pandas infers it from the
@@ -532,49 +535,58 @@ class Assembly:
     def add(self, index: int, payload: dict) -> None:
         """Note a point's payload (decoded: `read_point`, or a worker's text parsed and `_part`'ed)."""
         for name in TABLES:
-            if name not in payload:
-                continue
-            part = payload[name]
-            order = tuple(part["order"])
-            self.orders[name][index] = self._interned.setdefault(order, order)
-            self.rows[name] += part["n"]
-            kinds, present = self.kinds[name], self.present[name]
-            for col in order:
-                present[col] = present.get(col, 0) + 1
-                found = kinds.setdefault(col, set())
-                if col in part["cols"]:
-                    found |= _tags(part["cols"][col])
-                elif part["n"]:
-                    found.add(_tag(part["const"][col]))
+            if name in payload:
+                self.add_table(name, index, payload[name])
         self.summary[index] = payload["summary"]
+
+    def add_table(self, name: str, index: int, part: dict) -> None:
+        """Note one table of a point's payload."""
+        order = tuple(part["order"])
+        self.orders[name][index] = self._interned.setdefault(order, order)
+        self.rows[name] += part["n"]
+        kinds, present = self.kinds[name], self.present[name]
+        for col in order:
+            present[col] = present.get(col, 0) + 1
+            found = kinds.setdefault(col, set())
+            if col in part["cols"]:
+                found |= value_tags(part["cols"][col])
+            elif part["n"]:
+                found.add(value_tag(part["const"][col]))
 
     def layout(self, name: str, plan: Plan) -> tuple[list[str], dict[str, str]] | None:
         """Table `name`'s CSV columns in order and each one's dtype; None if one cannot be typed ahead."""
-        import pandas as pd
-
         orders = self.orders[name]
         if not orders or not self.rows[name]:
             return None
-        union: dict[str, None] = {}
-        for point in plan.points:  # first appearance, in point order (as `table_frame`)
-            for col in orders.get(point.index, ()):
-                union.setdefault(col, None)
-        empty = table_frame(name, [{"n": 0, "order": list(union), "const": {}, "cols": dict.fromkeys(union, [])}], plan.columns)
-        dtypes = {}
-        for col in union:
-            tags = self.kinds[name][col] | ({"n"} if self.present[name][col] < len(orders) else set())
-            dtypes[col] = _dtype(tags)
-            if dtypes[col] is None:
-                return None
-        assert isinstance(empty, pd.DataFrame)
-        return list(empty.columns), dtypes
+        in_order = [orders[point.index] for point in plan.points if point.index in orders]
+        return layout_of(name, in_order, self.kinds[name], self.present[name], plan.columns)
 
 
-class _NotStreamable(Exception):
+def layout_of(name: str, orders: list[tuple], kinds: dict, present: dict, columns: list[str]):
+    """`Assembly.layout` from the points' column orders (in point order), the kinds of value stored
+    in each column and how many points have it; None if a column cannot be typed ahead."""
+    import pandas as pd
+
+    union: dict[str, None] = {}
+    for order in orders:  # first appearance, in point order (as `table_frame`)
+        for col in order:
+            union.setdefault(col, None)
+    empty = table_frame(name, [{"n": 0, "order": list(union), "const": {}, "cols": dict.fromkeys(union, [])}], columns)
+    dtypes = {}
+    for col in union:
+        tags = kinds[col] | ({"n"} if present[col] < len(orders) else set())
+        dtypes[col] = _dtype(tags)
+        if dtypes[col] is None:
+            return None
+    assert isinstance(empty, pd.DataFrame)
+    return list(empty.columns), dtypes
+
+
+class NotStreamable(Exception):
     """A table whose chunks would not print as the whole table does: the sweep assembles in memory."""
 
 
-def _column(pieces: list, ns: list[int], dtype: str):
+def chunk_column(pieces: list, ns: list[int], dtype: str):
     """One column of a chunk: each point's values (a constant, a list or an array) in `dtype`."""
     import numpy as np
 
@@ -585,19 +597,41 @@ def _column(pieces: list, ns: list[int], dtype: str):
             [np.full(n, v, dtype=dtype) if kind == "const" else np.asarray(v, dtype=dtype) for (kind, v), n in zip(pieces, ns)]
         )
     except (OverflowError, TypeError, ValueError) as err:  # an int past int64: pandas would not make it int64 either
-        raise _NotStreamable(str(err)) from None
+        raise NotStreamable(str(err)) from None
+
+
+def chunk_columns(parts: list[dict], columns: list[str], dtypes: dict[str, str]) -> list:
+    """The rows of these points' parts, column by column (arrays), the whole table's columns and dtypes."""
+    ns = [p["n"] for p in parts]
+    data = []
+    for col in columns:
+        pieces = [("cols", p["cols"][col]) if col in p["cols"] else ("const", p["const"].get(col)) for p in parts]
+        data.append(chunk_column(pieces, ns, dtypes[col]))
+    return data
 
 
 def _chunk_frame(parts: list[dict], columns: list[str], dtypes: dict[str, str]):
     """The rows of these points' parts as one frame, the whole table's columns and dtypes."""
     import pandas as pd
 
-    ns = [p["n"] for p in parts]
-    data = {}
-    for col in columns:
-        pieces = [("cols", p["cols"][col]) if col in p["cols"] else ("const", p["const"].get(col)) for p in parts]
-        data[col] = _column(pieces, ns, dtypes[col])
-    return pd.DataFrame(data, columns=columns)
+    return pd.DataFrame(dict(zip(columns, chunk_columns(parts, columns, dtypes))), columns=columns)
+
+
+def chunk_rows(parts: list[dict], columns: list[str], dtypes: dict[str, str]) -> bytes:
+    """The CSV lines of these points' rows (no header): those of `to_csv_text(_chunk_frame(...))`,
+    formatted from the columns without building the frame where csvtext can (`csv_rows`)."""
+    import os
+
+    from resflow.results.csvtext import csv_rows, to_csv_text
+
+    data = chunk_columns(parts, columns, dtypes)
+    text = csv_rows(data)
+    if text is None:
+        import pandas as pd
+
+        frame = pd.DataFrame(dict(zip(columns, data)), columns=columns)
+        text = to_csv_text(frame).partition(os.linesep)[2]
+    return text.encode("utf-8")
 
 
 def stream_tables(out: Path, plan: Plan, asm: Assembly, fmt: str, hint: str = "") -> tuple[dict[str, int], dict] | None:
@@ -632,7 +666,7 @@ def stream_tables(out: Path, plan: Plan, asm: Assembly, fmt: str, hint: str = ""
             for point in plan.points:
                 payload = read_point(out, point)
                 if payload is None:
-                    raise _damaged(out, point, hint)
+                    raise damaged_error(out, point, hint)
                 for name in layouts:
                     if name in payload:
                         batch[name].append(payload[name])
@@ -641,7 +675,7 @@ def stream_tables(out: Path, plan: Plan, asm: Assembly, fmt: str, hint: str = ""
                     flush()
                     held = 0
             flush()
-    except (_NotStreamable, ChunkTypes):
+    except (NotStreamable, ChunkTypes):
         return None
     return {name: stream.rows for name, stream in streams.items()}, profiles
 
@@ -771,81 +805,95 @@ def _run_sweep(
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     prepare_out(out, plan, resume, force)
-    parsed = Assembly()  # what the tables need of each point: those found finished, then each as it arrives
-    done, damaged = read_finished(out, plan, parsed) if resume else (set(), [])
-    if damaged and on_note is not None:
-        names = ", ".join(point_path(out, p).name for p in damaged[:3]) + (
-            f" and {len(damaged) - 3} more" if len(damaged) > 3 else ""
-        )
-        on_note(f"note: {len(damaged)} point file(s) in {out}/{POINTS_DIR}/ were damaged ({names}); those points run again")
-    todo = [p for p in plan.points if p.index not in done]
-    if on_start is not None:
-        on_start(len(plan.points), len(done))
-
-    def save(point: Point, text: str) -> None:
-        save_point(out, point, text)
-        failed_path(out, point).unlink(missing_ok=True)  # a retried point that now succeeded
-        parsed.add(point.index, _payload(text))
-        if on_point is not None:
-            on_point(point)
-
-    failed: list[tuple[Point, str]] = []
-
-    def fail(point: Point, error: str) -> None:
-        failed.append((point, error))
-        write_text_atomic(failed_path(out, point), f"{point.variant}: {error}\n")
-        if on_point is not None:
-            on_point(point)
-
-    worker_versions = None  # Ray's workers' versions (a remote cluster's may differ from this machine's)
-    try:
-        if todo:
-            worker_versions = backends.execute(
-                todo,
-                functools.partial(run_point, allow_code=True) if allow_code else run_point,
-                save,
-                workers=workers,
-                backend=backend,
-                ray_address=ray_address,
-                fail=fail,
-                out=out,
-                slurm_options=slurm_options,
+    with _segments(out, plan, fmt) as segments:  # (its spill files go when the block ends)
+        parsed = Assembly()  # what the tables need of each point: those found finished, then each as it arrives
+        done, damaged = read_finished(out, plan, parsed, segments) if resume else (set(), [])
+        if damaged and on_note is not None:
+            names = ", ".join(point_path(out, p).name for p in damaged[:3]) + (
+                f" and {len(damaged) - 3} more" if len(damaged) > 3 else ""
             )
-    except KeyboardInterrupt as err:
-        from resflow._sys.signals import exit_code, signal_name
+            on_note(f"note: {len(damaged)} point file(s) in {out}/{POINTS_DIR}/ were damaged ({names}); those points run again")
+        todo = [p for p in plan.points if p.index not in done]
+        if on_start is not None:
+            on_start(len(plan.points), len(done))
 
-        saved = len(finished(out, plan))
-        raise Interrupted(
-            f"interrupted ({signal_name(err)}): {saved} of {len(plan.points)} points are saved in {out}/{POINTS_DIR}/; "
-            f"finish the sweep with: {resume_hint or 'the same command plus --resume'}",
-            exit_code=exit_code(err),
-        ) from None
-    if failed:
-        first, error = min(failed, key=lambda f: f[0].index)
-        raise ResflowError(
-            f"{len(failed)} of {len(plan.points)} sweep points failed (first: {first.variant}: {error}; all in "
-            f"{out}/{POINTS_DIR}/*.failed.txt); the other points are saved; retry the failed ones with: "
-            f"{resume_hint or 'the same command plus --resume'}"
-        )
-
-    for point in plan.points:  # (all are noted by now: finished ones were read and checked above)
-        if point.index not in parsed:
-            payload = read_point(out, point)
-            if payload is None:
-                raise _damaged(out, point, resume_hint)
+        def save(point: Point, text: str) -> None:
+            save_point(out, point, text)
+            failed_path(out, point).unlink(missing_ok=True)  # a retried point that now succeeded
+            payload = _payload(text)
             parsed.add(point.index, payload)
-    meta = run_meta(
-        started,
-        t0,
-        kind="sweep",
-        axes=[{"key": a.key, "column": a.column, "values": list(a.values)} for a in plan.axes],
-        points=len(plan.points),
-        resumed_points=len(done),
-        workers=workers,
-        backend=backend,
-        **({"worker_versions": worker_versions} if worker_versions else {}),
-    )
-    return write_tables(out, plan, parsed, fmt, meta, resume_hint, skipped=len(done), ran=len(todo))
+            if segments is not None:
+                segments.add(point.index, payload)  # its CSV lines, made while the workers run the others
+            if on_point is not None:
+                on_point(point)
+
+        failed: list[tuple[Point, str]] = []
+
+        def fail(point: Point, error: str) -> None:
+            failed.append((point, error))
+            write_text_atomic(failed_path(out, point), f"{point.variant}: {error}\n")
+            if on_point is not None:
+                on_point(point)
+
+        worker_versions = None  # Ray's workers' versions (a remote cluster's may differ from this machine's)
+        try:
+            if todo:
+                worker_versions = backends.execute(
+                    todo,
+                    functools.partial(run_point, allow_code=True) if allow_code else run_point,
+                    save,
+                    workers=workers,
+                    backend=backend,
+                    ray_address=ray_address,
+                    fail=fail,
+                    out=out,
+                    slurm_options=slurm_options,
+                )
+        except KeyboardInterrupt as err:
+            from resflow._sys.signals import exit_code, signal_name
+
+            saved = len(finished(out, plan))
+            raise Interrupted(
+                f"interrupted ({signal_name(err)}): {saved} of {len(plan.points)} points are saved in {out}/{POINTS_DIR}/; "
+                f"finish the sweep with: {resume_hint or 'the same command plus --resume'}",
+                exit_code=exit_code(err),
+            ) from None
+        if failed:
+            first, error = min(failed, key=lambda f: f[0].index)
+            raise ResflowError(
+                f"{len(failed)} of {len(plan.points)} sweep points failed (first: {first.variant}: {error}; all in "
+                f"{out}/{POINTS_DIR}/*.failed.txt); the other points are saved; retry the failed ones with: "
+                f"{resume_hint or 'the same command plus --resume'}"
+            )
+
+        for point in plan.points:  # (all are noted by now: finished ones were read and checked above)
+            if point.index not in parsed:
+                payload = read_point(out, point)
+                if payload is None:
+                    raise damaged_error(out, point, resume_hint)
+                parsed.add(point.index, payload)
+        meta = run_meta(
+            started,
+            t0,
+            kind="sweep",
+            axes=[{"key": a.key, "column": a.column, "values": list(a.values)} for a in plan.axes],
+            points=len(plan.points),
+            resumed_points=len(done),
+            workers=workers,
+            backend=backend,
+            **({"worker_versions": worker_versions} if worker_versions else {}),
+        )
+        return write_tables(out, plan, parsed, fmt, meta, resume_hint, segments=segments, skipped=len(done), ran=len(todo))
+
+
+def _segments(out: Path, plan: Plan, fmt: str):
+    """Where each point's CSV lines go as it arrives (resflow/sweep/segments.py); CSV only (Parquet
+    is streamed from the point files at the end)."""
+    from contextlib import nullcontext
+
+    from resflow.sweep.segments import Segments
+
+    return Segments(out, plan) if fmt == "csv" else nullcontext()
 
 
 def _payload(text: str) -> dict:
@@ -857,16 +905,21 @@ def _payload(text: str) -> dict:
     return payload
 
 
-def write_tables(out: Path, plan: Plan, parsed: Assembly, fmt: str, meta: dict, hint: str = "", **counts) -> SweepRun:
-    """The final tables from the point files: streamed (`stream_tables`), else (columns whose dtype
-    cannot be told ahead) assembled in memory; then the summary, config.yaml and meta.json."""
+def write_tables(
+    out: Path, plan: Plan, parsed: Assembly, fmt: str, meta: dict, hint: str = "", segments=None, **counts
+) -> SweepRun:
+    """The final tables: from the lines made as the points arrived (`segments`, CSV), else streamed
+    from the point files (`stream_tables`), else (columns whose dtype cannot be told ahead) assembled
+    in memory; then the summary, config.yaml and meta.json."""
     from resflow.results.files import write_config_meta, write_csv, write_files, write_parquet
     from resflow.results.stats import profile_medians
     from resflow.results.tables import RunResult
 
     summary = table_frame("summary", [parsed.summary[p.index] for p in plan.points], plan.columns)
     config = plan.config_yaml()
-    streamed = stream_tables(out, plan, parsed, fmt, hint)
+    streamed = segments.write(parsed, hint) if segments is not None else None
+    if streamed is None:
+        streamed = stream_tables(out, plan, parsed, fmt, hint)
     if streamed is None:
         frames = assemble(out, plan)
         result = RunResult(config=config, meta=meta, path=out, **frames)
