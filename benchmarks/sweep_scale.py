@@ -302,7 +302,8 @@ PARTS = {  # what a point's CPU is spent on: (module, attribute)s wrapped where 
     # (resflow.results.assemble: where the frames and the summary are made since the one assembly path)
     "measure (forward, backward, norms, the seeds' init draws)": [("resflow.measure.batched", "measure_seeds")],
     "summarize": [("resflow.experiment", "summarize"), ("resflow.results.assemble", "summarize")],
-    "theory overlay": [("resflow.experiment", "overlay")],
+    # (looked up when `overlay(prediction)` makes the assembly's overlay function)
+    "theory overlay": [("resflow.theory.overlay", "add_prediction")],
     "tables (grads, params, summary frames)": [
         (module, name)
         for module in ("resflow.experiment", "resflow.results.assemble")
@@ -313,7 +314,9 @@ PARTS = {  # what a point's CPU is spent on: (module, attribute)s wrapped where 
 
 
 def breakdown_child(n: int) -> dict:
-    """CPU ms per point of `n` points of the 10k shape (depths and scales spread), one torch thread,
+    """CPU ms per point of `n` points of the 10k shape as one of the 2 pool workers meets them: the
+    pool's order (longest first, so an init-scale group's points come together), every other point
+    (the other worker takes the rest), over n // 5 depths spread from 1 to 100; one torch thread,
     after one point and `gc.freeze()` as a forked pool worker (the parent froze its heap): the whole
     point and each of PARTS; the code is whichever resflow is first on the path."""
     import gc
@@ -325,7 +328,10 @@ def breakdown_child(n: int) -> dict:
 
     torch.set_num_threads(1)
     plan = _plan([])
-    points = plan.points[:: max(1, len(plan.points) // n)][:n]
+    by_cost = sorted(plan.points, key=lambda p: getattr(p, "cost", 0.0), reverse=True)  # (the pool's order)
+    groups = max(1, n // 5)
+    depths = {1 + round(99 * k / max(1, groups - 1)) for k in range(groups)}
+    points = [p for p in by_cost if p.config["model"]["depth"] in depths][::2][:n]
     spent: dict[str, float] = {}
 
     def wrap(label: str, module, name: str) -> None:
