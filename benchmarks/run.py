@@ -728,7 +728,7 @@ def main(argv: list[str] | None = None) -> int:
         w.writerows(asdict(r) for r in rows)
     print(f"wrote {args.out}/results.json and results.csv")
     if args.page is not None:
-        args.page.write_text(page(rows, meta, " ".join(["python -m benchmarks", *(argv if argv is not None else sys.argv[1:])])))
+        write_page(args.page, page(rows, meta, " ".join(["python -m benchmarks", *(argv if argv is not None else sys.argv[1:])])))
         print(f"wrote {args.page}")
     return 0
 
@@ -782,6 +782,15 @@ def page(rows: list[Row], meta: dict, command: str) -> str:
             f"| {cell(r.target)} | {r.measured:.3g} {cell(r.unit)} | {cell(r.threshold)} | {verdict} | {cell(r.detail)} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def write_page(path: Path, head: str) -> None:
+    """`head` (the intro and the table) as the page's beginning, up to its next `## ` section after
+    the table: the sections other benchmarks write below it (sweeps at scale, ...) are kept."""
+    doc = path.read_text() if path.is_file() else ""
+    at = doc.find("\n## The table")
+    rest = doc.find("\n## ", at + 1) if at >= 0 else -1
+    path.write_text(head + (doc[rest:] if rest >= 0 else ""))
 
 
 def print_table(rows: list[Row]) -> None:

@@ -71,6 +71,18 @@ def test_sweep_scale_benchmark_runs(tmp_path, capsys):
     assert "| tiny runs | csv | new |" in capsys.readouterr().out
 
 
+def test_page_keeps_the_sections_other_benchmarks_write(tmp_path):
+    """--page rewrites the intro and the table only: the page's later sections (sweeps at scale,
+    written by benchmarks.sweep_scale) stay as they were (they were lost before)."""
+    page = tmp_path / "performance.md"
+    later = "\n## Sweeps at scale\n\n<!-- sweep-scale:start -->\nkept | 1 |\n<!-- sweep-scale:end -->\n"
+    page.write_text("# Performance\n\nold intro\n\n## The table\n\n| old | table |\n" + later)
+    assert main(["--quick", "--only", "csv", "--out", str(tmp_path), "--page", str(page)]) == 0
+    text = page.read_text()
+    assert text.endswith(later) and "| old | table |" not in text and "old intro" not in text
+    assert text.count("## The table") == 1
+
+
 def test_page_is_the_table_with_machine_and_commit(tmp_path, capsys):
     """--page writes docs/performance.md: every row of results.json, the command, the machine, the commit."""
     page = tmp_path / "performance.md"
