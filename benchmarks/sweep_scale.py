@@ -215,7 +215,7 @@ def make_points(source: Path, dest: Path, extra: list[str]) -> None:
     point format) with the same depth and scale, relabelled: the values repeat, the sizes are real."""
     import pandas as pd
 
-    from resflow.sweep import runner
+    from resflow.sweep import points, runner
 
     src_plan, plan = _plan([]), _plan(extra)
     per = len(plan.points) // len(src_plan.points)
@@ -228,7 +228,7 @@ def make_points(source: Path, dest: Path, extra: list[str]) -> None:
             payload = runner.read_point(source, src)
             if payload is None:
                 raise SystemExit(f"{source}: point {src.key} is missing or damaged")
-            frames = {name: pd.DataFrame(runner._columns(payload[name])) for name in runner.TABLES if name in payload}
+            frames = {name: pd.DataFrame(points.part_columns(payload[name])) for name in runner.TABLES if name in payload}
             read = src.index
         runner.save_point(dest, point, runner.encode_point(point, frames))
 

@@ -286,7 +286,7 @@ def test_resflow_error_is_the_base_of_the_stdout_fault():
 
 def _set_cell(part: dict, column: str, value) -> None:
     """A point file's stored column (compactly encoded) rewritten as a plain list whose first cell is `value`."""
-    from resflow.sweep.runner import _decode
+    from resflow.sweep.points import _decode
 
     values = list(_decode(part["cols"][column], part["n"]))
     values = [v.item() if hasattr(v, "item") else v for v in values]
@@ -333,7 +333,7 @@ def test_a_point_file_with_wrong_typed_values_is_run_again_on_resume(tmp_path, d
 
 
 def test_an_undamaged_resume_reads_every_point_file():
-    from resflow.sweep.runner import _well_typed
+    from resflow.sweep.points import _well_typed
 
     assert _well_typed("seed", [0, 1]) and _well_typed("input_grad_norm", [1.5, float("nan"), None])
     assert _well_typed("module", ["a", None]) and _well_typed("residual", [True, False])

@@ -307,7 +307,8 @@ def test_the_pool_starts_the_biggest_points_first(monkeypatch):
 
 
 def test_point_payload_keeps_what_only_looks_constant():
-    from resflow.sweep.runner import _columns, _constant
+    from resflow.sweep.points import _constant
+    from resflow.sweep.points import part_columns as _columns
 
     assert _constant([0.5, 0.5], "f") and _constant(["a", "a"], "O") and _constant([3, 3], "i")
     assert not _constant([0.0, -0.0], "f")  # equal, but printed differently

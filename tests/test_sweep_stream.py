@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import resflow.sweep.points as point_files
 import resflow.sweep.runner as runner
 from resflow.report.terminal.sweep import point_stats, point_stats_reference
 from resflow.results.csvtext import to_csv_text
@@ -65,7 +66,11 @@ def test_point_files_resume_to_the_same_bytes(tmp_path, monkeypatch):
 def _payload(table: dict[str, list]) -> dict:
     """A point payload whose grads/params/summary tables are `table` (as a worker's, all lists)."""
     part = {"n": len(next(iter(table.values()))), "order": list(table), "const": {}, "cols": table}
-    return {"grads": runner._part(part), "params": runner._part(part), "summary": runner._part(part)}
+    return {
+        "grads": point_files.decoded_part(part),
+        "params": point_files.decoded_part(part),
+        "summary": point_files.decoded_part(part),
+    }
 
 
 @pytest.mark.parametrize(
@@ -97,7 +102,7 @@ def test_chunks_print_as_the_whole_column(a, b, streams):
     whole = runner.table_frame("params", [p["params"] for p in points], [])
     assert list(whole["c"]) == [*a, *b] or whole["c"].isna().any()
     if streams:
-        chunks = [to_csv_text(runner._chunk_frame([p["params"]], *layout)) for p in points]
+        chunks = [to_csv_text(point_files.chunk_frame([p["params"]], *layout)) for p in points]
         assert chunks[0] + chunks[1].partition("\n")[2] == whole.to_csv(index=False)
 
 

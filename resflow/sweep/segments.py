@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 
 from resflow.sweep.plan import Plan
-from resflow.sweep.runner import (
+from resflow.sweep.points import (
     CHUNK_ROWS,
     STREAMED,
     Assembly,
