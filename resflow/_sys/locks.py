@@ -99,6 +99,17 @@ def process_start(pid: int) -> str | None:
         return None
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists here (another user's counts: EPERM means alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: alive, another user's
+        return True
+    return True
+
+
 def owner_gone(owner: dict) -> bool:
     """True if the lock's recorded owner is known to be dead: same host, and its pid is not running
     (or is a zombie, or is a newer process that reused the pid). Unknown -> False (refuse)."""

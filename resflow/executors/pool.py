@@ -22,6 +22,7 @@ import os
 from contextlib import contextmanager
 from typing import Callable
 
+from resflow._sys.locks import pid_alive
 from resflow.errors import ConfigError, ResflowError
 from resflow.executors.worker_setup import error_text, versions, worker_process
 
@@ -128,19 +129,9 @@ def die_with(main: int) -> None:
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
         except (OSError, AttributeError):
             pass
-    if not _alive(main):  # gone before we got here
+    if not pid_alive(main):  # gone before we got here
         os._exit(1)
     threading.Thread(target=_exit_when_gone, args=(main,), name="resflow-watch-parent", daemon=True).start()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # EPERM: alive
-        return True
-    return True
 
 
 def _exit_when_gone(main: int) -> None:
@@ -155,7 +146,7 @@ def _exit_when_gone(main: int) -> None:
     if fd is not None:
         select.select([fd], [], [])
     else:
-        while _alive(main):
+        while pid_alive(main):
             time.sleep(1.0)
     os.kill(os.getpid(), signal.SIGKILL)  # at once: no cleanup of a point nobody will collect
 

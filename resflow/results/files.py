@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from resflow._sys.files import atomic_file, not_replaceable, shareable, write_all, write_text_atomic
+from resflow._sys.locks import pid_alive
 from resflow._sys.signals import deferred
 from resflow.errors import ConfigError, EnvironmentFault, ResflowError, environment_error
 from resflow.results.csvtext import to_csv_text
@@ -597,22 +598,12 @@ def clean_beside(path: Path) -> None:
     for entry in sorted(path.parent.glob(f".{glob.escape(path.name)}.*")):
         kind, _, rest = entry.name[len(path.name) + 2 :].partition("-")
         pid = rest.split("-", 1)[0]
-        if kind not in ("staging", "old") or not pid.isdigit() or _alive(int(pid)) or not entry.is_dir() or entry.is_symlink():
+        if kind not in ("staging", "old") or not pid.isdigit() or pid_alive(int(pid)) or not entry.is_dir() or entry.is_symlink():
             continue
         if kind == "old" and not path.exists():
             os.replace(entry, path)
         else:
             shutil.rmtree(entry, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
 
 
 # ---------------------------------------------------------------------------------------------

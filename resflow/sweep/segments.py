@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from resflow._sys.locks import pid_alive
 from resflow.sweep.plan import Plan
 from resflow.sweep.points import (
     CHUNK_ROWS,
@@ -268,15 +269,5 @@ def remove_stale(out: Path) -> None:
     """Remove the spill files a sweep killed in `out` left (their process is gone)."""
     for path in Path(out).glob(".*.csv.segments-*.tmp"):
         pid = path.name.rsplit("-", 1)[1].removesuffix(".tmp")
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
